@@ -1,0 +1,203 @@
+//! The public client: blocking calls on the caller's thread, or submit + poll for a loop the
+//! caller owns. Either way there is no background thread and no thread hop on the hot path.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::proto::engine::{Completion, Config, ConnectionInfo, Engine, RequestId, Stats};
+use crate::proto::framing::{Limits, MAX_HEADERS_CAP};
+use crate::request::{Method, Request};
+use crate::response::Response;
+
+/// An HTTP/1.1 client that never writes a request on a connection the server has closed.
+///
+/// A `Client` owns its sockets and its event loop; it is driven by the calls made on it
+/// ([`Client::send`] and friends, or [`Client::poll`]). It is `Send`, so it can move to the
+/// thread that runs the control loop.
+pub struct Client {
+    engine: Engine,
+    driver: Driver,
+    /// Completions collected while a blocking call waited for its own.
+    ready: VecDeque<Completion>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", self.engine.config())
+            .field("stats", &self.engine.stats())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client with default settings (see [`ClientBuilder`]).
+    pub fn new() -> Result<Client> {
+        ClientBuilder::new().build()
+    }
+
+    /// A builder for the settings.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// `GET url`, blocking until the response or an error.
+    pub fn get(&mut self, url: &str) -> Result<Response> {
+        self.send(Request::get(url).build()?)
+    }
+
+    /// `PUT url` with `body`, blocking.
+    pub fn put(&mut self, url: &str, body: impl Into<Vec<u8>>) -> Result<Response> {
+        self.send(Request::put(url, body).build()?)
+    }
+
+    /// `POST url` with `body`, blocking. POST is not idempotent: it is retried only if the
+    /// device provably did not receive it.
+    pub fn post(&mut self, url: &str, body: impl Into<Vec<u8>>) -> Result<Response> {
+        self.send(Request::post(url, body).build()?)
+    }
+
+    /// `DELETE url`, blocking.
+    pub fn delete(&mut self, url: &str) -> Result<Response> {
+        self.send(Request::builder(Method::DELETE, url).build()?)
+    }
+
+    /// Sends a request and blocks until its response or error. It queues behind requests
+    /// submitted earlier to the same host; their completions are kept for [`Client::poll`].
+    /// Never blocks past the request's deadline.
+    pub fn send(&mut self, request: Request) -> Result<Response> {
+        let id = self.submit(request);
+        loop {
+            self.driver.turn(&mut self.engine, None)?;
+            while let Some(c) = self.engine.poll_completion() {
+                if c.id == id {
+                    return c.result;
+                }
+                self.ready.push_back(c);
+            }
+        }
+    }
+
+    /// Queues a request without blocking. Requests to one host go out in submission order;
+    /// the outcome arrives through [`Client::poll`].
+    pub fn submit(&mut self, request: Request) -> RequestId {
+        self.engine.submit(request, Instant::now())
+    }
+
+    /// Runs the event loop until at least one request completes or `timeout` passes, and
+    /// appends the completions to `out`. Returns how many were appended. `None` waits until a
+    /// completion (returns at once if nothing is pending; never past the earliest deadline of a
+    /// pending request, which always has one).
+    pub fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<usize> {
+        let start = out.len();
+        out.extend(self.ready.drain(..));
+        let until = timeout.map(|t| Instant::now() + t);
+        loop {
+            if out.len() > start || (self.engine.pending() == 0 && timeout.is_none()) {
+                return Ok(out.len() - start);
+            }
+            self.driver.turn(&mut self.engine, until)?;
+            while let Some(c) = self.engine.poll_completion() {
+                out.push(c);
+            }
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return Ok(out.len() - start);
+            }
+        }
+    }
+
+    /// Requests submitted and not yet completed or returned by [`Client::poll`].
+    pub fn pending(&self) -> usize {
+        self.engine.pending() + self.ready.len()
+    }
+
+    /// Counters since the client was created.
+    pub fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    /// A snapshot of the live connections.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.engine.connections(Instant::now())
+    }
+}
+
+/// Settings for a [`Client`]. The defaults suit a controller talking to devices on a LAN.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ClientBuilder {
+    cfg: Config,
+}
+
+impl ClientBuilder {
+    /// Default settings.
+    pub fn new() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// How long a TCP handshake may take (default 3 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.cfg.connect_timeout = t;
+        self
+    }
+
+    /// The default deadline of a request, from submission to the last response byte
+    /// (default 10 s); a request can set its own with [`crate::RequestBuilder::timeout`].
+    pub fn request_timeout(mut self, t: Duration) -> Self {
+        self.cfg.request_timeout = t;
+        self
+    }
+
+    /// How long an idle connection is kept for reuse (default 30 s). A server's
+    /// `Keep-Alive: timeout=N` shortens it, with a margin.
+    pub fn idle_timeout(mut self, t: Duration) -> Self {
+        self.cfg.idle_timeout = t;
+        self
+    }
+
+    /// How many times a request may be retried on a fresh connection after a lost one, where
+    /// that is safe (default 1; 0 disables retries).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.cfg.max_retries = n;
+        self
+    }
+
+    /// Requests in flight at once per host (default 1, which keeps the device's commands in
+    /// submission order end to end). More is opt-in: requests still *leave* in order, but may
+    /// complete out of order.
+    pub fn max_in_flight_per_host(mut self, n: usize) -> Self {
+        self.cfg.max_in_flight_per_host = n.max(1);
+        self
+    }
+
+    /// Connections per host, idle or busy (default 4).
+    pub fn max_connections_per_host(mut self, n: usize) -> Self {
+        self.cfg.max_connections_per_host = n.max(1);
+        self
+    }
+
+    /// `TCP_NODELAY` (default on: a command is one small write that must not wait for Nagle).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.cfg.nodelay = on;
+        self
+    }
+
+    /// Response limits (head bytes, header count, body bytes, interim responses).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.cfg.limits = limits;
+        self
+    }
+
+    /// Builds the client (creates its poller).
+    pub fn build(self) -> Result<Client> {
+        let mut cfg = self.cfg;
+        cfg.limits.max_headers = cfg.limits.max_headers.min(MAX_HEADERS_CAP);
+        Ok(Client {
+            engine: Engine::new(cfg),
+            driver: Driver::new().map_err(Error::Io)?,
+            ready: VecDeque::new(),
+        })
+    }
+}

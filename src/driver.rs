@@ -1,0 +1,272 @@
+//! The mio event loop: sockets, tokens and syscalls, and nothing else.
+//!
+//! The driver turns readiness into engine events and engine actions into syscalls. It makes no
+//! protocol decision: whether a socket may be written is the engine's answer (`Engine::output`),
+//! and the driver writes exactly that. Tokens are generational slab keys, so a readiness event
+//! for a socket that was closed and whose slot was reused is ignored.
+//!
+//! Readiness is edge-triggered: after a readable event the driver reads until `WouldBlock`, 0
+//! (the FIN) or an error, or the next event never comes.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::Error;
+use crate::proto::engine::{Action, Engine, ProbeOutcome};
+use crate::proto::slab::Key;
+
+/// `EINPROGRESS`: a non-blocking connect has started (`io::ErrorKind::InProgress` is unstable).
+#[cfg(target_os = "linux")]
+const EINPROGRESS: i32 = 115;
+#[cfg(not(target_os = "linux"))]
+const EINPROGRESS: i32 = 36;
+
+struct Sock {
+    key: Key,
+    stream: mio::net::TcpStream,
+}
+
+pub(crate) struct Driver {
+    poll: Poll,
+    events: Events,
+    /// Indexed by `Key::index()`; the entry's own key must match the event's.
+    socks: Vec<Option<Sock>>,
+    scratch: Box<[u8]>,
+    resolved: HashMap<(String, u16), SocketAddr>,
+}
+
+impl Driver {
+    pub(crate) fn new() -> io::Result<Driver> {
+        Ok(Driver {
+            poll: Poll::new()?,
+            events: Events::with_capacity(256),
+            socks: Vec::new(),
+            scratch: vec![0; 64 * 1024].into_boxed_slice(),
+            resolved: HashMap::new(),
+        })
+    }
+
+    /// One turn of the loop. First every readiness that is already pending is reported (so a FIN
+    /// that has arrived is known before anything is written), then due timers, then the engine's
+    /// actions run. If that produced no completion, the loop sleeps in the poller until
+    /// readiness, `until`, or the engine's nearest timer, whichever is first, and runs again.
+    pub(crate) fn turn(&mut self, engine: &mut Engine, until: Option<Instant>) -> io::Result<()> {
+        self.poll_events(engine, Some(Duration::ZERO))?;
+        engine.on_timeout(Instant::now());
+        self.run_actions(engine);
+        if engine.has_completions() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let wake = match (until, engine.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = wake.map(|w| {
+            // Round up: waking a hair early would only spin once more.
+            let d = w.saturating_duration_since(now);
+            if d.is_zero() { d } else { d.max(Duration::from_micros(100)) }
+        });
+        self.poll_events(engine, timeout)?;
+        engine.on_timeout(Instant::now());
+        self.run_actions(engine);
+        Ok(())
+    }
+
+    fn poll_events(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            let key = Key::from_usize(event.token().0);
+            if self.sock(key).is_none() {
+                continue; // stale: the socket is gone
+            }
+            let now = Instant::now();
+            if engine.is_connecting(key) {
+                self.check_connect(engine, key, now);
+                if engine.is_connecting(key) {
+                    continue;
+                }
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                self.read_all(engine, key, now);
+            }
+            if event.is_writable() {
+                self.flush(engine, key, now);
+            }
+        }
+        self.events = events;
+        Ok(())
+    }
+
+    fn run_actions(&mut self, engine: &mut Engine) {
+        while let Some(action) = engine.poll_action() {
+            let now = Instant::now();
+            match action {
+                Action::Connect { conn, host, port } => self.connect(engine, conn, &host, port, now),
+                Action::Probe { conn } => {
+                    let outcome = match self.sock(conn) {
+                        Some(s) => probe(&s.stream),
+                        None => ProbeOutcome::Error(io::Error::from(io::ErrorKind::NotConnected)),
+                    };
+                    engine.on_probe(conn, outcome, now);
+                }
+                Action::Write { conn } => self.flush(engine, conn, now),
+                Action::Close { conn } => self.close(conn),
+            }
+        }
+    }
+
+    fn sock(&self, key: Key) -> Option<&Sock> {
+        self.socks.get(key.index())?.as_ref().filter(|s| s.key == key)
+    }
+
+    fn sock_mut(&mut self, key: Key) -> Option<&mut Sock> {
+        self.socks.get_mut(key.index())?.as_mut().filter(|s| s.key == key)
+    }
+
+    fn connect(&mut self, engine: &mut Engine, key: Key, host: &str, port: u16, now: Instant) {
+        let addr = match self.resolve(host, port) {
+            Ok(a) => a,
+            Err(source) => {
+                let host = format!("{host}:{port}");
+                return engine.on_connect_failed(key, Error::Resolve { host, source }, now);
+            }
+        };
+        match open_socket(addr, engine.config().nodelay) {
+            Ok(mut stream) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = self.poll.registry().register(&mut stream, Token(key.to_usize()), interest) {
+                    let host = format!("{host}:{port}");
+                    return engine.on_connect_failed(key, Error::ConnectFailed { host, source: e }, now);
+                }
+                if self.socks.len() <= key.index() {
+                    self.socks.resize_with(key.index() + 1, || None);
+                }
+                self.socks[key.index()] = Some(Sock { key, stream });
+                log::trace!("conn={} connecting to {addr}", engine.conn_id(key));
+            }
+            Err(source) => {
+                let host = format!("{host}:{port}");
+                engine.on_connect_failed(key, Error::ConnectFailed { host, source }, now);
+            }
+        }
+    }
+
+    /// IP literals need no resolver; names go through the system resolver once and are cached.
+    fn resolve(&mut self, host: &str, port: u16) -> io::Result<SocketAddr> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        if let Some(a) = self.resolved.get(&(host.to_string(), port)) {
+            return Ok(*a);
+        }
+        let addr = (host, port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for host"))?;
+        self.resolved.insert((host.to_string(), port), addr);
+        Ok(addr)
+    }
+
+    /// A connecting socket became writable (or failed): did the handshake succeed?
+    fn check_connect(&mut self, engine: &mut Engine, key: Key, now: Instant) {
+        let Some(s) = self.sock(key) else { return };
+        let host = || s.stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "peer".into());
+        match s.stream.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let err = Error::ConnectFailed { host: host(), source: e };
+                return engine.on_connect_failed(key, err, now);
+            }
+            Ok(None) => {}
+        }
+        match s.stream.peer_addr() {
+            Ok(_) => engine.on_connected(key, now),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {} // spurious wake-up
+            Err(e) => {
+                engine.on_connect_failed(key, Error::ConnectFailed { host: "peer".into(), source: e }, now)
+            }
+        }
+    }
+
+    fn read_all(&mut self, engine: &mut Engine, key: Key, now: Instant) {
+        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
+        else {
+            return;
+        };
+        // Stop once the engine has let go of the connection (an error, a limit): a flooding
+        // server must not keep the loop reading.
+        while engine.knows(key) {
+            match s.stream.read(&mut self.scratch) {
+                Ok(0) => return engine.on_fin(key, now),
+                Ok(n) => engine.on_data(key, &self.scratch[..n], now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return engine.on_error(key, e, now),
+            }
+        }
+    }
+
+    fn flush(&mut self, engine: &mut Engine, key: Key, now: Instant) {
+        let Some(s) = self.sock_mut(key) else { return };
+        loop {
+            let out = engine.output(key);
+            if out.is_empty() {
+                return;
+            }
+            match s.stream.write(out) {
+                Ok(0) => return engine.on_error(key, io::ErrorKind::WriteZero.into(), now),
+                Ok(n) => engine.on_written(key, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return engine.on_error(key, e, now),
+            }
+        }
+    }
+
+    fn close(&mut self, key: Key) {
+        if let Some(slot) = self.socks.get_mut(key.index())
+            && slot.as_ref().is_some_and(|s| s.key == key)
+            && let Some(mut s) = slot.take()
+        {
+            let _ = self.poll.registry().deregister(&mut s.stream);
+            // Dropping the stream closes the socket.
+        }
+    }
+}
+
+/// The pre-write check: a non-blocking `MSG_PEEK` of one byte.
+fn probe(stream: &mio::net::TcpStream) -> ProbeOutcome {
+    let mut byte = [0u8; 1];
+    loop {
+        return match stream.peek(&mut byte) {
+            Ok(0) => ProbeOutcome::Fin,
+            Ok(_) => ProbeOutcome::Data,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ProbeOutcome::Alive,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => ProbeOutcome::Error(e),
+        };
+    }
+}
+
+/// A non-blocking TCP socket with its connect started.
+fn open_socket(addr: SocketAddr, nodelay: bool) -> io::Result<mio::net::TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(nodelay)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
+}

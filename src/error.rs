@@ -1,0 +1,266 @@
+//! The crate's one error type.
+//!
+//! Every variant is named for what happened to the caller's request, and every variant answers
+//! the question a control loop must ask before it decides what to do next: *may the device have
+//! acted on this command?* ([`Error::may_have_been_processed`]).
+
+use std::fmt;
+use std::io;
+
+/// How far an exchange had got when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting in the host's queue for a connection; nothing was sent.
+    Queued,
+    /// The connection for the request was still being established; nothing was sent.
+    Connecting,
+    /// Part of the request was written; the device cannot have seen all of it.
+    Sending,
+    /// The whole request was written; no byte of the response had arrived.
+    AwaitingResponse,
+    /// Part of the response had arrived.
+    ReadingResponse,
+}
+
+impl Stage {
+    /// Whether a request that failed at this stage may have been acted on by the device.
+    ///
+    /// A device that did not receive the whole request cannot have processed it (an HTTP server
+    /// acts on a complete message); once it had it, we cannot know.
+    pub fn may_have_been_processed(self) -> bool {
+        matches!(self, Stage::AwaitingResponse | Stage::ReadingResponse)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Queued => "while queued",
+            Stage::Connecting => "while connecting",
+            Stage::Sending => "while sending the request",
+            Stage::AwaitingResponse => "after the request was sent, before any response byte",
+            Stage::ReadingResponse => "while reading the response",
+        }
+    }
+}
+
+/// Why a connection was lost under a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostCause {
+    /// The device closed its side (FIN) before the response was complete.
+    PeerClosed,
+    /// The connection was reset (RST) or failed with a socket error.
+    Reset,
+}
+
+/// A configured limit that a response exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Bytes in the response head (status line and header fields), or in a chunked trailer.
+    HeadBytes,
+    /// Number of header fields in the response head.
+    HeaderCount,
+    /// Bytes in the response body.
+    BodyBytes,
+    /// Number of interim (1xx) responses before the final one.
+    InterimResponses,
+}
+
+/// Everything that can go wrong with a request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL could not be used: not `http://host[:port]/path?query`.
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The request was rejected before anything was sent (invalid method, target or header,
+    /// a header with CR/LF/NUL, a conflicting Content-Length, …).
+    InvalidRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The host name did not resolve to an address.
+    Resolve {
+        /// `host:port` as in the URL.
+        host: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// The TCP connection could not be established (refused, unreachable, …). Nothing was sent.
+    ConnectFailed {
+        /// `host:port` as in the URL.
+        host: String,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The TCP handshake did not finish within the connect timeout. Nothing was sent.
+    ConnectTimedOut {
+        /// `host:port` as in the URL.
+        host: String,
+    },
+    /// The request's deadline passed.
+    DeadlineExceeded {
+        /// How far the exchange had got.
+        stage: Stage,
+    },
+    /// The connection was closed or reset under the request, and it was not (or could not
+    /// safely be) retried.
+    ConnectionLost {
+        /// FIN or RST.
+        cause: LostCause,
+        /// How far the exchange had got.
+        stage: Stage,
+        /// The socket error behind a reset, if there was one.
+        source: Option<io::Error>,
+    },
+    /// The response broke HTTP/1.1 framing or syntax. The connection was not reused.
+    MalformedResponse {
+        /// What was wrong, in words.
+        what: String,
+    },
+    /// The response exceeded a configured limit. The connection was not reused.
+    LimitExceeded {
+        /// Which limit.
+        limit: Limit,
+        /// Its configured value.
+        max: usize,
+    },
+    /// The request was lost once, retried on a fresh connection, and the retry failed too.
+    /// Both failures are kept: the first one may have reached the device even when the retry
+    /// did not.
+    RetryFailed {
+        /// The first lost attempt.
+        first: Box<Error>,
+        /// The retry's failure.
+        last: Box<Error>,
+    },
+    /// The event loop itself failed (the poller). The client may not be usable.
+    Io(io::Error),
+}
+
+impl Error {
+    /// Whether the device may have acted on the request.
+    ///
+    /// `false` is a guarantee: the device did not receive the whole request, so re-sending it
+    /// cannot apply it twice. `true` means it may have; only the caller can decide whether to
+    /// send a non-idempotent command again.
+    pub fn may_have_been_processed(&self) -> bool {
+        match self {
+            Error::InvalidUrl { .. }
+            | Error::InvalidRequest { .. }
+            | Error::Resolve { .. }
+            | Error::ConnectFailed { .. }
+            | Error::ConnectTimedOut { .. } => false,
+            Error::DeadlineExceeded { stage } | Error::ConnectionLost { stage, .. } => {
+                stage.may_have_been_processed()
+            }
+            // The device answered (badly): it had the request.
+            Error::MalformedResponse { .. } | Error::LimitExceeded { .. } => true,
+            Error::RetryFailed { first, last } => {
+                first.may_have_been_processed() || last.may_have_been_processed()
+            }
+            // Unknown: be conservative.
+            Error::Io(_) => true,
+        }
+    }
+
+    /// A short, stable, machine-readable name of the variant (used by `ctl --json`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidUrl { .. } => "invalid_url",
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::Resolve { .. } => "resolve",
+            Error::ConnectFailed { .. } => "connect_failed",
+            Error::ConnectTimedOut { .. } => "connect_timed_out",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            Error::ConnectionLost { cause: LostCause::PeerClosed, .. } => "connection_closed",
+            Error::ConnectionLost { cause: LostCause::Reset, .. } => "connection_reset",
+            Error::MalformedResponse { .. } => "malformed_response",
+            Error::LimitExceeded { .. } => "limit_exceeded",
+            Error::RetryFailed { last, .. } => last.kind(),
+            Error::Io(_) => "io",
+        }
+    }
+
+    pub(crate) fn invalid_request(reason: impl Into<String>) -> Error {
+        Error::InvalidRequest { reason: reason.into() }
+    }
+
+    pub(crate) fn malformed(what: impl Into<String>) -> Error {
+        Error::MalformedResponse { what: what.into() }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidUrl { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
+            Error::InvalidRequest { reason } => write!(f, "invalid request: {reason}"),
+            Error::Resolve { host, source } => write!(f, "could not resolve {host}: {source}"),
+            Error::ConnectFailed { host, source } => {
+                write!(f, "could not connect to {host}: {source}")
+            }
+            Error::ConnectTimedOut { host } => write!(f, "connect to {host} timed out"),
+            Error::DeadlineExceeded { stage } => {
+                write!(f, "request deadline exceeded {}", stage.as_str())?;
+                if stage.may_have_been_processed() {
+                    write!(f, "; the device may have acted on it")
+                } else {
+                    write!(f, "; the device did not receive it")
+                }
+            }
+            Error::ConnectionLost { cause, stage, source } => {
+                match cause {
+                    LostCause::PeerClosed => write!(f, "device closed the connection ")?,
+                    LostCause::Reset => write!(f, "connection reset ")?,
+                }
+                write!(f, "{}", stage.as_str())?;
+                if let Some(e) = source {
+                    write!(f, " ({e})")?;
+                }
+                if stage.may_have_been_processed() {
+                    write!(f, "; the device may have acted on it")
+                } else {
+                    write!(f, "; the device did not receive it")
+                }
+            }
+            Error::MalformedResponse { what } => write!(f, "malformed response: {what}"),
+            Error::LimitExceeded { limit, max } => {
+                let what = match limit {
+                    Limit::HeadBytes => "response head bytes",
+                    Limit::HeaderCount => "response header fields",
+                    Limit::BodyBytes => "response body bytes",
+                    Limit::InterimResponses => "interim (1xx) responses",
+                };
+                write!(f, "response exceeded the limit of {max} {what}")
+            }
+            Error::RetryFailed { first, last } => {
+                write!(f, "{last} (after a retry; the first attempt: {first})")
+            }
+            Error::Io(e) => write!(f, "event loop failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Resolve { source, .. } | Error::ConnectFailed { source, .. } => Some(source),
+            Error::ConnectionLost { source: Some(e), .. } => Some(e),
+            Error::RetryFailed { last, .. } => Some(&**last),
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

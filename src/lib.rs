@@ -1,0 +1,39 @@
+//! finwatch: a raw-socket HTTP/1.1 client on `mio` for control loops that command embedded
+//! devices, built so that a request is **never written on a connection the device has closed**.
+//!
+//! Embedded HTTP servers close connections after a response (FIN) without saying
+//! `Connection: close`, or after a few milliseconds of idleness. A pooled client that does not
+//! notice writes its next command into the half-closed socket, the device answers RST, and the
+//! command is lost. finwatch keeps explicit state for every connection, watches idle sockets for
+//! FIN, peeks each one right before it writes, and sends the command on a fresh socket instead.
+//!
+//! ```no_run
+//! let mut client = finwatch::Client::new()?;
+//! let resp = client.put("http://10.0.0.5/unico/v1/interface/io", r#"{"ioId":25602,"on":true}"#)?;
+//! assert_eq!(resp.status(), 200);
+//! let state = client.get("http://10.0.0.5/unico/v1/interface/io-state?ioId=25602")?;
+//! println!("{}", String::from_utf8_lossy(state.body()));
+//! # Ok::<(), finwatch::Error>(())
+//! ```
+//!
+//! Layers: [`Client`] (public API) → `driver` (the mio loop, thin, no protocol decisions) →
+//! `proto` (sans-IO: connection state machine, pool, dispatch, retries, response framing).
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod driver;
+mod error;
+mod proto;
+mod request;
+mod response;
+mod url;
+
+pub use client::{Client, ClientBuilder};
+pub use error::{Error, Limit, LostCause, Result, Stage};
+pub use proto::conn::RetireReason;
+pub use proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
+pub use proto::framing::{Limits, MAX_HEADERS_CAP};
+pub use request::{Method, Request, RequestBuilder};
+pub use response::{Meta, Response};
+pub use url::Url;

@@ -1,0 +1,206 @@
+//! One connection's state, and the one place where it changes.
+//!
+//! Every state a connection can be in is a variant of [`ConnState`], carrying only the data that
+//! state has (the exchange lives in `Busy`, the FIN's time in `PeerHalfClosed`). Every change goes
+//! through [`Conn::transition`], which logs `conn=7 127.0.0.1:8080 Open(Idle) -> PeerHalfClosed
+//! (FIN while idle)`: grep that one function to learn when a state can be entered.
+//! [`Conn::may_carry_request`] is the rule the crate exists for: only `Open(Idle)` may.
+
+use std::fmt;
+use std::time::Instant;
+
+use crate::proto::framing::ResponseReader;
+use crate::proto::slab::Key;
+
+/// Why a connection is retired (closed by us) instead of being kept for reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireReason {
+    /// The response carried `Connection: close`.
+    ServerSaidClose,
+    /// An HTTP/1.0 response without `Connection: keep-alive`.
+    Http10,
+    /// The body was delimited by the server closing the connection.
+    CloseDelimitedBody,
+    /// `Keep-Alive: max` said no further request would be accepted.
+    KeepAliveMaxReached,
+    /// Retired ahead of the server's announced `Keep-Alive: timeout`.
+    KeepAliveTimeout,
+    /// Idle longer than the client's own idle timeout.
+    IdleTimeout,
+    /// The request asked for `Connection: close`.
+    RequestedClose,
+    /// The server sent bytes nobody asked for; the stream is out of step.
+    UnsolicitedData,
+    /// The response broke framing rules or limits; what follows cannot be trusted.
+    ProtocolError,
+    /// The request's deadline passed mid-exchange; a late response would desynchronise it.
+    DeadlineExceeded,
+    /// The TCP handshake failed or timed out.
+    ConnectFailed,
+    /// The peer closed its side; the socket is released.
+    PeerClosed,
+    /// The socket failed; it is released.
+    SocketError,
+    /// The client is being dropped.
+    Shutdown,
+}
+
+impl RetireReason {
+    /// A few words for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetireReason::ServerSaidClose => "server sent Connection: close",
+            RetireReason::Http10 => "HTTP/1.0 response without keep-alive",
+            RetireReason::CloseDelimitedBody => "body delimited by close",
+            RetireReason::KeepAliveMaxReached => "Keep-Alive max reached",
+            RetireReason::KeepAliveTimeout => "retired before the server's Keep-Alive timeout",
+            RetireReason::IdleTimeout => "idle timeout",
+            RetireReason::RequestedClose => "request asked for Connection: close",
+            RetireReason::UnsolicitedData => "unsolicited bytes from the server",
+            RetireReason::ProtocolError => "protocol error",
+            RetireReason::DeadlineExceeded => "request deadline exceeded mid-exchange",
+            RetireReason::ConnectFailed => "connect failed",
+            RetireReason::PeerClosed => "peer closed",
+            RetireReason::SocketError => "socket error",
+            RetireReason::Shutdown => "client shut down",
+        }
+    }
+}
+
+/// Where an exchange on a busy connection is.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Assigned; the pre-write peek has been asked for and nothing is written yet.
+    Probing,
+    /// `written` bytes of the request are on the wire.
+    Writing { written: usize },
+    /// The request is written; response bytes (if any) are in the reader.
+    Reading,
+}
+
+/// A request in flight on a connection.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    pub(crate) req: Key,
+    pub(crate) phase: Phase,
+    pub(crate) reader: ResponseReader,
+}
+
+/// The state of an open connection.
+#[derive(Debug)]
+pub(crate) enum Open {
+    /// Connected, nothing in flight, reusable (after the pre-write check).
+    Idle { since: Instant },
+    /// A request is in flight (no pipelining: at most one).
+    Busy(Box<Exchange>),
+}
+
+/// A connection's state.
+#[derive(Debug)]
+pub(crate) enum ConnState {
+    /// Non-blocking connect in progress.
+    Connecting { deadline: Instant },
+    /// Connected.
+    Open(Open),
+    /// The peer sent FIN. Never written to again; the socket is released at once.
+    PeerHalfClosed,
+    /// RST or another socket error. Never written to again; the socket is released at once.
+    Reset,
+    /// We closed it.
+    Closed { reason: RetireReason },
+}
+
+impl ConnState {
+    /// The state's name, as in the design card and the logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConnState::Connecting { .. } => "Connecting",
+            ConnState::Open(Open::Idle { .. }) => "Open(Idle)",
+            ConnState::Open(Open::Busy(_)) => "Open(Busy)",
+            ConnState::PeerHalfClosed => "PeerHalfClosed",
+            ConnState::Reset => "Reset",
+            ConnState::Closed { .. } => "Closed",
+        }
+    }
+}
+
+impl fmt::Display for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnState::Closed { reason } => write!(f, "Closed({})", reason.as_str()),
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+/// A connection to one host.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Serial number, for logs and diagnosis.
+    pub(crate) id: u64,
+    /// The host key (`host:port`) it belongs to.
+    pub(crate) host: std::sync::Arc<str>,
+    pub(crate) state: ConnState,
+    /// Exchanges completed on it.
+    pub(crate) served: u32,
+    /// Retire (close) it rather than reuse it from this instant on, and why.
+    pub(crate) retire_at: Option<(Instant, RetireReason)>,
+    /// Retire it after this many more exchanges (`Keep-Alive: max`).
+    pub(crate) requests_left: Option<u32>,
+    pub(crate) created: Instant,
+}
+
+impl Conn {
+    pub(crate) fn new(id: u64, host: std::sync::Arc<str>, now: Instant, deadline: Instant) -> Conn {
+        log::debug!("conn={id} {host} new -> Connecting");
+        Conn {
+            id,
+            host,
+            state: ConnState::Connecting { deadline },
+            served: 0,
+            retire_at: None,
+            requests_left: None,
+            created: now,
+        }
+    }
+
+    /// The one place a connection changes state.
+    pub(crate) fn transition(&mut self, to: ConnState, reason: &str) -> ConnState {
+        log::debug!("conn={} {} {} -> {} ({reason})", self.id, self.host, self.state, to);
+        std::mem::replace(&mut self.state, to)
+    }
+
+    /// The rule finwatch exists for: only an open, idle connection may carry a new request.
+    /// `PeerHalfClosed` and `Reset` never do.
+    pub(crate) fn may_carry_request(&self, now: Instant) -> bool {
+        matches!(self.state, ConnState::Open(Open::Idle { .. }))
+            && self.retire_at.is_none_or(|(t, _)| now < t)
+            && self.requests_left != Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_open_idle_may_carry_a_request() {
+        let now = Instant::now();
+        let mut c = Conn::new(1, "h:80".into(), now, now + Duration::from_secs(1));
+        assert!(!c.may_carry_request(now));
+        c.transition(ConnState::Open(Open::Idle { since: now }), "connected");
+        assert!(c.may_carry_request(now));
+        c.retire_at = Some((now + Duration::from_millis(5), RetireReason::IdleTimeout));
+        assert!(!c.may_carry_request(now + Duration::from_millis(5)));
+        c.retire_at = None;
+        c.requests_left = Some(0);
+        assert!(!c.may_carry_request(now));
+        c.requests_left = None;
+        let old = c.transition(ConnState::PeerHalfClosed, "FIN while idle");
+        assert_eq!(old.name(), "Open(Idle)");
+        assert!(!c.may_carry_request(now));
+        c.transition(ConnState::Reset, "RST");
+        assert!(!c.may_carry_request(now));
+    }
+}

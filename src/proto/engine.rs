@@ -1,0 +1,778 @@
+//! The sans-IO core: per-host queues, the connection pool, dispatch, retries and deadlines.
+//!
+//! The engine never touches a socket or a clock. The driver feeds it what happened (a connect
+//! finished, bytes arrived, a read returned 0, a peek's result, the time) and executes the
+//! [`Action`]s it asks for (connect, peek, write, close). Everything that decides whether a
+//! request may go out on a connection lives here, so it is tested without sockets.
+//!
+//! The contract with the driver:
+//! - before executing actions, report all pending readiness (so every FIN that has arrived is
+//!   known);
+//! - execute [`Action::Probe`] with a non-blocking `MSG_PEEK` and report it through
+//!   [`Engine::on_probe`] before anything else: only an `Alive` probe leads to a
+//!   [`Action::Write`];
+//! - write only what [`Engine::output`] returns: it is empty for every connection that is not
+//!   `Open(Busy)` with a request being written, so a `PeerHalfClosed` or `Reset` socket is never
+//!   written to.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, LostCause, Stage};
+use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
+use crate::proto::framing::{Limits, Progress, ResponseReader};
+use crate::proto::retry::{Attempt, retry_is_safe};
+use crate::proto::slab::{Key, Slab};
+use crate::request::Request;
+use crate::response::{Meta, Response};
+
+/// Client settings. See [`crate::ClientBuilder`] for what each one means.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) max_in_flight_per_host: usize,
+    pub(crate) max_connections_per_host: usize,
+    pub(crate) limits: Limits,
+    pub(crate) nodelay: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_retries: 1,
+            max_in_flight_per_host: 1,
+            max_connections_per_host: 4,
+            limits: Limits::default(),
+            nodelay: true,
+        }
+    }
+}
+
+/// Identifies a submitted request; returned by [`crate::Client::submit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub(crate) u64);
+
+impl RequestId {
+    /// The id as a number (ids count up from 1 per client).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// A finished request.
+#[derive(Debug)]
+pub struct Completion {
+    /// Which request.
+    pub id: RequestId,
+    /// Its outcome.
+    pub result: Result<Response, Error>,
+}
+
+/// Counters since the client was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests submitted.
+    pub submitted: u64,
+    /// Requests that got a response.
+    pub succeeded: u64,
+    /// Requests that failed with an error.
+    pub failed: u64,
+    /// Connections started.
+    pub connects: u64,
+    /// Connects that failed or timed out.
+    pub connect_failures: u64,
+    /// Requests sent on a connection that had carried an earlier exchange.
+    pub reuses: u64,
+    /// FINs seen on idle connections (by a readiness event or the pre-write peek): each one a
+    /// request that a naive pool would have written into a dead socket.
+    pub fins_seen_idle: u64,
+    /// Of those, how many only the pre-write peek caught.
+    pub fins_caught_by_peek: u64,
+    /// FINs that arrived while a request was in flight (a close-delimited body ends this way).
+    pub fins_while_busy: u64,
+    /// Connections reset (RST or socket error) after they were established.
+    pub resets: u64,
+    /// Requests sent again on a fresh connection after a lost one.
+    pub retries: u64,
+    /// Connections retired by us (Connection: close, timeouts, protocol errors, …).
+    pub retired: u64,
+}
+
+/// A connection, as [`crate::Client::connections`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Serial number, as in the debug log.
+    pub id: u64,
+    /// `host:port`.
+    pub host: String,
+    /// State name: `Connecting`, `Open(Idle)`, `Open(Busy)`.
+    pub state: &'static str,
+    /// Exchanges completed on it.
+    pub served: u32,
+    /// How long it has been idle (for `Open(Idle)`).
+    pub idle_for: Option<Duration>,
+    /// When it will be retired if still idle, from now.
+    pub retire_in: Option<Duration>,
+    /// Time since its connect started.
+    pub age: Duration,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Start a non-blocking connect to `host:port`, registered under `conn`.
+    Connect { conn: Key, host: String, port: u16 },
+    /// Peek the socket without blocking and report it with [`Engine::on_probe`].
+    Probe { conn: Key },
+    /// Write [`Engine::output`] and report it with [`Engine::on_written`].
+    Write { conn: Key },
+    /// Close the socket and forget the key.
+    Close { conn: Key },
+}
+
+/// The result of a pre-write `MSG_PEEK`.
+#[derive(Debug)]
+pub(crate) enum ProbeOutcome {
+    /// `WouldBlock`: nothing pending, the peer has not closed.
+    Alive,
+    /// Peek returned 0: the peer sent FIN.
+    Fin,
+    /// Bytes are waiting that nobody asked for.
+    Data,
+    /// The socket has an error (RST).
+    Error(io::Error),
+}
+
+#[derive(Debug)]
+struct Pending {
+    id: RequestId,
+    host: Arc<str>,
+    wire: Vec<u8>,
+    head_request: bool,
+    retryable: bool,
+    wants_close: bool,
+    deadline: Instant,
+    retries: u32,
+    /// The first lost attempt, kept to report it if the retry fails too.
+    first_failure: Option<Error>,
+    /// The connection it is on, and whether that one was reused.
+    on: Option<(Key, bool)>,
+}
+
+#[derive(Debug)]
+struct Host {
+    name: String,
+    port: u16,
+    queue: VecDeque<Key>,
+    conns: Vec<Key>,
+    in_flight: usize,
+}
+
+/// The core. See the module docs for the contract with the driver.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    cfg: Config,
+    conns: Slab<Conn>,
+    reqs: Slab<Pending>,
+    hosts: HashMap<Arc<str>, Host>,
+    actions: VecDeque<Action>,
+    completions: VecDeque<Completion>,
+    next_conn_id: u64,
+    next_req_id: u64,
+    stats: Stats,
+}
+
+impl Engine {
+    pub(crate) fn new(cfg: Config) -> Engine {
+        Engine {
+            cfg,
+            conns: Slab::default(),
+            reqs: Slab::default(),
+            hosts: HashMap::new(),
+            actions: VecDeque::new(),
+            completions: VecDeque::new(),
+            next_conn_id: 1,
+            next_req_id: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Queues a request behind earlier ones to the same host.
+    pub(crate) fn submit(&mut self, req: Request, now: Instant) -> RequestId {
+        let id = RequestId(self.next_req_id);
+        self.next_req_id += 1;
+        self.stats.submitted += 1;
+        let key: Arc<str> = req.url.host_key().into();
+        let mut wire = Vec::with_capacity(128 + req.body.len());
+        req.encode(&mut wire);
+        let pending = Pending {
+            id,
+            host: key.clone(),
+            wire,
+            head_request: req.method.as_str() == "HEAD",
+            retryable: req.is_retryable(),
+            wants_close: req.wants_close(),
+            deadline: now + req.timeout.unwrap_or(self.cfg.request_timeout),
+            retries: 0,
+            first_failure: None,
+            on: None,
+        };
+        let r = self.reqs.insert(pending);
+        let host = self.hosts.entry(key.clone()).or_insert_with(|| Host {
+            name: req.url.host().to_string(),
+            port: req.url.port(),
+            queue: VecDeque::new(),
+            conns: Vec::new(),
+            in_flight: 0,
+        });
+        host.queue.push_back(r);
+        log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);
+        self.dispatch(&key, now);
+        id
+    }
+
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub(crate) fn poll_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    pub(crate) fn has_completions(&self) -> bool {
+        !self.completions.is_empty()
+    }
+
+    /// Requests submitted and not yet completed.
+    pub(crate) fn pending(&self) -> usize {
+        self.reqs.len()
+    }
+
+    /// The bytes to write on `conn` now; empty unless it is `Open(Busy)` writing a request.
+    pub(crate) fn output(&self, conn: Key) -> &[u8] {
+        let Some(c) = self.conns.get(conn) else { return &[] };
+        let ConnState::Open(Open::Busy(ex)) = &c.state else { return &[] };
+        let Phase::Writing { written } = ex.phase else { return &[] };
+        self.reqs.get(ex.req).map_or(&[], |p| &p.wire[written..])
+    }
+
+    /// Whether a Connecting connection is awaiting its handshake (the driver checks SO_ERROR).
+    pub(crate) fn is_connecting(&self, conn: Key) -> bool {
+        matches!(self.conns.get(conn).map(|c| &c.state), Some(ConnState::Connecting { .. }))
+    }
+
+    /// The nearest instant at which [`Engine::on_timeout`] has work: a deadline, a connect
+    /// timeout or an idle connection's retire time.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let reqs = self.reqs.iter().map(|(_, p)| p.deadline);
+        let conns = self.conns.iter().filter_map(|(_, c)| match c.state {
+            ConnState::Connecting { deadline } => Some(deadline),
+            ConnState::Open(Open::Idle { .. }) => c.retire_at.map(|(t, _)| t),
+            _ => None,
+        });
+        reqs.chain(conns).min()
+    }
+
+    /// Enforces deadlines, connect timeouts and idle expiry.
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
+        let expired: Vec<Key> = self.reqs.iter().filter(|(_, p)| p.deadline <= now).map(|(k, _)| k).collect();
+        for r in expired {
+            self.expire_request(r, now);
+        }
+        let due: Vec<(Key, Option<RetireReason>)> = self
+            .conns
+            .iter()
+            .filter_map(|(k, c)| match c.state {
+                ConnState::Connecting { deadline } if deadline <= now => Some((k, None)),
+                ConnState::Open(Open::Idle { .. }) => match c.retire_at {
+                    Some((t, why)) if t <= now => Some((k, Some(why))),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        for (c, why) in due {
+            match why {
+                None => {
+                    let host = self.conns.get(c).map(|c| c.host.to_string()).unwrap_or_default();
+                    self.connect_failed(c, Error::ConnectTimedOut { host }, "connect timed out", now);
+                }
+                Some(why) => self.retire(c, why, now),
+            }
+        }
+    }
+
+    /// The non-blocking connect finished.
+    pub(crate) fn on_connected(&mut self, conn: Key, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        if !matches!(c.state, ConnState::Connecting { .. }) {
+            return;
+        }
+        c.transition(ConnState::Open(Open::Idle { since: now }), "connected");
+        let host = c.host.clone();
+        self.dispatch(&host, now);
+    }
+
+    /// The connect failed (refused, unreachable, name did not resolve, …).
+    pub(crate) fn on_connect_failed(&mut self, conn: Key, err: Error, now: Instant) {
+        let Some(c) = self.conns.get(conn) else { return };
+        if !matches!(c.state, ConnState::Connecting { .. }) {
+            return;
+        }
+        let why = format!("connect failed: {err}");
+        self.connect_failed(conn, err, &why, now);
+    }
+
+    /// The pre-write peek's result.
+    pub(crate) fn on_probe(&mut self, conn: Key, outcome: ProbeOutcome, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let ConnState::Open(Open::Busy(ex)) = &mut c.state else { return };
+        if !matches!(ex.phase, Phase::Probing) {
+            return;
+        }
+        match outcome {
+            ProbeOutcome::Alive => {
+                ex.phase = Phase::Writing { written: 0 };
+                self.actions.push_back(Action::Write { conn });
+            }
+            ProbeOutcome::Fin => {
+                self.stats.fins_seen_idle += 1;
+                self.stats.fins_caught_by_peek += 1;
+                self.end_conn(conn, ConnState::PeerHalfClosed, "FIN found by pre-write peek", now);
+            }
+            ProbeOutcome::Data => {
+                self.retire(conn, RetireReason::UnsolicitedData, now);
+            }
+            ProbeOutcome::Error(e) => {
+                self.stats.resets += 1;
+                let why = format!("socket error found by pre-write peek: {e}");
+                self.end_conn(conn, ConnState::Reset, &why, now);
+            }
+        }
+    }
+
+    /// `n` bytes of [`Engine::output`] were written.
+    pub(crate) fn on_written(&mut self, conn: Key, n: usize) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let ConnState::Open(Open::Busy(ex)) = &mut c.state else { return };
+        let Phase::Writing { written } = &mut ex.phase else { return };
+        *written += n;
+        let total = self.reqs.get(ex.req).map_or(0, |p| p.wire.len());
+        if *written >= total {
+            ex.phase = Phase::Reading;
+        }
+    }
+
+    /// Bytes arrived on `conn`.
+    pub(crate) fn on_data(&mut self, conn: Key, data: &[u8], now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let progress = match &mut c.state {
+            ConnState::Open(Open::Busy(ex)) if !matches!(ex.phase, Phase::Probing) => ex.reader.feed(data),
+            ConnState::Open(_) => {
+                // Idle, or assigned but not written: a response to nothing. The stream is out
+                // of step; nothing more can be trusted on it.
+                return self.retire(conn, RetireReason::UnsolicitedData, now);
+            }
+            _ => return,
+        };
+        match progress {
+            Ok(Progress::NeedMore) => {}
+            Ok(Progress::Complete { extra }) => self.complete_exchange(conn, extra > 0, false, now),
+            Err(e) => {
+                if let Some(r) = self.busy_request(conn) {
+                    self.fail(r, e);
+                }
+                self.retire(conn, RetireReason::ProtocolError, now);
+            }
+        }
+    }
+
+    /// A read returned 0: the peer sent FIN.
+    pub(crate) fn on_fin(&mut self, conn: Key, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        match &mut c.state {
+            ConnState::Connecting { .. } => {
+                let err = io::Error::new(io::ErrorKind::ConnectionAborted, "closed during connect");
+                let host = c.host.to_string();
+                self.on_connect_failed(conn, Error::ConnectFailed { host, source: err }, now);
+            }
+            ConnState::Open(Open::Idle { .. }) => {
+                self.stats.fins_seen_idle += 1;
+                self.end_conn(conn, ConnState::PeerHalfClosed, "FIN while idle", now);
+            }
+            ConnState::Open(Open::Busy(ex)) => {
+                self.stats.fins_while_busy += 1;
+                if matches!(ex.phase, Phase::Reading) && ex.reader.feed_eof() {
+                    self.complete_exchange(conn, false, true, now);
+                } else {
+                    self.end_conn(conn, ConnState::PeerHalfClosed, "FIN while busy", now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A read or write failed (RST, or another socket error).
+    pub(crate) fn on_error(&mut self, conn: Key, err: io::Error, now: Instant) {
+        let Some(c) = self.conns.get(conn) else { return };
+        match c.state {
+            ConnState::Connecting { .. } => {
+                let host = c.host.to_string();
+                self.on_connect_failed(conn, Error::ConnectFailed { host, source: err }, now);
+            }
+            ConnState::Open(_) => {
+                self.stats.resets += 1;
+                let why = format!("socket error: {err}");
+                self.end_conn_with(conn, ConnState::Reset, &why, Some(err), now);
+            }
+            _ => {}
+        }
+    }
+
+    /// A snapshot of the live connections.
+    pub(crate) fn connections(&self, now: Instant) -> Vec<ConnectionInfo> {
+        self.conns
+            .iter()
+            .map(|(_, c)| ConnectionInfo {
+                id: c.id,
+                host: c.host.to_string(),
+                state: c.state.name(),
+                served: c.served,
+                idle_for: match c.state {
+                    ConnState::Open(Open::Idle { since }) => Some(now.saturating_duration_since(since)),
+                    _ => None,
+                },
+                retire_in: c.retire_at.map(|(t, _)| t.saturating_duration_since(now)),
+                age: now.saturating_duration_since(c.created),
+            })
+            .collect()
+    }
+
+    /// Whether `conn` is still a live connection of the engine's.
+    pub(crate) fn knows(&self, conn: Key) -> bool {
+        self.conns.get(conn).is_some()
+    }
+
+    /// The connection's log serial, for the driver's own log lines.
+    pub(crate) fn conn_id(&self, conn: Key) -> u64 {
+        self.conns.get(conn).map_or(0, |c| c.id)
+    }
+
+    // ---- internals ----
+
+    /// Starts queued requests of `host` on idle or new connections, in submission order.
+    fn dispatch(&mut self, host_key: &Arc<str>, now: Instant) {
+        loop {
+            let Some(host) = self.hosts.get_mut(host_key) else { return };
+            if host.in_flight >= self.cfg.max_in_flight_per_host || host.queue.is_empty() {
+                return;
+            }
+            // The most recently used idle connection: the one least likely to have been closed.
+            let idle = host
+                .conns
+                .iter()
+                .filter_map(|&k| self.conns.get(k).map(|c| (k, c)))
+                .filter(|(_, c)| c.may_carry_request(now))
+                .max_by_key(|(_, c)| match c.state {
+                    ConnState::Open(Open::Idle { since }) => Some(since),
+                    _ => None,
+                })
+                .map(|(k, _)| k);
+            if let Some(conn) = idle {
+                let r = host.queue.pop_front().expect("queue checked non-empty");
+                host.in_flight += 1;
+                self.assign(conn, r);
+                continue;
+            }
+            let connecting = host
+                .conns
+                .iter()
+                .filter(|&&k| {
+                    self.conns.get(k).is_some_and(|c| matches!(c.state, ConnState::Connecting { .. }))
+                })
+                .count();
+            let startable = host.queue.len().min(self.cfg.max_in_flight_per_host - host.in_flight);
+            if connecting >= startable {
+                return;
+            }
+            if host.conns.len() >= self.cfg.max_connections_per_host {
+                // Idle connections past their retire time make room for a fresh one.
+                let stale = host.conns.iter().copied().find(|&k| {
+                    self.conns.get(k).is_some_and(|c| matches!(c.state, ConnState::Open(Open::Idle { .. })))
+                });
+                match stale {
+                    Some(k) => {
+                        let why = self.conns.get(k).and_then(|c| c.retire_at.map(|(_, w)| w));
+                        self.retire(k, why.unwrap_or(RetireReason::IdleTimeout), now);
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            let id = self.next_conn_id;
+            self.next_conn_id += 1;
+            let (name, port) = (host.name.clone(), host.port);
+            let conn =
+                self.conns.insert(Conn::new(id, host_key.clone(), now, now + self.cfg.connect_timeout));
+            host.conns.push(conn);
+            self.stats.connects += 1;
+            self.actions.push_back(Action::Connect { conn, host: name, port });
+        }
+    }
+
+    /// Puts request `r` on idle connection `conn` and asks for the pre-write peek.
+    fn assign(&mut self, conn: Key, r: Key) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let Some(p) = self.reqs.get_mut(r) else { return };
+        let reused = c.served > 0;
+        if reused {
+            self.stats.reuses += 1;
+        }
+        p.on = Some((conn, reused));
+        let reader = ResponseReader::new(self.cfg.limits, p.head_request);
+        let why = format!("request {}", p.id.0);
+        c.transition(
+            ConnState::Open(Open::Busy(Box::new(Exchange { req: r, phase: Phase::Probing, reader }))),
+            &why,
+        );
+        self.actions.push_back(Action::Probe { conn });
+    }
+
+    fn busy_request(&self, conn: Key) -> Option<Key> {
+        match &self.conns.get(conn)?.state {
+            ConnState::Open(Open::Busy(ex)) => Some(ex.req),
+            _ => None,
+        }
+    }
+
+    /// The response on `conn` is complete. `extra`: bytes followed it; `fin`: the peer closed.
+    fn complete_exchange(&mut self, conn: Key, extra: bool, fin: bool, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let next = if fin { ConnState::PeerHalfClosed } else { ConnState::Open(Open::Idle { since: now }) };
+        let ConnState::Open(Open::Busy(ex)) = c.transition(next, "response complete") else { return };
+        c.served += 1;
+        let ex = *ex;
+        let Some(p) = self.reqs.remove(ex.req) else { return };
+        let reused = p.on.is_some_and(|(_, reused)| reused);
+        let meta = Meta { connection_id: c.id, reused, retries: p.retries };
+        let (resp, persistence) = ex.reader.finish(meta);
+
+        // What the response says about the connection's future.
+        if let Some(n) = persistence.max_requests {
+            c.requests_left = Some(n);
+        } else if let Some(n) = &mut c.requests_left {
+            *n = n.saturating_sub(1);
+        }
+        let mut retire_at = (now + self.cfg.idle_timeout, RetireReason::IdleTimeout);
+        if let Some(t) = persistence.idle_timeout {
+            // Leave the server's timeout a margin, so our request never crosses its FIN.
+            let margin = (t / 4).min(Duration::from_secs(1));
+            let at = now + t.saturating_sub(margin);
+            if at < retire_at.0 {
+                retire_at = (at, RetireReason::KeepAliveTimeout);
+            }
+        }
+        c.retire_at = Some(retire_at);
+        let retire = if extra {
+            Some(RetireReason::UnsolicitedData)
+        } else if let Some(why) = persistence.close {
+            Some(why)
+        } else if p.wants_close {
+            Some(RetireReason::RequestedClose)
+        } else if c.requests_left == Some(0) {
+            Some(RetireReason::KeepAliveMaxReached)
+        } else {
+            None
+        };
+        let host = c.host.clone();
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.in_flight -= 1;
+        }
+        self.stats.succeeded += 1;
+        self.completions.push_back(Completion { id: p.id, result: Ok(resp) });
+        if fin {
+            self.end_conn(conn, ConnState::PeerHalfClosed, "released after close-delimited response", now);
+        } else if let Some(why) = retire {
+            self.retire(conn, why, now);
+        } else {
+            self.dispatch(&host, now);
+        }
+    }
+
+    /// Closes `conn` on our initiative.
+    fn retire(&mut self, conn: Key, why: RetireReason, now: Instant) {
+        self.stats.retired += 1;
+        self.end_conn(conn, ConnState::Closed { reason: why }, why.as_str(), now);
+    }
+
+    fn end_conn(&mut self, conn: Key, to: ConnState, why: &str, now: Instant) {
+        self.end_conn_with(conn, to, why, None, now);
+    }
+
+    /// The one way a connection ends: enter the terminal state, release the slot, ask the driver
+    /// to close the socket, and decide the fate of the request that was on it.
+    fn end_conn_with(&mut self, conn: Key, to: ConnState, why: &str, err: Option<io::Error>, now: Instant) {
+        let Some(mut c) = self.conns.remove(conn) else { return };
+        let cause = match to {
+            ConnState::Reset => LostCause::Reset,
+            _ => LostCause::PeerClosed,
+        };
+        let old = c.transition(to, why);
+        self.actions.push_back(Action::Close { conn });
+        let host = c.host.clone();
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.conns.retain(|&k| k != conn);
+        }
+        if let ConnState::Open(Open::Busy(ex)) = old {
+            self.lost_exchange(*ex, c.served > 0, cause, err, now);
+        }
+        self.dispatch(&host, now);
+        if self.hosts.get(&host).is_some_and(|h| h.conns.is_empty() && h.queue.is_empty() && h.in_flight == 0)
+        {
+            self.hosts.remove(&host);
+        }
+    }
+
+    /// The connection under an exchange was lost: retry the request or fail it.
+    fn lost_exchange(
+        &mut self,
+        ex: Exchange,
+        reused: bool,
+        cause: LostCause,
+        err: Option<io::Error>,
+        now: Instant,
+    ) {
+        let r = ex.req;
+        let Some(p) = self.reqs.get_mut(r) else { return };
+        if let Some(h) = self.hosts.get_mut(&p.host) {
+            h.in_flight -= 1;
+        }
+        p.on = None;
+        let stage = match &ex.phase {
+            Phase::Probing if reused => {
+                // A stale idle connection, caught before a byte was written: not an attempt.
+                log::debug!("request {} returns to the head of its queue (stale connection)", p.id.0);
+                let host = p.host.clone();
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.queue.push_front(r);
+                }
+                return;
+            }
+            Phase::Probing | Phase::Writing { .. } => Stage::Sending,
+            Phase::Reading if ex.reader.started() => Stage::ReadingResponse,
+            Phase::Reading => Stage::AwaitingResponse,
+        };
+        let attempt = Attempt { stage, reused, retryable: p.retryable, retries: p.retries };
+        let loss = Error::ConnectionLost { cause, stage, source: err };
+        if retry_is_safe(attempt, self.cfg.max_retries) && p.deadline > now {
+            log::debug!("request {} retried on a fresh connection after: {loss}", p.id.0);
+            p.retries += 1;
+            if p.first_failure.is_none() && stage.may_have_been_processed() {
+                p.first_failure = Some(loss);
+            }
+            self.stats.retries += 1;
+            let host = p.host.clone();
+            if let Some(h) = self.hosts.get_mut(&host) {
+                h.queue.push_front(r);
+                // The retry must not go back to an idle connection of the same age as the one
+                // that just failed: the first idle one it takes is probed, and a stale one is
+                // caught there, so only the ordering matters here.
+            }
+        } else {
+            self.fail(r, loss);
+        }
+    }
+
+    /// A connect failed: the request waiting for it (the head of the host's queue) fails with
+    /// `err`, unless another connection is coming for it; then the connection ends.
+    fn connect_failed(&mut self, conn: Key, err: Error, why: &str, now: Instant) {
+        let Some(c) = self.conns.get(conn) else { return };
+        let host = c.host.clone();
+        self.stats.connect_failures += 1;
+        let other_coming = self.hosts.get(&host).is_some_and(|h| {
+            h.conns.iter().any(|&k| {
+                k != conn
+                    && self
+                        .conns
+                        .get(k)
+                        .is_some_and(|c| matches!(c.state, ConnState::Connecting { .. } | ConnState::Open(_)))
+            })
+        });
+        let waiter =
+            if other_coming { None } else { self.hosts.get_mut(&host).and_then(|h| h.queue.pop_front()) };
+        if let Some(r) = waiter {
+            self.fail(r, err);
+        }
+        self.end_conn(conn, ConnState::Closed { reason: RetireReason::ConnectFailed }, why, now);
+    }
+
+    /// The request's deadline passed.
+    fn expire_request(&mut self, r: Key, now: Instant) {
+        let Some(p) = self.reqs.get(r) else { return };
+        let host = p.host.clone();
+        match p.on {
+            Some((conn, _)) => {
+                let stage = match self.conns.get(conn).map(|c| &c.state) {
+                    Some(ConnState::Open(Open::Busy(ex))) => match &ex.phase {
+                        Phase::Probing => Stage::Queued,
+                        Phase::Writing { .. } => Stage::Sending,
+                        Phase::Reading if ex.reader.started() => Stage::ReadingResponse,
+                        Phase::Reading => Stage::AwaitingResponse,
+                    },
+                    _ => Stage::Queued,
+                };
+                self.fail(r, Error::DeadlineExceeded { stage });
+                // A late response would be read as the next request's: the connection goes.
+                self.retire(conn, RetireReason::DeadlineExceeded, now);
+            }
+            None => {
+                let connecting = self.hosts.get(&host).is_some_and(|h| {
+                    h.conns.iter().any(|&k| {
+                        self.conns.get(k).is_some_and(|c| matches!(c.state, ConnState::Connecting { .. }))
+                    })
+                });
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.queue.retain(|&q| q != r);
+                }
+                let stage = if connecting { Stage::Connecting } else { Stage::Queued };
+                self.fail(r, Error::DeadlineExceeded { stage });
+            }
+        }
+    }
+
+    fn fail(&mut self, r: Key, err: Error) {
+        let Some(p) = self.reqs.remove(r) else { return };
+        if p.on.is_some()
+            && let Some(h) = self.hosts.get_mut(&p.host)
+        {
+            h.in_flight -= 1;
+        }
+        let err = match p.first_failure {
+            Some(first) => Error::RetryFailed { first: Box::new(first), last: Box::new(err) },
+            None => err,
+        };
+        log::debug!("request {} failed: {err}", p.id.0);
+        self.stats.failed += 1;
+        self.completions.push_back(Completion { id: p.id, result: Err(err) });
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

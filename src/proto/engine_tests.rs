@@ -1,0 +1,403 @@
+//! Deterministic tests of the engine: events and time in, actions and completions out.
+//! No sockets, no clock: `World` plays the driver.
+
+use super::*;
+use crate::error::Error;
+use crate::request::Method;
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+struct World {
+    e: Engine,
+    now: Instant,
+}
+
+impl World {
+    fn new() -> World {
+        World { e: Engine::new(Config::default()), now: Instant::now() }
+    }
+
+    fn with(cfg: Config) -> World {
+        World { e: Engine::new(cfg), now: Instant::now() }
+    }
+
+    fn submit(&mut self, method: Method, url: &str) -> RequestId {
+        let body = if method == Method::PUT || method == Method::POST { "cmd" } else { "" };
+        let req = Request::builder(method, url).body(body).build().unwrap();
+        self.e.submit(req, self.now)
+    }
+
+    fn actions(&mut self) -> Vec<Action> {
+        std::iter::from_fn(|| self.e.poll_action()).collect()
+    }
+
+    fn completions(&mut self) -> Vec<Completion> {
+        std::iter::from_fn(|| self.e.poll_completion()).collect()
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.e.on_timeout(self.now);
+    }
+
+    /// Expects a Connect (after any Close), completes it, expects the Probe, answers Alive,
+    /// expects the Write.
+    fn connect_and_send(&mut self) -> Key {
+        let actions: Vec<_> =
+            self.actions().into_iter().filter(|a| !matches!(a, Action::Close { .. })).collect();
+        let conn = match actions.as_slice() {
+            [Action::Connect { conn, .. }] => *conn,
+            other => panic!("expected a connect, got {other:?}"),
+        };
+        self.e.on_connected(conn, self.now);
+        self.probe_alive(conn);
+        conn
+    }
+
+    /// Expects a Probe of `conn`, answers Alive, expects the Write, writes everything.
+    fn probe_alive(&mut self, conn: Key) {
+        assert_eq!(self.actions(), vec![Action::Probe { conn }]);
+        self.e.on_probe(conn, ProbeOutcome::Alive, self.now);
+        assert_eq!(self.actions(), vec![Action::Write { conn }]);
+        let n = self.e.output(conn).len();
+        assert!(n > 0);
+        self.e.on_written(conn, n);
+        assert!(self.e.output(conn).is_empty());
+    }
+
+    /// A full exchange on a fresh connection; returns the connection, now idle.
+    fn exchange_on_new(&mut self, method: Method) -> Key {
+        self.submit(method, "http://10.0.0.5/io");
+        let conn = self.connect_and_send();
+        self.e.on_data(conn, OK, self.now);
+        let done = self.completions();
+        assert!(done[0].result.is_ok(), "{:?}", done[0].result);
+        conn
+    }
+
+    fn one_error(&mut self) -> Error {
+        let mut done = self.completions();
+        assert_eq!(done.len(), 1, "{done:?}");
+        done.pop().unwrap().result.unwrap_err()
+    }
+}
+
+fn reset() -> io::Error {
+    io::Error::from(io::ErrorKind::ConnectionReset)
+}
+
+#[test]
+fn fin_while_idle_sends_next_request_on_a_new_connection() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.e.on_fin(c1, w.now);
+    assert_eq!(w.actions(), vec![Action::Close { conn: c1 }]);
+    assert_eq!(w.e.stats().fins_seen_idle, 1);
+    w.submit(Method::GET, "http://10.0.0.5/io-state?ioId=25602");
+    let c2 = w.connect_and_send();
+    assert_ne!(c1, c2);
+    assert!(w.e.output(c1).is_empty(), "nothing may ever be written on the half-closed socket");
+}
+
+#[test]
+fn fin_caught_by_the_pre_write_peek_is_not_a_retry() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    let id = w.submit(Method::GET, "http://10.0.0.5/io-state");
+    assert_eq!(w.actions(), vec![Action::Probe { conn: c1 }]);
+    assert!(w.e.output(c1).is_empty(), "nothing is written before the probe answers");
+    w.e.on_probe(c1, ProbeOutcome::Fin, w.now);
+    let actions = w.actions();
+    assert_eq!(actions[0], Action::Close { conn: c1 });
+    assert!(matches!(actions[1], Action::Connect { .. }), "{actions:?}");
+    let Action::Connect { conn: c2, .. } = actions[1] else { unreachable!() };
+    w.e.on_connected(c2, w.now);
+    w.probe_alive(c2);
+    w.e.on_data(c2, OK, w.now);
+    let done = w.completions();
+    assert_eq!(done[0].id, id);
+    let meta = done[0].result.as_ref().unwrap().meta();
+    assert_eq!((meta.retries, meta.reused), (0, false));
+    let s = w.e.stats();
+    assert_eq!((s.fins_caught_by_peek, s.retries, s.reuses), (1, 0, 1));
+}
+
+#[test]
+fn fin_arriving_between_assignment_and_probe_is_honoured() {
+    // Readiness drained before the probe runs reports the FIN: the stale probe is ignored.
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    assert_eq!(w.actions(), vec![Action::Probe { conn: c1 }]);
+    w.e.on_fin(c1, w.now);
+    w.e.on_probe(c1, ProbeOutcome::Alive, w.now);
+    let actions = w.actions();
+    assert!(!actions.contains(&Action::Write { conn: c1 }), "{actions:?}");
+    assert!(matches!(actions.as_slice(), [Action::Close { .. }, Action::Connect { .. }]), "{actions:?}");
+}
+
+#[test]
+fn reset_after_full_write_on_reused_connection_retries_idempotent_request() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(c1);
+    w.e.on_error(c1, reset(), w.now);
+    let actions = w.actions();
+    assert_eq!(actions[0], Action::Close { conn: c1 });
+    let Action::Connect { conn: c2, .. } = actions[1] else { panic!("{actions:?}") };
+    w.e.on_connected(c2, w.now);
+    w.probe_alive(c2);
+    w.e.on_data(c2, OK, w.now);
+    let done = w.completions();
+    assert_eq!(done[0].result.as_ref().unwrap().meta().retries, 1);
+    assert_eq!(w.e.stats().retries, 1);
+}
+
+#[test]
+fn fully_written_post_on_reused_connection_is_not_retried() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::POST, "http://10.0.0.5/counter");
+    w.probe_alive(c1);
+    w.e.on_fin(c1, w.now);
+    let err = w.one_error();
+    assert!(
+        matches!(
+            err,
+            Error::ConnectionLost { cause: LostCause::PeerClosed, stage: Stage::AwaitingResponse, .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.may_have_been_processed());
+    assert_eq!(w.e.stats().retries, 0);
+}
+
+#[test]
+fn partially_written_post_is_retried_because_the_device_cannot_have_it() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::POST, "http://10.0.0.5/counter");
+    assert_eq!(w.actions(), vec![Action::Probe { conn: c1 }]);
+    w.e.on_probe(c1, ProbeOutcome::Alive, w.now);
+    w.actions();
+    let n = w.e.output(c1).len();
+    w.e.on_written(c1, n - 3);
+    w.e.on_error(c1, io::Error::from(io::ErrorKind::BrokenPipe), w.now);
+    assert!(w.completions().is_empty());
+    let c2 = w.connect_and_send();
+    w.e.on_data(c2, OK, w.now);
+    assert_eq!(w.completions()[0].result.as_ref().unwrap().meta().retries, 1);
+}
+
+#[test]
+fn never_retried_after_a_response_byte() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(c1);
+    w.e.on_data(c1, b"HTTP/1.1 2", w.now);
+    w.e.on_fin(c1, w.now);
+    let err = w.one_error();
+    assert!(matches!(err, Error::ConnectionLost { stage: Stage::ReadingResponse, .. }), "{err:?}");
+    assert!(err.may_have_been_processed());
+}
+
+#[test]
+fn fully_written_request_on_fresh_connection_is_not_retried() {
+    let mut w = World::new();
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    let c1 = w.connect_and_send();
+    w.e.on_error(c1, reset(), w.now);
+    let err = w.one_error();
+    assert!(matches!(
+        err,
+        Error::ConnectionLost { cause: LostCause::Reset, stage: Stage::AwaitingResponse, .. }
+    ));
+}
+
+#[test]
+fn failed_retry_reports_both_attempts_and_stays_may_have_been_processed() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(c1);
+    w.e.on_error(c1, reset(), w.now);
+    let Action::Connect { conn: c2, .. } = w.actions()[1] else { panic!() };
+    let refused =
+        Error::ConnectFailed { host: "10.0.0.5:80".into(), source: io::ErrorKind::ConnectionRefused.into() };
+    w.e.on_connect_failed(c2, refused, w.now);
+    let err = w.one_error();
+    assert!(matches!(&err, Error::RetryFailed { last, .. } if matches!(**last, Error::ConnectFailed { .. })));
+    assert!(err.may_have_been_processed(), "the first attempt may have reached the device");
+    assert_eq!(err.kind(), "connect_failed");
+}
+
+#[test]
+fn device_that_closes_every_fresh_connection_at_once_fails_after_bounded_retries() {
+    let mut w = World::new();
+    w.submit(Method::POST, "http://10.0.0.5/counter");
+    for _ in 0..=Config::default().max_retries {
+        let actions = w.actions();
+        let Some(Action::Connect { conn, .. }) = actions.last().cloned() else { panic!("{actions:?}") };
+        w.e.on_connected(conn, w.now);
+        assert_eq!(w.actions(), vec![Action::Probe { conn }]);
+        w.e.on_probe(conn, ProbeOutcome::Fin, w.now);
+    }
+    let err = w.one_error();
+    assert!(matches!(err, Error::ConnectionLost { stage: Stage::Sending, .. }), "{err:?}");
+    assert!(!err.may_have_been_processed());
+    assert!(w.actions().iter().all(|a| matches!(a, Action::Close { .. })));
+}
+
+#[test]
+fn requests_to_one_host_leave_one_at_a_time_in_submission_order() {
+    let mut w = World::new();
+    let ids: Vec<_> = (0..3).map(|i| w.submit(Method::PUT, &format!("http://10.0.0.5/cmd/{i}"))).collect();
+    let conn = w.connect_and_send();
+    let mut order = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            w.probe_alive(conn);
+        }
+        w.e.on_data(conn, OK, w.now);
+        order.extend(w.completions().into_iter().map(|c| c.id));
+    }
+    assert_eq!(order, ids);
+    assert_eq!(w.e.stats().connects, 1);
+}
+
+#[test]
+fn opt_in_concurrency_uses_more_connections() {
+    let mut w = World::with(Config { max_in_flight_per_host: 2, ..Config::default() });
+    w.submit(Method::GET, "http://10.0.0.5/a");
+    w.submit(Method::GET, "http://10.0.0.5/b");
+    let connects = w.actions().iter().filter(|a| matches!(a, Action::Connect { .. })).count();
+    assert_eq!(connects, 2);
+}
+
+#[test]
+fn a_stalled_host_does_not_block_another() {
+    let mut w = World::new();
+    w.submit(Method::GET, "http://10.0.0.5/");
+    w.submit(Method::GET, "http://10.0.0.6/");
+    let connects: Vec<_> = w
+        .actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Connect { host, .. } => Some(host),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(connects, vec!["10.0.0.5".to_string(), "10.0.0.6".to_string()]);
+}
+
+#[test]
+fn deadlines_and_connect_timeouts_are_enforced_by_timers() {
+    let cfg = Config { connect_timeout: Duration::from_millis(50), ..Config::default() };
+    let mut w = World::with(cfg);
+    let req = Request::get("http://10.0.0.5/").timeout(Duration::from_millis(20)).build().unwrap();
+    w.e.submit(req, w.now);
+    w.actions();
+    assert_eq!(w.e.poll_timeout(), Some(w.now + Duration::from_millis(20)));
+    w.advance(Duration::from_millis(20));
+    let err = w.one_error();
+    assert!(matches!(err, Error::DeadlineExceeded { stage: Stage::Connecting }), "{err:?}");
+    assert!(!err.may_have_been_processed());
+    // The connect itself goes on until its own timeout, then ends.
+    w.submit(Method::GET, "http://10.0.0.5/");
+    w.advance(Duration::from_millis(30));
+    let err = w.one_error();
+    assert!(matches!(err, Error::ConnectTimedOut { .. }), "{err:?}");
+}
+
+#[test]
+fn deadline_while_awaiting_response_retires_the_connection() {
+    let mut w = World::new();
+    let req = Request::put("http://10.0.0.5/io", "x").timeout(Duration::from_millis(5)).build().unwrap();
+    w.e.submit(req, w.now);
+    let conn = w.connect_and_send();
+    w.advance(Duration::from_millis(5));
+    let err = w.one_error();
+    assert!(matches!(err, Error::DeadlineExceeded { stage: Stage::AwaitingResponse }));
+    assert!(err.may_have_been_processed());
+    assert_eq!(w.actions(), vec![Action::Close { conn }]);
+}
+
+#[test]
+fn keep_alive_timeout_retires_before_the_server_does() {
+    let mut w = World::new();
+    w.submit(Method::GET, "http://10.0.0.5/");
+    let conn = w.connect_and_send();
+    w.e.on_data(conn, b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=2\r\nContent-Length: 0\r\n\r\n", w.now);
+    w.completions();
+    let retire = w.e.poll_timeout().unwrap();
+    assert!(retire < w.now + Duration::from_secs(2), "retired before the server's 2 s");
+    w.advance(retire - w.now);
+    assert_eq!(w.actions(), vec![Action::Close { conn }]);
+}
+
+#[test]
+fn connection_close_and_http10_retire_after_the_response() {
+    for resp in [
+        &b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"[..],
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ] {
+        let mut w = World::new();
+        w.submit(Method::GET, "http://10.0.0.5/");
+        let conn = w.connect_and_send();
+        w.e.on_data(conn, resp, w.now);
+        assert!(w.completions()[0].result.is_ok());
+        assert_eq!(w.actions(), vec![Action::Close { conn }]);
+    }
+}
+
+#[test]
+fn close_delimited_body_completes_on_fin() {
+    let mut w = World::new();
+    w.submit(Method::GET, "http://10.0.0.5/");
+    let conn = w.connect_and_send();
+    w.e.on_data(conn, b"HTTP/1.1 200 OK\r\n\r\nhello", w.now);
+    assert!(w.completions().is_empty());
+    w.e.on_fin(conn, w.now);
+    let done = w.completions();
+    assert_eq!(done[0].result.as_ref().unwrap().body(), b"hello");
+    assert_eq!(w.actions(), vec![Action::Close { conn }]);
+}
+
+#[test]
+fn unsolicited_bytes_retire_an_idle_connection() {
+    let mut w = World::new();
+    let conn = w.exchange_on_new(Method::GET);
+    w.e.on_data(conn, b"HTTP/1.1 200 OK\r\n", w.now);
+    assert_eq!(w.actions(), vec![Action::Close { conn }]);
+    // Bytes glued to a complete response retire it too, after delivering the response.
+    w.submit(Method::GET, "http://10.0.0.5/");
+    let conn = w.connect_and_send();
+    w.e.on_data(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nJUNK", w.now);
+    assert!(w.completions()[0].result.is_ok());
+    assert_eq!(w.actions(), vec![Action::Close { conn }]);
+}
+
+#[test]
+fn malformed_response_is_an_error_and_the_client_stays_usable() {
+    let mut w = World::new();
+    w.submit(Method::GET, "http://10.0.0.5/");
+    let conn = w.connect_and_send();
+    w.e.on_data(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", w.now);
+    assert!(matches!(w.one_error(), Error::MalformedResponse { .. }));
+    assert_eq!(w.actions(), vec![Action::Close { conn }]);
+    w.exchange_on_new(Method::GET);
+}
+
+#[test]
+fn idle_connection_never_reused_past_its_retire_time() {
+    let cfg = Config { idle_timeout: Duration::from_millis(100), ..Config::default() };
+    let mut w = World::with(cfg);
+    let c1 = w.exchange_on_new(Method::GET);
+    w.now += Duration::from_millis(100); // no timer ran: dispatch itself must refuse it
+    w.submit(Method::GET, "http://10.0.0.5/");
+    let actions = w.actions();
+    assert!(!actions.contains(&Action::Probe { conn: c1 }), "{actions:?}");
+    assert!(actions.iter().any(|a| matches!(a, Action::Connect { .. })), "{actions:?}");
+}

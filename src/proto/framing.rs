@@ -1,0 +1,574 @@
+//! Response framing: where a response ends, and whether the connection may carry another.
+//!
+//! Sans-IO: bytes in (any split), a complete [`Response`] out. The body length follows RFC 9112
+//! §6.3 in its order of precedence; anything ambiguous is an error and the connection is retired,
+//! because a client that guesses where a response ends reads the next response out of step.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::error::{Error, Limit, Result};
+use crate::proto::chunked::ChunkedDecoder;
+use crate::proto::conn::RetireReason;
+use crate::request::has_token;
+use crate::response::{Meta, Response};
+
+/// The hard cap on [`Limits::max_headers`]: the parser's header array lives on the stack.
+pub const MAX_HEADERS_CAP: usize = 256;
+
+/// Bounds on what a server may make the client buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of a response head (status line + fields); also bounds chunk extensions + trailers.
+    pub max_head_bytes: usize,
+    /// Header fields in one head (at most [`MAX_HEADERS_CAP`]).
+    pub max_headers: usize,
+    /// Bytes of a decoded body.
+    pub max_body_bytes: usize,
+    /// Interim 1xx responses skipped before the final one.
+    pub max_interim_responses: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_head_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 8 * 1024 * 1024,
+            max_interim_responses: 8,
+        }
+    }
+}
+
+/// What the server told us about the connection's future, from the final response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Persistence {
+    /// `Some` when the connection must not carry another request.
+    pub(crate) close: Option<RetireReason>,
+    /// `Keep-Alive: timeout=N`
+    pub(crate) idle_timeout: Option<Duration>,
+    /// `Keep-Alive: max=N`: requests the server will still accept on this connection.
+    pub(crate) max_requests: Option<u32>,
+}
+
+#[derive(Debug)]
+enum Body {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body(Body),
+    Done,
+}
+
+/// Reads one response, incrementally.
+#[derive(Debug)]
+pub(crate) struct ResponseReader {
+    limits: Limits,
+    head_request: bool,
+    state: State,
+    started: bool,
+    interim: usize,
+    head: Vec<u8>,
+    minor_version: u8,
+    status: u16,
+    reason: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+    body: Vec<u8>,
+    persistence: Persistence,
+}
+
+/// The result of feeding bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// The response is incomplete; all input was consumed.
+    NeedMore,
+    /// The response is complete; `extra` input bytes were not part of it.
+    Complete { extra: usize },
+}
+
+impl ResponseReader {
+    pub(crate) fn new(limits: Limits, head_request: bool) -> ResponseReader {
+        ResponseReader {
+            limits,
+            head_request,
+            state: State::Head,
+            started: false,
+            interim: 0,
+            head: Vec::new(),
+            minor_version: 1,
+            status: 0,
+            reason: 0..0,
+            headers: Vec::new(),
+            body: Vec::new(),
+            persistence: Persistence::default(),
+        }
+    }
+
+    /// Whether any response byte has arrived (after which a request is never retried).
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Feeds received bytes.
+    pub(crate) fn feed(&mut self, mut input: &[u8]) -> Result<Progress> {
+        if !input.is_empty() {
+            self.started = true;
+        }
+        let total = input.len();
+        while !input.is_empty() {
+            match &mut self.state {
+                State::Head => {
+                    let used = self.feed_head(input)?;
+                    input = &input[used..];
+                }
+                State::Body(Body::Length(remaining)) => {
+                    let take = (*remaining).min(input.len() as u64) as usize;
+                    self.body.extend_from_slice(&input[..take]);
+                    *remaining -= take as u64;
+                    input = &input[take..];
+                    if *remaining == 0 {
+                        self.state = State::Done;
+                    }
+                }
+                State::Body(Body::Chunked(decoder)) => {
+                    let used = decoder.decode(input, &mut self.body, self.limits.max_body_bytes)?;
+                    input = &input[used..];
+                    if decoder.is_done() {
+                        self.state = State::Done;
+                    }
+                }
+                State::Body(Body::UntilClose) => {
+                    if self.body.len() + input.len() > self.limits.max_body_bytes {
+                        return Err(Error::LimitExceeded {
+                            limit: Limit::BodyBytes,
+                            max: self.limits.max_body_bytes,
+                        });
+                    }
+                    self.body.extend_from_slice(input);
+                    input = &[];
+                }
+                State::Done => break,
+            }
+        }
+        Ok(match self.state {
+            State::Done => Progress::Complete { extra: input.len() },
+            _ => {
+                debug_assert_eq!(total - input.len(), total);
+                Progress::NeedMore
+            }
+        })
+    }
+
+    /// The server closed its side (FIN). Returns whether that completed the response
+    /// (a close-delimited body ends this way); `false` means it was cut short.
+    pub(crate) fn feed_eof(&mut self) -> bool {
+        match self.state {
+            State::Body(Body::UntilClose) => {
+                self.state = State::Done;
+                true
+            }
+            State::Done => true,
+            _ => false,
+        }
+    }
+
+    /// The finished response and what it says about the connection. Call once, when complete.
+    pub(crate) fn finish(self, meta: Meta) -> (Response, Persistence) {
+        let resp = Response {
+            minor_version: self.minor_version,
+            status: self.status,
+            head: self.head,
+            reason: self.reason,
+            headers: self.headers,
+            body: self.body,
+            meta,
+        };
+        (resp, self.persistence)
+    }
+
+    /// Parses the head from `input`; returns how many input bytes it used.
+    fn feed_head(&mut self, input: &[u8]) -> Result<usize> {
+        let old = self.head.len();
+        // Never buffer more than the limit (+1, to tell "exactly at the limit" from "over").
+        let room = (self.limits.max_head_bytes + 1).saturating_sub(old);
+        let take = input.len().min(room);
+        self.head.extend_from_slice(&input[..take]);
+
+        let max_headers = self.limits.max_headers.min(MAX_HEADERS_CAP);
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+        let mut parsed = httparse::Response::new(&mut storage[..max_headers]);
+        let mut config = httparse::ParserConfig::default();
+        // RFC 9112 §5.2: a user agent replaces obs-fold with SP; §5.1 lets a client tolerate
+        // whitespace before the colon. Embedded servers emit both.
+        config.allow_obsolete_multiline_headers_in_responses(true);
+        config.allow_spaces_after_header_name_in_responses(true);
+        let len = match config.parse_response(&mut parsed, &self.head) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => {
+                if self.head.len() > self.limits.max_head_bytes {
+                    return Err(Error::LimitExceeded {
+                        limit: Limit::HeadBytes,
+                        max: self.limits.max_head_bytes,
+                    });
+                }
+                return Ok(take);
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Error::LimitExceeded { limit: Limit::HeaderCount, max: max_headers });
+            }
+            Err(e) => return Err(Error::malformed(describe(e))),
+        };
+        if len > self.limits.max_head_bytes {
+            return Err(Error::LimitExceeded { limit: Limit::HeadBytes, max: self.limits.max_head_bytes });
+        }
+        let status = parsed.code.unwrap_or(0);
+        let minor_version = parsed.version.unwrap_or(1);
+        let base = self.head.as_ptr() as usize;
+        let range = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        let reason = parsed.reason.map(|r| range(r.as_bytes())).unwrap_or(0..0);
+        let headers: Vec<_> =
+            parsed.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
+        let used = len - old;
+
+        if (100..200).contains(&status) {
+            if status == 101 {
+                return Err(Error::malformed("101 Switching Protocols without an Upgrade request"));
+            }
+            // Interim response: skip it and parse what follows as a new head (RFC 9110 §15.2).
+            self.interim += 1;
+            if self.interim > self.limits.max_interim_responses {
+                return Err(Error::LimitExceeded {
+                    limit: Limit::InterimResponses,
+                    max: self.limits.max_interim_responses,
+                });
+            }
+            self.head.clear();
+            return Ok(used);
+        }
+
+        self.head.truncate(len);
+        // obs-fold: replace the line breaks inside a value with spaces, in place.
+        for (_, v) in &headers {
+            for b in &mut self.head[v.clone()] {
+                if *b == b'\r' || *b == b'\n' {
+                    *b = b' ';
+                }
+            }
+        }
+        self.status = status;
+        self.minor_version = minor_version;
+        self.reason = reason;
+        self.headers = headers;
+        self.state = State::Body(self.body_framing()?);
+        if matches!(self.state, State::Body(Body::Length(0))) {
+            self.state = State::Done;
+        }
+        Ok(used)
+    }
+
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| self.head[v.clone()].trim_ascii())
+    }
+
+    /// RFC 9112 §6.3, in order; also fills in `persistence`.
+    fn body_framing(&mut self) -> Result<Body> {
+        let http10 = self.minor_version == 0;
+        let connection_close = self.values("connection").any(|v| has_token(v, b"close"));
+        let keep_alive_token = self.values("connection").any(|v| has_token(v, b"keep-alive"));
+        self.persistence.close = if connection_close {
+            Some(RetireReason::ServerSaidClose)
+        } else if http10 && !keep_alive_token {
+            Some(RetireReason::Http10)
+        } else {
+            None
+        };
+        let (timeout, max) = parse_keep_alive(self.values("keep-alive"));
+        self.persistence.idle_timeout = timeout;
+        self.persistence.max_requests = max;
+        if max == Some(0) && self.persistence.close.is_none() {
+            self.persistence.close = Some(RetireReason::KeepAliveMaxReached);
+        }
+
+        // 1. HEAD, 1xx (handled by the caller), 204 and 304 have no body, whatever the fields say.
+        if self.head_request || self.status == 204 || self.status == 304 {
+            return Ok(Body::Length(0));
+        }
+        let has_te = self.values("transfer-encoding").next().is_some();
+        let has_cl = self.values("content-length").next().is_some();
+        // 3. Transfer-Encoding.
+        if has_te {
+            if has_cl {
+                return Err(Error::malformed(
+                    "both Transfer-Encoding and Content-Length (possible smuggling)",
+                ));
+            }
+            if http10 {
+                // RFC 9112 §6.1: treat as faulty framing.
+                return Err(Error::malformed("Transfer-Encoding in an HTTP/1.0 response"));
+            }
+            let mut codings = self
+                .values("transfer-encoding")
+                .flat_map(|v| v.split(|&b| b == b','))
+                .map(|c| c.trim_ascii())
+                .filter(|c| !c.is_empty());
+            let first = codings.next();
+            let rest = codings.next();
+            return match (first, rest) {
+                (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => {
+                    Ok(Body::Chunked(ChunkedDecoder::new(self.limits.max_head_bytes)))
+                }
+                _ => Err(Error::malformed(
+                    "unsupported Transfer-Encoding (only a single \"chunked\" is understood)",
+                )),
+            };
+        }
+        // 5. Content-Length; repeats must agree (RFC 9110 §8.6).
+        if has_cl {
+            let mut length: Option<u64> = None;
+            for v in self.values("content-length").flat_map(|v| v.split(|&b| b == b',')) {
+                let v = v.trim_ascii();
+                let n = parse_decimal(v).ok_or_else(|| Error::malformed("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Error::malformed("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+            let n = length.unwrap_or(0);
+            if n > self.limits.max_body_bytes as u64 {
+                return Err(Error::LimitExceeded {
+                    limit: Limit::BodyBytes,
+                    max: self.limits.max_body_bytes,
+                });
+            }
+            return Ok(Body::Length(n));
+        }
+        // 7. Otherwise the body runs until the server closes the connection.
+        self.persistence.close = Some(RetireReason::CloseDelimitedBody);
+        Ok(Body::UntilClose)
+    }
+}
+
+fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// `Keep-Alive: timeout=5, max=100` (RFC 2068 §19.7.1.1; still what embedded servers send).
+fn parse_keep_alive<'a>(values: impl Iterator<Item = &'a [u8]>) -> (Option<Duration>, Option<u32>) {
+    let (mut timeout, mut max) = (None, None);
+    for param in values.flat_map(|v| v.split(|&b| b == b',' || b == b';')) {
+        let Some(eq) = param.iter().position(|&b| b == b'=') else { continue };
+        let (k, v) = (param[..eq].trim_ascii(), param[eq + 1..].trim_ascii());
+        let Some(n) = parse_decimal(v) else { continue };
+        if k.eq_ignore_ascii_case(b"timeout") {
+            timeout = Some(Duration::from_secs(n.min(86_400)));
+        } else if k.eq_ignore_ascii_case(b"max") {
+            max = Some(n.min(u64::from(u32::MAX)) as u32);
+        }
+    }
+    (timeout, max)
+}
+
+fn describe(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid byte in a header name",
+        httparse::Error::HeaderValue => "invalid byte in a header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status line",
+        httparse::Error::Token => "invalid token",
+        httparse::Error::Version => "not an HTTP/1.x response",
+        httparse::Error::TooManyHeaders => "too many header fields",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(input: &[u8], head_request: bool) -> Result<(Response, Persistence, usize)> {
+        let mut r = ResponseReader::new(Limits::default(), head_request);
+        match r.feed(input)? {
+            Progress::Complete { extra } => {
+                let (resp, p) = r.finish(Meta::default());
+                Ok((resp, p, extra))
+            }
+            Progress::NeedMore => panic!("incomplete: {:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    fn malformed(input: &[u8]) -> bool {
+        let mut r = ResponseReader::new(Limits::default(), false);
+        matches!(r.feed(input), Err(Error::MalformedResponse { .. }))
+    }
+
+    #[test]
+    fn content_length_body_and_keep_alive() {
+        let (resp, p, extra) =
+            read_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhelloGARBAGE", false).unwrap();
+        assert_eq!((resp.status(), resp.reason(), resp.body()), (200, "OK", &b"hello"[..]));
+        assert_eq!(resp.header("x-a"), Some("b"));
+        assert_eq!(p.close, None);
+        assert_eq!(extra, 7);
+    }
+
+    #[test]
+    fn every_split_point_parses_identically() {
+        let input = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
+        for split in 0..=input.len() {
+            let mut r = ResponseReader::new(Limits::default(), false);
+            assert_eq!(
+                r.feed(&input[..split]).unwrap(),
+                if split == input.len() { Progress::Complete { extra: 0 } } else { Progress::NeedMore },
+                "split {split}"
+            );
+            if split < input.len() {
+                assert_eq!(
+                    r.feed(&input[split..]).unwrap(),
+                    Progress::Complete { extra: 0 },
+                    "split {split}"
+                );
+            }
+            let (resp, _) = r.finish(Meta::default());
+            assert_eq!((resp.status(), resp.body()), (200, &b"abcd"[..]));
+        }
+    }
+
+    #[test]
+    fn no_body_for_head_204_304() {
+        let (resp, p, extra) = read_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", true).unwrap();
+        assert_eq!((resp.body().len(), p.close, extra), (0, None, 0));
+        for s in [204, 304] {
+            let input = format!("HTTP/1.1 {s} X\r\nContent-Length: 4\r\n\r\n");
+            let (resp, _, _) = read_all(input.as_bytes(), false).unwrap();
+            assert_eq!(resp.body().len(), 0);
+        }
+    }
+
+    #[test]
+    fn close_delimited_body_ends_at_eof() {
+        let mut r = ResponseReader::new(Limits::default(), false);
+        assert_eq!(r.feed(b"HTTP/1.1 200 OK\r\n\r\npart1").unwrap(), Progress::NeedMore);
+        assert_eq!(r.feed(b"part2").unwrap(), Progress::NeedMore);
+        assert!(r.feed_eof());
+        let (resp, p) = r.finish(Meta::default());
+        assert_eq!(resp.body(), b"part1part2");
+        assert_eq!(p.close, Some(RetireReason::CloseDelimitedBody));
+    }
+
+    #[test]
+    fn eof_mid_length_body_is_truncation() {
+        let mut r = ResponseReader::new(Limits::default(), false);
+        r.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc").unwrap();
+        assert!(!r.feed_eof());
+        let mut r = ResponseReader::new(Limits::default(), false);
+        assert!(!r.feed_eof());
+        assert!(!r.started());
+    }
+
+    #[test]
+    fn connection_close_http10_and_keep_alive_header() {
+        let (_, p, _) =
+            read_all(b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\nContent-Length: 0\r\n\r\n", false)
+                .unwrap();
+        assert_eq!(p.close, Some(RetireReason::ServerSaidClose));
+        let (_, p, _) = read_all(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        assert_eq!(p.close, Some(RetireReason::Http10));
+        let (_, p, _) = read_all(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5, max=99\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        assert_eq!(
+            p,
+            Persistence { close: None, idle_timeout: Some(Duration::from_secs(5)), max_requests: Some(99) }
+        );
+        let (_, p, _) =
+            read_all(b"HTTP/1.1 200 OK\r\nKeep-Alive: max=0\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        assert_eq!(p.close, Some(RetireReason::KeepAliveMaxReached));
+    }
+
+    #[test]
+    fn content_length_repeats_must_agree() {
+        let (resp, _, _) =
+            read_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\nok", false)
+                .unwrap();
+        assert_eq!(resp.body(), b"ok");
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n"));
+    }
+
+    #[test]
+    fn transfer_encoding_rules() {
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"));
+        assert!(malformed(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(malformed(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"));
+    }
+
+    #[test]
+    fn malformed_heads() {
+        assert!(malformed(b"HTTP/2.0 200 OK\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 2000 OK\r\n\r\n"));
+        assert!(malformed(b"ICY 200 OK\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nBad\0Name: x\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nX: a\0b\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+    }
+
+    #[test]
+    fn obs_fold_becomes_spaces() {
+        let (resp, _, _) =
+            read_all(b"HTTP/1.1 200 OK\r\nX-Long: a\r\n  b\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        let v = resp.header("x-long").unwrap();
+        assert!(v.starts_with('a') && v.ends_with('b') && !v.contains(['\r', '\n']), "{v:?}");
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits =
+            Limits { max_head_bytes: 64, max_headers: 2, max_body_bytes: 4, max_interim_responses: 2 };
+        let check = |input: &[u8], want: Limit| {
+            let mut r = ResponseReader::new(limits, false);
+            let got = r.feed(input);
+            assert!(matches!(got, Err(Error::LimitExceeded { limit, .. }) if limit == want), "{got:?}");
+        };
+        check(&[&b"HTTP/1.1 200 OK\r\nX: "[..], &[b'a'; 100]].concat(), Limit::HeadBytes);
+        check(b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", Limit::HeaderCount);
+        check(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Limit::BodyBytes);
+        check(b"HTTP/1.1 200 OK\r\n\r\n12345", Limit::BodyBytes);
+        check(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n", Limit::BodyBytes);
+        check(b"HTTP/1.1 100 A\r\n\r\nHTTP/1.1 102 B\r\n\r\nHTTP/1.1 103 C\r\n\r\n", Limit::InterimResponses);
+    }
+
+    #[test]
+    fn head_limit_holds_when_bytes_arrive_one_at_a_time() {
+        let limits = Limits { max_head_bytes: 32, ..Limits::default() };
+        let mut r = ResponseReader::new(limits, false);
+        let endless = b"HTTP/1.1 200 OK\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut result = Ok(Progress::NeedMore);
+        for b in endless.chunks(1) {
+            result = r.feed(b);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(Error::LimitExceeded { limit: Limit::HeadBytes, .. })));
+        assert!(r.head.len() <= 33);
+    }
+}

@@ -1,0 +1,359 @@
+//! Requests: building, validating, encoding.
+//!
+//! Everything a caller can put on the wire is checked here, before anything is sent: a CR, LF or
+//! NUL in a method, target, header name or value would let one request smuggle another
+//! (header injection), so it is an [`Error::InvalidRequest`], never escaped or stripped.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::url::Url;
+
+/// An HTTP method. Any token is allowed (RFC 9110 §9.1); the common ones have constants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Method(std::borrow::Cow<'static, str>);
+
+impl Method {
+    /// `GET`
+    pub const GET: Method = Method::from_static("GET");
+    /// `HEAD`
+    pub const HEAD: Method = Method::from_static("HEAD");
+    /// `POST`
+    pub const POST: Method = Method::from_static("POST");
+    /// `PUT`
+    pub const PUT: Method = Method::from_static("PUT");
+    /// `DELETE`
+    pub const DELETE: Method = Method::from_static("DELETE");
+    /// `OPTIONS`
+    pub const OPTIONS: Method = Method::from_static("OPTIONS");
+    /// `PATCH`
+    pub const PATCH: Method = Method::from_static("PATCH");
+    /// `TRACE`
+    pub const TRACE: Method = Method::from_static("TRACE");
+
+    const fn from_static(s: &'static str) -> Method {
+        Method(std::borrow::Cow::Borrowed(s))
+    }
+
+    /// A method from its name; it must be an RFC 9110 token. Method names are case-sensitive.
+    pub fn new(name: &str) -> Result<Method> {
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(Error::invalid_request(format!("invalid method {name:?}")));
+        }
+        if name == "CONNECT" {
+            return Err(Error::invalid_request("CONNECT (tunnelling) is not supported"));
+        }
+        Ok(Method(std::borrow::Cow::Owned(name.to_string())))
+    }
+
+    /// The method's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Idempotent per RFC 9110 §9.2.2: applying it twice has the effect of applying it once,
+    /// so a retry after a lost connection cannot double a command.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(self.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+    }
+
+    /// Whether the method defines a meaning for enclosed content, so a `Content-Length: 0`
+    /// is sent even for an empty body (RFC 9110 §8.6).
+    fn expects_content(&self) -> bool {
+        matches!(self.as_str(), "POST" | "PUT" | "PATCH")
+    }
+}
+
+/// A request, validated and ready to submit.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) method: Method,
+    pub(crate) url: Url,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retryable: bool,
+}
+
+impl Request {
+    /// Starts a request with any method.
+    pub fn builder(method: Method, url: &str) -> RequestBuilder {
+        match Url::parse(url) {
+            Ok(url) => RequestBuilder {
+                inner: Ok(Request {
+                    method,
+                    url,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                    timeout: None,
+                    retryable: false,
+                }),
+            },
+            Err(e) => RequestBuilder { inner: Err(e) },
+        }
+    }
+
+    /// `GET url`
+    pub fn get(url: &str) -> RequestBuilder {
+        Request::builder(Method::GET, url)
+    }
+
+    /// `PUT url` with a body.
+    pub fn put(url: &str, body: impl Into<Vec<u8>>) -> RequestBuilder {
+        Request::builder(Method::PUT, url).body(body)
+    }
+
+    /// `POST url` with a body.
+    pub fn post(url: &str, body: impl Into<Vec<u8>>) -> RequestBuilder {
+        Request::builder(Method::POST, url).body(body)
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Whether a lost connection may lead to a retry: idempotent methods, or marked retryable.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable || self.method.is_idempotent()
+    }
+
+    /// Whether the caller asked for the connection to be closed after this exchange.
+    pub(crate) fn wants_close(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && has_token(v.as_bytes(), b"close"))
+    }
+
+    /// Appends the request's wire form to `out`.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.url.target().as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let has = |name: &str| self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        if !has("host") {
+            out.extend_from_slice(b"Host: ");
+            out.extend_from_slice(self.url.authority().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !has("content-length") && (!self.body.is_empty() || self.method.expects_content()) {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(self.body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// Builds a [`Request`]; the first invalid input is reported by [`RequestBuilder::build`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until built and sent"]
+pub struct RequestBuilder {
+    inner: Result<Request>,
+}
+
+impl RequestBuilder {
+    /// Adds a header field. Names must be tokens; values must not contain CR, LF, NUL or other
+    /// control characters except tab. `Transfer-Encoding` is refused (finwatch sends bodies with
+    /// Content-Length); a `Content-Length` must match the body.
+    pub fn header(mut self, name: &str, value: &str) -> RequestBuilder {
+        if let Ok(req) = &mut self.inner {
+            match check_header(name, value) {
+                Ok(()) => req.headers.push((name.to_string(), value.trim_matches([' ', '\t']).to_string())),
+                Err(e) => self.inner = Err(e),
+            }
+        }
+        self
+    }
+
+    /// Sets the body; it is sent with a `Content-Length`.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> RequestBuilder {
+        if let Ok(req) = &mut self.inner {
+            req.body = body.into();
+        }
+        self
+    }
+
+    /// A deadline for the whole exchange, counted from submission (queueing, connecting,
+    /// sending, receiving). Overrides the client's default request timeout.
+    pub fn timeout(mut self, timeout: Duration) -> RequestBuilder {
+        if let Ok(req) = &mut self.inner {
+            req.timeout = Some(timeout);
+        }
+        self
+    }
+
+    /// Marks a non-idempotent request as safe to send twice (for example a POST the device
+    /// de-duplicates), so it may be retried like a GET after a lost connection.
+    pub fn retryable(mut self, retryable: bool) -> RequestBuilder {
+        if let Ok(req) = &mut self.inner {
+            req.retryable = retryable;
+        }
+        self
+    }
+
+    /// Validates and returns the request.
+    pub fn build(self) -> Result<Request> {
+        let req = self.inner?;
+        let mut declared = None;
+        for (name, value) in &req.headers {
+            if name.eq_ignore_ascii_case("content-length") {
+                let n: u64 = value
+                    .parse()
+                    .map_err(|_| Error::invalid_request(format!("invalid Content-Length {value:?}")))?;
+                if declared.is_some_and(|d| d != n) {
+                    return Err(Error::invalid_request("conflicting Content-Length headers"));
+                }
+                declared = Some(n);
+            }
+        }
+        if let Some(n) = declared
+            && n != req.body.len() as u64
+        {
+            return Err(Error::invalid_request(format!(
+                "Content-Length {n} disagrees with the body length {}",
+                req.body.len()
+            )));
+        }
+        Ok(req)
+    }
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn check_header(name: &str, value: &str) -> Result<()> {
+    if name.is_empty() || !name.bytes().all(is_tchar) {
+        return Err(Error::invalid_request(format!("invalid header name {name:?}")));
+    }
+    // field-value: VCHAR, SP, HTAB, obs-text. Anything else (CR, LF, NUL, other CTLs) is refused.
+    if let Some(b) = value.bytes().find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(Error::invalid_request(format!("header {name} contains the control byte 0x{b:02x}")));
+    }
+    if name.eq_ignore_ascii_case("transfer-encoding") {
+        return Err(Error::invalid_request(
+            "Transfer-Encoding is not supported on requests; bodies are sent with Content-Length",
+        ));
+    }
+    Ok(())
+}
+
+/// An origin-form target (`/path?query`) of visible ASCII, or `*`.
+pub(crate) fn check_target(target: &str) -> Result<()> {
+    let ok = (target.starts_with('/') || target == "*") && target.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_request(format!(
+            "invalid request target {target:?} (must be /path?query of visible ASCII; percent-encode the rest)"
+        )))
+    }
+}
+
+/// Whether a comma-separated header value holds `token` (case-insensitive).
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(req: &Request) -> String {
+        let mut out = Vec::new();
+        req.encode(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn encodes_put_with_host_and_length() {
+        let req = Request::put("http://10.0.0.5:8080/io?x=1", "on").build().unwrap();
+        assert_eq!(wire(&req), "PUT /io?x=1 HTTP/1.1\r\nHost: 10.0.0.5:8080\r\nContent-Length: 2\r\n\r\non");
+    }
+
+    #[test]
+    fn get_has_no_content_length_and_empty_put_has_zero() {
+        let get = Request::get("http://h/").header("Accept", "*/*").build().unwrap();
+        assert_eq!(wire(&get), "GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n");
+        let put = Request::put("http://h/", "").build().unwrap();
+        assert!(wire(&put).contains("Content-Length: 0\r\n"));
+    }
+
+    #[test]
+    fn caller_host_and_matching_content_length_are_kept() {
+        let req = Request::put("http://h/", "abc")
+            .header("Host", "other")
+            .header("Content-Length", "3")
+            .build()
+            .unwrap();
+        assert_eq!(wire(&req), "PUT / HTTP/1.1\r\nHost: other\r\nContent-Length: 3\r\n\r\nabc");
+    }
+
+    #[test]
+    fn header_injection_is_impossible() {
+        for (n, v) in [
+            ("X", "a\r\nEvil: 1"),
+            ("X", "a\nb"),
+            ("X", "a\rb"),
+            ("X", "a\0b"),
+            ("X", "a\x7fb"),
+            ("X\r\nEvil", "1"),
+            ("X Y", "1"),
+            ("", "1"),
+            ("X:", "1"),
+        ] {
+            let r = Request::get("http://h/").header(n, v).build();
+            assert!(matches!(r, Err(Error::InvalidRequest { .. })), "{n:?}: {v:?} accepted");
+        }
+        assert!(Request::get("http://h/").header("X", "tab\tok").build().is_ok());
+    }
+
+    #[test]
+    fn invalid_methods_targets_and_lengths_are_rejected() {
+        assert!(Method::new("GE T").is_err());
+        assert!(Method::new("GET\r\n").is_err());
+        assert!(Method::new("").is_err());
+        assert!(Method::new("CONNECT").is_err());
+        assert!(Method::new("PROPFIND").is_ok());
+        assert!(check_target("/a b").is_err());
+        assert!(check_target("/caf\u{e9}").is_err());
+        assert!(check_target("*").is_ok());
+        let r = Request::put("http://h/", "abc").header("Content-Length", "4").build();
+        assert!(matches!(r, Err(Error::InvalidRequest { .. })));
+        let r = Request::get("http://h/").header("Transfer-Encoding", "chunked").build();
+        assert!(matches!(r, Err(Error::InvalidRequest { .. })));
+    }
+
+    #[test]
+    fn idempotency_follows_rfc_9110() {
+        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS, Method::TRACE] {
+            assert!(m.is_idempotent(), "{m:?}");
+        }
+        assert!(!Method::POST.is_idempotent());
+        assert!(!Method::PATCH.is_idempotent());
+        let post = Request::post("http://h/", "x").build().unwrap();
+        assert!(!post.is_retryable());
+        let post = Request::post("http://h/", "x").retryable(true).build().unwrap();
+        assert!(post.is_retryable());
+    }
+}

@@ -1,0 +1,170 @@
+//! `http://host[:port]/path?query` — the only URLs finwatch speaks.
+//!
+//! Deliberately small: a device URL has a scheme, an authority and a target. Anything else
+//! (`https`, user info, a malformed port) is rejected with [`Error::InvalidUrl`] instead of being
+//! guessed at, because a guessed URL sends a command to the wrong place.
+
+use crate::error::{Error, Result};
+
+/// A parsed `http` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// Host as written, without brackets for IPv6 (`10.0.0.5`, `::1`, `device.local`).
+    host: String,
+    port: u16,
+    /// The `Host` header value: the authority without user info, default port omitted.
+    authority: String,
+    /// Origin-form request target: `/path?query` (at least `/`).
+    target: String,
+}
+
+impl Url {
+    /// Parses `http://host[:port][/path][?query][#fragment]`; the fragment is dropped
+    /// (RFC 9110 §4.2.1: it is never sent).
+    pub fn parse(url: &str) -> Result<Url> {
+        let bad = |reason| Error::InvalidUrl { url: url.to_string(), reason };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme (http://)"))?;
+        if scheme.eq_ignore_ascii_case("https") {
+            return Err(bad("https is not supported (finwatch speaks plain HTTP/1.1)"));
+        }
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Err(bad("unsupported scheme: only http is supported"));
+        }
+        let rest = rest.split('#').next().unwrap_or("");
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(end);
+        if authority.contains('@') {
+            return Err(bad("user info in URLs is not supported"));
+        }
+        let (host, port_str) = if let Some(after) = authority.strip_prefix('[') {
+            let close = after.find(']').ok_or_else(|| bad("unterminated IPv6 literal"))?;
+            let host = &after[..close];
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("invalid IPv6 literal"));
+            }
+            let tail = &after[close + 1..];
+            let port = match tail {
+                "" => None,
+                t => Some(t.strip_prefix(':').ok_or_else(|| bad("junk after IPv6 literal"))?),
+            };
+            (host, port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("missing host"));
+        }
+        if !authority.starts_with('[') && !host.bytes().all(is_reg_name_byte) {
+            return Err(bad("invalid character in host"));
+        }
+        let port = match port_str {
+            None | Some("") => 80,
+            Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(bad("port out of range")),
+                Ok(n) => n,
+            },
+            Some(_) => return Err(bad("invalid port")),
+        };
+        let target = if target.is_empty() {
+            "/".to_string()
+        } else if target.starts_with('?') {
+            format!("/{target}")
+        } else {
+            target.to_string()
+        };
+        crate::request::check_target(&target)?;
+        let bracketed = if authority.starts_with('[') { format!("[{host}]") } else { host.to_string() };
+        let authority = if port == 80 { bracketed } else { format!("{bracketed}:{port}") };
+        Ok(Url { host: host.to_string(), port, authority, target })
+    }
+
+    /// The host, without IPv6 brackets.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port (80 when the URL names none).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The `Host` header value.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The origin-form request target (`/path?query`).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The pool key: requests with equal keys share connections and one ordered queue.
+    pub(crate) fn host_key(&self) -> String {
+        format!("{}:{}", self.host.to_ascii_lowercase(), self.port)
+    }
+}
+
+/// RFC 3986 reg-name characters (unreserved, sub-delims, pct-encoded).
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ipv4_with_port_path_and_query() {
+        let u = Url::parse("http://10.0.0.5:8080/unico/v1/interface/io-state?ioId=25602").unwrap();
+        assert_eq!(u.host(), "10.0.0.5");
+        assert_eq!(u.port(), 8080);
+        assert_eq!(u.authority(), "10.0.0.5:8080");
+        assert_eq!(u.target(), "/unico/v1/interface/io-state?ioId=25602");
+    }
+
+    #[test]
+    fn default_port_and_path() {
+        let u = Url::parse("HTTP://Device.local").unwrap();
+        assert_eq!(
+            (u.host(), u.port(), u.authority(), u.target()),
+            ("Device.local", 80, "Device.local", "/")
+        );
+        assert_eq!(u.host_key(), "device.local:80");
+        assert_eq!(Url::parse("http://h?x=1").unwrap().target(), "/?x=1");
+        assert_eq!(Url::parse("http://h/a#frag").unwrap().target(), "/a");
+    }
+
+    #[test]
+    fn ipv6_literals() {
+        let u = Url::parse("http://[::1]:9000/x").unwrap();
+        assert_eq!((u.host(), u.port(), u.authority()), ("::1", 9000, "[::1]:9000"));
+        let u = Url::parse("http://[fe80::1]/").unwrap();
+        assert_eq!((u.host(), u.port(), u.authority()), ("fe80::1", 80, "[fe80::1]"));
+        assert!(Url::parse("http://[::1/x").is_err());
+        assert!(Url::parse("http://[nothex]/").is_err());
+        assert!(Url::parse("http://[::1]x/").is_err());
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_speak() {
+        for bad in [
+            "https://10.0.0.5/",
+            "ftp://h/",
+            "10.0.0.5/io",
+            "http:///path",
+            "http://user@h/",
+            "http://h:0/",
+            "http://h:65536/",
+            "http://h:80x/",
+            "http://h h/",
+            "http://h/a b",
+            "http://h/a\r\nX: y",
+            "http://h/\0",
+        ] {
+            assert!(Url::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}
