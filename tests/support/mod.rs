@@ -178,6 +178,8 @@ struct Shared {
     /// Bytes received after our FIN, by connection (only connections with some).
     after_fin: Mutex<BTreeMap<usize, usize>>,
     fins: AtomicUsize,
+    /// FINs whose `shutdown(Write)` has returned: on loopback, in the client's receive queue.
+    fins_done: AtomicUsize,
     rsts: AtomicUsize,
     closed_by_client: AtomicUsize,
     closed_after_fin: AtomicUsize,
@@ -204,6 +206,7 @@ impl DeviceServer {
             log: Mutex::new(Vec::new()),
             after_fin: Mutex::new(BTreeMap::new()),
             fins: AtomicUsize::new(0),
+            fins_done: AtomicUsize::new(0),
             rsts: AtomicUsize::new(0),
             closed_by_client: AtomicUsize::new(0),
             closed_after_fin: AtomicUsize::new(0),
@@ -285,6 +288,12 @@ impl DeviceServer {
     /// (or, for [`DeviceServer::rsts_sent`], the RST) also sees the count.
     pub fn fins_sent(&self) -> usize {
         self.shared.fins.load(SeqCst)
+    }
+
+    /// FINs whose `shutdown(Write)` has returned. On loopback the FIN is then queued at the
+    /// client: wait for this before a test's deliberate gap to model "the FIN arrived first".
+    pub fn fins_completed(&self) -> usize {
+        self.shared.fins_done.load(SeqCst)
     }
 
     pub fn rsts_sent(&self) -> usize {
@@ -530,6 +539,7 @@ impl Conn<'_> {
         if self.stream.shutdown(Shutdown::Write).is_err() {
             return;
         }
+        self.shared.fins_done.fetch_add(1, SeqCst);
         // Bytes buffered before the FIN (e.g. a pipelined request) are not late.
         self.buf.clear();
         let deadline = Instant::now() + DRAIN_LIMIT;

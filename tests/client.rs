@@ -1,0 +1,225 @@
+//! The client's promises over loopback: retries without double effects, typed errors that say
+//! whether the device may have acted, deadlines that hold, order per device, bad input refused.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use finwatch::{Client, Error, LostCause, Method, Request, Stage};
+use support::*;
+
+fn client() -> Client {
+    let _ = env_logger::builder().is_test(true).try_init();
+    Client::builder().request_timeout(Duration::from_secs(5)).build().unwrap()
+}
+
+/// A device that answers the first request on each connection and drops the connection (with
+/// `after`) on reading the second, without answering it: the keep-alive race, made certain.
+fn drops_second_request(after: After) -> DeviceServer {
+    DeviceServer::start(move |r| {
+        if r.index_on_conn == 1 { Reply::raw(Vec::new()).then(after) } else { Reply::ok_for(r, b"{}") }
+    })
+}
+
+#[test]
+fn idempotent_request_lost_on_a_reused_connection_is_retried_once() {
+    for after in [After::Rst, After::Fin] {
+        let dev = drops_second_request(after);
+        let mut c = client();
+        c.put(&dev.url("/io"), "1").unwrap();
+        let resp = c.get(&dev.url("/io-state")).unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!((resp.meta().retries, resp.meta().reused), (1, false));
+        assert_eq!(dev.count_matching(|r| r.method == "GET"), 2, "{after:?}: sent, lost, sent again");
+        assert_eq!(c.stats().retries, 1);
+    }
+}
+
+#[test]
+fn non_idempotent_request_is_never_applied_twice() {
+    for (after, cause) in [(After::Rst, LostCause::Reset), (After::Fin, LostCause::PeerClosed)] {
+        let dev = drops_second_request(after);
+        let mut c = client();
+        c.post(&dev.url("/counter"), "1").unwrap();
+        let err = c.post(&dev.url("/counter"), "2").unwrap_err();
+        match &err {
+            Error::ConnectionLost { cause: got, stage: Stage::AwaitingResponse, .. } => {
+                assert_eq!(*got, cause)
+            }
+            other => panic!("{after:?}: {other:?}"),
+        }
+        assert!(err.may_have_been_processed(), "the device read it: it may have acted");
+        assert_eq!(dev.count_matching(|r| r.body == b"2"), 1, "{after:?}: the POST reached the device once");
+        // The client is still usable.
+        assert_eq!(c.post(&dev.url("/counter"), "3").unwrap().status(), 200);
+    }
+}
+
+#[test]
+fn caller_marked_retryable_post_is_retried() {
+    let dev = drops_second_request(After::Rst);
+    let mut c = client();
+    c.post(&dev.url("/counter"), "1").unwrap();
+    let req = Request::post(&dev.url("/counter"), "dedup-id=7").retryable(true).build().unwrap();
+    assert_eq!(c.send(req).unwrap().meta().retries, 1);
+}
+
+#[test]
+fn no_retry_after_a_response_byte() {
+    let dev = DeviceServer::start(|_| {
+        Reply::raw(&b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"[..]).then(After::Rst)
+    });
+    let mut c = client();
+    let err = c.get(&dev.url("/")).unwrap_err();
+    assert!(matches!(err, Error::ConnectionLost { stage: Stage::ReadingResponse, .. }), "{err:?}");
+    assert_eq!(dev.request_count(), 1);
+}
+
+#[test]
+fn request_on_a_fresh_connection_is_not_retried_after_it_was_sent() {
+    let dev = DeviceServer::start(|_| Reply::raw(Vec::new()).then(After::Rst));
+    let mut c = client();
+    let err = c.get(&dev.url("/")).unwrap_err();
+    assert!(matches!(err, Error::ConnectionLost { stage: Stage::AwaitingResponse, .. }), "{err:?}");
+    assert_eq!(dev.request_count(), 1);
+}
+
+#[test]
+fn deadline_holds_against_a_stalled_device_and_others_are_not_blocked() {
+    let stalled = DeviceServer::start(|_| Reply::stall());
+    let good = DeviceServer::keep_alive();
+    let mut c = client();
+    let slow = c.submit(Request::get(&stalled.url("/")).timeout(Duration::from_millis(300)).build().unwrap());
+    let fast = c.submit(Request::get(&good.url("/")).build().unwrap());
+    let mut done = Vec::new();
+    while done.len() < 2 {
+        c.poll(Some(Duration::from_secs(2)), &mut done).unwrap();
+    }
+    assert_eq!(done[0].id, fast, "the healthy device answered first");
+    assert_eq!(done[1].id, slow);
+    let err = done[1].result.as_ref().unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded { stage: Stage::AwaitingResponse }), "{err:?}");
+    assert!(err.may_have_been_processed());
+    // The stalled connection was retired; the next request to that device goes on a new one.
+    let again = c.send(Request::get(&stalled.url("/")).timeout(Duration::from_millis(50)).build().unwrap());
+    assert!(matches!(again, Err(Error::DeadlineExceeded { .. })));
+    assert_eq!(stalled.connections_accepted(), 2);
+}
+
+#[test]
+fn connection_refused_is_a_typed_error_and_nothing_was_processed() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut c = client();
+    let err = c.get(&format!("http://127.0.0.1:{port}/")).unwrap_err();
+    assert!(matches!(err, Error::ConnectFailed { .. }), "{err:?}");
+    assert!(!err.may_have_been_processed());
+    assert_eq!(err.kind(), "connect_failed");
+    assert!(std::error::Error::source(&err).is_some(), "the io::Error is kept");
+}
+
+#[test]
+fn connect_timeout_holds() {
+    // A listener whose accept queue is full drops further SYNs: the handshake never completes.
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break, // the queue is full
+        }
+    }
+    let mut c = Client::builder().connect_timeout(Duration::from_millis(200)).build().unwrap();
+    let start = Instant::now();
+    let err = c.get(&format!("http://{addr}/")).unwrap_err();
+    assert!(matches!(err, Error::ConnectTimedOut { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(3), "the wait was bounded by the connect timeout");
+}
+
+#[test]
+fn requests_to_one_device_arrive_in_submission_order() {
+    let dev = DeviceServer::keep_alive();
+    let mut c = client();
+    let ids: Vec<_> = (0..20)
+        .map(|i| {
+            let m = if i % 2 == 0 { Method::PUT } else { Method::GET };
+            c.submit(Request::builder(m, &dev.url(&format!("/cmd/{i}"))).build().unwrap())
+        })
+        .collect();
+    let mut done = Vec::new();
+    while done.len() < ids.len() {
+        c.poll(Some(Duration::from_secs(2)), &mut done).unwrap();
+    }
+    assert_eq!(done.iter().map(|d| d.id).collect::<Vec<_>>(), ids);
+    let targets: Vec<_> = dev.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, (0..20).map(|i| format!("/cmd/{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_sent() {
+    let dev = DeviceServer::keep_alive();
+    let mut c = client();
+    assert!(matches!(c.get("https://127.0.0.1/"), Err(Error::InvalidUrl { .. })));
+    assert!(matches!(c.get("ftp://127.0.0.1/"), Err(Error::InvalidUrl { .. })));
+    assert!(matches!(c.get("not a url"), Err(Error::InvalidUrl { .. })));
+    let injected = Request::get(&dev.url("/")).header("X-Cmd", "1\r\nContent-Length: 5").build();
+    assert!(matches!(injected, Err(Error::InvalidRequest { .. })));
+    assert!(Method::new("PU T").is_err());
+    assert_eq!(dev.request_count(), 0);
+    assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200, "the client stays usable");
+}
+
+#[test]
+fn request_headers_body_and_host_reach_the_device() {
+    let dev = DeviceServer::keep_alive();
+    let mut c = client();
+    let req = Request::put(&dev.url("/unico/v1/interface/io?ioId=25602"), r#"{"value":1}"#)
+        .header("Content-Type", "application/json")
+        .header("X-Token", "abc")
+        .build()
+        .unwrap();
+    c.send(req).unwrap();
+    let r = &dev.requests()[0];
+    assert_eq!((r.method.as_str(), r.target.as_str()), ("PUT", "/unico/v1/interface/io?ioId=25602"));
+    assert_eq!(r.header("host"), Some(format!("127.0.0.1:{}", dev.addr().port()).as_str()));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-token"), Some("abc"));
+    assert_eq!(r.header("content-length"), Some("11"));
+    assert_eq!(r.body, br#"{"value":1}"#);
+}
+
+#[test]
+fn ipv6_literal_urls_work() {
+    let listener = TcpListener::bind("[::1]:0").expect("IPv6 loopback");
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv6").unwrap();
+        String::from_utf8(buf).unwrap()
+    });
+    let mut c = client();
+    let resp = c.get(&format!("http://[::1]:{port}/state")).unwrap();
+    assert_eq!(resp.body(), b"v6");
+    let head = server.join().unwrap();
+    assert!(head.contains(&format!("Host: [::1]:{port}\r\n")), "{head}");
+}
+
+#[test]
+fn poll_with_nothing_pending_returns_at_once() {
+    let mut c = client();
+    let mut done = Vec::new();
+    assert_eq!(c.poll(None, &mut done).unwrap(), 0);
+    assert_eq!(c.pending(), 0);
+}
