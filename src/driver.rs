@@ -29,6 +29,8 @@ const EINPROGRESS: i32 = 36;
 struct Sock {
     key: Key,
     stream: mio::net::TcpStream,
+    /// `host:port` as in the URL, for error messages.
+    host: String,
 }
 
 pub(crate) struct Driver {
@@ -142,23 +144,20 @@ impl Driver {
                 return engine.on_connect_failed(key, Error::Resolve { host, source }, now);
             }
         };
+        let host = format!("{host}:{port}");
         match open_socket(addr, engine.config().nodelay) {
             Ok(mut stream) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 if let Err(e) = self.poll.registry().register(&mut stream, Token(key.to_usize()), interest) {
-                    let host = format!("{host}:{port}");
                     return engine.on_connect_failed(key, Error::ConnectFailed { host, source: e }, now);
                 }
                 if self.socks.len() <= key.index() {
                     self.socks.resize_with(key.index() + 1, || None);
                 }
-                self.socks[key.index()] = Some(Sock { key, stream });
+                self.socks[key.index()] = Some(Sock { key, stream, host });
                 log::trace!("conn={} connecting to {addr}", engine.conn_id(key));
             }
-            Err(source) => {
-                let host = format!("{host}:{port}");
-                engine.on_connect_failed(key, Error::ConnectFailed { host, source }, now);
-            }
+            Err(source) => engine.on_connect_failed(key, Error::ConnectFailed { host, source }, now),
         }
     }
 
@@ -181,20 +180,15 @@ impl Driver {
     /// A connecting socket became writable (or failed): did the handshake succeed?
     fn check_connect(&mut self, engine: &mut Engine, key: Key, now: Instant) {
         let Some(s) = self.sock(key) else { return };
-        let host = || s.stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "peer".into());
+        let failed = |source| Error::ConnectFailed { host: s.host.clone(), source };
         match s.stream.take_error() {
-            Ok(Some(e)) | Err(e) => {
-                let err = Error::ConnectFailed { host: host(), source: e };
-                return engine.on_connect_failed(key, err, now);
-            }
+            Ok(Some(e)) | Err(e) => return engine.on_connect_failed(key, failed(e), now),
             Ok(None) => {}
         }
         match s.stream.peer_addr() {
             Ok(_) => engine.on_connected(key, now),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {} // spurious wake-up
-            Err(e) => {
-                engine.on_connect_failed(key, Error::ConnectFailed { host: "peer".into(), source: e }, now)
-            }
+            Err(e) => engine.on_connect_failed(key, failed(e), now),
         }
     }
 

@@ -21,6 +21,11 @@
 
 #![forbid(unsafe_code)]
 
+/// The README's examples are compiled as doctests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod client;
 mod driver;
 mod error;
@@ -37,3 +42,7 @@ pub use proto::framing::{Limits, MAX_HEADERS_CAP};
 pub use request::{Method, Request, RequestBuilder};
 pub use response::{Meta, Response};
 pub use url::Url;
+
+/// Fuzzing entry points (used by `fuzz/` and the regression tests); not part of the API.
+#[doc(hidden)]
+pub use proto::fuzz as __fuzz;

@@ -116,6 +116,7 @@ fn connection_refused_is_a_typed_error_and_nothing_was_processed() {
     assert!(matches!(err, Error::ConnectFailed { .. }), "{err:?}");
     assert!(!err.may_have_been_processed());
     assert_eq!(err.kind(), "connect_failed");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(std::error::Error::source(&err).is_some(), "the io::Error is kept");
 }
 
@@ -222,4 +223,26 @@ fn poll_with_nothing_pending_returns_at_once() {
     let mut done = Vec::new();
     assert_eq!(c.poll(None, &mut done).unwrap(), 0);
     assert_eq!(c.pending(), 0);
+}
+
+#[test]
+fn device_that_closes_every_connection_at_once_gets_bounded_attempts() {
+    let opts = ServerOptions { close_on_accept: true, ..ServerOptions::default() };
+    let dev = DeviceServer::with_options(opts, seq_reply);
+    let good = DeviceServer::keep_alive();
+    let mut c = client();
+    for _ in 0..3 {
+        let err = c.get(&dev.url("/")).unwrap_err();
+        assert!(matches!(err, Error::ConnectionLost { .. } | Error::RetryFailed { .. }), "{err:?}");
+    }
+    // One connection per attempt, at most one retry per request.
+    assert!(dev.connections_accepted() <= 6, "{} connections", dev.connections_accepted());
+    assert_eq!(c.get(&good.url("/")).unwrap().status(), 200);
+}
+
+#[test]
+fn client_can_move_to_the_control_loop_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Client>();
+    assert_send::<Error>();
 }

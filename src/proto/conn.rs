@@ -31,6 +31,9 @@ pub enum RetireReason {
     RequestedClose,
     /// The server sent bytes nobody asked for; the stream is out of step.
     UnsolicitedData,
+    /// The response was complete before the request was fully sent (e.g. an early 4xx); the
+    /// rest of the request would be read as a new one.
+    EarlyResponse,
     /// The response broke framing rules or limits; what follows cannot be trusted.
     ProtocolError,
     /// The request's deadline passed mid-exchange; a late response would desynchronise it.
@@ -57,6 +60,7 @@ impl RetireReason {
             RetireReason::IdleTimeout => "idle timeout",
             RetireReason::RequestedClose => "request asked for Connection: close",
             RetireReason::UnsolicitedData => "unsolicited bytes from the server",
+            RetireReason::EarlyResponse => "response complete before the request was fully sent",
             RetireReason::ProtocolError => "protocol error",
             RetireReason::DeadlineExceeded => "request deadline exceeded mid-exchange",
             RetireReason::ConnectFailed => "connect failed",

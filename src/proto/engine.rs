@@ -416,6 +416,11 @@ impl Engine {
                 self.stats.fins_seen_idle += 1;
                 self.end_conn(conn, ConnState::PeerHalfClosed, "FIN while idle", now);
             }
+            ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Probing) => {
+                // Assigned, but nothing written yet: for the request this was an idle socket.
+                self.stats.fins_seen_idle += 1;
+                self.end_conn(conn, ConnState::PeerHalfClosed, "FIN before the request was written", now);
+            }
             ConnState::Open(Open::Busy(ex)) => {
                 self.stats.fins_while_busy += 1;
                 if matches!(ex.phase, Phase::Reading) && ex.reader.feed_eof() {
@@ -467,6 +472,12 @@ impl Engine {
     /// Whether `conn` is still a live connection of the engine's.
     pub(crate) fn knows(&self, conn: Key) -> bool {
         self.conns.get(conn).is_some()
+    }
+
+    /// The request on `conn` and whether it may be retried (for the fuzz harness's checks).
+    pub(crate) fn request_on(&self, conn: Key) -> Option<(RequestId, bool)> {
+        let r = self.busy_request(conn)?;
+        self.reqs.get(r).map(|p| (p.id, p.retryable))
     }
 
     /// The connection's log serial, for the driver's own log lines.
@@ -568,6 +579,7 @@ impl Engine {
         let ConnState::Open(Open::Busy(ex)) = c.transition(next, "response complete") else { return };
         c.served += 1;
         let ex = *ex;
+        let ex_phase = ex.phase;
         let Some(p) = self.reqs.remove(ex.req) else { return };
         let reused = p.on.is_some_and(|(_, reused)| reused);
         let meta = Meta { connection_id: c.id, reused, retries: p.retries };
@@ -591,6 +603,8 @@ impl Engine {
         c.retire_at = Some(retire_at);
         let retire = if extra {
             Some(RetireReason::UnsolicitedData)
+        } else if matches!(ex_phase, Phase::Writing { .. }) {
+            Some(RetireReason::EarlyResponse)
         } else if let Some(why) = persistence.close {
             Some(why)
         } else if p.wants_close {

@@ -401,3 +401,32 @@ fn idle_connection_never_reused_past_its_retire_time() {
     assert!(!actions.contains(&Action::Probe { conn: c1 }), "{actions:?}");
     assert!(actions.iter().any(|a| matches!(a, Action::Connect { .. })), "{actions:?}");
 }
+
+#[test]
+fn early_response_completes_the_request_and_retires_the_connection() {
+    let mut w = World::new();
+    w.submit(Method::PUT, "http://10.0.0.5/io");
+    let conn = match w.actions().as_slice() {
+        [Action::Connect { conn, .. }] => *conn,
+        other => panic!("{other:?}"),
+    };
+    w.e.on_connected(conn, w.now);
+    w.actions();
+    w.e.on_probe(conn, ProbeOutcome::Alive, w.now);
+    w.actions();
+    w.e.on_written(conn, 3);
+    w.e.on_data(conn, b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n", w.now);
+    assert_eq!(w.completions()[0].result.as_ref().unwrap().status(), 413);
+    assert_eq!(w.actions(), vec![Action::Close { conn }]);
+    assert!(w.e.output(conn).is_empty());
+}
+
+#[test]
+fn fin_before_write_counts_as_seen_while_idle() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.e.on_fin(c1, w.now);
+    let s = w.e.stats();
+    assert_eq!((s.fins_seen_idle, s.fins_while_busy, s.retries), (1, 0, 0));
+}

@@ -5,5 +5,7 @@ pub(crate) mod chunked;
 pub mod conn;
 pub mod engine;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod retry;
 pub(crate) mod slab;
