@@ -356,4 +356,82 @@ mod tests {
         let post = Request::post("http://h/", "x").retryable(true).build().unwrap();
         assert!(post.is_retryable());
     }
+
+    /// xorshift64*: deterministic pseudo-random values without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// A short string biased towards the bytes that break HTTP framing.
+        fn nasty(&mut self) -> String {
+            const POOL: &[&str] = &[
+                "a", "Z", "0", "-", " ", "\t", "\r", "\n", "\0", ":", "/", "?", "%", "\u{7f}", "\u{e9}",
+                "\r\n",
+            ];
+            // Half the strings are drawn from the harmless part of the pool only.
+            let pool = if self.next().is_multiple_of(2) { &POOL[..6] } else { POOL };
+            let len = self.next() % 8;
+            (0..len).map(|_| pool[(self.next() % pool.len() as u64) as usize]).collect()
+        }
+    }
+
+    /// Property: whatever the API is given, either it refuses (InvalidRequest / InvalidUrl), or
+    /// the bytes it would send parse back as exactly one request with exactly the caller's
+    /// method, target, headers and body: no injected header, no second request, no panic.
+    #[test]
+    fn no_input_the_api_accepts_can_inject_anything() {
+        let mut rng = Rng(0x5eed);
+        let mut accepted = 0;
+        for _ in 0..60_000 {
+            let method = format!("P{}", rng.nasty());
+            let url = format!("http://10.0.0.5:8080/{}", rng.nasty());
+            let headers: Vec<(String, String)> =
+                (0..rng.next() % 3).map(|_| (format!("X{}", rng.nasty()), rng.nasty())).collect();
+            let body = rng.nasty();
+            let declared = match rng.next() % 3 {
+                0 => Some(body.len().to_string()),
+                1 => Some(rng.nasty()),
+                _ => None,
+            };
+            let Ok(method) = Method::new(&method) else { continue };
+            let mut b = Request::builder(method.clone(), &url).body(body.clone());
+            for (n, v) in &headers {
+                b = b.header(n, v);
+            }
+            if let Some(cl) = &declared {
+                b = b.header("Content-Length", cl);
+            }
+            let req = match b.build() {
+                Ok(r) => r,
+                Err(Error::InvalidRequest { .. } | Error::InvalidUrl { .. }) => continue,
+                Err(e) => panic!("unexpected error {e:?}"),
+            };
+            accepted += 1;
+            let wire = wire(&req);
+            let mut parsed_headers = [httparse::EMPTY_HEADER; 16];
+            let mut parsed = httparse::Request::new(&mut parsed_headers);
+            let len = match parsed.parse(wire.as_bytes()) {
+                Ok(httparse::Status::Complete(len)) => len,
+                other => panic!("{wire:?} does not parse: {other:?}"),
+            };
+            assert_eq!(parsed.method, Some(method.as_str()));
+            assert_eq!(parsed.path, Some(req.url().target()));
+            let names: Vec<String> = parsed.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
+            let mut expected: Vec<String> = vec!["host".into()];
+            expected.extend(headers.iter().map(|(n, _)| n.to_ascii_lowercase()));
+            // The caller's own Content-Length, or the one finwatch adds for a body.
+            if declared.is_some() || !body.is_empty() || method.expects_content() {
+                expected.push("content-length".into());
+            }
+            assert_eq!(names, expected, "{wire:?}");
+            assert_eq!(&wire.as_bytes()[len..], body.as_bytes(), "the body is exactly what follows the head");
+        }
+        assert!(accepted > 1000, "the generator must exercise the accepting path too ({accepted})");
+    }
 }

@@ -89,7 +89,8 @@ pub struct Stats {
     pub connects: u64,
     /// Connects that failed or timed out.
     pub connect_failures: u64,
-    /// Requests sent on a connection that had carried an earlier exchange.
+    /// Requests written on a connection that had carried an earlier exchange (after the
+    /// pre-write peek found it alive).
     pub reuses: u64,
     /// FINs seen on idle connections (by a readiness event or the pre-write peek): each one a
     /// request that a naive pool would have written into a dead socket.
@@ -348,6 +349,9 @@ impl Engine {
         }
         match outcome {
             ProbeOutcome::Alive => {
+                if c.served > 0 {
+                    self.stats.reuses += 1;
+                }
                 ex.phase = Phase::Writing { written: 0 };
                 self.actions.push_back(Action::Write { conn });
             }
@@ -552,9 +556,6 @@ impl Engine {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let Some(p) = self.reqs.get_mut(r) else { return };
         let reused = c.served > 0;
-        if reused {
-            self.stats.reuses += 1;
-        }
         p.on = Some((conn, reused));
         let reader = ResponseReader::new(self.cfg.limits, p.head_request);
         let why = format!("request {}", p.id.0);

@@ -64,10 +64,9 @@ fn read(limits: Limits, head_request: bool, eof: bool, pieces: &[&[u8]]) -> Outc
             Err(e) => return Outcome::Failed(e.kind()),
         }
     }
-    if !complete {
-        if !(eof && r.feed_eof()) {
-            return Outcome::Incomplete;
-        }
+    let ended_by_eof = !complete && eof && r.feed_eof();
+    if !complete && !ended_by_eof {
+        return Outcome::Incomplete;
     }
     let (resp, persistence) = r.finish(Meta::default());
     assert!(resp.body().len() <= limits.max_body_bytes);
