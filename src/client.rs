@@ -118,6 +118,15 @@ impl Client {
         self.engine.stats()
     }
 
+    /// What the client has learned of a device's idle-close time: the shortest time, after a
+    /// response, at which the device was seen to close that connection. Connections to it are
+    /// retired a margin before it; a value of a millisecond or two means the device closes after
+    /// every response, and its connections are used once.
+    pub fn learned_idle_close(&self, url: &str) -> Option<Duration> {
+        let url = crate::url::Url::parse(url).ok()?;
+        self.engine.learned_idle_close(&url.host_key())
+    }
+
     /// A snapshot of the live connections.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.engine.connections(Instant::now())
@@ -181,6 +190,26 @@ impl ClientBuilder {
     /// `TCP_NODELAY` (default on: a command is one small write that must not wait for Nagle).
     pub fn nodelay(mut self, on: bool) -> Self {
         self.cfg.nodelay = on;
+        self
+    }
+
+    /// Busy-poll mode, for a control loop that owns a core: while waiting for a response, spin
+    /// on the sockets (zero-timeout polls) for up to `budget` before sleeping in the poller.
+    ///
+    /// Waking a sleeping thread costs more than a loopback or LAN round trip on ordinary
+    /// machines; spinning avoids that wake-up at the price of one core at 100 % while a request
+    /// is in flight (up to `budget` per wait). Off by default.
+    pub fn busy_poll(mut self, budget: Duration) -> Self {
+        self.cfg.busy_poll = (!budget.is_zero()).then_some(budget);
+        self
+    }
+
+    /// Warm spares (default on): when a connection is known to be ending (`Connection: close`,
+    /// HTTP/1.0, `Keep-Alive` limits, or a device observed to close after every response or
+    /// after a short idle time), open the next connection at once, so the next command does not
+    /// wait for a TCP handshake. Costs at most one extra connection per device.
+    pub fn warm_spares(mut self, on: bool) -> Self {
+        self.cfg.warm_spares = on;
         self
     }
 

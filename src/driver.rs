@@ -64,11 +64,28 @@ impl Driver {
         if engine.has_completions() {
             return Ok(());
         }
-        let now = Instant::now();
         let wake = match (until, engine.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if let Some(budget) = engine.config().busy_poll
+            && engine.pending() > 0
+        {
+            // Spin instead of sleeping: no thread wake-up between the response's arrival and
+            // its processing. Bounded by the budget and by the nearest deadline.
+            let stop = wake.map_or(Instant::now() + budget, |w| w.min(Instant::now() + budget));
+            loop {
+                self.poll_events(engine, Some(Duration::ZERO))?;
+                let now = Instant::now();
+                engine.on_timeout(now);
+                self.run_actions(engine);
+                if engine.has_completions() || now >= stop {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let now = Instant::now();
         let timeout = wake.map(|w| {
             // Round up: waking a hair early would only spin once more.
             let d = w.saturating_duration_since(now);
@@ -100,7 +117,7 @@ impl Driver {
                 }
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                self.read_all(engine, key, now);
+                self.read_all(engine, key, event.is_read_closed() || event.is_error(), now);
             }
             if event.is_writable() {
                 self.flush(engine, key, now);
@@ -192,17 +209,27 @@ impl Driver {
         }
     }
 
-    fn read_all(&mut self, engine: &mut Engine, key: Key, now: Instant) {
-        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
-        else {
+    /// Reads what arrived. A busy connection is read until its response is complete; anything
+    /// else until `WouldBlock`, 0 (the FIN) or an error. `closing`: the event already reported
+    /// FIN or an error, so the read must go on to consume it now. Stopping at a complete
+    /// response saves a syscall per command; a FIN that arrives later raises a new event, and
+    /// the pre-write peek would see it in any case.
+    fn read_all(&mut self, engine: &mut Engine, key: Key, closing: bool, now: Instant) {
+        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key) else {
             return;
         };
+        let was_busy = engine.is_busy(key);
         // Stop once the engine has let go of the connection (an error, a limit): a flooding
         // server must not keep the loop reading.
         while engine.knows(key) {
             match s.stream.read(&mut self.scratch) {
                 Ok(0) => return engine.on_fin(key, now),
-                Ok(n) => engine.on_data(key, &self.scratch[..n], now),
+                Ok(n) => {
+                    engine.on_data(key, &self.scratch[..n], now);
+                    if was_busy && !closing && !engine.is_busy(key) {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return engine.on_error(key, e, now),

@@ -23,6 +23,11 @@ fn closed_after_fin(client: &mut Client, dev: &DeviceServer, n: impl Fn() -> usi
     })
 }
 
+/// How many connections carried requests (the device also counts warm spares it accepted).
+fn distinct_connections(dev: &DeviceServer) -> usize {
+    dev.requests().iter().map(|r| r.conn).collect::<std::collections::HashSet<_>>().len()
+}
+
 fn client() -> Client {
     let _ = env_logger::builder().is_test(true).try_init();
     Client::builder().request_timeout(Duration::from_secs(5)).build().unwrap()
@@ -68,7 +73,8 @@ fn control_loop_against_close_after_every_response_loses_nothing() {
         assert!(wait_until(SETTLE, || dev.fins_completed() == i + 1));
     }
     assert_eq!(dev.request_count(), 200);
-    assert_eq!(dev.connections_accepted(), 200, "one fresh connection per command");
+    assert_eq!(distinct_connections(&dev), 200, "one fresh connection per command");
+    assert!(dev.connections_accepted() <= 201, "plus at most one warm spare");
     assert!(closed_after_fin(&mut client, &dev, || 200));
     assert_eq!(dev.bytes_after_fin(), 0);
     assert_eq!(client.stats().failed, 0);
@@ -125,6 +131,7 @@ fn rst_after_response_is_survived_on_a_new_connection() {
         assert_eq!(resp.status(), 200, "command {i}");
         assert!(wait_until(SETTLE, || dev.rsts_sent() == i + 1));
     }
-    assert_eq!(dev.connections_accepted(), 20);
+    assert_eq!(distinct_connections(&dev), 20);
+    assert!(dev.connections_accepted() <= 21, "plus at most one warm spare");
     assert_eq!(client.stats().failed, 0);
 }

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::time::Instant;
 
+use crate::error::Stage;
 use crate::proto::framing::ResponseReader;
 use crate::proto::slab::Key;
 
@@ -25,6 +26,10 @@ pub enum RetireReason {
     KeepAliveMaxReached,
     /// Retired ahead of the server's announced `Keep-Alive: timeout`.
     KeepAliveTimeout,
+    /// Retired ahead of the idle timeout learned from how the device closed connections.
+    LearnedIdleClose,
+    /// The device was seen to close after every response: connections are single-use.
+    DeviceClosesAfterResponse,
     /// Idle longer than the client's own idle timeout.
     IdleTimeout,
     /// The request asked for `Connection: close`.
@@ -57,6 +62,8 @@ impl RetireReason {
             RetireReason::CloseDelimitedBody => "body delimited by close",
             RetireReason::KeepAliveMaxReached => "Keep-Alive max reached",
             RetireReason::KeepAliveTimeout => "retired before the server's Keep-Alive timeout",
+            RetireReason::LearnedIdleClose => "retired before the device's learned idle close",
+            RetireReason::DeviceClosesAfterResponse => "the device closes after every response",
             RetireReason::IdleTimeout => "idle timeout",
             RetireReason::RequestedClose => "request asked for Connection: close",
             RetireReason::UnsolicitedData => "unsolicited bytes from the server",
@@ -88,6 +95,21 @@ pub(crate) struct Exchange {
     pub(crate) req: Key,
     pub(crate) phase: Phase,
     pub(crate) reader: ResponseReader,
+}
+
+impl Exchange {
+    /// How far the exchange has got. A response byte trumps everything: the device has the
+    /// request (an early response can arrive while the request is still being written).
+    pub(crate) fn stage(&self) -> Stage {
+        if self.reader.started() {
+            return Stage::ReadingResponse;
+        }
+        match self.phase {
+            Phase::Probing => Stage::Queued,
+            Phase::Writing { .. } => Stage::Sending,
+            Phase::Reading => Stage::AwaitingResponse,
+        }
+    }
 }
 
 /// The state of an open connection.
@@ -152,6 +174,10 @@ pub(crate) struct Conn {
     /// Retire it after this many more exchanges (`Keep-Alive: max`).
     pub(crate) requests_left: Option<u32>,
     pub(crate) created: Instant,
+    /// When its last response completed.
+    pub(crate) last_response: Option<Instant>,
+    /// Opened ahead of need (a warm spare), not for a waiting request.
+    pub(crate) spare: bool,
 }
 
 impl Conn {
@@ -165,11 +191,13 @@ impl Conn {
             retire_at: None,
             requests_left: None,
             created: now,
+            last_response: None,
+            spare: false,
         }
     }
 
     /// The one place a connection changes state.
-    pub(crate) fn transition(&mut self, to: ConnState, reason: &str) -> ConnState {
+    pub(crate) fn transition(&mut self, to: ConnState, reason: impl fmt::Display) -> ConnState {
         log::debug!("conn={} {} {} -> {} ({reason})", self.id, self.host, self.state, to);
         std::mem::replace(&mut self.state, to)
     }

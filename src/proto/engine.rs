@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, LostCause, Stage};
 use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
+use crate::proto::learn::Behaviour;
 use crate::proto::retry::{Attempt, retry_is_safe};
 use crate::proto::slab::{Key, Slab};
 use crate::request::Request;
@@ -39,6 +40,8 @@ pub struct Config {
     pub(crate) max_connections_per_host: usize,
     pub(crate) limits: Limits,
     pub(crate) nodelay: bool,
+    pub(crate) busy_poll: Option<Duration>,
+    pub(crate) warm_spares: bool,
 }
 
 impl Default for Config {
@@ -52,6 +55,8 @@ impl Default for Config {
             max_connections_per_host: 4,
             limits: Limits::default(),
             nodelay: true,
+            busy_poll: None,
+            warm_spares: true,
         }
     }
 }
@@ -105,6 +110,10 @@ pub struct Stats {
     pub retries: u64,
     /// Connections retired by us (Connection: close, timeouts, protocol errors, …).
     pub retired: u64,
+    /// Connections opened ahead of need, because the one in use was known to be ending.
+    pub warm_spares_opened: u64,
+    /// Requests that found a warm spare ready (or connecting) instead of opening a connection.
+    pub warm_spares_used: u64,
 }
 
 /// A connection, as [`crate::Client::connections`] shows it.
@@ -175,6 +184,8 @@ struct Host {
     queue: VecDeque<Key>,
     conns: Vec<Key>,
     in_flight: usize,
+    /// How the device closes connections, learned.
+    behaviour: Behaviour,
 }
 
 /// The core. See the module docs for the contract with the driver.
@@ -241,6 +252,7 @@ impl Engine {
             queue: VecDeque::new(),
             conns: Vec::new(),
             in_flight: 0,
+            behaviour: Behaviour::default(),
         });
         host.queue.push_back(r);
         log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);
@@ -327,6 +339,8 @@ impl Engine {
         }
         c.transition(ConnState::Open(Open::Idle { since: now }), "connected");
         let host = c.host.clone();
+        let behaviour = self.hosts.get(&host).map(|h| h.behaviour).unwrap_or_default();
+        c.retire_at = Some(behaviour.retire_at(now, self.cfg.idle_timeout, None));
         self.dispatch(&host, now);
     }
 
@@ -473,6 +487,16 @@ impl Engine {
             .collect()
     }
 
+    /// The learned idle-close time of a host (`host:port` key).
+    pub(crate) fn learned_idle_close(&self, host: &str) -> Option<Duration> {
+        self.hosts.get(host)?.behaviour.idle_close()
+    }
+
+    /// Whether `conn` carries a request.
+    pub(crate) fn is_busy(&self, conn: Key) -> bool {
+        matches!(self.conns.get(conn).map(|c| &c.state), Some(ConnState::Open(Open::Busy(_))))
+    }
+
     /// Whether `conn` is still a live connection of the engine's.
     pub(crate) fn knows(&self, conn: Key) -> bool {
         self.conns.get(conn).is_some()
@@ -556,13 +580,13 @@ impl Engine {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let Some(p) = self.reqs.get_mut(r) else { return };
         let reused = c.served > 0;
+        if c.spare && !reused {
+            self.stats.warm_spares_used += 1;
+        }
         p.on = Some((conn, reused));
         let reader = ResponseReader::new(self.cfg.limits, p.head_request);
-        let why = format!("request {}", p.id.0);
-        c.transition(
-            ConnState::Open(Open::Busy(Box::new(Exchange { req: r, phase: Phase::Probing, reader }))),
-            &why,
-        );
+        let busy = ConnState::Open(Open::Busy(Box::new(Exchange { req: r, phase: Phase::Probing, reader })));
+        c.transition(busy, format_args!("request {}", p.id.0));
         self.actions.push_back(Action::Probe { conn });
     }
 
@@ -592,16 +616,15 @@ impl Engine {
         } else if let Some(n) = &mut c.requests_left {
             *n = n.saturating_sub(1);
         }
-        let mut retire_at = (now + self.cfg.idle_timeout, RetireReason::IdleTimeout);
-        if let Some(t) = persistence.idle_timeout {
-            // Leave the server's timeout a margin, so our request never crosses its FIN.
-            let margin = (t / 4).min(Duration::from_secs(1));
-            let at = now + t.saturating_sub(margin);
-            if at < retire_at.0 {
-                retire_at = (at, RetireReason::KeepAliveTimeout);
+        c.last_response = Some(now);
+        let behaviour = match self.hosts.get_mut(&c.host) {
+            Some(h) => {
+                h.behaviour.observe_announced(persistence.idle_timeout);
+                h.behaviour
             }
-        }
-        c.retire_at = Some(retire_at);
+            None => Behaviour::default(),
+        };
+        c.retire_at = Some(behaviour.retire_at(now, self.cfg.idle_timeout, persistence.idle_timeout));
         let retire = if extra {
             Some(RetireReason::UnsolicitedData)
         } else if matches!(ex_phase, Phase::Writing { .. }) {
@@ -612,6 +635,8 @@ impl Engine {
             Some(RetireReason::RequestedClose)
         } else if c.requests_left == Some(0) {
             Some(RetireReason::KeepAliveMaxReached)
+        } else if behaviour.closes_after_response() {
+            Some(RetireReason::DeviceClosesAfterResponse)
         } else {
             None
         };
@@ -648,20 +673,76 @@ impl Engine {
             ConnState::Reset => LostCause::Reset,
             _ => LostCause::PeerClosed,
         };
+        let device_closed = matches!(to, ConnState::PeerHalfClosed | ConnState::Reset);
+        let spare_reason = match &to {
+            ConnState::Closed { reason } => will_end(*reason),
+            _ => false,
+        };
         let old = c.transition(to, why);
         self.actions.push_back(Action::Close { conn });
         let host = c.host.clone();
+        // A device that closes a connection we were not reading a response from has shown
+        // when it closes idle connections (or that it closes after every response).
+        let idle_close = match &old {
+            ConnState::Open(Open::Idle { .. }) => true,
+            ConnState::Open(Open::Busy(ex)) => !matches!(ex.phase, Phase::Reading) || !ex.reader.started(),
+            _ => false,
+        };
+        // PeerHalfClosed already: a close-delimited response ended with the FIN.
+        let ended_by_response = matches!(old, ConnState::PeerHalfClosed);
+        let mut want_spare = c.served > 0 && (spare_reason || ended_by_response || (device_closed && idle_close));
         if let Some(h) = self.hosts.get_mut(&host) {
             h.conns.retain(|&k| k != conn);
+            if device_closed
+                && idle_close
+                && let Some(t) = c.last_response
+                && h.behaviour.observe_close(now.saturating_duration_since(t))
+            {
+                log::debug!(
+                    "{host}: the device closed a connection {:?} after its response{}",
+                    now.saturating_duration_since(t),
+                    if h.behaviour.closes_after_response() { " (it closes after every response)" } else { "" }
+                );
+            }
         }
         if let ConnState::Open(Open::Busy(ex)) = old {
+            want_spare = false; // the request goes back through dispatch, which connects
             self.lost_exchange(*ex, c.served > 0, cause, err, now);
         }
         self.dispatch(&host, now);
-        if self.hosts.get(&host).is_some_and(|h| h.conns.is_empty() && h.queue.is_empty() && h.in_flight == 0)
-        {
-            self.hosts.remove(&host);
+        if want_spare {
+            self.open_spare(&host, now);
         }
+        if self.hosts.len() > MAX_IDLE_HOSTS {
+            self.hosts.retain(|_, h| !(h.conns.is_empty() && h.queue.is_empty() && h.in_flight == 0));
+        }
+    }
+
+    /// Opens a connection to `host` ahead of need, so the next command finds one connected:
+    /// unless one is already usable or on its way.
+    fn open_spare(&mut self, host_key: &Arc<str>, now: Instant) {
+        if !self.cfg.warm_spares {
+            return;
+        }
+        let Some(host) = self.hosts.get_mut(host_key) else { return };
+        let ready = host.conns.iter().any(|&k| {
+            self.conns
+                .get(k)
+                .is_some_and(|c| c.may_carry_request(now) || matches!(c.state, ConnState::Connecting { .. }))
+        });
+        if ready || host.conns.len() >= self.cfg.max_connections_per_host {
+            return;
+        }
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        let mut c = Conn::new(id, host_key.clone(), now, now + self.cfg.connect_timeout);
+        c.spare = true;
+        let conn = self.conns.insert(c);
+        host.conns.push(conn);
+        self.stats.connects += 1;
+        self.stats.warm_spares_opened += 1;
+        log::debug!("conn={id} {host_key} opened as a warm spare");
+        self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port });
     }
 
     /// The connection under an exchange was lost: retry the request or fail it.
@@ -689,9 +770,9 @@ impl Engine {
                 }
                 return;
             }
-            Phase::Probing | Phase::Writing { .. } => Stage::Sending,
-            Phase::Reading if ex.reader.started() => Stage::ReadingResponse,
-            Phase::Reading => Stage::AwaitingResponse,
+            // A fresh connection the device closed before our first byte: an attempt.
+            Phase::Probing => Stage::Sending,
+            _ => ex.stage(),
         };
         let attempt = Attempt { stage, reused, retryable: p.retryable, retries: p.retries };
         let loss = Error::ConnectionLost { cause, stage, source: err };
@@ -744,12 +825,7 @@ impl Engine {
         match p.on {
             Some((conn, _)) => {
                 let stage = match self.conns.get(conn).map(|c| &c.state) {
-                    Some(ConnState::Open(Open::Busy(ex))) => match &ex.phase {
-                        Phase::Probing => Stage::Queued,
-                        Phase::Writing { .. } => Stage::Sending,
-                        Phase::Reading if ex.reader.started() => Stage::ReadingResponse,
-                        Phase::Reading => Stage::AwaitingResponse,
-                    },
+                    Some(ConnState::Open(Open::Busy(ex))) => ex.stage(),
                     _ => Stage::Queued,
                 };
                 self.fail(r, Error::DeadlineExceeded { stage });
@@ -786,6 +862,24 @@ impl Engine {
         self.stats.failed += 1;
         self.completions.push_back(Completion { id: p.id, result: Err(err) });
     }
+}
+
+/// Hosts with nothing open are forgotten (with what was learned of them) beyond this many.
+const MAX_IDLE_HOSTS: usize = 1024;
+
+/// Whether a retirement means the device's next command needs a new connection (so a warm
+/// spare is worth opening), as opposed to a fault.
+fn will_end(reason: RetireReason) -> bool {
+    matches!(
+        reason,
+        RetireReason::ServerSaidClose
+            | RetireReason::Http10
+            | RetireReason::CloseDelimitedBody
+            | RetireReason::KeepAliveMaxReached
+            | RetireReason::KeepAliveTimeout
+            | RetireReason::LearnedIdleClose
+            | RetireReason::DeviceClosesAfterResponse
+    )
 }
 
 #[cfg(test)]

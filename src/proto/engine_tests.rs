@@ -13,8 +13,9 @@ struct World {
 }
 
 impl World {
+    /// Warm spares off: most tests follow one connection at a time.
     fn new() -> World {
-        World { e: Engine::new(Config::default()), now: Instant::now() }
+        World::with(Config { warm_spares: false, ..Config::default() })
     }
 
     fn with(cfg: Config) -> World {
@@ -269,7 +270,7 @@ fn requests_to_one_host_leave_one_at_a_time_in_submission_order() {
 
 #[test]
 fn opt_in_concurrency_uses_more_connections() {
-    let mut w = World::with(Config { max_in_flight_per_host: 2, ..Config::default() });
+    let mut w = World::with(Config { max_in_flight_per_host: 2, warm_spares: false, ..Config::default() });
     w.submit(Method::GET, "http://10.0.0.5/a");
     w.submit(Method::GET, "http://10.0.0.5/b");
     let connects = w.actions().iter().filter(|a| matches!(a, Action::Connect { .. })).count();
@@ -294,7 +295,7 @@ fn a_stalled_host_does_not_block_another() {
 
 #[test]
 fn deadlines_and_connect_timeouts_are_enforced_by_timers() {
-    let cfg = Config { connect_timeout: Duration::from_millis(50), ..Config::default() };
+    let cfg = Config { connect_timeout: Duration::from_millis(50), warm_spares: false, ..Config::default() };
     let mut w = World::with(cfg);
     let req = Request::get("http://10.0.0.5/").timeout(Duration::from_millis(20)).build().unwrap();
     w.e.submit(req, w.now);
@@ -392,7 +393,7 @@ fn malformed_response_is_an_error_and_the_client_stays_usable() {
 
 #[test]
 fn idle_connection_never_reused_past_its_retire_time() {
-    let cfg = Config { idle_timeout: Duration::from_millis(100), ..Config::default() };
+    let cfg = Config { idle_timeout: Duration::from_millis(100), warm_spares: false, ..Config::default() };
     let mut w = World::with(cfg);
     let c1 = w.exchange_on_new(Method::GET);
     w.now += Duration::from_millis(100); // no timer ran: dispatch itself must refuse it
@@ -429,4 +430,84 @@ fn fin_before_write_counts_as_seen_while_idle() {
     w.e.on_fin(c1, w.now);
     let s = w.e.stats();
     assert_eq!((s.fins_seen_idle, s.fins_while_busy, s.retries), (1, 0, 0));
+}
+
+fn connect_of(actions: &[Action]) -> Option<Key> {
+    actions.iter().find_map(|a| match a {
+        Action::Connect { conn, .. } => Some(*conn),
+        _ => None,
+    })
+}
+
+#[test]
+fn device_closing_after_every_response_gets_single_use_connections_and_a_warm_spare() {
+    let mut w = World::with(Config::default());
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.now += Duration::from_micros(100);
+    w.e.on_fin(c1, w.now);
+    let actions = w.actions();
+    assert_eq!(actions[0], Action::Close { conn: c1 });
+    let spare = connect_of(&actions).expect("a warm spare is opened at once");
+    w.e.on_connected(spare, w.now);
+    assert!(w.actions().is_empty());
+    // The next command finds the spare connected: no handshake on its critical path.
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(spare);
+    w.e.on_data(spare, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // Learned: the connection is retired at once instead of waiting for the device's FIN,
+    // and the next spare is already on its way.
+    let actions = w.actions();
+    assert_eq!(actions[0], Action::Close { conn: spare });
+    assert!(connect_of(&actions).is_some(), "{actions:?}");
+    let s = w.e.stats();
+    assert_eq!((s.warm_spares_opened, s.warm_spares_used), (2, 1));
+}
+
+#[test]
+fn learned_idle_close_retires_connections_before_the_device_does() {
+    let mut w = World::with(Config::default());
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.now += Duration::from_millis(8);
+    w.e.on_fin(c1, w.now); // the device closes idle connections after ~8 ms
+    let spare = connect_of(&w.actions()).unwrap();
+    w.e.on_connected(spare, w.now);
+    // The spare itself will be retired before the device's idle close.
+    let retire = w.e.poll_timeout().unwrap();
+    assert!(retire <= w.now + Duration::from_millis(6), "{:?}", retire - w.now);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(spare);
+    w.e.on_data(spare, OK, w.now);
+    w.completions();
+    let retire = w.e.poll_timeout().unwrap();
+    assert_eq!(retire, w.now + Duration::from_millis(6));
+    w.advance(Duration::from_millis(6));
+    let actions = w.actions();
+    assert_eq!(actions[0], Action::Close { conn: spare }, "retired by us, before the device's FIN");
+    assert!(connect_of(&actions).is_some(), "and replaced by a spare: {actions:?}");
+}
+
+#[test]
+fn warm_spares_can_be_turned_off() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.e.on_fin(c1, w.now);
+    assert_eq!(w.actions(), vec![Action::Close { conn: c1 }]);
+    assert_eq!(w.e.stats().warm_spares_opened, 0);
+}
+
+#[test]
+fn early_response_bytes_forbid_a_retry_even_mid_write() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::PUT, "http://10.0.0.5/io");
+    assert_eq!(w.actions(), vec![Action::Probe { conn: c1 }]);
+    w.e.on_probe(c1, ProbeOutcome::Alive, w.now);
+    w.actions();
+    w.e.on_written(c1, 3);
+    w.e.on_data(c1, b"HTTP/1.1 413 Too", w.now);
+    w.e.on_fin(c1, w.now);
+    let err = w.one_error();
+    assert!(matches!(err, Error::ConnectionLost { stage: Stage::ReadingResponse, .. }), "{err:?}");
+    assert_eq!(w.e.stats().retries, 0);
 }

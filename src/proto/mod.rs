@@ -7,5 +7,6 @@ pub mod engine;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzz;
+pub(crate) mod learn;
 pub(crate) mod retry;
 pub(crate) mod slab;

@@ -1,0 +1,112 @@
+//! What finwatch learns about a device from how it closes connections.
+//!
+//! Many embedded servers close idle keep-alive connections after a few milliseconds, or after
+//! every response, and announce neither (no `Connection: close`, no `Keep-Alive: timeout`). A
+//! request written as the device's FIN is on the wire cannot be saved by any check; the only
+//! defence is not to be writing then. So every time a device closes a connection that has
+//! served a response, the time since that response is an upper bound of the device's idle
+//! timeout; the smallest such bound is kept, and connections are retired a margin before it.
+//! A device seen to close within [`CLOSES_AFTER_RESPONSE`] of a response is treated as closing
+//! after every response: its connections are single-use, and a warm spare is kept ready.
+
+use std::time::{Duration, Instant};
+
+use crate::proto::conn::RetireReason;
+
+/// A close this soon after a response means the device closes after every response.
+pub(crate) const CLOSES_AFTER_RESPONSE: Duration = Duration::from_millis(2);
+
+/// A device's observed closing behaviour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Behaviour {
+    /// The shortest time from a response to the device closing that connection.
+    idle_close: Option<Duration>,
+    /// The last `Keep-Alive: timeout` the server announced (applies to fresh connections too).
+    announced: Option<Duration>,
+}
+
+impl Behaviour {
+    /// The device closed a connection `idle_for` after its last response (an upper bound: the
+    /// FIN may have arrived earlier than the loop saw it). Returns whether the estimate changed.
+    pub(crate) fn observe_close(&mut self, idle_for: Duration) -> bool {
+        if self.idle_close.is_some_and(|d| d <= idle_for) {
+            return false;
+        }
+        self.idle_close = Some(idle_for);
+        true
+    }
+
+    /// The server announced `Keep-Alive: timeout` (or stopped announcing it).
+    pub(crate) fn observe_announced(&mut self, keep_alive: Option<Duration>) {
+        self.announced = keep_alive;
+    }
+
+    /// The learned idle-close time, if any.
+    pub fn idle_close(&self) -> Option<Duration> {
+        self.idle_close
+    }
+
+    /// Whether the device closes connections right after each response.
+    pub(crate) fn closes_after_response(&self) -> bool {
+        self.idle_close.is_some_and(|d| d <= CLOSES_AFTER_RESPONSE)
+    }
+
+    /// When a connection idle since `since` must be retired, and why: the earliest of our own
+    /// idle limit, the server's `Keep-Alive: timeout` and the learned idle close, each of the
+    /// last two with a margin so a request never crosses the device's FIN.
+    pub(crate) fn retire_at(
+        &self,
+        since: Instant,
+        idle_limit: Duration,
+        keep_alive: Option<Duration>,
+    ) -> (Instant, RetireReason) {
+        let mut at = (since + idle_limit, RetireReason::IdleTimeout);
+        let margin = |t: Duration| t.saturating_sub((t / 4).min(Duration::from_secs(1)));
+        if let Some(t) = keep_alive.or(self.announced)
+            && since + margin(t) < at.0
+        {
+            at = (since + margin(t), RetireReason::KeepAliveTimeout);
+        }
+        // A device that closes after every response is handled by making its connections
+        // single-use; its idle close says nothing about a fresh connection.
+        if let Some(t) = self.idle_close
+            && !self.closes_after_response()
+            && since + margin(t) < at.0
+        {
+            at = (since + margin(t), RetireReason::LearnedIdleClose);
+        }
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn keeps_the_smallest_bound() {
+        let mut b = Behaviour::default();
+        assert!(b.observe_close(24 * MS));
+        assert!(b.observe_close(6 * MS));
+        assert!(!b.observe_close(12 * MS));
+        assert_eq!(b.idle_close(), Some(6 * MS));
+        assert!(!b.closes_after_response());
+        assert!(b.observe_close(Duration::from_micros(150)));
+        assert!(b.closes_after_response());
+    }
+
+    #[test]
+    fn retires_a_margin_before_the_earliest_limit() {
+        let now = Instant::now();
+        let mut b = Behaviour::default();
+        assert_eq!(b.retire_at(now, 30_000 * MS, None), (now + 30_000 * MS, RetireReason::IdleTimeout));
+        let ka = b.retire_at(now, 30_000 * MS, Some(2_000 * MS));
+        assert_eq!(ka, (now + 1_500 * MS, RetireReason::KeepAliveTimeout));
+        b.observe_close(8 * MS);
+        assert_eq!(b.retire_at(now, 30_000 * MS, Some(2_000 * MS)), (now + 6 * MS, RetireReason::LearnedIdleClose));
+        b.observe_close(Duration::ZERO);
+        assert_eq!(b.retire_at(now, 30_000 * MS, None), (now + 30_000 * MS, RetireReason::IdleTimeout));
+    }
+}
