@@ -83,7 +83,40 @@ impl Client {
     /// Queues a request without blocking. Requests to one host go out in submission order;
     /// the outcome arrives through [`Client::poll`].
     pub fn submit(&mut self, request: Request) -> RequestId {
-        self.engine.submit(request, Instant::now())
+        self.engine.submit(&request, Instant::now())
+    }
+
+    /// Sends `request` and blocks until its response, which replaces `response`; the
+    /// allocation-free way to run a command loop. The request is borrowed, so one prepared
+    /// request can be sent again and again, and the buffers of the response it replaces are
+    /// reused for a later one: once warm, a command on a reused connection allocates nothing.
+    ///
+    /// ```no_run
+    /// # use finwatch::{Client, Request, Response};
+    /// let mut client = Client::new()?;
+    /// let poll_io = Request::get("http://10.0.0.5/unico/v1/interface/io-state?ioId=25602").build()?;
+    /// let mut state = Response::default();
+    /// loop {
+    ///     client.execute(&poll_io, &mut state)?;
+    ///     if state.body().starts_with(b"{\"value\":1") {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn execute(&mut self, request: &Request, response: &mut Response) -> Result<()> {
+        let id = self.engine.submit(request, Instant::now());
+        loop {
+            self.driver.turn(&mut self.engine, None)?;
+            while let Some(c) = self.engine.poll_completion() {
+                if c.id == id {
+                    let old = std::mem::replace(response, c.result?);
+                    self.engine.recycle(old);
+                    return Ok(());
+                }
+                self.ready.push_back(c);
+            }
+        }
     }
 
     /// Runs the event loop until at least one request completes or `timeout` passes, and
@@ -124,7 +157,7 @@ impl Client {
     /// every response, and its connections are used once.
     pub fn learned_idle_close(&self, url: &str) -> Option<Duration> {
         let url = crate::url::Url::parse(url).ok()?;
-        self.engine.learned_idle_close(&url.host_key())
+        self.engine.learned_idle_close(url.host_key())
     }
 
     /// A snapshot of the live connections.

@@ -215,7 +215,8 @@ impl Driver {
     /// response saves a syscall per command; a FIN that arrives later raises a new event, and
     /// the pre-write peek would see it in any case.
     fn read_all(&mut self, engine: &mut Engine, key: Key, closing: bool, now: Instant) {
-        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key) else {
+        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
+        else {
             return;
         };
         let was_busy = engine.is_busy(key);

@@ -4,6 +4,7 @@
 //! NUL in a method, target, header name or value would let one request smuggle another
 //! (header injection), so it is an [`Error::InvalidRequest`], never escaped or stripped.
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -154,9 +155,8 @@ impl Request {
             out.extend_from_slice(b"\r\n");
         }
         if !has("content-length") && (!self.body.is_empty() || self.method.expects_content()) {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(self.body.len().to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            // Formatting into the Vec does not allocate once the buffer is warm.
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);

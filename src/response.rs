@@ -3,7 +3,9 @@
 use std::ops::Range;
 
 /// An HTTP response: status, header fields, body, and which connection carried it.
-#[derive(Debug, Clone)]
+///
+/// `Response::default()` is an empty response (status 0), a buffer for [`crate::Client::execute`].
+#[derive(Debug, Clone, Default)]
 pub struct Response {
     pub(crate) minor_version: u8,
     pub(crate) status: u16,

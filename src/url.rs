@@ -16,6 +16,8 @@ pub struct Url {
     authority: String,
     /// Origin-form request target: `/path?query` (at least `/`).
     target: String,
+    /// The pool key `host:port` (lowercase host), shared by every request to the device.
+    key: std::sync::Arc<str>,
 }
 
 impl Url {
@@ -78,7 +80,8 @@ impl Url {
         crate::request::check_target(&target)?;
         let bracketed = if authority.starts_with('[') { format!("[{host}]") } else { host.to_string() };
         let authority = if port == 80 { bracketed } else { format!("{bracketed}:{port}") };
-        Ok(Url { host: host.to_string(), port, authority, target })
+        let key = format!("{}:{}", host.to_ascii_lowercase(), port).into();
+        Ok(Url { host: host.to_string(), port, authority, target, key })
     }
 
     /// The host, without IPv6 brackets.
@@ -102,8 +105,8 @@ impl Url {
     }
 
     /// The pool key: requests with equal keys share connections and one ordered queue.
-    pub(crate) fn host_key(&self) -> String {
-        format!("{}:{}", self.host.to_ascii_lowercase(), self.port)
+    pub(crate) fn host_key(&self) -> &std::sync::Arc<str> {
+        &self.key
     }
 }
 
@@ -132,7 +135,7 @@ mod tests {
             (u.host(), u.port(), u.authority(), u.target()),
             ("Device.local", 80, "Device.local", "/")
         );
-        assert_eq!(u.host_key(), "device.local:80");
+        assert_eq!(&**u.host_key(), "device.local:80");
         assert_eq!(Url::parse("http://h?x=1").unwrap().target(), "/?x=1");
         assert_eq!(Url::parse("http://h/a#frag").unwrap().target(), "/a");
     }

@@ -113,15 +113,19 @@ impl Exchange {
 }
 
 /// The state of an open connection.
+// Not boxed on purpose: a Box per exchange is an allocation per command; a connection's state
+// lives in its slab slot, so the larger variant costs memory once per connection, not per use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Open {
     /// Connected, nothing in flight, reusable (after the pre-write check).
     Idle { since: Instant },
     /// A request is in flight (no pipelining: at most one).
-    Busy(Box<Exchange>),
+    Busy(Exchange),
 }
 
 /// A connection's state.
+#[allow(clippy::large_enum_variant)] // see `Open`
 #[derive(Debug)]
 pub(crate) enum ConnState {
     /// Non-blocking connect in progress.

@@ -26,6 +26,7 @@ use crate::proto::framing::{Limits, Progress, ResponseReader};
 use crate::proto::learn::Behaviour;
 use crate::proto::retry::{Attempt, retry_is_safe};
 use crate::proto::slab::{Key, Slab};
+use crate::proto::timers::{Timer, Timers};
 use crate::request::Request;
 use crate::response::{Meta, Response};
 
@@ -197,6 +198,11 @@ pub(crate) struct Engine {
     hosts: HashMap<Arc<str>, Host>,
     actions: VecDeque<Action>,
     completions: VecDeque<Completion>,
+    timers: Timers,
+    /// Request encoding buffers, reused.
+    wire_pool: Vec<Vec<u8>>,
+    /// Responses whose buffers can be reused for the next response.
+    response_pool: Vec<Response>,
     next_conn_id: u64,
     next_req_id: u64,
     stats: Stats,
@@ -211,6 +217,9 @@ impl Engine {
             hosts: HashMap::new(),
             actions: VecDeque::new(),
             completions: VecDeque::new(),
+            timers: Timers::default(),
+            wire_pool: Vec::new(),
+            response_pool: Vec::new(),
             next_conn_id: 1,
             next_req_id: 1,
             stats: Stats::default(),
@@ -226,12 +235,12 @@ impl Engine {
     }
 
     /// Queues a request behind earlier ones to the same host.
-    pub(crate) fn submit(&mut self, req: Request, now: Instant) -> RequestId {
+    pub(crate) fn submit(&mut self, req: &Request, now: Instant) -> RequestId {
         let id = RequestId(self.next_req_id);
         self.next_req_id += 1;
         self.stats.submitted += 1;
-        let key: Arc<str> = req.url.host_key().into();
-        let mut wire = Vec::with_capacity(128 + req.body.len());
+        let key = req.url.host_key().clone();
+        let mut wire = self.wire_pool.pop().unwrap_or_default();
         req.encode(&mut wire);
         let pending = Pending {
             id,
@@ -245,7 +254,9 @@ impl Engine {
             first_failure: None,
             on: None,
         };
+        let deadline = pending.deadline;
         let r = self.reqs.insert(pending);
+        self.timers.push(deadline, Timer::Request(r));
         let host = self.hosts.entry(key.clone()).or_insert_with(|| Host {
             name: req.url.host().to_string(),
             port: req.url.port(),
@@ -292,41 +303,60 @@ impl Engine {
 
     /// The nearest instant at which [`Engine::on_timeout`] has work: a deadline, a connect
     /// timeout or an idle connection's retire time.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let reqs = self.reqs.iter().map(|(_, p)| p.deadline);
-        let conns = self.conns.iter().filter_map(|(_, c)| match c.state {
-            ConnState::Connecting { deadline } => Some(deadline),
-            ConnState::Open(Open::Idle { .. }) => c.retire_at.map(|(t, _)| t),
-            _ => None,
-        });
-        reqs.chain(conns).min()
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some((at, timer)) = self.timers.peek() {
+            if self.timer_is_live(at, timer).is_some() {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
-    /// Enforces deadlines, connect timeouts and idle expiry.
+    /// Enforces deadlines, connect timeouts and idle expiry that are due at `now`.
     pub(crate) fn on_timeout(&mut self, now: Instant) {
-        let expired: Vec<Key> = self.reqs.iter().filter(|(_, p)| p.deadline <= now).map(|(k, _)| k).collect();
-        for r in expired {
-            self.expire_request(r, now);
-        }
-        let due: Vec<(Key, Option<RetireReason>)> = self
-            .conns
-            .iter()
-            .filter_map(|(k, c)| match c.state {
-                ConnState::Connecting { deadline } if deadline <= now => Some((k, None)),
-                ConnState::Open(Open::Idle { .. }) => match c.retire_at {
-                    Some((t, why)) if t <= now => Some((k, Some(why))),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect();
-        for (c, why) in due {
-            match why {
-                None => {
+        while let Some((at, timer)) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(why) = self.timer_is_live(at, timer) else { continue };
+            match timer {
+                Timer::Request(r) => self.expire_request(r, now),
+                Timer::Connect(c) => {
                     let host = self.conns.get(c).map(|c| c.host.to_string()).unwrap_or_default();
                     self.connect_failed(c, Error::ConnectTimedOut { host }, "connect timed out", now);
                 }
-                Some(why) => self.retire(c, why, now),
+                Timer::Retire(c) => self.retire(c, why, now),
+            }
+        }
+        if self.timers.needs_compaction(self.reqs.len() + self.conns.len()) {
+            let reqs = self.reqs.iter().map(|(k, p)| (p.deadline, Timer::Request(k)));
+            let conns = self.conns.iter().filter_map(|(k, c)| match c.state {
+                ConnState::Connecting { deadline } => Some((deadline, Timer::Connect(k))),
+                ConnState::Open(Open::Idle { .. }) => c.retire_at.map(|(t, _)| (t, Timer::Retire(k))),
+                _ => None,
+            });
+            self.timers.rebuild(reqs.chain(conns));
+        }
+    }
+
+    /// Whether a timer entry still applies to its subject (and, for a retire timer, why).
+    fn timer_is_live(&self, at: Instant, timer: Timer) -> Option<RetireReason> {
+        match timer {
+            Timer::Request(r) => {
+                self.reqs.get(r).filter(|p| p.deadline == at).map(|_| RetireReason::DeadlineExceeded)
+            }
+            Timer::Connect(c) => match self.conns.get(c)?.state {
+                ConnState::Connecting { deadline } if deadline == at => Some(RetireReason::ConnectFailed),
+                _ => None,
+            },
+            Timer::Retire(c) => {
+                let c = self.conns.get(c)?;
+                match (&c.state, c.retire_at) {
+                    (ConnState::Open(Open::Idle { .. }), Some((t, why))) if t == at => Some(why),
+                    _ => None,
+                }
             }
         }
     }
@@ -340,7 +370,9 @@ impl Engine {
         c.transition(ConnState::Open(Open::Idle { since: now }), "connected");
         let host = c.host.clone();
         let behaviour = self.hosts.get(&host).map(|h| h.behaviour).unwrap_or_default();
-        c.retire_at = Some(behaviour.retire_at(now, self.cfg.idle_timeout, None));
+        let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, None);
+        c.retire_at = Some(retire_at);
+        self.timers.push(retire_at.0, Timer::Retire(conn));
         self.dispatch(&host, now);
     }
 
@@ -487,6 +519,20 @@ impl Engine {
             .collect()
     }
 
+    /// Takes back a response the caller is done with, so its buffers carry a later one.
+    pub(crate) fn recycle(&mut self, resp: Response) {
+        if self.response_pool.len() < POOL_SIZE && resp.body.capacity() <= POOLED_BUFFER_MAX {
+            self.response_pool.push(resp);
+        }
+    }
+
+    fn recycle_wire(&mut self, mut wire: Vec<u8>) {
+        if self.wire_pool.len() < POOL_SIZE && wire.capacity() <= POOLED_BUFFER_MAX {
+            wire.clear();
+            self.wire_pool.push(wire);
+        }
+    }
+
     /// The learned idle-close time of a host (`host:port` key).
     pub(crate) fn learned_idle_close(&self, host: &str) -> Option<Duration> {
         self.hosts.get(host)?.behaviour.idle_close()
@@ -569,6 +615,7 @@ impl Engine {
             let (name, port) = (host.name.clone(), host.port);
             let conn =
                 self.conns.insert(Conn::new(id, host_key.clone(), now, now + self.cfg.connect_timeout));
+            self.timers.push(now + self.cfg.connect_timeout, Timer::Connect(conn));
             host.conns.push(conn);
             self.stats.connects += 1;
             self.actions.push_back(Action::Connect { conn, host: name, port });
@@ -584,8 +631,11 @@ impl Engine {
             self.stats.warm_spares_used += 1;
         }
         p.on = Some((conn, reused));
-        let reader = ResponseReader::new(self.cfg.limits, p.head_request);
-        let busy = ConnState::Open(Open::Busy(Box::new(Exchange { req: r, phase: Phase::Probing, reader })));
+        let reader = match self.response_pool.pop() {
+            Some(spare) => ResponseReader::reuse(self.cfg.limits, p.head_request, spare),
+            None => ResponseReader::new(self.cfg.limits, p.head_request),
+        };
+        let busy = ConnState::Open(Open::Busy(Exchange { req: r, phase: Phase::Probing, reader }));
         c.transition(busy, format_args!("request {}", p.id.0));
         self.actions.push_back(Action::Probe { conn });
     }
@@ -603,7 +653,6 @@ impl Engine {
         let next = if fin { ConnState::PeerHalfClosed } else { ConnState::Open(Open::Idle { since: now }) };
         let ConnState::Open(Open::Busy(ex)) = c.transition(next, "response complete") else { return };
         c.served += 1;
-        let ex = *ex;
         let ex_phase = ex.phase;
         let Some(p) = self.reqs.remove(ex.req) else { return };
         let reused = p.on.is_some_and(|(_, reused)| reused);
@@ -624,7 +673,9 @@ impl Engine {
             }
             None => Behaviour::default(),
         };
-        c.retire_at = Some(behaviour.retire_at(now, self.cfg.idle_timeout, persistence.idle_timeout));
+        let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, persistence.idle_timeout);
+        c.retire_at = Some(retire_at);
+        self.timers.push(retire_at.0, Timer::Retire(conn));
         let retire = if extra {
             Some(RetireReason::UnsolicitedData)
         } else if matches!(ex_phase, Phase::Writing { .. }) {
@@ -646,6 +697,7 @@ impl Engine {
         }
         self.stats.succeeded += 1;
         self.completions.push_back(Completion { id: p.id, result: Ok(resp) });
+        self.recycle_wire(p.wire);
         if fin {
             self.end_conn(conn, ConnState::PeerHalfClosed, "released after close-delimited response", now);
         } else if let Some(why) = retire {
@@ -690,7 +742,8 @@ impl Engine {
         };
         // PeerHalfClosed already: a close-delimited response ended with the FIN.
         let ended_by_response = matches!(old, ConnState::PeerHalfClosed);
-        let mut want_spare = c.served > 0 && (spare_reason || ended_by_response || (device_closed && idle_close));
+        let mut want_spare =
+            c.served > 0 && (spare_reason || ended_by_response || (device_closed && idle_close));
         if let Some(h) = self.hosts.get_mut(&host) {
             h.conns.retain(|&k| k != conn);
             if device_closed
@@ -701,13 +754,17 @@ impl Engine {
                 log::debug!(
                     "{host}: the device closed a connection {:?} after its response{}",
                     now.saturating_duration_since(t),
-                    if h.behaviour.closes_after_response() { " (it closes after every response)" } else { "" }
+                    if h.behaviour.closes_after_response() {
+                        " (it closes after every response)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
         if let ConnState::Open(Open::Busy(ex)) = old {
             want_spare = false; // the request goes back through dispatch, which connects
-            self.lost_exchange(*ex, c.served > 0, cause, err, now);
+            self.lost_exchange(ex, c.served > 0, cause, err, now);
         }
         self.dispatch(&host, now);
         if want_spare {
@@ -738,6 +795,7 @@ impl Engine {
         let mut c = Conn::new(id, host_key.clone(), now, now + self.cfg.connect_timeout);
         c.spare = true;
         let conn = self.conns.insert(c);
+        self.timers.push(now + self.cfg.connect_timeout, Timer::Connect(conn));
         host.conns.push(conn);
         self.stats.connects += 1;
         self.stats.warm_spares_opened += 1;
@@ -861,8 +919,13 @@ impl Engine {
         log::debug!("request {} failed: {err}", p.id.0);
         self.stats.failed += 1;
         self.completions.push_back(Completion { id: p.id, result: Err(err) });
+        self.recycle_wire(p.wire);
     }
 }
+
+/// Buffers kept for reuse, and the largest one kept (a huge body is not hoarded).
+const POOL_SIZE: usize = 16;
+const POOLED_BUFFER_MAX: usize = 256 * 1024;
 
 /// Hosts with nothing open are forgotten (with what was learned of them) beyond this many.
 const MAX_IDLE_HOSTS: usize = 1024;

@@ -25,7 +25,7 @@ impl World {
     fn submit(&mut self, method: Method, url: &str) -> RequestId {
         let body = if method == Method::PUT || method == Method::POST { "cmd" } else { "" };
         let req = Request::builder(method, url).body(body).build().unwrap();
-        self.e.submit(req, self.now)
+        self.e.submit(&req, self.now)
     }
 
     fn actions(&mut self) -> Vec<Action> {
@@ -298,7 +298,7 @@ fn deadlines_and_connect_timeouts_are_enforced_by_timers() {
     let cfg = Config { connect_timeout: Duration::from_millis(50), warm_spares: false, ..Config::default() };
     let mut w = World::with(cfg);
     let req = Request::get("http://10.0.0.5/").timeout(Duration::from_millis(20)).build().unwrap();
-    w.e.submit(req, w.now);
+    w.e.submit(&req, w.now);
     w.actions();
     assert_eq!(w.e.poll_timeout(), Some(w.now + Duration::from_millis(20)));
     w.advance(Duration::from_millis(20));
@@ -316,7 +316,7 @@ fn deadlines_and_connect_timeouts_are_enforced_by_timers() {
 fn deadline_while_awaiting_response_retires_the_connection() {
     let mut w = World::new();
     let req = Request::put("http://10.0.0.5/io", "x").timeout(Duration::from_millis(5)).build().unwrap();
-    w.e.submit(req, w.now);
+    w.e.submit(&req, w.now);
     let conn = w.connect_and_send();
     w.advance(Duration::from_millis(5));
     let err = w.one_error();
@@ -510,4 +510,36 @@ fn early_response_bytes_forbid_a_retry_even_mid_write() {
     let err = w.one_error();
     assert!(matches!(err, Error::ConnectionLost { stage: Stage::ReadingResponse, .. }), "{err:?}");
     assert_eq!(w.e.stats().retries, 0);
+}
+
+#[test]
+fn timers_of_completed_requests_do_not_pile_up() {
+    let mut w = World::new();
+    for i in 0..1000 {
+        w.submit(Method::GET, "http://10.0.0.5/");
+        let actions = w.actions();
+        let conn = match actions.as_slice() {
+            [Action::Connect { conn, .. }] => {
+                w.e.on_connected(*conn, w.now);
+                assert_eq!(w.actions(), vec![Action::Probe { conn: *conn }]);
+                w.e.on_probe(*conn, ProbeOutcome::Alive, w.now);
+                *conn
+            }
+            [Action::Probe { conn }] => {
+                w.e.on_probe(*conn, ProbeOutcome::Alive, w.now);
+                *conn
+            }
+            other => panic!("iteration {i}: {other:?}"),
+        };
+        w.actions();
+        let n = w.e.output(conn).len();
+        w.e.on_written(conn, n);
+        w.e.on_data(conn, OK, w.now);
+        w.completions();
+        w.now += Duration::from_micros(50);
+        w.e.on_timeout(w.now);
+    }
+    // One live request deadline at most, one idle connection: the heap holds a bounded number.
+    assert!(w.e.timers.len() <= 64 + 4 * 2, "{} timer entries", w.e.timers.len());
+    assert_eq!(w.e.poll_timeout(), Some(w.now - Duration::from_micros(50) + Config::default().idle_timeout));
 }

@@ -93,18 +93,28 @@ pub(crate) enum Progress {
 
 impl ResponseReader {
     pub(crate) fn new(limits: Limits, head_request: bool) -> ResponseReader {
+        ResponseReader::reuse(limits, head_request, Response::default())
+    }
+
+    /// A reader that fills the buffers of a response no longer needed (no allocation once
+    /// they have grown to the size of the responses they carry).
+    pub(crate) fn reuse(limits: Limits, head_request: bool, spare: Response) -> ResponseReader {
+        let Response { mut head, mut headers, mut body, .. } = spare;
+        head.clear();
+        headers.clear();
+        body.clear();
         ResponseReader {
             limits,
             head_request,
             state: State::Head,
             started: false,
             interim: 0,
-            head: Vec::new(),
+            head,
             minor_version: 1,
             status: 0,
             reason: 0..0,
-            headers: Vec::new(),
-            body: Vec::new(),
+            headers,
+            body,
             persistence: Persistence::default(),
         }
     }
@@ -234,8 +244,8 @@ impl ResponseReader {
             start..start + s.len()
         };
         let reason = parsed.reason.map(|r| range(r.as_bytes())).unwrap_or(0..0);
-        let headers: Vec<_> =
-            parsed.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
+        self.headers.clear();
+        self.headers.extend(parsed.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))));
         let used = len - old;
 
         if (100..200).contains(&status) {
@@ -256,7 +266,7 @@ impl ResponseReader {
 
         self.head.truncate(len);
         // obs-fold: replace the line breaks inside a value with spaces, in place.
-        for (_, v) in &headers {
+        for (_, v) in &self.headers {
             for b in &mut self.head[v.clone()] {
                 if *b == b'\r' || *b == b'\n' {
                     *b = b' ';
@@ -266,7 +276,6 @@ impl ResponseReader {
         self.status = status;
         self.minor_version = minor_version;
         self.reason = reason;
-        self.headers = headers;
         self.state = State::Body(self.body_framing()?);
         if matches!(self.state, State::Body(Body::Length(0))) {
             self.state = State::Done;

@@ -150,7 +150,7 @@ impl Harness {
                 if arg & 0x80 != 0 {
                     b = b.timeout(Duration::from_millis(u64::from(arg & 0x3f)));
                 }
-                let id = self.e.submit(b.build().expect("valid request"), self.now);
+                let id = self.e.submit(&b.build().expect("valid request"), self.now);
                 self.submitted.push(id);
             }
             1 => {

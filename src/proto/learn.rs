@@ -105,7 +105,10 @@ mod tests {
         let ka = b.retire_at(now, 30_000 * MS, Some(2_000 * MS));
         assert_eq!(ka, (now + 1_500 * MS, RetireReason::KeepAliveTimeout));
         b.observe_close(8 * MS);
-        assert_eq!(b.retire_at(now, 30_000 * MS, Some(2_000 * MS)), (now + 6 * MS, RetireReason::LearnedIdleClose));
+        assert_eq!(
+            b.retire_at(now, 30_000 * MS, Some(2_000 * MS)),
+            (now + 6 * MS, RetireReason::LearnedIdleClose)
+        );
         b.observe_close(Duration::ZERO);
         assert_eq!(b.retire_at(now, 30_000 * MS, None), (now + 30_000 * MS, RetireReason::IdleTimeout));
     }

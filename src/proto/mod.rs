@@ -10,3 +10,4 @@ pub mod fuzz;
 pub(crate) mod learn;
 pub(crate) mod retry;
 pub(crate) mod slab;
+pub(crate) mod timers;

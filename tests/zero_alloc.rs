@@ -1,0 +1,95 @@
+//! Heap allocations per command on a reused connection, counted by a global allocator that
+//! counts only the calling thread's allocations (the device server's threads are not ours).
+//! With `Client::execute` and a prepared request, the steady path allocates nothing.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use finwatch::{Client, Request, Response};
+use support::DeviceServer;
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.with(Cell::get) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn count(f: impl FnOnce()) -> u64 {
+    ALLOCS.with(|a| a.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCS.with(Cell::get)
+}
+
+const COMMANDS: u64 = 200;
+
+#[test]
+fn execute_with_reused_buffers_allocates_nothing_per_command() {
+    let dev = DeviceServer::keep_alive();
+    let mut client = Client::new().unwrap();
+    let put =
+        Request::put(&dev.url("/unico/v1/interface/io"), r#"{"ioId":25602,"value":1}"#).build().unwrap();
+    let get = Request::get(&dev.url("/unico/v1/interface/io-state?ioId=25602")).build().unwrap();
+    let mut resp = Response::default();
+    // Warm up: connection, pools, buffers and the timer heap reach their steady size.
+    for _ in 0..100 {
+        client.execute(&put, &mut resp).unwrap();
+        client.execute(&get, &mut resp).unwrap();
+    }
+    let allocs = count(|| {
+        for _ in 0..COMMANDS / 2 {
+            client.execute(&put, &mut resp).unwrap();
+            client.execute(&get, &mut resp).unwrap();
+        }
+    });
+    assert_eq!(resp.status(), 200);
+    assert_eq!(client.stats().connects, 1);
+    assert_eq!(allocs, 0, "{allocs} allocations in {COMMANDS} commands");
+}
+
+#[test]
+fn convenience_api_allocation_count_is_small_and_bounded() {
+    let dev = DeviceServer::keep_alive();
+    let mut client = Client::new().unwrap();
+    let url = dev.url("/unico/v1/interface/io-state?ioId=25602");
+    for _ in 0..10 {
+        client.get(&url).unwrap();
+    }
+    let allocs = count(|| {
+        for _ in 0..COMMANDS {
+            client.get(&url).unwrap();
+        }
+    });
+    let per_command = allocs as f64 / COMMANDS as f64;
+    println!("client.get(url): {per_command:.1} allocations per command");
+    // URL parsing and a fresh response per call; the figure is reported in PERFORMANCE.md.
+    assert!(per_command <= 16.0, "{per_command} allocations per command");
+}
