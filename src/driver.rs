@@ -26,6 +26,20 @@ const EINPROGRESS: i32 = 115;
 #[cfg(not(target_os = "linux"))]
 const EINPROGRESS: i32 = 36;
 
+/// Reads per readiness event and connection before the loop moves on (64 KiB each): a server
+/// that sends without pause must not keep the loop from its timers and other devices.
+const READ_BUDGET: usize = 16;
+
+/// One readiness event, copied out of mio's buffer so the loop can act on it.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    key: Key,
+    readable: bool,
+    /// The event reported FIN or an error.
+    closing: bool,
+    writable: bool,
+}
+
 struct Sock {
     key: Key,
     stream: mio::net::TcpStream,
@@ -36,6 +50,9 @@ struct Sock {
 pub(crate) struct Driver {
     poll: Poll,
     events: Events,
+    ready: Vec<Ready>,
+    /// Connections whose reads stopped at [`READ_BUDGET`] with data left: resumed next turn.
+    unfinished: Vec<(Key, bool)>,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
     scratch: Box<[u8]>,
@@ -47,6 +64,8 @@ impl Driver {
         Ok(Driver {
             poll: Poll::new()?,
             events: Events::with_capacity(256),
+            ready: Vec::with_capacity(256),
+            unfinished: Vec::new(),
             socks: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             resolved: HashMap::new(),
@@ -59,9 +78,10 @@ impl Driver {
     /// readiness, `until`, or the engine's nearest timer, whichever is first, and runs again.
     pub(crate) fn turn(&mut self, engine: &mut Engine, until: Option<Instant>) -> io::Result<()> {
         self.poll_events(engine, Some(Duration::ZERO))?;
+        self.resume_reads(engine);
         engine.on_timeout(Instant::now());
         self.run_actions(engine);
-        if engine.has_completions() {
+        if engine.has_completions() || !self.unfinished.is_empty() {
             return Ok(());
         }
         let wake = match (until, engine.poll_timeout()) {
@@ -76,6 +96,7 @@ impl Driver {
             let stop = wake.map_or(Instant::now() + budget, |w| w.min(Instant::now() + budget));
             loop {
                 self.poll_events(engine, Some(Duration::ZERO))?;
+                self.resume_reads(engine);
                 let now = Instant::now();
                 engine.on_timeout(now);
                 self.run_actions(engine);
@@ -103,28 +124,42 @@ impl Driver {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        for event in events.iter() {
-            let key = Key::from_usize(event.token().0);
-            if self.sock(key).is_none() {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(self.events.iter().map(|e| Ready {
+            key: Key::from_usize(e.token().0),
+            readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+            closing: e.is_read_closed() || e.is_error(),
+            writable: e.is_writable(),
+        }));
+        for r in &ready {
+            if self.sock(r.key).is_none() {
                 continue; // stale: the socket is gone
             }
             let now = Instant::now();
-            if engine.is_connecting(key) {
-                self.check_connect(engine, key, now);
-                if engine.is_connecting(key) {
+            if engine.is_connecting(r.key) {
+                self.check_connect(engine, r.key, now);
+                if engine.is_connecting(r.key) {
                     continue;
                 }
             }
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                self.read_all(engine, key, event.is_read_closed() || event.is_error(), now);
+            if r.readable {
+                self.read_all(engine, r.key, r.closing, now);
             }
-            if event.is_writable() {
-                self.flush(engine, key, now);
+            if r.writable {
+                self.flush(engine, r.key, now);
             }
         }
-        self.events = events;
+        self.ready = ready;
         Ok(())
+    }
+
+    /// Continues reads that stopped at the budget (no new edge would announce their data).
+    fn resume_reads(&mut self, engine: &mut Engine) {
+        for _ in 0..self.unfinished.len() {
+            let (key, closing) = self.unfinished.remove(0);
+            self.read_all(engine, key, closing, Instant::now());
+        }
     }
 
     fn run_actions(&mut self, engine: &mut Engine) {
@@ -221,8 +256,12 @@ impl Driver {
         };
         let was_busy = engine.is_busy(key);
         // Stop once the engine has let go of the connection (an error, a limit): a flooding
-        // server must not keep the loop reading.
-        while engine.knows(key) {
+        // server must not keep the loop reading. Stop at the budget too, and resume next turn,
+        // so timers (a deadline) run even while a server sends without pause.
+        for _ in 0..READ_BUDGET {
+            if !engine.knows(key) {
+                return;
+            }
             match s.stream.read(&mut self.scratch) {
                 Ok(0) => return engine.on_fin(key, now),
                 Ok(n) => {
@@ -235,6 +274,9 @@ impl Driver {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return engine.on_error(key, e, now),
             }
+        }
+        if engine.knows(key) {
+            self.unfinished.push((key, closing));
         }
     }
 

@@ -43,6 +43,28 @@ pub use request::{Method, Request, RequestBuilder};
 pub use response::{Meta, Response};
 pub use url::Url;
 
+/// Hooks for the micro-benchmarks in `benches/`; not part of the API.
+#[doc(hidden)]
+pub mod __bench {
+    use crate::proto::framing::{Limits, Progress, ResponseReader};
+    use crate::{Request, Response};
+
+    /// Appends the wire form of `req` to `out`.
+    pub fn encode_request(req: &Request, out: &mut Vec<u8>) {
+        req.encode(out);
+    }
+
+    /// Parses one complete response from `bytes` into the buffers of `spare` (reused, as on the
+    /// client's steady path); `None` if incomplete or invalid.
+    pub fn read_response(bytes: &[u8], limits: Limits, spare: Response) -> Option<Response> {
+        let mut r = ResponseReader::reuse(limits, false, spare);
+        match r.feed(bytes) {
+            Ok(Progress::Complete { .. }) => Some(r.finish(crate::Meta::default()).0),
+            _ => None,
+        }
+    }
+}
+
 /// Fuzzing entry points (used by `fuzz/` and the regression tests); not part of the API.
 #[doc(hidden)]
 pub use proto::fuzz as __fuzz;

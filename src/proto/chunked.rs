@@ -62,6 +62,10 @@ impl ChunkedDecoder {
             let b = input[i];
             match self.state {
                 State::Size { digits } => match hex_value(b) {
+                    // Leading zeros are valid, but not without end: a size line is bounded.
+                    Some(_) if digits == u8::MAX => {
+                        return Err(Error::malformed("chunk size has too many digits"));
+                    }
                     Some(v) => {
                         // A size that wraps a u64 is a classic smuggling trick: refuse it.
                         if self.remaining > u64::MAX >> 4 {
@@ -216,6 +220,13 @@ mod tests {
             assert!(d.is_done(), "split {split}");
             assert_eq!(body, b"0123456789abc");
         }
+    }
+
+    #[test]
+    fn endless_leading_zeros_are_refused() {
+        let mut input = vec![b'0'; 300];
+        input.extend_from_slice(b"3\r\n");
+        assert!(matches!(decode_all(&input), Err(Error::MalformedResponse { .. })));
     }
 
     #[test]

@@ -204,6 +204,11 @@ impl ResponseReader {
     /// Parses the head from `input`; returns how many input bytes it used.
     fn feed_head(&mut self, input: &[u8]) -> Result<usize> {
         let old = self.head.len();
+        // httparse skips empty lines before a status line; RFC 9112 §2.2 allows that only to a
+        // server reading a request. In a response it means the stream is out of step.
+        if old == 0 && matches!(input.first(), Some(b'\r' | b'\n')) {
+            return Err(Error::malformed("empty line before the status line"));
+        }
         // Never buffer more than the limit (+1, to tell "exactly at the limit" from "over").
         let room = (self.limits.max_head_bytes + 1).saturating_sub(old);
         let take = input.len().min(room);
@@ -239,9 +244,15 @@ impl ResponseReader {
         let status = parsed.code.unwrap_or(0);
         let minor_version = parsed.version.unwrap_or(1);
         let base = self.head.as_ptr() as usize;
+        // httparse hands back slices of the buffer, except an empty reason phrase, which may be
+        // a static "": anything outside the buffer is the empty range.
+        let end = base + self.head.len();
         let range = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
+            let p = s.as_ptr() as usize;
+            if s.is_empty() || p < base || p + s.len() > end {
+                return 0..0;
+            }
+            p - base..p - base + s.len()
         };
         let reason = parsed.reason.map(|r| range(r.as_bytes())).unwrap_or(0..0);
         self.headers.clear();
@@ -538,6 +549,23 @@ mod tests {
         assert!(malformed(b"HTTP/1.1 200 OK\r\nBad\0Name: x\r\n\r\n"));
         assert!(malformed(b"HTTP/1.1 200 OK\r\nX: a\0b\r\n\r\n"));
         assert!(malformed(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+        assert!(malformed(b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(malformed(b"\nHTTP/1.1 200 OK\r\n\r\n"));
+    }
+
+    #[test]
+    fn status_line_without_reason_phrase() {
+        for input in [
+            &b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"[..],
+            b"HTTP/1.1 200\nContent-Length: 2\n\nok",
+            b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok",
+        ] {
+            let (resp, _, _) = read_all(input, false).unwrap();
+            assert_eq!((resp.status(), resp.reason(), resp.body()), (200, "", &b"ok"[..]));
+        }
+        let (resp, _, _) = read_all(b"HTTP/1.1 200 \xffOK\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = resp.reason(); // obs-text: not UTF-8, but never a panic
     }
 
     #[test]
