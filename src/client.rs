@@ -135,10 +135,37 @@ impl Client {
             while let Some(c) = self.engine.poll_completion() {
                 out.push(c);
             }
-            if until.is_some_and(|u| Instant::now() >= u) {
+            if self.driver.take_woken() || until.is_some_and(|u| Instant::now() >= u) {
                 return Ok(out.len() - start);
             }
         }
+    }
+
+    /// A waker for this client's loop: `wake()` from any thread makes a [`Client::poll`] in
+    /// progress return at once (with what it has). For a loop that also waits on other input
+    /// (a channel of commands, say).
+    pub fn waker(&mut self) -> Result<Waker> {
+        self.driver.waker().map(Waker).map_err(Error::Io)
+    }
+
+    /// The instant by which [`Client::poll`] must be called again even if the poller's fd shows
+    /// nothing: the nearest request deadline, connect timeout or idle retirement. For embedding
+    /// in another event loop (see [`std::os::fd::AsRawFd`] for `Client`).
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.engine.poll_timeout()
+    }
+
+    /// Gives up on every pending request: each completes (through [`Client::poll`]) with
+    /// [`Error::Shutdown`], saying how far it had got, and every connection is closed. Returns
+    /// how many requests were aborted. The client stays usable.
+    pub fn abort_all(&mut self) -> usize {
+        let n = self.engine.pending();
+        self.engine.abort_all(Instant::now());
+        self.driver.run_actions(&mut self.engine);
+        while let Some(c) = self.engine.poll_completion() {
+            self.ready.push_back(c);
+        }
+        n
     }
 
     /// Requests submitted and not yet completed or returned by [`Client::poll`].
@@ -160,9 +187,41 @@ impl Client {
         self.engine.learned_idle_close(url.host_key())
     }
 
+    /// The recorded trace, if [`ClientBuilder::trace`] turned recording on.
+    pub fn trace(&self) -> Option<&crate::Trace> {
+        self.engine.trace()
+    }
+
+    /// Takes the recorded trace and starts a new one.
+    pub fn take_trace(&mut self) -> Option<crate::Trace> {
+        self.engine.take_trace()
+    }
+
     /// A snapshot of the live connections.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.engine.connections(Instant::now())
+    }
+}
+
+/// Wakes a [`Client::poll`] in progress from another thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Waker(std::sync::Arc<mio::Waker>);
+
+impl Waker {
+    /// Makes the client's current or next `poll` return at once.
+    pub fn wake(&self) -> std::io::Result<()> {
+        self.0.wake()
+    }
+}
+
+/// The fd of the client's poller (epoll on Linux): readable when any of its sockets has an event
+/// or its waker fired. Register it in another event loop (`mio::unix::SourceFd`, epoll, …), and
+/// call [`Client::poll`] with a zero timeout when it is readable **or** when
+/// [`Client::next_deadline`] has passed: deadlines are timers, not fds.
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for Client {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.driver.raw_fd()
     }
 }
 
@@ -243,6 +302,14 @@ impl ClientBuilder {
     /// wait for a TCP handshake. Costs at most one extra connection per device.
     pub fn warm_spares(mut self, on: bool) -> Self {
         self.cfg.warm_spares = on;
+        self
+    }
+
+    /// Records a [`crate::Trace`] of connection events (connects, requests, responses, FIN,
+    /// RST, closes) with timestamps, keeping the last `capacity` events; read it with
+    /// [`Client::trace`], render it with [`crate::Trace::to_mermaid`]. Off by default.
+    pub fn trace(mut self, capacity: usize) -> Self {
+        self.cfg.trace = Some(capacity);
         self
     }
 

@@ -26,6 +26,9 @@ const EINPROGRESS: i32 = 115;
 #[cfg(not(target_os = "linux"))]
 const EINPROGRESS: i32 = 36;
 
+/// The token of the client's [`mio::Waker`]: never a slab key (index `u32::MAX`).
+const WAKE: Token = Token(usize::MAX);
+
 /// Reads per readiness event and connection before the loop moves on (64 KiB each): a server
 /// that sends without pause must not keep the loop from its timers and other devices.
 const READ_BUDGET: usize = 16;
@@ -53,6 +56,9 @@ pub(crate) struct Driver {
     ready: Vec<Ready>,
     /// Connections whose reads stopped at [`READ_BUDGET`] with data left: resumed next turn.
     unfinished: Vec<(Key, bool)>,
+    waker: Option<std::sync::Arc<mio::Waker>>,
+    /// The waker fired since the caller last asked.
+    woken: bool,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
     scratch: Box<[u8]>,
@@ -66,6 +72,8 @@ impl Driver {
             events: Events::with_capacity(256),
             ready: Vec::with_capacity(256),
             unfinished: Vec::new(),
+            waker: None,
+            woken: false,
             socks: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             resolved: HashMap::new(),
@@ -126,7 +134,10 @@ impl Driver {
         }
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
-        ready.extend(self.events.iter().map(|e| Ready {
+        if self.events.iter().any(|e| e.token() == WAKE) {
+            self.woken = true;
+        }
+        ready.extend(self.events.iter().filter(|e| e.token() != WAKE).map(|e| Ready {
             key: Key::from_usize(e.token().0),
             readable: e.is_readable() || e.is_read_closed() || e.is_error(),
             closing: e.is_read_closed() || e.is_error(),
@@ -162,7 +173,29 @@ impl Driver {
         }
     }
 
-    fn run_actions(&mut self, engine: &mut Engine) {
+    /// The client's waker (created on first use: a poller has at most one).
+    pub(crate) fn waker(&mut self) -> io::Result<std::sync::Arc<mio::Waker>> {
+        if let Some(w) = &self.waker {
+            return Ok(w.clone());
+        }
+        let w = std::sync::Arc::new(mio::Waker::new(self.poll.registry(), WAKE)?);
+        self.waker = Some(w.clone());
+        Ok(w)
+    }
+
+    /// Whether the waker fired since the last call.
+    pub(crate) fn take_woken(&mut self) -> bool {
+        std::mem::take(&mut self.woken)
+    }
+
+    /// The poller's file descriptor, for embedding in another event loop.
+    #[cfg(unix)]
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.poll.as_raw_fd()
+    }
+
+    pub(crate) fn run_actions(&mut self, engine: &mut Engine) {
         while let Some(action) = engine.poll_action() {
             let now = Instant::now();
             match action {

@@ -136,6 +136,11 @@ pub enum Error {
         /// The retry's failure.
         last: Box<Error>,
     },
+    /// The client was shut down before the request completed. `stage` says how far it had got.
+    Shutdown {
+        /// How far the exchange had got.
+        stage: Stage,
+    },
     /// The event loop itself failed (the poller). The client may not be usable.
     Io(io::Error),
 }
@@ -153,9 +158,9 @@ impl Error {
             | Error::Resolve { .. }
             | Error::ConnectFailed { .. }
             | Error::ConnectTimedOut { .. } => false,
-            Error::DeadlineExceeded { stage } | Error::ConnectionLost { stage, .. } => {
-                stage.may_have_been_processed()
-            }
+            Error::DeadlineExceeded { stage }
+            | Error::ConnectionLost { stage, .. }
+            | Error::Shutdown { stage } => stage.may_have_been_processed(),
             // The device answered (badly): it had the request.
             Error::MalformedResponse { .. } | Error::LimitExceeded { .. } => true,
             Error::RetryFailed { first, last } => {
@@ -180,6 +185,7 @@ impl Error {
             Error::MalformedResponse { .. } => "malformed_response",
             Error::LimitExceeded { .. } => "limit_exceeded",
             Error::RetryFailed { last, .. } => last.kind(),
+            Error::Shutdown { .. } => "shutdown",
             Error::Io(_) => "io",
         }
     }
@@ -239,6 +245,7 @@ impl fmt::Display for Error {
             Error::RetryFailed { first, last } => {
                 write!(f, "{last} (after a retry; the first attempt: {first})")
             }
+            Error::Shutdown { stage } => write!(f, "client shut down {}", stage.as_str()),
             Error::Io(e) => write!(f, "event loop failed: {e}"),
         }
     }

@@ -32,15 +32,17 @@ mod error;
 mod proto;
 mod request;
 mod response;
+mod trace;
 mod url;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{Client, ClientBuilder, Waker};
 pub use error::{Error, Limit, LostCause, Result, Stage};
 pub use proto::conn::RetireReason;
 pub use proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
 pub use proto::framing::{Limits, MAX_HEADERS_CAP};
 pub use request::{Method, Request, RequestBuilder};
 pub use response::{Meta, Response};
+pub use trace::{Trace, TraceEvent, TraceKind};
 pub use url::Url;
 
 /// Hooks for the micro-benchmarks in `benches/`; not part of the API.

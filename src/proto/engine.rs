@@ -29,6 +29,7 @@ use crate::proto::slab::{Key, Slab};
 use crate::proto::timers::{Timer, Timers};
 use crate::request::Request;
 use crate::response::{Meta, Response};
+use crate::trace::{Trace, TraceKind};
 
 /// Client settings. See [`crate::ClientBuilder`] for what each one means.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct Config {
     pub(crate) nodelay: bool,
     pub(crate) busy_poll: Option<Duration>,
     pub(crate) warm_spares: bool,
+    /// Record a [`Trace`] of at most this many events.
+    pub(crate) trace: Option<usize>,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             nodelay: true,
             busy_poll: None,
             warm_spares: true,
+            trace: None,
         }
     }
 }
@@ -199,6 +203,7 @@ pub(crate) struct Engine {
     actions: VecDeque<Action>,
     completions: VecDeque<Completion>,
     timers: Timers,
+    trace: Option<Trace>,
     /// Request encoding buffers, reused.
     wire_pool: Vec<Vec<u8>>,
     /// Responses whose buffers can be reused for the next response.
@@ -211,6 +216,7 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn new(cfg: Config) -> Engine {
         Engine {
+            trace: cfg.trace.map(Trace::new),
             cfg,
             conns: Slab::default(),
             reqs: Slab::default(),
@@ -368,6 +374,9 @@ impl Engine {
             return;
         }
         c.transition(ConnState::Open(Open::Idle { since: now }), "connected");
+        if let Some(t) = &mut self.trace {
+            t.record(now, c.id, &c.host, TraceKind::Connected);
+        }
         let host = c.host.clone();
         let behaviour = self.hosts.get(&host).map(|h| h.behaviour).unwrap_or_default();
         let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, None);
@@ -400,6 +409,13 @@ impl Engine {
                 }
                 ex.phase = Phase::Writing { written: 0 };
                 self.actions.push_back(Action::Write { conn });
+                if let Some(t) = &mut self.trace
+                    && let Some(p) = self.reqs.get(ex.req)
+                {
+                    let line = p.wire.split(|&b| b == b'\r').next().unwrap_or_default();
+                    let line = String::from_utf8_lossy(line).trim_end_matches(" HTTP/1.1").to_string();
+                    t.record(now, c.id, &c.host, TraceKind::Sent { request: p.id.0, line });
+                }
             }
             ProbeOutcome::Fin => {
                 self.stats.fins_seen_idle += 1;
@@ -446,7 +462,7 @@ impl Engine {
             Ok(Progress::Complete { extra }) => self.complete_exchange(conn, extra > 0, false, now),
             Err(e) => {
                 if let Some(r) = self.busy_request(conn) {
-                    self.fail(r, e);
+                    self.fail(r, e, now);
                 }
                 self.retire(conn, RetireReason::ProtocolError, now);
             }
@@ -517,6 +533,38 @@ impl Engine {
                 age: now.saturating_duration_since(c.created),
             })
             .collect()
+    }
+
+    /// Fails every pending request with [`Error::Shutdown`] and closes every connection.
+    pub(crate) fn abort_all(&mut self, now: Instant) {
+        let reqs: Vec<Key> = self.reqs.iter().map(|(k, _)| k).collect();
+        for r in reqs {
+            let Some(p) = self.reqs.get(r) else { continue };
+            let stage = match p.on.and_then(|(c, _)| self.conns.get(c)).map(|c| &c.state) {
+                Some(ConnState::Open(Open::Busy(ex))) => ex.stage(),
+                _ => Stage::Queued,
+            };
+            let host = p.host.clone();
+            if let Some(h) = self.hosts.get_mut(&host) {
+                h.queue.retain(|&q| q != r);
+            }
+            self.fail(r, Error::Shutdown { stage }, now);
+        }
+        let conns: Vec<Key> = self.conns.iter().map(|(k, _)| k).collect();
+        for c in conns {
+            self.retire(c, RetireReason::Shutdown, now);
+        }
+    }
+
+    /// The trace, if recording.
+    pub(crate) fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
+    }
+
+    /// Takes the recorded trace, leaving an empty one (if recording).
+    pub(crate) fn take_trace(&mut self) -> Option<Trace> {
+        let cap = self.cfg.trace?;
+        self.trace.replace(Trace::new(cap))
     }
 
     /// Takes back a response the caller is done with, so its buffers carry a later one.
@@ -619,6 +667,9 @@ impl Engine {
             host.conns.push(conn);
             self.stats.connects += 1;
             self.actions.push_back(Action::Connect { conn, host: name, port });
+            if let Some(t) = &mut self.trace {
+                t.record(now, id, host_key, TraceKind::Connecting { spare: false });
+            }
         }
     }
 
@@ -696,6 +747,9 @@ impl Engine {
             h.in_flight -= 1;
         }
         self.stats.succeeded += 1;
+        if let Some(t) = &mut self.trace {
+            t.record(now, c.id, &host, TraceKind::Response { request: p.id.0, status: resp.status });
+        }
         self.completions.push_back(Completion { id: p.id, result: Ok(resp) });
         self.recycle_wire(p.wire);
         if fin {
@@ -730,6 +784,19 @@ impl Engine {
             ConnState::Closed { reason } => will_end(*reason),
             _ => false,
         };
+        if let Some(t) = &mut self.trace {
+            let state = match &c.state {
+                ConnState::PeerHalfClosed => "end of a close-delimited response",
+                s => s.name(),
+            };
+            let kind = match &to {
+                ConnState::PeerHalfClosed => TraceKind::PeerFin { state },
+                ConnState::Reset => TraceKind::PeerReset { state },
+                ConnState::Closed { reason } => TraceKind::Closed { reason: reason.as_str() },
+                _ => TraceKind::Closed { reason: "closed" },
+            };
+            t.record(now, c.id, &c.host, kind);
+        }
         let old = c.transition(to, why);
         self.actions.push_back(Action::Close { conn });
         let host = c.host.clone();
@@ -800,6 +867,9 @@ impl Engine {
         self.stats.connects += 1;
         self.stats.warm_spares_opened += 1;
         log::debug!("conn={id} {host_key} opened as a warm spare");
+        if let Some(t) = &mut self.trace {
+            t.record(now, id, host_key, TraceKind::Connecting { spare: true });
+        }
         self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port });
     }
 
@@ -841,6 +911,9 @@ impl Engine {
                 p.first_failure = Some(loss);
             }
             self.stats.retries += 1;
+            if let Some(t) = &mut self.trace {
+                t.record(now, 0, &p.host, TraceKind::Retried { request: p.id.0 });
+            }
             let host = p.host.clone();
             if let Some(h) = self.hosts.get_mut(&host) {
                 h.queue.push_front(r);
@@ -849,7 +922,7 @@ impl Engine {
                 // caught there, so only the ordering matters here.
             }
         } else {
-            self.fail(r, loss);
+            self.fail(r, loss, now);
         }
     }
 
@@ -871,7 +944,7 @@ impl Engine {
         let waiter =
             if other_coming { None } else { self.hosts.get_mut(&host).and_then(|h| h.queue.pop_front()) };
         if let Some(r) = waiter {
-            self.fail(r, err);
+            self.fail(r, err, now);
         }
         self.end_conn(conn, ConnState::Closed { reason: RetireReason::ConnectFailed }, why, now);
     }
@@ -886,7 +959,7 @@ impl Engine {
                     Some(ConnState::Open(Open::Busy(ex))) => ex.stage(),
                     _ => Stage::Queued,
                 };
-                self.fail(r, Error::DeadlineExceeded { stage });
+                self.fail(r, Error::DeadlineExceeded { stage }, now);
                 // A late response would be read as the next request's: the connection goes.
                 self.retire(conn, RetireReason::DeadlineExceeded, now);
             }
@@ -900,12 +973,12 @@ impl Engine {
                     h.queue.retain(|&q| q != r);
                 }
                 let stage = if connecting { Stage::Connecting } else { Stage::Queued };
-                self.fail(r, Error::DeadlineExceeded { stage });
+                self.fail(r, Error::DeadlineExceeded { stage }, now);
             }
         }
     }
 
-    fn fail(&mut self, r: Key, err: Error) {
+    fn fail(&mut self, r: Key, err: Error, now: Instant) {
         let Some(p) = self.reqs.remove(r) else { return };
         if p.on.is_some()
             && let Some(h) = self.hosts.get_mut(&p.host)
@@ -918,6 +991,10 @@ impl Engine {
         };
         log::debug!("request {} failed: {err}", p.id.0);
         self.stats.failed += 1;
+        if let Some(t) = &mut self.trace {
+            let conn = p.on.and_then(|(k, _)| self.conns.get(k)).map_or(0, |c| c.id);
+            t.record(now, conn, &p.host, TraceKind::Failed { request: p.id.0, error: err.to_string() });
+        }
         self.completions.push_back(Completion { id: p.id, result: Err(err) });
         self.recycle_wire(p.wire);
     }

@@ -4,6 +4,7 @@
 use super::*;
 use crate::error::Error;
 use crate::request::Method;
+use crate::trace::TraceKind;
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
@@ -542,4 +543,47 @@ fn timers_of_completed_requests_do_not_pile_up() {
     // One live request deadline at most, one idle connection: the heap holds a bounded number.
     assert!(w.e.timers.len() <= 64 + 4 * 2, "{} timer entries", w.e.timers.len());
     assert_eq!(w.e.poll_timeout(), Some(w.now - Duration::from_micros(50) + Config::default().idle_timeout));
+}
+
+#[test]
+fn trace_records_the_incident_and_renders_it_for_mermaid() {
+    let mut w = World::with(Config { trace: Some(64), warm_spares: false, ..Config::default() });
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.now += Duration::from_micros(100);
+    w.e.on_fin(c1, w.now);
+    w.submit(Method::GET, "http://10.0.0.5/unico/v1/interface/io-state?ioId=25602");
+    let c2 = w.connect_and_send();
+    w.e.on_data(c2, OK, w.now);
+    let kinds: Vec<_> = w.e.trace().unwrap().events().map(|e| (e.conn, e.kind.clone())).collect();
+    let id1 = 1; // connection ids count from 1
+    assert_eq!(kinds[0], (id1, TraceKind::Connecting { spare: false }));
+    assert_eq!(kinds[2], (id1, TraceKind::Sent { request: 1, line: "PUT /io".into() }));
+    assert_eq!(kinds[3], (id1, TraceKind::Response { request: 1, status: 200 }));
+    assert_eq!(kinds[4], (id1, TraceKind::PeerFin { state: "Open(Idle)" }));
+    let line = "GET /unico/v1/interface/io-state?ioId=25602".to_string();
+    assert_eq!(kinds[7], (id1 + 1, TraceKind::Sent { request: 2, line }));
+    let diagram = w.e.trace().unwrap().to_mermaid("controller");
+    assert!(diagram.contains("device->>controller: FIN (conn 1, Open(Idle)) [+0.100 ms]"), "{diagram}");
+}
+
+#[test]
+fn abort_all_fails_every_request_with_its_stage_and_closes_everything() {
+    let mut w = World::new();
+    w.submit(Method::PUT, "http://10.0.0.5/io");
+    let c1 = w.connect_and_send();
+    w.submit(Method::GET, "http://10.0.0.5/state");
+    w.submit(Method::GET, "http://10.0.0.6/state");
+    w.e.abort_all(w.now);
+    let done = w.completions();
+    assert_eq!(done.len(), 3);
+    let stages: Vec<_> = done
+        .iter()
+        .map(|c| match c.result.as_ref().unwrap_err() {
+            Error::Shutdown { stage } => *stage,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(stages, vec![Stage::AwaitingResponse, Stage::Queued, Stage::Queued]);
+    assert!(w.actions().contains(&Action::Close { conn: c1 }));
+    assert_eq!(w.e.pending(), 0);
 }

@@ -1,0 +1,160 @@
+//! A record of what happened on the wire, connection by connection, with timestamps: what
+//! someone debugging the incident would otherwise need Wireshark for.
+//!
+//! Off by default ([`crate::ClientBuilder::trace`]); when on, the engine records each connect,
+//! request written, response, FIN, RST and close, up to a bounded number of events (the oldest
+//! are dropped). [`Trace::to_mermaid`] renders it as a Mermaid `sequenceDiagram`, the way the
+//! incident was analysed.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// One thing that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceKind {
+    /// A connect started (a warm spare if `spare`).
+    Connecting {
+        /// Opened ahead of need.
+        spare: bool,
+    },
+    /// The handshake completed.
+    Connected,
+    /// A request was written (its request line).
+    Sent {
+        /// The request's id.
+        request: u64,
+        /// `METHOD target`.
+        line: String,
+    },
+    /// A response arrived.
+    Response {
+        /// The request's id.
+        request: u64,
+        /// Its status code.
+        status: u16,
+    },
+    /// The device closed the connection (FIN); `state` is what the connection was doing.
+    PeerFin {
+        /// `Open(Idle)`, `Open(Busy)`, …
+        state: &'static str,
+    },
+    /// The connection was reset (RST or a socket error).
+    PeerReset {
+        /// What the connection was doing.
+        state: &'static str,
+    },
+    /// The client closed the connection.
+    Closed {
+        /// Why, in words.
+        reason: &'static str,
+    },
+    /// A request lost with its connection is sent again on a fresh one.
+    Retried {
+        /// The request's id.
+        request: u64,
+    },
+    /// A request failed.
+    Failed {
+        /// The request's id.
+        request: u64,
+        /// The error, as displayed.
+        error: String,
+    },
+}
+
+/// A timestamped event on one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// When the loop saw it.
+    pub at: Instant,
+    /// The connection's id (as in the debug log; 0 for a request not on a connection).
+    pub conn: u64,
+    /// `host:port`.
+    pub host: String,
+    /// What happened.
+    pub kind: TraceKind,
+}
+
+/// A bounded record of events.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    events: VecDeque<TraceEvent>,
+    capacity: usize,
+}
+
+impl Trace {
+    /// An empty trace keeping at most `capacity` events.
+    pub fn new(capacity: usize) -> Trace {
+        Trace { events: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    /// Adds an event (dropping the oldest beyond the capacity). Public so that other clients
+    /// can be traced in the same form, for side-by-side comparisons.
+    pub fn record(&mut self, at: Instant, conn: u64, host: &str, kind: TraceKind) {
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(TraceEvent { at, conn, host: host.to_string(), kind });
+    }
+
+    /// The events, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &TraceEvent> {
+        self.events.iter()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Renders the trace as a Mermaid `sequenceDiagram` between `client` and the device,
+    /// with times relative to the first event.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use finwatch::{Trace, TraceKind};
+    /// let mut t = Trace::new(100);
+    /// let t0 = Instant::now();
+    /// t.record(t0, 1, "10.0.0.5:80", TraceKind::Sent { request: 1, line: "PUT /io".into() });
+    /// t.record(t0, 1, "10.0.0.5:80", TraceKind::PeerFin { state: "Open(Idle)" });
+    /// let diagram = t.to_mermaid("controller");
+    /// assert!(diagram.starts_with("sequenceDiagram"));
+    /// assert!(diagram.contains("controller->>device: PUT /io (conn 1)"));
+    /// ```
+    pub fn to_mermaid(&self, client: &str) -> String {
+        let mut out = String::from("sequenceDiagram\n");
+        let _ = writeln!(out, "    participant {client}");
+        let _ = writeln!(out, "    participant device");
+        let Some(t0) = self.events.front().map(|e| e.at) else { return out };
+        for e in &self.events {
+            let t = fmt_offset(e.at.saturating_duration_since(t0));
+            let c = e.conn;
+            let line = match &e.kind {
+                TraceKind::Connecting { spare: false } => format!("{client}->>device: SYN (conn {c}) {t}"),
+                TraceKind::Connecting { spare: true } => {
+                    format!("{client}->>device: SYN (conn {c}, warm spare) {t}")
+                }
+                TraceKind::Connected => format!("device->>{client}: SYN-ACK (conn {c}) {t}"),
+                TraceKind::Sent { line, .. } => format!("{client}->>device: {line} (conn {c}) {t}"),
+                TraceKind::Response { status, .. } => format!("device->>{client}: {status} (conn {c}) {t}"),
+                TraceKind::PeerFin { state } => format!("device->>{client}: FIN (conn {c}, {state}) {t}"),
+                TraceKind::PeerReset { state } => format!("device->>{client}: RST (conn {c}, {state}) {t}"),
+                TraceKind::Closed { reason } => format!("{client}->>device: FIN (conn {c}: {reason}) {t}"),
+                TraceKind::Retried { request } => {
+                    format!("Note over {client}: request {request} retried on a fresh connection {t}")
+                }
+                TraceKind::Failed { request, error } => {
+                    format!("Note over {client}: request {request} failed: {error} {t}")
+                }
+            };
+            // `;` and `#` would end or escape a Mermaid statement.
+            let _ = writeln!(out, "    {}", line.replace(';', ",").replace('#', "nr "));
+        }
+        out
+    }
+}
+
+fn fmt_offset(d: Duration) -> String {
+    format!("[+{:.3} ms]", d.as_secs_f64() * 1e3)
+}
