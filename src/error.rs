@@ -127,9 +127,10 @@ pub enum Error {
         /// Its configured value.
         max: usize,
     },
-    /// The request was lost once, retried on a fresh connection, and the retry failed too.
-    /// Both failures are kept: the first one may have reached the device even when the retry
-    /// did not.
+    /// The request was lost after the device may have received it, retried on a fresh
+    /// connection, and the retry failed too. Both failures are kept: the first one may have
+    /// reached the device even when the retry did not. (A retry after a loss that provably did
+    /// not reach the device reports only its own failure; `Stats::retries` counts it.)
     RetryFailed {
         /// The first lost attempt.
         first: Box<Error>,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, LostCause, Stage};
 use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
-use crate::proto::learn::Behaviour;
+use crate::proto::learn::{Behaviour, CLOSES_AFTER_RESPONSE};
 use crate::proto::retry::{Attempt, retry_is_safe};
 use crate::proto::slab::{Key, Slab};
 use crate::proto::timers::{Timer, Timers};
@@ -616,12 +616,16 @@ impl Engine {
             if host.in_flight >= self.cfg.max_in_flight_per_host || host.queue.is_empty() {
                 return;
             }
+            // A retry goes to a connection that has carried nothing yet (new, or a warm spare):
+            // another pooled one may be as stale as the one that just failed.
+            let fresh_only =
+                host.queue.front().and_then(|&r| self.reqs.get(r)).is_some_and(|p| p.retries > 0);
             // The most recently used idle connection: the one least likely to have been closed.
             let idle = host
                 .conns
                 .iter()
                 .filter_map(|&k| self.conns.get(k).map(|c| (k, c)))
-                .filter(|(_, c)| c.may_carry_request(now))
+                .filter(|(_, c)| c.may_carry_request(now) && !(fresh_only && c.served > 0))
                 .max_by_key(|(_, c)| match c.state {
                     ConnState::Open(Open::Idle { since }) => Some(since),
                     _ => None,
@@ -802,9 +806,16 @@ impl Engine {
         let host = c.host.clone();
         // A device that closes a connection we were not reading a response from has shown
         // when it closes idle connections (or that it closes after every response).
+        // A close while a request was being written or awaited (the keep-alive race) is an upper
+        // bound too, but one within a couple of milliseconds says more about that request than
+        // about idleness: it never marks a device as closing after every response.
+        let since_response = c.last_response.map(|t| now.saturating_duration_since(t));
         let idle_close = match &old {
             ConnState::Open(Open::Idle { .. }) => true,
-            ConnState::Open(Open::Busy(ex)) => !matches!(ex.phase, Phase::Reading) || !ex.reader.started(),
+            ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Probing) => true,
+            ConnState::Open(Open::Busy(ex)) => {
+                !ex.reader.started() && since_response.is_some_and(|d| d > CLOSES_AFTER_RESPONSE)
+            }
             _ => false,
         };
         // PeerHalfClosed already: a close-delimited response ended with the FIN.
@@ -815,12 +826,11 @@ impl Engine {
             h.conns.retain(|&k| k != conn);
             if device_closed
                 && idle_close
-                && let Some(t) = c.last_response
-                && h.behaviour.observe_close(now.saturating_duration_since(t))
+                && let Some(d) = since_response
+                && h.behaviour.observe_close(d)
             {
                 log::debug!(
-                    "{host}: the device closed a connection {:?} after its response{}",
-                    now.saturating_duration_since(t),
+                    "{host}: the device closed a connection {d:?} after its response{}",
                     if h.behaviour.closes_after_response() {
                         " (it closes after every response)"
                     } else {
@@ -831,7 +841,8 @@ impl Engine {
         }
         if let ConnState::Open(Open::Busy(ex)) = old {
             want_spare = false; // the request goes back through dispatch, which connects
-            self.lost_exchange(ex, c.served > 0, cause, err, now);
+            // A warm spare waited in the pool like a reused connection: the same race applies.
+            self.lost_exchange(ex, c.served > 0 || c.spare, cause, err, now);
         }
         self.dispatch(&host, now);
         if want_spare {
@@ -877,7 +888,7 @@ impl Engine {
     fn lost_exchange(
         &mut self,
         ex: Exchange,
-        reused: bool,
+        pooled: bool,
         cause: LostCause,
         err: Option<io::Error>,
         now: Instant,
@@ -889,8 +900,8 @@ impl Engine {
         }
         p.on = None;
         let stage = match &ex.phase {
-            Phase::Probing if reused => {
-                // A stale idle connection, caught before a byte was written: not an attempt.
+            Phase::Probing if pooled => {
+                // A stale pooled connection, caught before a byte was written: not an attempt.
                 log::debug!("request {} returns to the head of its queue (stale connection)", p.id.0);
                 let host = p.host.clone();
                 if let Some(h) = self.hosts.get_mut(&host) {
@@ -902,7 +913,7 @@ impl Engine {
             Phase::Probing => Stage::Sending,
             _ => ex.stage(),
         };
-        let attempt = Attempt { stage, reused, retryable: p.retryable, retries: p.retries };
+        let attempt = Attempt { stage, reused: pooled, retryable: p.retryable, retries: p.retries };
         let loss = Error::ConnectionLost { cause, stage, source: err };
         if retry_is_safe(attempt, self.cfg.max_retries) && p.deadline > now {
             log::debug!("request {} retried on a fresh connection after: {loss}", p.id.0);

@@ -85,6 +85,10 @@ pub enum After {
     /// Keep alive, but send FIN (as [`After::Fin`]) if no byte of a next
     /// request arrives within the duration.
     IdleFin(Duration),
+    /// Never send anything more (e.g. after part of a response): keep the
+    /// socket open, discarding input, until the client closes or the server
+    /// is dropped (as [`Reply::stall`], but after writing the bytes).
+    Stall,
 }
 
 /// The handler's answer to one request.
@@ -159,6 +163,44 @@ pub struct ServerOptions {
     pub close_on_accept: bool,
     /// Send RST right after accepting.
     pub rst_on_accept: bool,
+    /// Read only part of a request, then FIN, RST or stall (see [`CutRequest`]).
+    pub cut_request: Option<CutRequest>,
+}
+
+/// Cut a request short: once the server has served `after_requests` whole
+/// requests (over all connections), the next request a connection starts
+/// reading is read for at most `after_bytes` bytes (head and body; 0: not one
+/// byte, e.g. right at accept); then `respond` is written, if not empty (an
+/// early, partial response), followed by a pause of one TICK (50 ms) so the
+/// client reads it first; then the connection is cut with `then`.
+/// Connections are served normally otherwise; with `once`, only the first
+/// such request is cut, so a retry on a new connection is served.
+///
+/// The decision is taken when the connection starts waiting for the request
+/// (at accept, or right after the previous response), so `after_bytes: 0`
+/// cuts before the client writes anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CutRequest {
+    pub after_requests: usize,
+    pub once: bool,
+    pub after_bytes: usize,
+    pub respond: &'static [u8],
+    pub then: Cut,
+}
+
+/// What the server does at a [`CutRequest`]'s cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// `shutdown(Write)` (FIN, counted in `fins_sent`/`fins_completed`), then
+    /// hold the socket open without reading another byte until the server is
+    /// dropped: a client still writing fills the buffers and blocks, instead of
+    /// completing its write into our receive buffer.
+    Fin,
+    /// Close with SO_LINGER 0 (RST), discarding what was not read.
+    Rst,
+    /// Hold the socket open without reading or writing until the server is
+    /// dropped.
+    Stall,
 }
 
 /// The simulated device. Dropping it stops all its threads.
@@ -181,6 +223,10 @@ struct Shared {
     /// FINs whose `shutdown(Write)` has returned: on loopback, in the client's receive queue.
     fins_done: AtomicUsize,
     rsts: AtomicUsize,
+    /// RSTs whose close has returned: on loopback, at the client.
+    rsts_done: AtomicUsize,
+    /// Requests cut by `ServerOptions::cut_request`.
+    cuts: AtomicUsize,
     closed_by_client: AtomicUsize,
     closed_after_fin: AtomicUsize,
 }
@@ -208,6 +254,8 @@ impl DeviceServer {
             fins: AtomicUsize::new(0),
             fins_done: AtomicUsize::new(0),
             rsts: AtomicUsize::new(0),
+            rsts_done: AtomicUsize::new(0),
+            cuts: AtomicUsize::new(0),
             closed_by_client: AtomicUsize::new(0),
             closed_after_fin: AtomicUsize::new(0),
         });
@@ -300,6 +348,18 @@ impl DeviceServer {
         self.shared.rsts.load(SeqCst)
     }
 
+    /// RSTs whose close has returned. On loopback the RST has then reached
+    /// the client (as [`DeviceServer::fins_completed`] for FINs).
+    pub fn rsts_completed(&self) -> usize {
+        self.shared.rsts_done.load(SeqCst)
+    }
+
+    /// Requests cut short by [`ServerOptions::cut_request`] (counted when the
+    /// cut is decided, before its bytes are read).
+    pub fn requests_cut(&self) -> usize {
+        self.shared.cuts.load(SeqCst)
+    }
+
     /// Connections the client closed (EOF or reset) while we were waiting
     /// for a request or stalling, i.e. before we closed them.
     pub fn connections_closed_by_client(&self) -> usize {
@@ -326,6 +386,21 @@ impl Drop for DeviceServer {
         wait_until(JOIN_LIMIT, || conns.iter().all(|h| h.is_finished()));
         if self.shared.handler_panicked.load(SeqCst) && !thread::panicking() {
             panic!("a DeviceServer handler panicked (see its message above)");
+        }
+    }
+}
+
+impl Shared {
+    /// Whether the request a connection is about to read is to be cut.
+    fn claim_cut(&self, cut: CutRequest) -> bool {
+        if lock(&self.log).len() < cut.after_requests {
+            return false;
+        }
+        if cut.once {
+            self.cuts.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
+        } else {
+            self.cuts.fetch_add(1, SeqCst);
+            true
         }
     }
 }
@@ -396,6 +471,11 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
     }
     let mut idle = None;
     for index_on_conn in 0.. {
+        if let Some(cut) = shared.options.cut_request
+            && shared.claim_cut(cut)
+        {
+            return c.cut(cut);
+        }
         let req = match c.next_request(index_on_conn, idle) {
             Ok(req) => req,
             Err(NoRequest::ClientClosed) => {
@@ -421,6 +501,7 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
             After::IdleFin(d) => idle = Some(d),
             After::Fin => return c.fin(true),
             After::Rst => return c.rst(),
+            After::Stall => return c.stall(),
         }
     }
 }
@@ -432,7 +513,13 @@ impl Conn<'_> {
 
     /// Reads once into `buf`, in TICK slices so the stop flag is honoured.
     fn read_some(&mut self, deadline: Option<Instant>) -> Input {
+        self.read_at_most(8192, deadline)
+    }
+
+    /// As `read_some`, reading at most `max` (1..=8192) bytes.
+    fn read_at_most(&mut self, max: usize, deadline: Option<Instant>) -> Input {
         let mut chunk = [0u8; 8192];
+        let chunk = &mut chunk[..max.clamp(1, 8192)];
         loop {
             if self.stopped() {
                 return Input::Gone { reset: false };
@@ -448,7 +535,7 @@ impl Conn<'_> {
             if self.stream.set_read_timeout(Some(timeout)).is_err() {
                 return Input::Gone { reset: false };
             }
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(chunk) {
                 Ok(0) => return Input::Eof,
                 Ok(n) => {
                     self.buf.extend_from_slice(&chunk[..n]);
@@ -564,6 +651,48 @@ impl Conn<'_> {
     fn rst(self) {
         let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
         self.shared.rsts.fetch_add(1, SeqCst);
+        let shared = self.shared;
+        drop(self.stream);
+        shared.rsts_done.fetch_add(1, SeqCst);
+    }
+
+    /// Reads at most `cut.after_bytes` bytes of the next request, then cuts.
+    fn cut(mut self, cut: CutRequest) {
+        while self.buf.len() < cut.after_bytes {
+            match self.read_at_most(cut.after_bytes - self.buf.len(), None) {
+                Input::Data(_) => {}
+                Input::Eof | Input::Gone { reset: true } => {
+                    self.shared.closed_by_client.fetch_add(1, SeqCst);
+                    return;
+                }
+                Input::Timeout | Input::Gone { reset: false } => return,
+            }
+        }
+        if !cut.respond.is_empty() {
+            // Pause so the client reads the bytes before the cut.
+            if !self.write_all(cut.respond) || !self.sleep(TICK) {
+                return;
+            }
+        }
+        match cut.then {
+            Cut::Rst => self.rst(),
+            Cut::Fin => {
+                self.shared.fins.fetch_add(1, SeqCst);
+                if self.stream.shutdown(Shutdown::Write).is_err() {
+                    return;
+                }
+                self.shared.fins_done.fetch_add(1, SeqCst);
+                self.hold();
+            }
+            Cut::Stall => self.hold(),
+        }
+    }
+
+    /// Keeps the socket open, reading nothing, until the server stops.
+    fn hold(self) {
+        while !self.stopped() {
+            thread::sleep(TICK);
+        }
     }
 
     /// Never answers; discards input until the client closes or we stop.
