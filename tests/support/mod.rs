@@ -9,8 +9,8 @@
 //! every byte the client sent after we sent FIN ([`DeviceServer::bytes_after_fin`]),
 //! which is the signature of that bug.
 //!
-//! Design: plain std threads, one accept thread (nonblocking listener polled
-//! every millisecond) and one thread per connection. Nothing can hang a test:
+//! Design: plain std threads, one accept thread (blocking accept, unblocked on
+//! drop by a connection to itself) and one thread per connection. Nothing can hang a test:
 //! every blocking read/write uses a short timeout and re-checks the stop flag,
 //! and dropping the server sets that flag and waits at most about a second for
 //! the threads. Requests are parsed with `httparse` (head, then exactly
@@ -241,7 +241,6 @@ impl DeviceServer {
         handler: impl Fn(&Received) -> Reply + Send + Sync + 'static,
     ) -> DeviceServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("listener address");
         let shared = Arc::new(Shared {
             handler: Arc::new(handler),
@@ -378,6 +377,10 @@ impl Drop for DeviceServer {
         let Some(accept) = self.accept_thread.take() else {
             return;
         };
+        // Unblock the accept; if this fails the accept thread is left behind, never waited on.
+        if TcpStream::connect_timeout(&self.addr, JOIN_LIMIT).is_err() {
+            return;
+        }
         let Ok(conns) = accept.join() else {
             return;
         };
@@ -411,8 +414,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> Vec<JoinHandle<()>> {
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stop.load(SeqCst) {
-        let Ok((stream, _)) = listener.accept() else {
+    // A blocking accept: a connection is served the moment it arrives (a polling accept would
+    // add up to its poll interval to every fresh connection's first exchange). `Drop`
+    // unblocks it by connecting once after setting `stop`.
+    loop {
+        let accepted = listener.accept();
+        if shared.stop.load(SeqCst) {
+            break;
+        }
+        let Ok((stream, _)) = accepted else {
             thread::sleep(Duration::from_millis(1));
             continue;
         };
@@ -516,10 +526,55 @@ impl Conn<'_> {
         self.read_at_most(8192, deadline)
     }
 
+    /// Reads and drops whatever is already queued on the socket, without waiting.
+    fn discard_queued(&mut self) {
+        if self.stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut chunk = [0u8; 8192];
+        while matches!(self.stream.read(&mut chunk), Ok(n) if n > 0) {}
+        let _ = self.stream.set_nonblocking(false);
+    }
+
+    /// Waits for input until a deadline closer than SO_RCVTIMEO can resolve (it is rounded up
+    /// to the kernel's tick, 4 ms or more): polls without blocking, sleeping ~100 µs between.
+    fn read_precisely(&mut self, chunk: &mut [u8], deadline: Instant) -> Input {
+        if self.stream.set_nonblocking(true).is_err() {
+            return Input::Gone { reset: false };
+        }
+        let input = loop {
+            match self.stream.read(chunk) {
+                Ok(0) => break Input::Eof,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    break Input::Data(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || self.stopped() {
+                        break Input::Timeout;
+                    }
+                    thread::sleep(left.min(Duration::from_micros(100)));
+                }
+                Err(e) if retryable(e.kind()) => {}
+                Err(e) => break Input::Gone { reset: e.kind() == ErrorKind::ConnectionReset },
+            }
+        };
+        if self.stream.set_nonblocking(false).is_err() {
+            return Input::Gone { reset: false };
+        }
+        input
+    }
+
     /// As `read_some`, reading at most `max` (1..=8192) bytes.
     fn read_at_most(&mut self, max: usize, deadline: Option<Instant>) -> Input {
         let mut chunk = [0u8; 8192];
         let chunk = &mut chunk[..max.clamp(1, 8192)];
+        if let Some(deadline) = deadline
+            && deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(30)
+        {
+            return self.read_precisely(chunk, deadline);
+        }
         loop {
             if self.stopped() {
                 return Input::Gone { reset: false };
@@ -621,6 +676,9 @@ impl Conn<'_> {
     /// Sends FIN, then reads until EOF, error, stop or DRAIN_LIMIT. With
     /// `count`, every byte read is recorded as arriving after our FIN.
     fn fin(mut self, count: bool) {
+        // Bytes already queued here were sent before the client could have seen this FIN (a
+        // request crossing it, the race no client can see): they are not "after FIN".
+        self.discard_queued();
         // Count first, so a client that has seen the FIN also sees the count.
         self.shared.fins.fetch_add(1, SeqCst);
         if self.stream.shutdown(Shutdown::Write).is_err() {
