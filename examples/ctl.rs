@@ -1,7 +1,8 @@
 //! `ctl`: a curl-like command line for poking a device with finwatch.
 //!
 //! ```text
-//! ctl [-X METHOD] [-d DATA] [-H 'Name: value']... [--count N] [--gap-us G] [--timeout-ms T] [--json] URL
+//! ctl [-X METHOD] [-d DATA] [-H 'N: v']... [--count N] [--gap-us G] [--timeout-ms T] [--json] [-v] URL
+//! ctl [-H 'N: v']... [--count N] [--gap-us G] [--timeout-ms T] [--json] [-v] --script FILE
 //! ```
 //!
 //! Examples:
@@ -14,9 +15,16 @@
 //! cargo run --example ctl -- -X PUT -H 'Content-Type: application/json' \
 //!     -d '{"ioId":25602,"on":true}' http://10.0.0.5/unico/v1/interface/io
 //!
-//! # 1000 requests 2 ms apart, one JSON object per line, with every connection state change.
-//! RUST_LOG=finwatch=debug cargo run --example ctl -- --json --count 1000 --gap-us 2000 \
+//! # The same, showing what happened on the wire (connects, reuse, FINs, ...) on stderr.
+//! cargo run --example ctl -- -v -X PUT -d '{"ioId":25602,"on":true}' http://10.0.0.5/unico/v1/interface/io
+//!
+//! # 1000 requests 2 ms apart, one JSON object per line.
+//! cargo run --example ctl -- --json --count 1000 --gap-us 2000 \
 //!     --timeout-ms 500 http://10.0.0.5/unico/v1/interface/io-state?ioId=25602
+//!
+//! # Switch on, read back, switch off, read back: 50 rounds of a 4-line script.
+//! cargo run --example ctl -- --json --count 50 --gap-us 2000 -H 'Content-Type: application/json' \
+//!     --script toggle.ctl
 //! ```
 //!
 //! Without `--json`, each response is printed as its status line (`HTTP/1.1 200 OK`), its header
@@ -33,19 +41,67 @@
 //! {"summary":{"sent":2,"ok":1,"failed":1,"retried":0,"connections_opened":2,"fins_seen_idle":0,"p50_us":412,"p99_us":412,"max_us":412}}
 //! ```
 //!
-//! `i` counts from 0; `conn` and `reused` come from [`finwatch::Meta`]; `us` is the latency of
-//! that request in microseconds, measured around `Client::send`; `kind` is
-//! [`finwatch::Error::kind`] and `message` its `Display`. In the summary, `retried`,
-//! `connections_opened` and `fins_seen_idle` are the client's [`finwatch::Stats`] `retries`,
-//! `connects` and `fins_seen_idle`; the percentiles are nearest-rank over the successful
-//! requests' latencies (0 when there were none).
+//! `i` counts from 0 (across the whole run, with `--script` too); `conn` and `reused` come from
+//! [`finwatch::Meta`]; `us` is the latency of that request in microseconds, measured around
+//! `Client::send`; `kind` is [`finwatch::Error::kind`] and `message` its `Display`. In the
+//! summary, `retried`, `connections_opened` and `fins_seen_idle` are the client's
+//! [`finwatch::Stats`] `retries`, `connects` and `fins_seen_idle`; the percentiles are
+//! nearest-rank over the successful requests' latencies (0 when there were none).
 //!
 //! `--gap-us` waits with [`std::thread::sleep`] after each request but the last: the pause is at
 //! least G µs, plus the OS's wake-up latency (typically tens of µs, more on a loaded machine).
 //!
+//! # Scripts
+//!
+//! `--script FILE` sends the requests listed in FILE instead of one given by `-X`, `-d` and a
+//! URL (which are then refused). Each line is `METHOD URL [BODY]`: the method (case-sensitive,
+//! as in HTTP), one or more blanks, the URL, and optionally blanks and a body, which is the rest
+//! of the line taken verbatim (spaces inside and at the end included; the line ending is not).
+//! Blank lines and lines whose first non-blank character is `#` are ignored. `-H` headers and
+//! `--timeout-ms` apply to every line. `--count N` goes through the script N times, line by line
+//! (`--count 3` with 2 lines: line 1, line 2, line 1, line 2, line 1, line 2), and `--gap-us`
+//! separates every two requests. The whole script is checked before anything is sent: a bad
+//! line is a usage error that names it as `FILE:LINE`.
+//!
+//! ```text
+//! # toggle.ctl
+//! PUT http://10.0.0.5/unico/v1/interface/io {"ioId":25602,"on":true}
+//! GET http://10.0.0.5/unico/v1/interface/io-state?ioId=25602
+//! PUT http://10.0.0.5/unico/v1/interface/io {"ioId":25602,"on":false}
+//! GET http://10.0.0.5/unico/v1/interface/io-state?ioId=25602
+//! ```
+//!
+//! # Verbose
+//!
+//! `-v` prints what happened on the wire to stderr, like `curl -v`, from the client's
+//! [`finwatch::Trace`] (taken after each request; stdout is unchanged, so `--json -v` still
+//! writes pure JSON lines to stdout). Each line has the time since the first request in µs,
+//! the connection id (`-` for a request not on a connection), a marker (`>` request written,
+//! `<` response, `*` anything else) and the event:
+//!
+//! ```text
+//! [        0 µs] conn 1 * connecting to 10.0.0.5:80
+//! [      311 µs] conn 1 * connected (handshake 311 µs)
+//! [      335 µs] conn 1 > PUT /unico/v1/interface/io
+//! [     1102 µs] conn 1 < 200
+//! [     3184 µs] conn 1 * reusing the connection (1 exchange so far, idle 2082 µs)
+//! [     3190 µs] conn 1 > GET /unico/v1/interface/io-state?ioId=25602
+//! [     3710 µs] conn 1 < 200
+//! [    25930 µs] conn 1 * FIN from the device while idle (seen 22220 µs after its last response)
+//! ```
+//!
+//! Also shown: warm spares being opened and used, FINs on busy connections or caught by the
+//! pre-write check, resets, retirements with their reason, retries and failures; at the end, the
+//! connections still open. Events are recorded while a request is in progress, so a FIN that
+//! arrives during a gap is shown when the next request starts (and one after the last request
+//! is not shown).
+//!
 //! Exit status: 0 when every request got a response (any HTTP status), 1 when one failed or the
-//! output could not be written, 2 for a usage error (which sends nothing).
+//! output could not be written, 2 for a usage error (which sends nothing). Usage errors try to
+//! help: a misspelled option gets the closest known one suggested, a URL without `http://` gets
+//! it suggested.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::ops::RangeInclusive;
@@ -53,7 +109,9 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use finwatch::{Client, Error, Meta, Method, Request, Response, Stats};
+use finwatch::{
+    Client, ConnectionInfo, Error, Meta, Method, Request, Response, Stats, Trace, TraceEvent, TraceKind, Url,
+};
 
 #[cfg(test)]
 #[path = "../tests/support/mod.rs"]
@@ -61,20 +119,32 @@ mod support;
 
 const USAGE: &str = "\
 Usage: ctl [OPTIONS] URL
+       ctl [OPTIONS] --script FILE
 
-Sends an HTTP/1.1 request to a device with finwatch (N times) and prints what came back.
+Sends HTTP/1.1 requests to a device with finwatch and prints what came back.
 
 Options:
   -X, --request METHOD    request method (default: GET, or POST when -d is given)
   -d, --data DATA         request body, sent as given (no Content-Type is added)
-  -H, --header 'N: v'     add a header field; may be repeated
-      --count N           send the request N times (default: 1)
+  -H, --header 'N: v'     add a header field to every request; may be repeated
+      --script FILE       send the requests listed in FILE, one 'METHOD URL [BODY]' per
+                          line, instead of -X, -d and URL (see below)
+      --count N           send the request N times; with --script, go through the
+                          script N times (default: 1)
       --gap-us G          wait G microseconds after each request but the last (default: 0)
       --timeout-ms T      deadline of each request, connecting included (default: 10000)
       --json              print one JSON object per request, then a summary line
+  -v, --verbose           show the connection events on stderr: connects (and warm spares),
+                          reuse, requests written (>), responses (<), FINs, resets,
+                          retirements, retries
   -h, --help              print this help
 
-Long options also accept --name=value. URL is http://host[:port]/path?query.
+Long options also accept --name=value. URL is http://host[:port]/path?query
+(plain HTTP only).
+
+Script lines: METHOD URL [BODY], where BODY is the rest of the line, verbatim.
+Blank lines and lines starting with # are ignored. With --count 3 and a 2-line
+script, ctl sends line 1, line 2, line 1, line 2, line 1, line 2.
 
 Exit status: 0 if every request got a response (any HTTP status), 1 if one failed,
 2 for a usage error. RUST_LOG=finwatch=debug logs every connection state change to stderr.
@@ -83,6 +153,32 @@ Exit status: 0 if every request got a response (any HTTP status), 1 if one faile
 /// The longest `--timeout-ms` accepted (one day): far beyond any device, and safely away from
 /// overflowing a deadline computed as `now + timeout`.
 const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Every option, for suggestions when an unknown one is given.
+const KNOWN_OPTIONS: &[&str] = &[
+    "-X",
+    "--request",
+    "-d",
+    "--data",
+    "-H",
+    "--header",
+    "--script",
+    "--count",
+    "--gap-us",
+    "--timeout-ms",
+    "--json",
+    "-v",
+    "--verbose",
+    "-h",
+    "--help",
+];
+
+/// Trace events kept by the client with `-v`. The trace is taken after every request, and one
+/// request makes a handful of events (a connect, a retry, a spare, ...), so none is dropped.
+const TRACE_CAPACITY: usize = 1024;
+
+/// Blanks separating the words of a script line.
+const BLANKS: [char; 2] = [' ', '\t'];
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,21 +192,77 @@ enum Command {
 /// A validated command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Options {
+    /// The request given by `-X`, `-d` and the URL (unused with `--script`: GET, empty).
     method: Method,
     url: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// How many times the request (or the script) is sent.
     count: u64,
     gap: Duration,
     /// The per-request deadline; `None` leaves the client's default.
     timeout: Option<Duration>,
     json: bool,
+    verbose: bool,
+    /// `--script`: the requests to send instead of `method`, `url` and `body`.
+    script: Option<Script>,
+}
+
+/// A parsed `--script` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Script {
+    /// The file as given on the command line.
+    path: String,
+    /// At least one.
+    steps: Vec<Step>,
+}
+
+/// One `METHOD URL [BODY]` line of a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Step {
+    /// 1-based line number in the file.
+    line: usize,
+    method: Method,
+    url: String,
+    body: Vec<u8>,
+}
+
+/// One request of a run, ready to send, and where it came from (`FILE:LINE` with `--script`).
+#[derive(Debug, Clone)]
+struct Planned {
+    request: Request,
+    origin: Option<String>,
 }
 
 impl Options {
-    /// The request to send (each send clones it).
-    fn request(&self) -> finwatch::Result<Request> {
-        let mut builder = Request::builder(self.method.clone(), &self.url).body(self.body.clone());
+    /// The distinct requests of the run, in order: the one of the command line, or one per
+    /// script line. Each send clones one.
+    fn plan(&self) -> Result<Vec<Planned>, String> {
+        match &self.script {
+            None => {
+                check_url(&self.url)?;
+                let request = self
+                    .build(self.method.clone(), &self.url, self.body.clone())
+                    .map_err(|e| e.to_string())?;
+                Ok(vec![Planned { request, origin: None }])
+            }
+            Some(script) => script
+                .steps
+                .iter()
+                .map(|step| {
+                    let origin = format!("{}:{}", script.path, step.line);
+                    let request = self
+                        .build(step.method.clone(), &step.url, step.body.clone())
+                        .map_err(|e| format!("{origin}: {e}"))?;
+                    Ok(Planned { request, origin: Some(origin) })
+                })
+                .collect(),
+        }
+    }
+
+    /// A request with the command line's headers and deadline.
+    fn build(&self, method: Method, url: &str, body: Vec<u8>) -> finwatch::Result<Request> {
+        let mut builder = Request::builder(method, url).body(body);
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }
@@ -119,11 +271,23 @@ impl Options {
         }
         builder.build()
     }
+
+    /// How many requests the run sends.
+    fn total(&self) -> u64 {
+        let per_round = self.script.as_ref().map_or(1, |s| s.steps.len() as u64);
+        self.count.saturating_mul(per_round)
+    }
 }
 
-/// Parses the arguments (without the program name). Everything finwatch would refuse (method,
-/// URL, header fields, Content-Length) is checked here too, so a usage error sends nothing.
+/// Parses the arguments (without the program name), reading a `--script` file from disk.
 fn parse_args(args: &[String]) -> Result<Command, String> {
+    parse_args_with(args, |path| std::fs::read_to_string(path))
+}
+
+/// Parses the arguments, reading a `--script` file with `read`. Everything finwatch would
+/// refuse (method, URL, header fields, Content-Length, any script line) is checked here too, so
+/// a usage error sends nothing.
+fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -> Result<Command, String> {
     let mut method = None;
     let mut data: Option<String> = None;
     let mut headers = Vec::new();
@@ -131,6 +295,8 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut gap_us = None;
     let mut timeout_ms = None;
     let mut json = false;
+    let mut verbose = false;
+    let mut script_path: Option<String> = None;
     let mut url: Option<String> = None;
     let mut options_ended = false;
 
@@ -165,18 +331,53 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             }
             "-d" | "--data" => set_once(&mut data, value()?, flag)?,
             "-H" | "--header" => headers.push(parse_header(&value()?)?),
+            "--script" => set_once(&mut script_path, value()?, flag)?,
             "--count" => set_once(&mut count, parse_number(flag, &value()?, 1..=u64::MAX)?, flag)?,
             "--gap-us" => set_once(&mut gap_us, parse_number(flag, &value()?, 0..=u64::MAX)?, flag)?,
             "--timeout-ms" => {
                 set_once(&mut timeout_ms, parse_number(flag, &value()?, 1..=MAX_TIMEOUT_MS)?, flag)?
             }
-            "--json" if inline.is_none() => json = true,
-            "--json" => return Err("option --json takes no value".to_string()),
-            _ => return Err(format!("unknown option {flag}")),
+            "--json" | "--verbose" if inline.is_some() => {
+                return Err(format!("option {flag} takes no value"));
+            }
+            "--json" => json = true,
+            "-v" | "--verbose" => verbose = true,
+            _ => {
+                return Err(match suggest_option(flag) {
+                    Some(known) => format!("unknown option {flag}: did you mean {known}?"),
+                    None => format!("unknown option {flag}"),
+                });
+            }
         }
     }
 
-    let url = url.ok_or("missing URL")?;
+    let script = match script_path {
+        None => None,
+        Some(path) => {
+            if method.is_some() {
+                return Err("--script cannot be combined with -X/--request: each script line starts with \
+                            its method"
+                    .to_string());
+            }
+            if data.is_some() {
+                return Err("--script cannot be combined with -d/--data: a script line's body is the rest \
+                            of the line after its URL"
+                    .to_string());
+            }
+            if let Some(url) = &url {
+                return Err(format!(
+                    "--script cannot be combined with a URL ({url:?}): each script line names its URL"
+                ));
+            }
+            let text = read(&path).map_err(|e| format!("cannot read the script {path:?}: {e}"))?;
+            let steps = parse_script(&path, &text)?;
+            Some(Script { path, steps })
+        }
+    };
+    let url = match (&script, url) {
+        (None, None) => return Err("missing URL".to_string()),
+        (_, url) => url.unwrap_or_default(),
+    };
     let method = method.unwrap_or(if data.is_some() { Method::POST } else { Method::GET });
     let opts = Options {
         method,
@@ -187,8 +388,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         gap: Duration::from_micros(gap_us.unwrap_or(0)),
         timeout: timeout_ms.map(Duration::from_millis),
         json,
+        verbose,
+        script,
     };
-    opts.request().map_err(|e| e.to_string())?;
+    opts.plan()?;
     Ok(Command::Run(opts))
 }
 
@@ -220,8 +423,131 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The known option an unknown `flag` most likely meant: the same name with other dashes or
+/// case (`-count`, `-x`), the only option it is a prefix of (`--time`), curl's `--data-raw` and
+/// `--data-binary`, or the closest long option within a typo or two (`--cuont`).
+fn suggest_option(flag: &str) -> Option<&'static str> {
+    let name = flag.trim_start_matches('-');
+    let bare = |known: &str| known.trim_start_matches('-').to_string();
+    if name.is_empty() {
+        return None;
+    }
+    if let Some(known) = KNOWN_OPTIONS
+        .iter()
+        .find(|k| bare(k) == name)
+        .or_else(|| KNOWN_OPTIONS.iter().find(|k| bare(k).eq_ignore_ascii_case(name)))
+    {
+        return Some(known);
+    }
+    let name = name.to_ascii_lowercase();
+    if name.len() < 2 {
+        // An unknown one-letter option (`-i`, `-s`): no good guess.
+        return None;
+    }
+    if matches!(name.as_str(), "data-raw" | "data-binary" | "data-ascii") {
+        return Some("--data");
+    }
+    let longs = || KNOWN_OPTIONS.iter().copied().filter(|k| k.starts_with("--"));
+    let mut prefixed = longs().filter(|k| k[2..].starts_with(&name));
+    if let (Some(only), None) = (prefixed.next(), prefixed.next()) {
+        return Some(only);
+    }
+    let (known, distance) = longs().map(|k| (k, edit_distance(&name, &k[2..]))).min_by_key(|&(_, d)| d)?;
+    (distance <= 2 && distance * 3 <= name.chars().count()).then_some(known)
+}
+
+/// The optimal-string-alignment distance: how many insertions, deletions, substitutions and
+/// swaps of two adjacent characters turn `a` into `b` (`cuont` is 1 from `count`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // d[i][j]: the distance between a[..i] and b[..j].
+    let mut d: Vec<Vec<usize>> = (0..=a.len()).map(|i| (0..=b.len()).map(|j| i.max(j)).collect()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let substitution = d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = substitution.min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Checks that finwatch can use `url`; the error says what is wrong and, where it can tell,
+/// what was probably meant (`http://` missing; `https://` for a device that also speaks HTTP).
+fn check_url(url: &str) -> Result<(), String> {
+    let Err(e) = Url::parse(url) else { return Ok(()) };
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https:") {
+        let rest = url["https:".len()..].trim_start_matches('/');
+        return Err(format!(
+            "invalid URL {url:?}: https is not supported: finwatch speaks plain HTTP only (try \
+             http://{rest} if the device also serves plain HTTP)"
+        ));
+    }
+    if !url.contains("://") {
+        // `10.0.0.5/io`, `localhost:8080/io`, `//host/io`, `http:/host/io`.
+        let rest = if lower.starts_with("http:") { &url["http:".len()..] } else { url };
+        let fixed = format!("http://{}", rest.trim_start_matches('/'));
+        if Url::parse(&fixed).is_ok() {
+            return Err(format!("{e}; did you mean {fixed}?"));
+        }
+    }
+    Err(e.to_string())
+}
+
+/// Parses a script (`path` names it in errors): one `METHOD URL [BODY]` per line, blank lines
+/// and `#` comments ignored. Errors are `FILE:LINE: what is wrong`.
+fn parse_script(path: &str, text: &str) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let content = line.trim_start_matches(BLANKS);
+        if content.trim_end_matches(BLANKS).is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let n = index + 1;
+        let (method, url, body) = parse_script_line(content).map_err(|what| format!("{path}:{n}: {what}"))?;
+        steps.push(Step { line: n, method, url, body });
+    }
+    if steps.is_empty() {
+        return Err(format!("{path}: no requests in the script (only blank lines and comments)"));
+    }
+    Ok(steps)
+}
+
+/// `METHOD URL [BODY]`, without leading blanks; the body is the rest of the line after the
+/// blanks that follow the URL.
+fn parse_script_line(text: &str) -> Result<(Method, String, Vec<u8>), String> {
+    const EXPECTED: &str = "expected 'METHOD URL [BODY]', e.g. 'GET http://10.0.0.5/io'";
+    let (method, rest) = split_word(text);
+    let (url, body) = split_word(rest);
+    if method.contains("://") {
+        return Err(format!("missing method before the URL {method:?} ({EXPECTED})"));
+    }
+    let method = Method::new(method).map_err(|e| match e {
+        Error::InvalidRequest { reason } => format!("{reason} ({EXPECTED})"),
+        other => other.to_string(),
+    })?;
+    if url.is_empty() {
+        return Err(format!("missing URL after {} ({EXPECTED})", method.as_str()));
+    }
+    check_url(url)?;
+    Ok((method, url.to_string(), body.as_bytes().to_vec()))
+}
+
+/// The first word of `text` (up to a blank), and the rest after the blanks that follow it.
+fn split_word(text: &str) -> (&str, &str) {
+    match text.find(BLANKS) {
+        Some(end) => (&text[..end], text[end..].trim_start_matches(BLANKS)),
+        None => (text, ""),
+    }
+}
+
 /// Sends the requests and reports on `out` (responses, JSON lines) and `err` (errors in text
-/// mode). Returns the exit status.
+/// mode, `-v` events). Returns the exit status.
 fn run(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> u8 {
     match send_all(opts, out, err) {
         Ok(status) => status,
@@ -233,26 +559,37 @@ fn run(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> u8 {
 }
 
 fn send_all(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> io::Result<u8> {
-    let request = match opts.request() {
-        Ok(request) => request,
-        Err(e) => {
-            writeln!(err, "error: {e}")?;
+    let plan = match opts.plan() {
+        Ok(plan) => plan,
+        Err(msg) => {
+            writeln!(err, "error: {msg}")?;
             return Ok(2);
         }
     };
-    let mut client = match Client::new() {
+    let builder = Client::builder();
+    let builder = if opts.verbose { builder.trace(TRACE_CAPACITY) } else { builder };
+    let mut client = match builder.build() {
         Ok(client) => client,
         Err(e) => {
             writeln!(err, "error: {e}")?;
             return Ok(1);
         }
     };
+    let total = opts.total();
+    let mut narrator = opts.verbose.then(|| Narrator::new(Instant::now()));
     let mut latencies_us = Vec::new();
     let mut failed = 0;
-    for i in 0..opts.count {
+    for (i, planned) in (0..total).zip(plan.iter().cycle()) {
         let start = Instant::now();
-        let result = client.send(request.clone());
+        let result = client.send(planned.request.clone());
         let us = micros(start.elapsed());
+        if let Some(narrator) = &mut narrator {
+            // What the previous request printed comes first on a terminal.
+            out.flush()?;
+            if let Some(trace) = client.take_trace() {
+                narrator.write_trace(err, &trace)?;
+            }
+        }
         match result {
             Ok(resp) => {
                 latencies_us.push(us);
@@ -267,19 +604,190 @@ fn send_all(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> io::R
                 if opts.json {
                     writeln!(out, "{}", error_line(i, &e))?;
                 } else {
-                    write_error(err, &e, (opts.count > 1).then_some(i))?;
+                    let label = match (&planned.origin, total > 1) {
+                        (Some(origin), _) => Some(format!("request {i} ({origin})")),
+                        (None, true) => Some(format!("request {i}")),
+                        (None, false) => None,
+                    };
+                    write_error(err, &e, label.as_deref())?;
                 }
             }
         }
-        if i + 1 < opts.count && !opts.gap.is_zero() {
+        if i + 1 < total && !opts.gap.is_zero() {
             thread::sleep(opts.gap);
         }
+    }
+    if let Some(narrator) = &narrator {
+        out.flush()?;
+        narrator.write_open(err, &client.connections(), Instant::now())?;
     }
     if opts.json {
         writeln!(out, "{}", summary_line(&Summary::new(&latencies_us, failed, &client.stats())))?;
     }
     out.flush()?;
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Renders the client's trace for `-v`: one line per event, with the time since the start of
+/// the run, the connection and a `curl -v`-like marker (`>` sent, `<` received, `*` the rest).
+/// It follows each connection through the events, to say what a FIN interrupted and when a
+/// connection is reused.
+#[derive(Debug)]
+struct Narrator {
+    t0: Instant,
+    conns: HashMap<u64, ConnView>,
+}
+
+/// What the narrator has seen of one live connection.
+#[derive(Debug, Default)]
+struct ConnView {
+    connecting_at: Option<Instant>,
+    spare: bool,
+    /// Responses received on it.
+    served: u32,
+    /// A request was written (or is being written) and its response has not arrived.
+    in_flight: bool,
+    last_response: Option<Instant>,
+}
+
+impl Narrator {
+    fn new(t0: Instant) -> Narrator {
+        Narrator { t0, conns: HashMap::new() }
+    }
+
+    fn write_trace(&mut self, w: &mut impl Write, trace: &Trace) -> io::Result<()> {
+        trace.events().try_for_each(|e| self.write_event(w, e))
+    }
+
+    fn write_event(&mut self, w: &mut impl Write, e: &TraceEvent) -> io::Result<()> {
+        let ended = matches!(
+            e.kind,
+            TraceKind::PeerFin { .. } | TraceKind::PeerReset { .. } | TraceKind::Closed { .. }
+        );
+        let mut view = self.conns.remove(&e.conn).unwrap_or_default();
+        let line = match &e.kind {
+            TraceKind::Connecting { spare } => {
+                view = ConnView { connecting_at: Some(e.at), spare: *spare, ..ConnView::default() };
+                if *spare {
+                    ('*', format!("connecting to {} (warm spare, for the next request)", e.host))
+                } else {
+                    ('*', format!("connecting to {}", e.host))
+                }
+            }
+            // A spare's connect may complete while no request runs the loop: it is seen late, so
+            // its handshake time would be wrong.
+            TraceKind::Connected => match view.connecting_at.filter(|_| !view.spare) {
+                Some(t) => {
+                    ('*', format!("connected (handshake {} µs)", micros(e.at.saturating_duration_since(t))))
+                }
+                None => ('*', "connected".to_string()),
+            },
+            TraceKind::Sent { line, .. } => {
+                if let Some(last) = view.last_response.filter(|_| view.served > 0) {
+                    let idle = micros(e.at.saturating_duration_since(last));
+                    let served = plural(u64::from(view.served), "exchange");
+                    self.write_line(
+                        w,
+                        e,
+                        '*',
+                        &format!("reusing the connection ({served} so far, idle {idle} µs)"),
+                    )?;
+                } else if view.spare {
+                    let age = view.connecting_at.map_or(0, |t| micros(e.at.saturating_duration_since(t)));
+                    self.write_line(w, e, '*', &format!("using the warm spare (opened {age} µs ago)"))?;
+                }
+                view.in_flight = true;
+                ('>', line.clone())
+            }
+            TraceKind::Response { status, .. } => {
+                view.served += 1;
+                view.in_flight = false;
+                view.last_response = Some(e.at);
+                ('<', status.to_string())
+            }
+            TraceKind::PeerFin { state } => ('*', format!("FIN from the device {}", view.doing(state, e.at))),
+            TraceKind::PeerReset { state } => {
+                ('*', format!("reset (RST or socket error) {}", view.doing(state, e.at)))
+            }
+            TraceKind::Closed { reason } => ('*', format!("retired: {reason}")),
+            TraceKind::Retried { .. } => {
+                ('*', "the connection was lost under the request: retrying it on a fresh one".to_string())
+            }
+            TraceKind::Failed { error, .. } => ('*', format!("request failed: {error}")),
+        };
+        if !ended && e.conn != 0 {
+            self.conns.insert(e.conn, view);
+        }
+        self.write_line(w, e, line.0, &line.1)
+    }
+
+    /// `[   1234 µs] conn 7 > GET /io`
+    fn write_line(&self, w: &mut impl Write, e: &TraceEvent, marker: char, text: &str) -> io::Result<()> {
+        self.write_at(w, e.at, e.conn, marker, text)
+    }
+
+    fn write_at(
+        &self,
+        w: &mut impl Write,
+        at: Instant,
+        conn: u64,
+        marker: char,
+        text: &str,
+    ) -> io::Result<()> {
+        let us = micros(at.saturating_duration_since(self.t0));
+        match conn {
+            0 => writeln!(w, "[{us:>9} µs] conn - {marker} {text}"),
+            c => writeln!(w, "[{us:>9} µs] conn {c} {marker} {text}"),
+        }
+    }
+
+    /// The connections still open at the end of the run (closed as ctl exits).
+    fn write_open(&self, w: &mut impl Write, conns: &[ConnectionInfo], now: Instant) -> io::Result<()> {
+        for c in conns {
+            let mut text =
+                format!("still open at the end ({}, {}", c.state, plural(u64::from(c.served), "exchange"));
+            if let Some(idle) = c.idle_for {
+                text.push_str(&format!(", idle {} µs", micros(idle)));
+            }
+            text.push(')');
+            self.write_at(w, now, c.id, '*', &text)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConnView {
+    /// What the connection was doing when it ended, from the engine's state name and what the
+    /// narrator saw of it.
+    fn doing(&self, state: &str, at: Instant) -> String {
+        match state {
+            "Open(Idle)" => match self.last_response {
+                Some(t) => format!(
+                    "while idle (seen {} µs after its last response)",
+                    micros(at.saturating_duration_since(t))
+                ),
+                None => "while idle (before its first request)".to_string(),
+            },
+            "Open(Busy)" if self.in_flight => {
+                "while busy (the request was written, its response is incomplete)".to_string()
+            }
+            "Open(Busy)" => {
+                "just before a request was written on it (caught by the pre-write check; nothing was sent)"
+                    .to_string()
+            }
+            "Connecting" => "while connecting".to_string(),
+            "end of a close-delimited response" => "ending a close-delimited response".to_string(),
+            other => format!("({other})"),
+        }
+    }
+}
+
+/// `1 exchange`, `3 exchanges`.
+fn plural(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
 }
 
 /// Status line, header fields, blank line, body (ending in a newline).
@@ -301,11 +809,11 @@ fn write_response(out: &mut impl Write, resp: &Response) -> io::Result<()> {
     Ok(())
 }
 
-/// `error: …` and whether the device may have acted on the request; `index` when several were
-/// sent (the `i` of the JSON output).
-fn write_error(err: &mut impl Write, e: &Error, index: Option<u64>) -> io::Result<()> {
-    match index {
-        Some(i) => writeln!(err, "error: request {i}: {e}")?,
+/// `error: …` and whether the device may have acted on the request; `label` says which request
+/// when several were sent (`request 3`, with the `i` of the JSON output, and its script line).
+fn write_error(err: &mut impl Write, e: &Error, label: Option<&str>) -> io::Result<()> {
+    match label {
+        Some(label) => writeln!(err, "error: {label}: {e}")?,
         None => writeln!(err, "error: {e}")?,
     }
     if e.may_have_been_processed() {
@@ -455,7 +963,9 @@ fn main() -> ExitCode {
         }
         Ok(Command::Run(opts)) => run(&opts, &mut io::stdout().lock(), &mut io::stderr()),
         Err(msg) => {
-            eprint!("ctl: {msg}\n\n{USAGE}");
+            // The message first and short: the synopsis, not the whole help, follows it.
+            let synopsis: Vec<&str> = USAGE.lines().take_while(|l| !l.is_empty()).collect();
+            eprintln!("ctl: {msg}\n\n{}\nRun 'ctl --help' for the options.", synopsis.join("\n"));
             2
         }
     };
@@ -464,7 +974,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::support::{DeviceServer, Reply};
+    use super::support::{Cut, CutRequest, DeviceServer, Reply, ServerOptions, seq_reply};
     use super::*;
     use finwatch::Stage;
 
@@ -487,6 +997,25 @@ mod tests {
         match parse(list) {
             Err(msg) => msg,
             Ok(cmd) => panic!("{list:?} accepted as {cmd:?}"),
+        }
+    }
+
+    /// Parses `list`, with `script` as the content of the `--script` file (whatever its name).
+    fn parse_with_script(list: &[&str], script: &str) -> Result<Command, String> {
+        parse_args_with(&args(list), |_| Ok(script.to_string()))
+    }
+
+    fn script_options(list: &[&str], script: &str) -> Options {
+        match parse_with_script(list, script) {
+            Ok(Command::Run(opts)) => opts,
+            other => panic!("{list:?} with {script:?} parsed as {other:?}"),
+        }
+    }
+
+    fn script_err(list: &[&str], script: &str) -> String {
+        match parse_with_script(list, script) {
+            Err(msg) => msg,
+            Ok(cmd) => panic!("{list:?} with {script:?} accepted as {cmd:?}"),
         }
     }
 
@@ -579,8 +1108,8 @@ mod tests {
         assert_eq!(parse_err(&[]), "missing URL");
         assert_eq!(parse_err(&["--json"]), "missing URL");
         assert!(parse_err(&[URL, "http://other/"]).starts_with("unexpected argument"));
-        assert_eq!(parse_err(&["--verbose", URL]), "unknown option --verbose");
-        assert_eq!(parse_err(&["-v", URL]), "unknown option -v");
+        assert_eq!(parse_err(&["--zzz", URL]), "unknown option --zzz");
+        assert_eq!(parse_err(&["--verbose=yes", URL]), "option --verbose takes no value");
         assert_eq!(parse_err(&["--json=yes", URL]), "option --json takes no value");
         assert_eq!(parse_err(&[URL, "-X"]), "option -X needs a value");
         assert_eq!(parse_err(&["-d", "a", "--data", "b", URL]), "option --data given more than once");
@@ -735,6 +1264,13 @@ mod tests {
         (status, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
     }
 
+    /// Runs `ctl` with `opts`; returns (exit status, stdout, stderr).
+    fn run_opts(opts: &Options) -> (u8, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = run(opts, &mut out, &mut err);
+        (status, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+    }
+
     /// A URL on which nothing listens: a port that was just free.
     fn refused_url() -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -848,5 +1384,329 @@ mod tests {
         let first = out.lines().next().unwrap();
         assert_eq!(field(first, "kind"), r#""deadline_exceeded""#);
         assert_eq!(field(first, "may_have_been_processed"), "true");
+    }
+    // -v, --script, suggestions.
+
+    #[test]
+    fn verbose_flag() {
+        assert!(options(&["-v", URL]).verbose);
+        assert!(options(&["--verbose", "--json", URL]).verbose);
+        let o = options(&[URL]);
+        assert_eq!((o.verbose, o.script), (false, None));
+        assert_eq!(parse_err(&["--verbose=1", URL]), "option --verbose takes no value");
+        // Not a value-taking option: what follows is the URL.
+        assert_eq!(options(&["-v", URL]).url, URL);
+    }
+
+    #[test]
+    fn script_flag() {
+        let text = "GET http://10.0.0.5/a\nPUT http://10.0.0.5/b {\"on\":true}\n";
+        let o = script_options(&["--script", "t.ctl", "--count", "3", "-H", "X-A: 1", "--json"], text);
+        let script = o.script.as_ref().unwrap();
+        assert_eq!(script.path, "t.ctl");
+        let lines: Vec<(usize, &str, &str)> =
+            script.steps.iter().map(|s| (s.line, s.method.as_str(), s.url.as_str())).collect();
+        assert_eq!(lines, [(1, "GET", "http://10.0.0.5/a"), (2, "PUT", "http://10.0.0.5/b")]);
+        assert_eq!((o.count, o.total(), o.json), (3, 6, true));
+        let origins: Vec<Option<String>> = o.plan().unwrap().into_iter().map(|p| p.origin).collect();
+        assert_eq!(origins, [Some("t.ctl:1".to_string()), Some("t.ctl:2".to_string())]);
+        // `--script=FILE` too; without --count, one round.
+        let o = script_options(&["--script=t.ctl"], text);
+        assert_eq!((o.count, o.total()), (1, 2));
+        // Without a script, the plan is the command line's request.
+        let plan = options(&[URL]).plan().unwrap();
+        assert_eq!((plan.len(), plan[0].origin.as_deref()), (1, None));
+    }
+
+    #[test]
+    fn script_conflicts_and_unreadable_files() {
+        let text = "GET http://10.0.0.5/a\n";
+        let msg = script_err(&["--script", "t.ctl", "-X", "PUT"], text);
+        assert!(msg.starts_with("--script cannot be combined with -X/--request"), "{msg}");
+        let msg = script_err(&["--data=1", "--script", "t.ctl"], text);
+        assert!(msg.starts_with("--script cannot be combined with -d/--data"), "{msg}");
+        for list in [["--script", "t.ctl", URL], [URL, "--script", "t.ctl"]] {
+            let msg = script_err(&list, text);
+            assert!(
+                msg.starts_with(r#"--script cannot be combined with a URL ("http://10.0.0.5/io")"#),
+                "{msg}"
+            );
+        }
+        assert_eq!(
+            script_err(&["--script", "a", "--script", "b"], text),
+            "option --script given more than once"
+        );
+        assert_eq!(script_err(&["--script"], text), "option --script needs a value");
+        // -h wins, and the file is not even read.
+        let unread = |_: &str| -> io::Result<String> { panic!("the script was read") };
+        assert_eq!(parse_args_with(&args(&["--script", "t.ctl", "-h"]), unread), Ok(Command::Help));
+        let msg = parse_err(&["--script", "/nonexistent/finwatch-ctl.script"]);
+        assert!(msg.starts_with(r#"cannot read the script "/nonexistent/finwatch-ctl.script": "#), "{msg}");
+    }
+
+    #[test]
+    fn script_parsing() {
+        let text = concat!(
+            "# toggle output 25602\n",
+            "\n",
+            "   \t\n",
+            "PUT http://10.0.0.5/io {\"ioId\": 25602, \"on\": true}  \n",
+            "  # an indented comment\n",
+            "\tGET\thttp://10.0.0.5/io-state?ioId=25602\r\n",
+            "DELETE   http://10.0.0.5/x   a  b\n",
+            "POST http://10.0.0.5/y #not a comment",
+        );
+        let steps = parse_script("t.ctl", text).unwrap();
+        let got: Vec<(usize, &str, &str, &str)> = steps
+            .iter()
+            .map(|s| (s.line, s.method.as_str(), s.url.as_str(), std::str::from_utf8(&s.body).unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4, "PUT", "http://10.0.0.5/io", "{\"ioId\": 25602, \"on\": true}  "),
+                (6, "GET", "http://10.0.0.5/io-state?ioId=25602", ""),
+                (7, "DELETE", "http://10.0.0.5/x", "a  b"),
+                (8, "POST", "http://10.0.0.5/y", "#not a comment"),
+            ]
+        );
+    }
+
+    #[test]
+    fn script_errors_name_file_and_line() {
+        let bad = |text: &str| parse_script("t.ctl", text).unwrap_err();
+        let empty = "t.ctl: no requests in the script (only blank lines and comments)";
+        assert_eq!((bad("").as_str(), bad("# only a comment\n\n \n").as_str()), (empty, empty));
+        let msg = bad("GET http://h/a\n\nGET   \n");
+        assert!(msg.starts_with("t.ctl:3: missing URL after GET (expected 'METHOD URL [BODY]'"), "{msg}");
+        let msg = bad("GET http://h/a\nhttp://h/b {}\n");
+        assert!(msg.starts_with(r#"t.ctl:2: missing method before the URL "http://h/b""#), "{msg}");
+        let msg = bad("G(T http://h/a");
+        assert!(msg.starts_with(r#"t.ctl:1: invalid method "G(T" (expected"#), "{msg}");
+        assert!(bad("CONNECT http://h:443/").starts_with("t.ctl:1: CONNECT (tunnelling) is not supported"));
+        let msg = bad("# c\nGET 10.0.0.5/io");
+        assert!(msg.starts_with(r#"t.ctl:2: invalid URL "10.0.0.5/io": missing scheme"#), "{msg}");
+        assert!(msg.ends_with("; did you mean http://10.0.0.5/io?"), "{msg}");
+        let msg = bad("\n\nGET https://10.0.0.5/io");
+        assert!(msg.starts_with(r#"t.ctl:3: invalid URL "https://10.0.0.5/io": https is not supported"#));
+        assert!(msg.contains("plain HTTP only"), "{msg}");
+        // Lines are also checked with the command line's headers before anything is sent.
+        let msg = script_err(
+            &["--script", "t.ctl", "-H", "Content-Length: 3"],
+            "PUT http://h/a abc\nPUT http://h/b abcd\n",
+        );
+        assert!(msg.starts_with("t.ctl:2: invalid request") && msg.contains("disagrees"), "{msg}");
+    }
+
+    #[test]
+    fn misspelled_options_get_a_suggestion() {
+        let cases = [
+            ("--cuont", "--count"),
+            ("--coutn", "--count"),
+            ("--cont", "--count"),
+            ("--co", "--count"),
+            ("--cuont=3", "--count"),
+            ("--jsn", "--json"),
+            ("--JSON", "--json"),
+            ("--vrebose", "--verbose"),
+            ("--timeout", "--timeout-ms"),
+            ("--timout-ms", "--timeout-ms"),
+            ("--gap", "--gap-us"),
+            ("--scirpt", "--script"),
+            ("--headers", "--header"),
+            ("--reqest", "--request"),
+            ("--data-binary", "--data"),
+            ("-count", "--count"),
+            ("--X", "-X"),
+            ("-x", "-X"),
+            ("-V", "-v"),
+        ];
+        for (typo, meant) in cases {
+            let flag = typo.split('=').next().unwrap();
+            assert_eq!(parse_err(&[typo, URL]), format!("unknown option {flag}: did you mean {meant}?"));
+        }
+        for unknown in ["--zzz", "-i", "--frobnicate", "---", "--he"] {
+            assert_eq!(parse_err(&[unknown, URL]), format!("unknown option {unknown}"));
+        }
+        assert_eq!(edit_distance("cuont", "count"), 1);
+        assert_eq!(edit_distance("", "json"), 4);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn url_hints() {
+        // finwatch's own reason (`missing scheme (http://)`), then the hint.
+        let msg = parse_err(&["10.0.0.5/io"]);
+        assert!(msg.starts_with(r#"invalid URL "10.0.0.5/io": missing scheme"#), "{msg}");
+        assert!(msg.ends_with("; did you mean http://10.0.0.5/io?"), "{msg}");
+        assert!(parse_err(&["localhost:8080/io"]).ends_with("; did you mean http://localhost:8080/io?"));
+        assert!(parse_err(&["http:/10.0.0.5/io"]).ends_with("; did you mean http://10.0.0.5/io?"));
+        assert!(parse_err(&["//10.0.0.5/io"]).ends_with("; did you mean http://10.0.0.5/io?"));
+        let msg = parse_err(&["https://10.0.0.5/io"]);
+        assert_eq!(
+            msg,
+            concat!(
+                r#"invalid URL "https://10.0.0.5/io": https is not supported: "#,
+                "finwatch speaks plain HTTP only ",
+                "(try http://10.0.0.5/io if the device also serves plain HTTP)"
+            )
+        );
+        // No guess when none would work.
+        for bad in ["a b", "ftp://h/"] {
+            let msg = parse_err(&[bad]);
+            assert!(
+                msg.starts_with(&format!("invalid URL {bad:?}: ")) && !msg.contains("did you mean"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn script_round_robin_against_a_keep_alive_device() {
+        let server = DeviceServer::keep_alive();
+        let text = format!(
+            "# two commands\nPUT {} {{\"on\": true}}\n\nGET {}\n",
+            server.url("/io"),
+            server.url("/state?id=1")
+        );
+        let list = ["--json", "--count", "3", "--gap-us", "200", "--timeout-ms", "2000", "-H", "X-Trace: 7"];
+        let mut list = list.to_vec();
+        list.extend(["--script", "t.ctl"]);
+        let (status, out, err) = run_opts(&script_options(&list, &text));
+        assert_eq!(status, 0, "stderr: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 7, "{out}");
+        for (i, line) in lines[..6].iter().enumerate() {
+            assert!(line.starts_with(&format!(r#"{{"i":{i},"status":200,"body_b64":""#)), "{line}");
+            assert!(line.ends_with('}') && !line.contains("line"), "{line}");
+        }
+        assert!(
+            lines[6].starts_with(r#"{"summary":{"sent":6,"ok":6,"failed":0,"retried":0,"#),
+            "{}",
+            lines[6]
+        );
+        let reqs = server.requests();
+        let got: Vec<(&str, &str, &[u8])> =
+            reqs.iter().map(|r| (r.method.as_str(), r.target.as_str(), r.body.as_slice())).collect();
+        let round: [(&str, &str, &[u8]); 2] =
+            [("PUT", "/io", br#"{"on": true}"#), ("GET", "/state?id=1", b"")];
+        assert_eq!(got, round.repeat(3));
+        assert!(reqs.iter().all(|r| r.header("X-Trace") == Some("7")));
+    }
+
+    #[test]
+    fn script_errors_in_text_mode_name_the_line() {
+        let url = refused_url();
+        let opts = script_options(
+            &["--timeout-ms", "1000", "--script", "t.ctl"],
+            &format!("GET {url}\nPUT {url} 1\n"),
+        );
+        let (status, out, err) = run_opts(&opts);
+        assert_eq!((status, out.as_str()), (1, ""));
+        assert!(err.starts_with("error: request 0 (t.ctl:1): could not connect to "), "{err}");
+        assert!(err.contains("\nerror: request 1 (t.ctl:2): could not connect to "), "{err}");
+    }
+
+    /// The `[  N µs] conn C` prefixes of `-v` output: N never decreases.
+    fn assert_verbose_lines(err: &str) {
+        let mut last = 0;
+        for line in err.lines() {
+            let (t, rest) = line.strip_prefix('[').and_then(|l| l.split_once(" µs] conn ")).expect(line);
+            let t: u64 = t.trim_start().parse().expect(line);
+            assert!(t >= last, "{err}");
+            last = t;
+            let (conn, rest) = rest.split_once(' ').expect(line);
+            assert!(conn == "-" || conn.parse::<u64>().is_ok(), "{line}");
+            assert!(["* ", "> ", "< "].iter().any(|m| rest.starts_with(m)), "{line}");
+        }
+    }
+
+    #[test]
+    fn verbose_shows_connects_requests_responses_and_reuse() {
+        let server = DeviceServer::keep_alive();
+        let (status, out, err) =
+            ctl(&["-v", "--json", "--count", "2", "--timeout-ms", "2000"], &server.url("/io"));
+        assert_eq!(status, 0, "stderr: {err}");
+        // stdout stays pure JSON lines.
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[..2].iter().all(|l| l.starts_with(r#"{"i":"#)), "{out}");
+        assert!(lines[2].starts_with(r#"{"summary":{"sent":2,"#), "{out}");
+        let c = field(lines[0], "conn");
+        for expected in [
+            format!("conn {c} * connecting to {}\n", server.addr()),
+            format!("conn {c} * connected (handshake "),
+            format!("conn {c} > GET /io\n"),
+            format!("conn {c} < 200\n"),
+            format!("conn {c} * reusing the connection (1 exchange so far, idle "),
+            format!("conn {c} * still open at the end (Open(Idle), 2 exchanges, idle "),
+        ] {
+            assert!(err.contains(&expected), "no {expected:?} in\n{err}");
+        }
+        assert_eq!((err.matches("> GET /io").count(), err.matches("< 200").count()), (2, 2), "{err}");
+        assert_verbose_lines(&err);
+
+        // In text mode, stdout is unchanged too.
+        let (status, out, err) = ctl(&["-v", "--timeout-ms", "2000"], &server.url("/io"));
+        assert_eq!(status, 0, "stderr: {err}");
+        assert!(out.starts_with("HTTP/1.1 200 OK\nContent-Length: 9\n"), "{out}");
+        assert!(err.contains(" > GET /io\n") && err.contains(" < 200\n"), "{err}");
+        assert_verbose_lines(&err);
+    }
+
+    #[test]
+    fn verbose_shows_the_device_closing_after_each_response() {
+        let server = DeviceServer::close_after_response();
+        let list = ["-v", "--json", "--count", "3", "--gap-us", "20000", "--timeout-ms", "2000"];
+        let (status, out, err) = ctl(&list, &server.url("/io"));
+        assert_eq!(status, 0, "stderr: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(lines.iter().all(|l| l.starts_with('{') && l.ends_with('}')), "{out}");
+        // The first connection cannot be used again before its FIN is seen (the client does not
+        // know yet that the device closes after every response).
+        let first = field(lines[0], "conn");
+        assert!(err.contains(&format!("conn {first} * FIN from the device ")), "{err}");
+        assert!(!err.contains("reusing"), "{err}");
+        assert_eq!(err.matches(" < 200\n").count(), 3, "{err}");
+        assert_verbose_lines(&err);
+    }
+
+    #[test]
+    fn verbose_shows_resets() {
+        let server = DeviceServer::rst_after_response();
+        let list = ["-v", "--json", "--count", "2", "--gap-us", "20000", "--timeout-ms", "2000"];
+        let (status, out, err) = ctl(&list, &server.url("/io"));
+        assert_eq!(status, 0, "stderr: {err}\nstdout: {out}");
+        let first = field(out.lines().next().unwrap(), "conn");
+        assert!(err.contains(&format!("conn {first} * reset (RST or socket error) ")), "{err}");
+        assert_verbose_lines(&err);
+    }
+
+    #[test]
+    fn verbose_shows_retries() {
+        // The second request, on the reused connection, is cut (FIN) once the device has part of
+        // it, as in the keep-alive race: a GET is retried on a fresh connection.
+        let cut = CutRequest { after_requests: 1, once: true, after_bytes: 8, respond: b"", then: Cut::Fin };
+        let options = ServerOptions { cut_request: Some(cut), ..Default::default() };
+        let server = DeviceServer::with_options(options, seq_reply);
+        let (status, out, err) =
+            ctl(&["-v", "--json", "--count", "2", "--timeout-ms", "2000"], &server.url("/io"));
+        assert_eq!(status, 0, "stderr: {err}\nstdout: {out}");
+        assert!(out.contains(r#""retried":1,"#), "{out}");
+        assert!(err.contains("conn - * the connection was lost under the request: retrying it"), "{err}");
+        assert_eq!(err.matches(" > GET /io\n").count(), 3, "{err}");
+        assert_eq!(err.matches(" < 200\n").count(), 2, "{err}");
+        assert_verbose_lines(&err);
+    }
+
+    #[test]
+    fn verbose_shows_failures() {
+        let url = refused_url();
+        let (status, _, err) = ctl(&["-v", "--timeout-ms", "1000"], &url);
+        assert_eq!(status, 1);
+        assert!(err.contains(" * connecting to 127.0.0.1:"), "{err}");
+        assert!(err.contains(" * request failed: could not connect to "), "{err}");
+        assert!(err.contains("\nerror: could not connect to "), "{err}");
     }
 }

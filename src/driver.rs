@@ -59,6 +59,8 @@ pub(crate) struct Driver {
     waker: Option<std::sync::Arc<mio::Waker>>,
     /// The waker fired since the caller last asked.
     woken: bool,
+    /// Busy-poll: when the current wait's spinning budget runs out.
+    spin_until: Option<Instant>,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
     scratch: Box<[u8]>,
@@ -74,6 +76,7 @@ impl Driver {
             unfinished: Vec::new(),
             waker: None,
             woken: false,
+            spin_until: None,
             socks: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             resolved: HashMap::new(),
@@ -90,6 +93,9 @@ impl Driver {
         engine.on_timeout(Instant::now());
         self.run_actions(engine);
         if engine.has_completions() || !self.unfinished.is_empty() {
+            if engine.has_completions() {
+                self.spin_until = None;
+            }
             return Ok(());
         }
         let wake = match (until, engine.poll_timeout()) {
@@ -100,15 +106,18 @@ impl Driver {
             && engine.pending() > 0
         {
             // Spin instead of sleeping: no thread wake-up between the response's arrival and
-            // its processing. Bounded by the budget and by the nearest deadline.
-            let stop = wake.map_or(Instant::now() + budget, |w| w.min(Instant::now() + budget));
-            loop {
+            // its processing. The budget holds per wait for a completion, across turns (a
+            // blocking call runs many), and never past the nearest deadline.
+            let now = Instant::now();
+            let stop = *self.spin_until.get_or_insert(now + budget);
+            let stop = wake.map_or(stop, |w| w.min(stop));
+            while Instant::now() < stop {
                 self.poll_events(engine, Some(Duration::ZERO))?;
                 self.resume_reads(engine);
-                let now = Instant::now();
-                engine.on_timeout(now);
+                engine.on_timeout(Instant::now());
                 self.run_actions(engine);
-                if engine.has_completions() || now >= stop {
+                if engine.has_completions() {
+                    self.spin_until = None;
                     return Ok(());
                 }
                 std::hint::spin_loop();
@@ -123,6 +132,9 @@ impl Driver {
         self.poll_events(engine, timeout)?;
         engine.on_timeout(Instant::now());
         self.run_actions(engine);
+        if engine.has_completions() {
+            self.spin_until = None;
+        }
         Ok(())
     }
 
@@ -333,10 +345,15 @@ impl Driver {
     fn close(&mut self, key: Key) {
         if let Some(slot) = self.socks.get_mut(key.index())
             && slot.as_ref().is_some_and(|s| s.key == key)
-            && let Some(mut s) = slot.take()
+            && let Some(s) = slot.take()
         {
+            // Dropping the stream closes the socket; on Linux closing the last descriptor also
+            // removes it from the epoll set, so no EPOLL_CTL_DEL (a syscall per connection).
+            #[cfg(not(target_os = "linux"))]
+            let mut s = s;
+            #[cfg(not(target_os = "linux"))]
             let _ = self.poll.registry().deregister(&mut s.stream);
-            // Dropping the stream closes the socket.
+            drop(s);
         }
     }
 }
@@ -357,8 +374,14 @@ fn probe(stream: &mio::net::TcpStream) -> ProbeOutcome {
 
 /// A non-blocking TCP socket with its connect started.
 fn open_socket(addr: SocketAddr, nodelay: bool) -> io::Result<mio::net::TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
+    #[cfg(target_os = "linux")]
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
+    #[cfg(not(target_os = "linux"))]
+    let socket = {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_nonblocking(true)?;
+        s
+    };
     socket.set_tcp_nodelay(nodelay)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}

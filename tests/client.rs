@@ -246,3 +246,25 @@ fn client_can_move_to_the_control_loop_thread() {
     assert_send::<Client>();
     assert_send::<Error>();
 }
+
+/// This thread's CPU time (user + system), from /proc/thread-self/stat, in clock ticks.
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // Fields after the command name (which ends at the last ')'): utime is the 12th, stime 13th.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn busy_poll_spins_for_its_budget_then_sleeps() {
+    let stalled = DeviceServer::start(|_| Reply::stall());
+    let mut c = Client::builder().busy_poll(Duration::from_millis(5)).build().unwrap();
+    let before = thread_cpu_ticks();
+    let start = Instant::now();
+    let err = c.send(Request::get(&stalled.url("/")).timeout(Duration::from_millis(600)).build().unwrap());
+    assert!(matches!(err, Err(Error::DeadlineExceeded { .. })), "{err:?}");
+    assert!(start.elapsed() >= Duration::from_millis(600));
+    // Clock ticks are 10 ms: a client that spun through the whole wait would burn ~60.
+    let spent = thread_cpu_ticks() - before;
+    assert!(spent <= 20, "{spent} ticks of CPU in a 600 ms wait with a 5 ms spin budget");
+}

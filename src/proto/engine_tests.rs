@@ -475,14 +475,14 @@ fn learned_idle_close_retires_connections_before_the_device_does() {
     w.e.on_connected(spare, w.now);
     // The spare itself will be retired before the device's idle close.
     let retire = w.e.poll_timeout().unwrap();
-    assert!(retire <= w.now + Duration::from_millis(6), "{:?}", retire - w.now);
+    assert!(retire <= w.now + Duration::from_millis(7), "{:?}", retire - w.now);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
     w.probe_alive(spare);
     w.e.on_data(spare, OK, w.now);
     w.completions();
     let retire = w.e.poll_timeout().unwrap();
-    assert_eq!(retire, w.now + Duration::from_millis(6));
-    w.advance(Duration::from_millis(6));
+    assert_eq!(retire, w.now + Duration::from_millis(7));
+    w.advance(Duration::from_millis(7));
     let actions = w.actions();
     assert_eq!(actions[0], Action::Close { conn: spare }, "retired by us, before the device's FIN");
     assert!(connect_of(&actions).is_some(), "and replaced by a spare: {actions:?}");

@@ -61,7 +61,9 @@ impl Behaviour {
         keep_alive: Option<Duration>,
     ) -> (Instant, RetireReason) {
         let mut at = (since + idle_limit, RetireReason::IdleTimeout);
-        let margin = |t: Duration| t.saturating_sub((t / 4).min(Duration::from_secs(1)));
+        // An eighth of the timeout, at least 0.5 ms (scheduling jitter on both sides), at most 1 s.
+        let margin =
+            |t: Duration| t.saturating_sub((t / 8).clamp(Duration::from_micros(500), Duration::from_secs(1)));
         if let Some(t) = keep_alive.or(self.announced)
             && since + margin(t) < at.0
         {
@@ -103,11 +105,11 @@ mod tests {
         let mut b = Behaviour::default();
         assert_eq!(b.retire_at(now, 30_000 * MS, None), (now + 30_000 * MS, RetireReason::IdleTimeout));
         let ka = b.retire_at(now, 30_000 * MS, Some(2_000 * MS));
-        assert_eq!(ka, (now + 1_500 * MS, RetireReason::KeepAliveTimeout));
+        assert_eq!(ka, (now + 1_750 * MS, RetireReason::KeepAliveTimeout));
         b.observe_close(8 * MS);
         assert_eq!(
             b.retire_at(now, 30_000 * MS, Some(2_000 * MS)),
-            (now + 6 * MS, RetireReason::LearnedIdleClose)
+            (now + 7 * MS, RetireReason::LearnedIdleClose)
         );
         b.observe_close(Duration::ZERO);
         assert_eq!(b.retire_at(now, 30_000 * MS, None), (now + 30_000 * MS, RetireReason::IdleTimeout));

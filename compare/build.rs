@@ -1,0 +1,52 @@
+//! Records the toolchain and the locked versions of the clients under test, for the report.
+
+use std::process::Command;
+
+/// The crates whose versions the report names.
+const CRATES: &[&str] = &[
+    "finwatch",
+    "mio",
+    "reqwest",
+    "ureq",
+    "hyper",
+    "hyper-util",
+    "tokio",
+    "curl",
+    "curl-sys",
+    "minreq",
+    "attohttpc",
+];
+
+fn main() {
+    let lock_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock");
+    println!("cargo:rerun-if-changed={lock_path}");
+    println!("cargo:rerun-if-changed=build.rs");
+    let lock = std::fs::read_to_string(lock_path).unwrap_or_default();
+    let mut found: Vec<(String, String)> = Vec::new();
+    for block in lock.split("[[package]]").skip(1) {
+        let field = |key: &str| {
+            block.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.trim().strip_prefix('='))
+                    .map(|v| v.trim().trim_matches('"').to_string())
+            })
+        };
+        if let (Some(name), Some(version)) = (field("name "), field("version "))
+            && CRATES.contains(&name.as_str())
+        {
+            found.push((name, version));
+        }
+    }
+    found.sort_by_key(|(n, _)| CRATES.iter().position(|c| c == n));
+    let crates: Vec<String> = found.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    println!("cargo:rustc-env=COMPARE_CRATES={}", crates.join(", "));
+
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "rustc (unknown version)".into());
+    println!("cargo:rustc-env=COMPARE_RUSTC={version}");
+}

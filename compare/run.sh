@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the comparison harness needs, builds it in release and runs it:
+#   compare/run.sh            full run, writes compare/RESULTS.md (and prints it)
+#   compare/run.sh --quick    a short run, prints only
+#   compare/run.sh --help     scenarios, clients and counts can be chosen
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The curl crate links the system libcurl, found through pkg-config (Debian's packages).
+if ! pkg-config --exists libcurl 2>/dev/null; then
+    echo "run.sh: installing libcurl4-openssl-dev and pkg-config" >&2
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -qq libcurl4-openssl-dev pkg-config >/dev/null \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq libcurl4-openssl-dev pkg-config >/dev/null; }
+    # A curl-sys built while the headers were missing used its bundled libcurl: rebuild it.
+    cargo clean --release -p curl-sys >/dev/null 2>&1 || true
+fi
+
+cargo build --release -p compare
+exec cargo run --quiet --release -p compare -- "$@"

@@ -1,0 +1,98 @@
+//! One adapter per client behind [`HttpClient`]. Each adapter is used the way its users would
+//! use it for a keep-alive control loop: one client / agent / handle, created once, reused for
+//! every command, with its connection pool on where it has one.
+//!
+//! Common settings, so that no client is favoured: plain HTTP, no proxy, TCP_NODELAY on where
+//! the client lets one choose (it is the default for most), a 2 s request timeout where the
+//! client has one (only to keep a stuck client from stalling the run; no command gets near it).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+mod attohttpc;
+mod curl;
+mod finwatch;
+mod floor_blocking;
+mod floor_mio;
+mod floor_spin;
+mod hyper;
+mod minreq;
+mod raw;
+mod reqwest;
+mod ureq;
+
+/// The two methods the control loop uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Put,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// A client under test. `command` sends one request and blocks until the whole response has
+/// been read; it returns the body length. Any error (transport, framing, a non-2xx status) is a
+/// lost command for the harness.
+pub trait HttpClient {
+    fn command(&mut self, method: Method, url: &str, body: &[u8]) -> Result<usize, String>;
+}
+
+/// How long any one request may take before the client gives up (where it can be set).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Make = fn(SocketAddr) -> Result<Box<dyn HttpClient>, String>;
+
+/// A client the harness can run: a short key for the command line, a label for the table.
+pub struct Kind {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub make: Make,
+}
+
+/// Key of the blocking floor, the reference of the first ratio columns.
+pub const FLOOR_BLOCKING: &str = "floor-blocking";
+/// Key of the busy-poll floor, the reference of the last ratio columns.
+pub const FLOOR_SPIN: &str = "floor-spin";
+
+/// Every client, in table order.
+pub const ALL: &[Kind] = &[
+    Kind { key: FLOOR_BLOCKING, label: "floor: blocking std TcpStream", make: floor_blocking::make },
+    Kind { key: FLOOR_SPIN, label: "floor: busy-poll non-blocking", make: floor_spin::make },
+    Kind { key: "floor-mio", label: "floor: minimal mio loop", make: floor_mio::make },
+    Kind { key: "finwatch", label: "finwatch", make: finwatch::make },
+    // finwatch with its opt-in busy-poll mode (spins up to the budget before sleeping in epoll).
+    Kind { key: "finwatch-busy", label: "finwatch (busy-poll)", make: |a| finwatch::make_with(a, busy()) },
+    Kind { key: "reqwest", label: "reqwest (blocking)", make: reqwest::make },
+    Kind { key: "ureq", label: "ureq", make: ureq::make },
+    Kind { key: "hyper", label: "hyper (legacy Client, current-thread)", make: hyper::make },
+    Kind { key: "curl", label: "curl (libcurl easy)", make: curl::make },
+    Kind { key: "minreq", label: "minreq", make: minreq::make },
+    Kind { key: "attohttpc", label: "attohttpc", make: attohttpc::make },
+];
+
+pub fn find(key: &str) -> Option<&'static Kind> {
+    ALL.iter().find(|k| k.key == key)
+}
+
+/// Boxes an adapter, turning its construction error into the harness's error type.
+fn boxed<C: HttpClient + 'static, E: std::fmt::Display>(
+    r: Result<C, E>,
+) -> Result<Box<dyn HttpClient>, String> {
+    r.map(|c| Box::new(c) as Box<dyn HttpClient>).map_err(|e| e.to_string())
+}
+
+/// The busy-poll budget given to finwatch's busy-poll row: a few loopback round trips, so a
+/// response is normally caught while spinning and a slow one still ends in epoll.
+fn busy() -> ::finwatch::ClientBuilder {
+    ::finwatch::Client::builder().busy_poll(BUSY_POLL_BUDGET)
+}
+
+/// The budget of the finwatch busy-poll row (named in the report).
+pub const BUSY_POLL_BUDGET: Duration = Duration::from_micros(200);

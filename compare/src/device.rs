@@ -1,0 +1,432 @@
+//! The simulated device: a small single-threaded epoll (mio) server on its own thread, one
+//! listening port per client under test so that connections are counted per client.
+//!
+//! It answers every request with `200 OK`, a small JSON body and Content-Length, with
+//! TCP_NODELAY, and then behaves as the scenario's [`Mode`] says. A request that says
+//! `Connection: close` is answered and the connection closed, in every mode.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Socket, Type};
+
+/// How the device treats a connection after each response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keeps it open for the next request.
+    KeepAlive,
+    /// Closes it (FIN) right after the response, without having said `Connection: close`.
+    Fin,
+    /// Keeps it open, but closes it (FIN) once it has been idle this long.
+    IdleClose(Duration),
+    /// Resets it (SO_LINGER 0, then close: RST) right after the response.
+    Rst,
+}
+
+pub const BODY: &[u8] = br#"{"ioId":25602,"state":true,"ok":true}"#;
+
+/// Counters for one listening port.
+#[derive(Default)]
+pub struct Counters {
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Requests answered.
+    pub served: AtomicU64,
+}
+
+/// A running device; stopped (and its thread joined) on drop.
+pub struct Device {
+    addrs: Vec<SocketAddr>,
+    counters: Arc<Vec<Counters>>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+const WAKER: Token = Token(usize::MAX);
+
+impl Device {
+    /// Starts a device with `ports` listening ports on 127.0.0.1.
+    pub fn start(mode: Mode, ports: usize) -> io::Result<Device> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::with_capacity(ports);
+        let mut addrs = Vec::with_capacity(ports);
+        for i in 0..ports {
+            let mut l = listener()?;
+            poll.registry().register(&mut l, Token(i), Interest::READABLE)?;
+            addrs.push(l.local_addr()?);
+            listeners.push(l);
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let counters: Arc<Vec<Counters>> = Arc::new((0..ports).map(|_| Counters::default()).collect());
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = Server {
+            poll,
+            mode,
+            listeners,
+            conns: Vec::new(),
+            free: Vec::new(),
+            counters: counters.clone(),
+            stop: stop.clone(),
+            scratch: vec![0; 16 * 1024].into_boxed_slice(),
+            response: response(),
+        };
+        let thread = std::thread::Builder::new().name("device".into()).spawn(move || server.run())?;
+        Ok(Device { addrs, counters, stop, waker, thread: Some(thread) })
+    }
+
+    /// The address of port `i` (one per client).
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i]
+    }
+
+    pub fn counters(&self, i: usize) -> &Counters {
+        &self.counters[i]
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("device: {e}"),
+                Err(_) => eprintln!("device thread panicked"),
+            }
+        }
+    }
+}
+
+fn listener() -> io::Result<TcpListener> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(s.into()))
+}
+
+fn response() -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        BODY.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(BODY);
+    r
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    Fin,
+    Rst,
+}
+
+struct Conn {
+    stream: TcpStream,
+    port: usize,
+    /// Received bytes not yet consumed by a complete request.
+    input: Vec<u8>,
+    /// Response bytes not yet written (only when a write would block).
+    output: Vec<u8>,
+    /// Close once `output` is written.
+    close_after: Option<Close>,
+    /// `100 Continue` already sent for the request in `input`.
+    continued: bool,
+    /// Idle deadline (IdleClose mode): set when the connection becomes idle.
+    idle_until: Option<Instant>,
+}
+
+struct Server {
+    poll: Poll,
+    mode: Mode,
+    listeners: Vec<TcpListener>,
+    /// Slot `i` has token `listeners.len() + i`.
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    counters: Arc<Vec<Counters>>,
+    stop: Arc<AtomicBool>,
+    scratch: Box<[u8]>,
+    response: Vec<u8>,
+}
+
+impl Server {
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            // epoll_wait counts whole milliseconds (mio rounds up), so an idle connection is
+            // closed between N and N+1 ms after its last response: a device's coarse timer.
+            let timeout = self.next_idle_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {
+                        if self.stop.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                    }
+                    Token(i) if i < self.listeners.len() => self.accept(i)?,
+                    Token(t) => {
+                        let slot = t - self.listeners.len();
+                        if ev.is_writable() {
+                            self.flush(slot);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.read(slot);
+                        }
+                    }
+                }
+            }
+            if matches!(self.mode, Mode::IdleClose(_)) {
+                self.close_idle(Instant::now());
+            }
+        }
+    }
+
+    fn next_idle_deadline(&self) -> Option<Instant> {
+        self.conns.iter().flatten().filter_map(|c| c.idle_until).min()
+    }
+
+    fn close_idle(&mut self, now: Instant) {
+        for slot in 0..self.conns.len() {
+            if self.conns[slot].as_ref().and_then(|c| c.idle_until).is_some_and(|d| d <= now) {
+                self.close(slot, Close::Fin);
+            }
+        }
+    }
+
+    fn accept(&mut self, port: usize) -> io::Result<()> {
+        loop {
+            let (mut stream, _) = match self.listeners[port].accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A connection reset before it was accepted: nothing to serve.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => return Err(e),
+            };
+            self.counters[port].accepted.fetch_add(1, Ordering::Relaxed);
+            stream.set_nodelay(true)?;
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let token = Token(self.listeners.len() + slot);
+            self.poll.registry().register(&mut stream, token, Interest::READABLE)?;
+            let idle_until = match self.mode {
+                Mode::IdleClose(d) => Some(Instant::now() + d),
+                _ => None,
+            };
+            self.conns[slot] = Some(Conn {
+                stream,
+                port,
+                input: Vec::with_capacity(1024),
+                output: Vec::new(),
+                close_after: None,
+                continued: false,
+                idle_until,
+            });
+            // The request may already be there (edge-triggered: no event would come for it).
+            self.read(slot);
+        }
+    }
+
+    fn read(&mut self, slot: usize) {
+        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let mut eof = false;
+        loop {
+            match c.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.input.extend_from_slice(&self.scratch[..n]);
+                    c.idle_until = None; // a request is arriving: not idle
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(slot, Close::Fin),
+            }
+        }
+        self.serve(slot);
+        if eof {
+            // The client closed: what could be answered has been; drop it unless a write is
+            // pending (then close after it).
+            match self.conns.get_mut(slot).and_then(Option::as_mut) {
+                Some(c) if !c.output.is_empty() => {
+                    c.close_after.get_or_insert(Close::Fin);
+                }
+                Some(_) => self.close(slot, Close::Fin),
+                None => {}
+            }
+        }
+    }
+
+    /// Answers every complete request in the input.
+    fn serve(&mut self, slot: usize) {
+        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        while c.close_after.is_none() {
+            let Some(head_end) = find(&c.input, b"\r\n\r\n") else { break };
+            let head = Head::parse(&c.input[..head_end]);
+            let total = head_end + 4 + head.content_length;
+            if c.input.len() < total {
+                if head.expect_continue && !c.continued {
+                    c.continued = true;
+                    c.output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+                break;
+            }
+            c.input.drain(..total);
+            c.continued = false;
+            c.output.extend_from_slice(&self.response);
+            self.counters[c.port].served.fetch_add(1, Ordering::Relaxed);
+            c.close_after = match self.mode {
+                Mode::Fin => Some(Close::Fin),
+                Mode::Rst => Some(Close::Rst),
+                _ if head.close => Some(Close::Fin),
+                _ => None,
+            };
+        }
+        self.flush(slot);
+    }
+
+    fn flush(&mut self, slot: usize) {
+        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let mut written = 0;
+        while written < c.output.len() {
+            match c.stream.write(&c.output[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(slot, Close::Fin),
+            }
+        }
+        c.output.drain(..written);
+        if !c.output.is_empty() {
+            let token = Token(self.listeners.len() + slot);
+            let _ = self.poll.registry().reregister(
+                &mut c.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            return;
+        }
+        if let Some(how) = c.close_after {
+            return self.close(slot, how);
+        }
+        if c.input.is_empty()
+            && let Mode::IdleClose(d) = self.mode
+        {
+            c.idle_until = Some(Instant::now() + d);
+        }
+    }
+
+    fn close(&mut self, slot: usize, how: Close) {
+        let Some(mut c) = self.conns.get_mut(slot).and_then(Option::take) else { return };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        if how == Close::Rst {
+            let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
+        }
+        self.free.push(slot);
+        // Dropping the stream closes the socket: FIN, or RST with linger 0.
+    }
+}
+
+/// What the device needs from a request head.
+struct Head {
+    content_length: usize,
+    close: bool,
+    expect_continue: bool,
+}
+
+impl Head {
+    fn parse(head: &[u8]) -> Head {
+        let mut h = Head { content_length: 0, close: false, expect_continue: false };
+        for line in head.split(|&b| b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"content-length") {
+                h.content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                h.close = value.eq_ignore_ascii_case(b"close");
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                h.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        h
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream as StdStream;
+
+    fn exchange(s: &mut StdStream) -> io::Result<Vec<u8>> {
+        s.write_all(b"PUT /x HTTP/1.1\r\nHost: d\r\nContent-Length: 2\r\n\r\n{}")?;
+        let want = response().len();
+        let mut got = vec![0; want];
+        s.read_exact(&mut got)?;
+        Ok(got)
+    }
+
+    #[test]
+    fn keep_alive_answers_and_counts() {
+        let d = Device::start(Mode::KeepAlive, 2).unwrap();
+        let mut s = StdStream::connect(d.addr(1)).unwrap();
+        for _ in 0..3 {
+            assert_eq!(exchange(&mut s).unwrap(), response());
+        }
+        assert_eq!(d.counters(1).accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(d.counters(1).served.load(Ordering::Relaxed), 3);
+        assert_eq!(d.counters(0).accepted.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn fin_and_rst_close_after_the_response() {
+        for mode in [Mode::Fin, Mode::Rst] {
+            let d = Device::start(mode, 1).unwrap();
+            let mut s = StdStream::connect(d.addr(0)).unwrap();
+            exchange(&mut s).unwrap();
+            let mut b = [0u8; 1];
+            match (mode, s.read(&mut b)) {
+                (Mode::Fin, Ok(0)) => {}
+                (Mode::Rst, Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                (m, r) => panic!("{m:?}: {r:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn idle_close_after_the_idle_time() {
+        let d = Device::start(Mode::IdleClose(Duration::from_millis(5)), 1).unwrap();
+        let mut s = StdStream::connect(d.addr(0)).unwrap();
+        exchange(&mut s).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        exchange(&mut s).unwrap(); // within the idle time: still open
+        let t = Instant::now();
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0);
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(4) && waited < Duration::from_millis(100), "{waited:?}");
+    }
+}

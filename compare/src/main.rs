@@ -1,0 +1,386 @@
+//! The comparison harness (issue "Performance", point 1): finwatch against three hand-written
+//! floors and six other Rust HTTP clients, in one run, on loopback, against the same simulated
+//! device, in four scenarios (keep-alive, FIN after every response, idle close, RST).
+//!
+//! `cargo run --release -p compare -- --help` for the options; `compare/run.sh` installs what
+//! the build needs and runs everything, writing `compare/RESULTS.md`.
+//!
+//! Noise (a 2-core machine shared with other test runs): clients are interleaved in rounds, the
+//! order rotated each round, so a burst of background load hits every client about equally;
+//! nothing is pinned. Percentiles are nearest-rank over all samples of all rounds pooled; the
+//! table also shows the range of the per-round p50s, which tells how noisy the run was.
+
+mod clients;
+mod device;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clients::{HttpClient, Kind, Method};
+use device::{Device, Mode};
+use stats::Record;
+
+/// The four device behaviours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    KeepAlive,
+    Fin,
+    Idle,
+    Rst,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 4] = [Scenario::KeepAlive, Scenario::Fin, Scenario::Idle, Scenario::Rst];
+
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::KeepAlive => "keepalive",
+            Scenario::Fin => "fin",
+            Scenario::Idle => "idle",
+            Scenario::Rst => "rst",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|sc| sc.key() == s || sc.letter() == s)
+    }
+
+    fn letter(self) -> &'static str {
+        match self {
+            Scenario::KeepAlive => "a",
+            Scenario::Fin => "b",
+            Scenario::Idle => "c",
+            Scenario::Rst => "d",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What to run.
+pub struct Config {
+    pub scenarios: Vec<Scenario>,
+    pub clients: Vec<&'static Kind>,
+    pub rounds: usize,
+    /// Measured commands per client, by scenario index.
+    pub commands: [usize; 4],
+    /// Unmeasured commands per client before the rounds.
+    pub warmup: usize,
+    /// The device's idle timeout in scenario (c).
+    pub idle_ms: u64,
+    /// Client gaps in scenario (c), as offsets from `idle_ms`, cycled.
+    pub gap_offsets: Vec<i64>,
+    pub out: Option<PathBuf>,
+    pub quick: bool,
+}
+
+impl Config {
+    fn full() -> Config {
+        Config {
+            scenarios: Scenario::ALL.to_vec(),
+            clients: clients::ALL.iter().collect(),
+            rounds: 10,
+            commands: [20_000, 5_000, 400, 5_000],
+            warmup: 200,
+            idle_ms: 5,
+            gap_offsets: vec![-2, -1, 0, 1, 3],
+            out: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md")),
+            quick: false,
+        }
+    }
+
+    fn quick(mut self) -> Config {
+        self.rounds = 4;
+        self.commands = [3_000, 600, 100, 600];
+        self.warmup = 50;
+        self.out = None;
+        self.quick = true;
+        self
+    }
+
+    /// The gaps of scenario (c) in milliseconds (never below 0).
+    pub fn gaps_ms(&self) -> Vec<u64> {
+        self.gap_offsets.iter().map(|o| (self.idle_ms as i64 + o).max(0) as u64).collect()
+    }
+
+    pub fn per_round(&self, sc: Scenario) -> usize {
+        self.commands[sc.index()].div_ceil(self.rounds)
+    }
+}
+
+const USAGE: &str = "\
+compare: latency of finwatch vs. floors and other HTTP clients against one simulated device
+
+USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIONS])
+
+  --quick              small counts (4 rounds; 3000/600/100/600 commands), writes no file
+  --scenarios LIST     comma-separated: keepalive,fin,idle,rst (or a,b,c,d); default all
+  --clients LIST       comma-separated client keys (see --list); default all
+  --list               print the client keys and exit
+  --rounds N           interleaved rounds (default 10)
+  --keepalive N        measured commands per client in (a) (default 20000)
+  --fin N              ... in (b) (default 5000)
+  --idle N             ... in (c) (default 400)
+  --rst N              ... in (d) (default 5000)
+  --warmup N           unmeasured commands per client first (default 200; at most 20 in (c))
+  --idle-ms N          the device's idle timeout in (c) (default 5)
+  --gaps LIST          client gaps in (c) as offsets from N ms, cycled (default -2,-1,0,1,3)
+  --out PATH           write the markdown here (default compare/RESULTS.md; none with --quick)
+  --no-write           only print the markdown
+";
+
+fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
+    let mut cfg = Config::full();
+    if args.iter().any(|a| a == "--quick") {
+        cfg = cfg.quick();
+    }
+    let mut it = args.iter();
+    let num = |v: Option<&String>, flag: &str| -> Result<usize, String> {
+        v.ok_or(format!("{flag} needs a value"))?.parse().map_err(|e| format!("{flag}: {e}"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => {}
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            "--list" => {
+                for k in clients::ALL {
+                    println!("{:14} {}", k.key, k.label);
+                }
+                return Ok(None);
+            }
+            "--scenarios" => {
+                let v = it.next().ok_or("--scenarios needs a value")?;
+                cfg.scenarios = v
+                    .split(',')
+                    .map(|s| Scenario::parse(s.trim()).ok_or(format!("unknown scenario {s:?}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--clients" => {
+                let v = it.next().ok_or("--clients needs a value")?;
+                cfg.clients = v
+                    .split(',')
+                    .map(|s| clients::find(s.trim()).ok_or(format!("unknown client {s:?} (see --list)")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--rounds" => cfg.rounds = num(it.next(), a)?.max(1),
+            "--keepalive" => cfg.commands[0] = num(it.next(), a)?,
+            "--fin" => cfg.commands[1] = num(it.next(), a)?,
+            "--idle" => cfg.commands[2] = num(it.next(), a)?,
+            "--rst" => cfg.commands[3] = num(it.next(), a)?,
+            "--warmup" => cfg.warmup = num(it.next(), a)?,
+            "--idle-ms" => cfg.idle_ms = num(it.next(), a)? as u64,
+            "--gaps" => {
+                let v = it.next().ok_or("--gaps needs a value")?;
+                cfg.gap_offsets = v
+                    .split(',')
+                    .map(|s| s.trim().parse().map_err(|e| format!("--gaps: {e}")))
+                    .collect::<Result<_, _>>()?;
+                if cfg.gap_offsets.is_empty() {
+                    return Err("--gaps: empty".into());
+                }
+            }
+            "--out" => cfg.out = Some(PathBuf::from(it.next().ok_or("--out needs a value")?)),
+            "--no-write" => cfg.out = None,
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    Ok(Some(cfg))
+}
+
+/// The results of one scenario: one record per client, in `Config::clients` order.
+pub struct ScenarioResult {
+    pub scenario: Scenario,
+    pub records: Vec<Record>,
+    /// Clients that could not be constructed, with the reason.
+    pub not_run: Vec<Option<String>>,
+    pub elapsed: Duration,
+}
+
+const PUT_PATH: &str = "/unico/v1/interface/io";
+const GET_PATH: &str = "/unico/v1/interface/io-state?ioId=25602";
+const PUT_BODY: &[u8] = br#"{"ioId":25602,"on":true}"#;
+
+/// One client under test inside a scenario.
+struct Runner {
+    client: Box<dyn HttpClient>,
+    put_url: String,
+    get_url: String,
+    /// Commands sent so far (selects PUT/GET and the gap).
+    sent: usize,
+}
+
+impl Runner {
+    /// Sends `n` commands, alternating PUT and GET; with `gaps`, waits the next gap (measured
+    /// from the end of the previous command) before each. Returns the successful latencies.
+    fn run(&mut self, n: usize, gaps: &[u64], record: Option<&mut Record>) -> Vec<u64> {
+        let mut samples = Vec::with_capacity(n);
+        let mut errors = Vec::new();
+        let mut last_end = Instant::now();
+        let mut cpu = 0;
+        for _ in 0..n {
+            if !gaps.is_empty() {
+                wait_until(last_end + Duration::from_millis(gaps[self.sent % gaps.len()]));
+            }
+            let (method, url, body) = if self.sent.is_multiple_of(2) {
+                (Method::Put, self.put_url.as_str(), PUT_BODY)
+            } else {
+                (Method::Get, self.get_url.as_str(), &[][..])
+            };
+            self.sent += 1;
+            let cpu_start = process_cpu_ns();
+            let start = Instant::now();
+            let result = self.client.command(method, url, body);
+            last_end = Instant::now();
+            cpu += process_cpu_ns() - cpu_start;
+            match result {
+                Ok(len) if len == device::BODY.len() => samples.push((last_end - start).as_nanos() as u64),
+                Ok(len) => errors.push(format!("body of {len} bytes, expected {}", device::BODY.len())),
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(record) = record {
+            record.ok += samples.len() as u64;
+            record.cpu_ns += cpu;
+            for e in errors {
+                record.add_error(e);
+            }
+        }
+        samples
+    }
+}
+
+/// CPU time of the whole process (client, its helper threads if any, and the device), in ns.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeps until shortly before `deadline`, then spins to it: gaps accurate to a few µs.
+fn wait_until(deadline: Instant) {
+    let now = Instant::now();
+    if deadline > now + Duration::from_micros(300) {
+        std::thread::sleep(deadline - now - Duration::from_micros(300));
+    }
+    while Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+fn run_scenario(cfg: &Config, sc: Scenario) -> std::io::Result<ScenarioResult> {
+    let started = Instant::now();
+    let mode = match sc {
+        Scenario::KeepAlive => Mode::KeepAlive,
+        Scenario::Fin => Mode::Fin,
+        Scenario::Idle => Mode::IdleClose(Duration::from_millis(cfg.idle_ms)),
+        Scenario::Rst => Mode::Rst,
+    };
+    let n = cfg.clients.len();
+    let device = Device::start(mode, n)?;
+    let mut records: Vec<Record> = (0..n).map(|_| Record::default()).collect();
+    let mut not_run = vec![None; n];
+    let mut runners: Vec<Option<Runner>> = Vec::with_capacity(n);
+    for (i, kind) in cfg.clients.iter().enumerate() {
+        let addr = device.addr(i);
+        match (kind.make)(addr) {
+            Ok(client) => runners.push(Some(Runner {
+                client,
+                put_url: format!("http://{addr}{PUT_PATH}"),
+                get_url: format!("http://{addr}{GET_PATH}"),
+                sent: 0,
+            })),
+            Err(e) => {
+                eprintln!("  {}: cannot build the client: {e}", kind.key);
+                not_run[i] = Some(e);
+                runners.push(None);
+            }
+        }
+    }
+    let gaps = if sc == Scenario::Idle { cfg.gaps_ms() } else { Vec::new() };
+    let warmup = if sc == Scenario::Idle { cfg.warmup.min(20) } else { cfg.warmup };
+    for r in runners.iter_mut().flatten() {
+        r.run(warmup, &[], None);
+    }
+    let base: Vec<(u64, u64)> = (0..n).map(|i| counts(&device, i)).collect();
+    let per_round = cfg.per_round(sc);
+    for round in 0..cfg.rounds {
+        eprint!("\r  {} round {}/{}   ", sc.key(), round + 1, cfg.rounds);
+        for k in 0..n {
+            let i = (k + round) % n;
+            if let Some(r) = runners[i].as_mut() {
+                let samples = r.run(per_round, &gaps, Some(&mut records[i]));
+                records[i].add_round(samples);
+            }
+        }
+    }
+    eprintln!();
+    // Let the device accept whatever is still in flight before counting.
+    drop(runners);
+    std::thread::sleep(Duration::from_millis(20));
+    for (i, rec) in records.iter_mut().enumerate() {
+        let (acc, served) = counts(&device, i);
+        rec.conns = acc - base[i].0;
+        rec.served = served - base[i].1;
+    }
+    Ok(ScenarioResult { scenario: sc, records, not_run, elapsed: started.elapsed() })
+}
+
+fn counts(d: &Device, i: usize) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = d.counters(i);
+    (c.accepted.load(Relaxed), c.served.load(Relaxed))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match parse_args(&args) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; measure with --release (compare/run.sh does)");
+    }
+    let machine = report::Machine::read();
+    let mut results = Vec::new();
+    for &sc in &cfg.scenarios {
+        eprintln!(
+            "scenario {} ({} commands per client, {} rounds)",
+            sc.key(),
+            cfg.commands[sc.index()],
+            cfg.rounds
+        );
+        match run_scenario(&cfg, sc) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("scenario {}: {e}", sc.key());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let md = report::markdown(&cfg, &machine.finish(), &results);
+    println!("{md}");
+    if let Some(path) = &cfg.out {
+        if let Err(e) = std::fs::write(path, &md) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,274 @@
+//! The markdown report: where it ran, how it was measured, one table per scenario.
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::clients::{FLOOR_BLOCKING, FLOOR_SPIN};
+use crate::stats::{Summary, ratio, us};
+use crate::{Config, Scenario, ScenarioResult};
+
+/// Facts about the machine and the build, read at start (load average also at the end).
+pub struct Machine {
+    date: String,
+    cpu: String,
+    nproc: usize,
+    kernel: String,
+    cpuidle: String,
+    load_start: String,
+    load_end: String,
+    finwatch_rev: String,
+    libcurl: String,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim()))
+            .unwrap_or("unknown")
+            .to_string();
+        Machine {
+            date: utc_now(),
+            cpu,
+            nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            cpuidle: read_trim("/sys/devices/system/cpu/cpuidle/current_driver"),
+            load_start: loadavg(),
+            load_end: String::new(),
+            finwatch_rev: finwatch_rev(),
+            libcurl: curl::Version::get().version().to_string(),
+        }
+    }
+
+    /// Reads the end-of-run load average.
+    pub fn finish(mut self) -> Machine {
+        self.load_end = loadavg();
+        self
+    }
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path).map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
+}
+
+fn loadavg() -> String {
+    read_trim("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The git commit of the finwatch checkout, and whether `src/` had uncommitted changes.
+fn finwatch_rev() -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => match git(&["status", "--porcelain", "--", "src"]) {
+            Some(s) if !s.is_empty() => format!("{rev} + uncommitted changes in src/"),
+            _ => rev,
+        },
+        None => "unknown".into(),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC` from the system clock.
+fn utc_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
+
+fn title(sc: Scenario, cfg: &Config) -> String {
+    match sc {
+        Scenario::KeepAlive => "(a) keep-alive: the device keeps every connection open".into(),
+        Scenario::Fin => {
+            "(b) FIN after every response, without `Connection: close` (a fresh connection per command)"
+                .into()
+        }
+        Scenario::Idle => format!(
+            "(c) the device closes connections idle for {} ms; client gaps cycle {:?} ms",
+            cfg.idle_ms,
+            cfg.gaps_ms()
+        ),
+        Scenario::Rst => "(d) RST (SO_LINGER 0) after every response".into(),
+    }
+}
+
+pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# finwatch latency comparison\n");
+    let _ = writeln!(
+        o,
+        "Written by `compare/run.sh` (`cargo run --release -p compare{}`); do not edit by hand.\n",
+        if cfg.quick { " -- --quick" } else { "" }
+    );
+    let _ = writeln!(o, "## Where and what\n");
+    let _ = writeln!(o, "- Date: {}", m.date);
+    let _ =
+        writeln!(o, "- Machine: {} × `{}`, Linux {}, cpuidle driver {}", m.nproc, m.cpu, m.kernel, m.cpuidle);
+    let _ = writeln!(o, "- Load average (1/5/15 min): {} at start, {} at the end", m.load_start, m.load_end);
+    let _ = writeln!(o, "- {}", env!("COMPARE_RUSTC"));
+    let _ = writeln!(o, "- finwatch: {}", m.finwatch_rev);
+    let _ = writeln!(o, "- Crates (Cargo.lock): {}", env!("COMPARE_CRATES"));
+    let _ = writeln!(o, "- libcurl actually used (the system's, through pkg-config): {}\n", m.libcurl);
+
+    let _ = writeln!(o, "## Method\n");
+    let _ = writeln!(
+        o,
+        "- One simulated device per scenario (`compare/src/device.rs`): a single-threaded epoll \
+         server on its own thread, TCP_NODELAY, `200 OK` with a {}-byte JSON body and \
+         Content-Length; one listening port per client, so connections are counted per client.",
+        crate::device::BODY.len()
+    );
+    let _ = writeln!(
+        o,
+        "- Commands alternate `PUT /unico/v1/interface/io` (JSON body) and \
+         `GET /unico/v1/interface/io-state?ioId=25602`, sequentially, on loopback. Each client \
+         first sends {} unmeasured warm-up commands (at most 20 in (c)).",
+        cfg.warmup
+    );
+    let _ = writeln!(
+        o,
+        "- In (c) the device's idle timer has epoll's millisecond resolution: it closes a \
+         connection N to N+1 ms after its last response. A gap is measured from the end of the \
+         client's previous command; the first command of each round follows a long gap (the \
+         other clients ran in between)."
+    );
+    let _ = writeln!(
+        o,
+        "- Interleaved rounds against noise: {} rounds; in each, every client sends its share of \
+         commands in turn, the order rotated by one per round. Nothing is pinned.",
+        cfg.rounds
+    );
+    let _ = writeln!(
+        o,
+        "- Latency: one command = the adapter's `command()` call, request to last body byte. \
+         Percentiles are nearest-rank over all successful commands of all rounds pooled (failed \
+         commands are counted, not timed). `round p50s` is the lowest–highest p50 of a single \
+         round: its spread shows how much noise the run had (its low end is the \
+         least disturbed estimate). `CPU µs/cmd`: CPU time of the whole process (client, its \
+         helper threads, and the device thread) per command, from `CLOCK_PROCESS_CPUTIME_ID` \
+         read around each command: less sensitive to scheduling noise than latency; spinning \
+         clients burn their wait as CPU."
+    );
+    let _ = writeln!(
+        o,
+        "- `failed`: any error is a lost command. `conns`: connections the device accepted from \
+         the client during the measured rounds (0 = the warm-up connection was reused \
+         throughout). `×blk` / `×spin`: the client's p50 or p99 divided by that of the blocking \
+         floor / busy-poll floor of the same scenario in the same run."
+    );
+    let _ = writeln!(
+        o,
+        "- Floors: hand-written clients that reconnect and resend once when a reused connection \
+         turns out closed (write error, or EOF / reset before any response byte); they pay no \
+         syscall to check a connection first."
+    );
+    let _ = writeln!(
+        o,
+        "- Clients (`compare/src/clients/`): one client / agent / handle per scenario reused for \
+         every command, pooling on where it exists, no TLS, no proxy, TCP_NODELAY where \
+         settable, a 2 s timeout. minreq and attohttpc have no connection reuse (attohttpc sends \
+         `Connection: close`). finwatch runs with its defaults; the busy-poll row adds \
+         `ClientBuilder::busy_poll({:?})`.",
+        crate::clients::BUSY_POLL_BUDGET
+    );
+    let _ = writeln!(o);
+
+    for r in results {
+        let _ = writeln!(o, "## {}\n", title(r.scenario, cfg));
+        let _ = writeln!(
+            o,
+            "{} measured commands per client ({} rounds × {}), scenario wall time {:.1} s.\n",
+            cfg.per_round(r.scenario) * cfg.rounds,
+            cfg.rounds,
+            cfg.per_round(r.scenario),
+            r.elapsed.as_secs_f64()
+        );
+        let summaries: Vec<Summary> = r.records.iter().map(|rec| rec.summary()).collect();
+        let floor = |key: &str| cfg.clients.iter().position(|k| k.key == key).map(|i| summaries[i]);
+        let (blk, spin) = (floor(FLOOR_BLOCKING), floor(FLOOR_SPIN));
+        let _ = writeln!(
+            o,
+            "| client | ok | failed | conns | p50 µs | p99 µs | p99.9 µs | max µs | p50 ×blk | p99 ×blk | p50 ×spin | p99 ×spin | round p50s µs | CPU µs/cmd |"
+        );
+        let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for (i, kind) in cfg.clients.iter().enumerate() {
+            if let Some(e) = &r.not_run[i] {
+                let _ = writeln!(o, "| {} | not run: {} ||||||||||||| |", kind.label, e.replace('|', "/"));
+                continue;
+            }
+            let (rec, s) = (&r.records[i], summaries[i]);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}–{} | {} |",
+                kind.label,
+                rec.ok,
+                rec.failed,
+                rec.conns,
+                us(s.p50),
+                us(s.p99),
+                us(s.p999),
+                us(s.max),
+                ratio(s.p50, blk.and_then(|b| b.p50)),
+                ratio(s.p99, blk.and_then(|b| b.p99)),
+                ratio(s.p50, spin.and_then(|b| b.p50)),
+                ratio(s.p99, spin.and_then(|b| b.p99)),
+                us(s.round_p50_min),
+                us(s.round_p50_max),
+                us(rec.cpu_per_command()),
+            );
+        }
+        let mut errs = String::new();
+        for (i, kind) in cfg.clients.iter().enumerate() {
+            let rec = &r.records[i];
+            if rec.errors.is_empty() {
+                continue;
+            }
+            let mut top: Vec<_> = rec.errors.iter().collect();
+            top.sort_by(|a, b| b.1.cmp(a.1));
+            let list: Vec<String> =
+                top.iter().take(3).map(|(e, c)| format!("{c}× `{}`", shorten(e).replace('`', "'"))).collect();
+            let _ = writeln!(errs, "- {}: {}", kind.label, list.join("; "));
+        }
+        for (i, kind) in cfg.clients.iter().enumerate() {
+            let rec = &r.records[i];
+            if r.not_run[i].is_none() && rec.served != rec.ok {
+                let _ = writeln!(
+                    errs,
+                    "- {}: the device answered {} requests for {} successful commands",
+                    kind.label, rec.served, rec.ok
+                );
+            }
+        }
+        if !errs.is_empty() {
+            let _ =
+                writeln!(o, "\nErrors (most frequent first), and requests answered ≠ commands ok:\n\n{errs}");
+        } else {
+            let _ = writeln!(o);
+        }
+    }
+    o
+}
+
+fn shorten(e: &str) -> String {
+    let e = e.replace('\n', " ");
+    if e.chars().count() > 160 { format!("{}…", e.chars().take(160).collect::<String>()) } else { e }
+}

@@ -1,0 +1,130 @@
+//! Latency samples and their summary: nearest-rank percentiles over all samples pooled.
+
+use std::collections::BTreeMap;
+
+/// A percentile as an exact fraction, so that the nearest rank is integer arithmetic.
+#[derive(Debug, Clone, Copy)]
+pub struct Pct {
+    num: u64,
+    den: u64,
+}
+
+pub const P50: Pct = Pct { num: 50, den: 100 };
+pub const P99: Pct = Pct { num: 99, den: 100 };
+pub const P999: Pct = Pct { num: 999, den: 1000 };
+
+/// Nearest-rank percentile of ascending `sorted`: the smallest value with at least `p` of the
+/// samples at or below it (rank ⌈p·n⌉, 1-based). `None` without samples.
+pub fn nearest_rank(sorted: &[u64], p: Pct) -> Option<u64> {
+    let n = sorted.len() as u64;
+    if n == 0 {
+        return None;
+    }
+    let rank = (p.num * n).div_ceil(p.den).clamp(1, n);
+    Some(sorted[rank as usize - 1])
+}
+
+/// What one client did in one scenario, over all rounds.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub ok: u64,
+    pub failed: u64,
+    /// Connections the device accepted from this client during the measured rounds.
+    pub conns: u64,
+    /// Requests the device answered for this client during the measured rounds.
+    pub served: u64,
+    /// CPU time of the whole process while this client's measured commands ran, in ns.
+    pub cpu_ns: u64,
+    /// Latency of every successful command, in nanoseconds.
+    pub samples: Vec<u64>,
+    /// The p50 of each round, in nanoseconds.
+    pub round_p50: Vec<u64>,
+    /// Distinct error messages and how often each was seen.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Record {
+    /// Adds one round's successful latencies (consumed) and records that round's p50.
+    pub fn add_round(&mut self, mut round: Vec<u64>) {
+        round.sort_unstable();
+        if let Some(p) = nearest_rank(&round, P50) {
+            self.round_p50.push(p);
+        }
+        self.samples.extend(round);
+    }
+
+    pub fn add_error(&mut self, e: String) {
+        self.failed += 1;
+        *self.errors.entry(e).or_default() += 1;
+    }
+
+    /// Process CPU time per measured command (successful or not), in ns.
+    pub fn cpu_per_command(&self) -> Option<u64> {
+        let n = self.ok + self.failed;
+        (n > 0).then(|| self.cpu_ns / n)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = self.samples.clone();
+        s.sort_unstable();
+        let mut rounds = self.round_p50.clone();
+        rounds.sort_unstable();
+        Summary {
+            p50: nearest_rank(&s, P50),
+            p99: nearest_rank(&s, P99),
+            p999: nearest_rank(&s, P999),
+            max: s.last().copied(),
+            round_p50_min: rounds.first().copied(),
+            round_p50_max: rounds.last().copied(),
+        }
+    }
+}
+
+/// Percentiles in nanoseconds (`None` when no command succeeded).
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub p50: Option<u64>,
+    pub p99: Option<u64>,
+    pub p999: Option<u64>,
+    pub max: Option<u64>,
+    pub round_p50_min: Option<u64>,
+    pub round_p50_max: Option<u64>,
+}
+
+/// Microseconds with one decimal, or `–`.
+pub fn us(ns: Option<u64>) -> String {
+    ns.map_or_else(|| "–".to_string(), |ns| format!("{:.1}", ns as f64 / 1000.0))
+}
+
+/// `a / b` as `1.23×`, or `–`.
+pub fn ratio(a: Option<u64>, b: Option<u64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0 => format!("{:.2}×", a as f64 / b as f64),
+        _ => "–".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_matches_the_definition() {
+        let v: Vec<u64> = (1..=1000).collect();
+        assert_eq!(nearest_rank(&v, P50), Some(500));
+        assert_eq!(nearest_rank(&v, P99), Some(990));
+        assert_eq!(nearest_rank(&v, P999), Some(999));
+        assert_eq!(nearest_rank(&[7], P999), Some(7));
+        assert_eq!(nearest_rank(&[1, 2, 3], P50), Some(2));
+        assert_eq!(nearest_rank(&[1, 2, 3, 4], P50), Some(2));
+        assert_eq!(nearest_rank(&[], P50), None);
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(us(Some(12_345)), "12.3");
+        assert_eq!(us(None), "–");
+        assert_eq!(ratio(Some(3), Some(2)), "1.50×");
+        assert_eq!(ratio(Some(3), None), "–");
+    }
+}
