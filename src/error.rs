@@ -115,7 +115,8 @@ pub enum Error {
         /// The socket error behind a reset, if there was one.
         source: Option<io::Error>,
     },
-    /// The response broke HTTP/1.1 framing or syntax. The connection was not reused.
+    /// The response broke HTTP/1.1 framing or syntax (a connection it arrived on is never
+    /// reused), or could not be converted (see the `http` feature).
     MalformedResponse {
         /// What was wrong, in words.
         what: String,

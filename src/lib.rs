@@ -29,6 +29,9 @@ struct ReadmeDoctests;
 mod client;
 mod driver;
 mod error;
+/// Conversions to and from the `http` crate's types (feature `http`).
+#[cfg(feature = "http")]
+pub mod http_interop;
 mod proto;
 mod request;
 mod response;

@@ -259,6 +259,8 @@ impl ResponseReader {
         self.headers.extend(parsed.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))));
         let used = len - old;
 
+        // A code outside 100..=599 is invalid, but RFC 9110 §15 asks a client to treat it as a
+        // final (5xx-like) response: it is delivered as received, the caller sees the number.
         if (100..200).contains(&status) {
             if status == 101 {
                 return Err(Error::malformed("101 Switching Protocols without an Upgrade request"));

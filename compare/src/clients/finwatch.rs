@@ -30,3 +30,40 @@ impl HttpClient for Finwatch {
         Ok(resp.body().len())
     }
 }
+
+/// finwatch as a control loop that cares about every microsecond uses it: prepared requests
+/// sent with `Client::execute` into one reused `Response` (no allocation per command).
+pub struct FinwatchExecute {
+    client: Client,
+    prepared: Vec<(Method, String, Vec<u8>, finwatch::Request)>,
+    response: finwatch::Response,
+}
+
+pub fn make_execute(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
+    let client = Client::builder().request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
+    Ok(Box::new(FinwatchExecute { client, prepared: Vec::new(), response: finwatch::Response::default() }))
+}
+
+impl HttpClient for FinwatchExecute {
+    fn command(&mut self, method: Method, url: &str, body: &[u8]) -> Result<usize, String> {
+        let found = self.prepared.iter().position(|(m, u, b, _)| *m == method && u == url && b == body);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let req = match method {
+                    Method::Get => finwatch::Request::get(url),
+                    Method::Put => finwatch::Request::put(url, body),
+                }
+                .build()
+                .map_err(|e| e.to_string())?;
+                self.prepared.push((method, url.to_string(), body.to_vec(), req));
+                self.prepared.len() - 1
+            }
+        };
+        self.client.execute(&self.prepared[i].3, &mut self.response).map_err(|e| e.to_string())?;
+        if !self.response.is_success() {
+            return Err(format!("status {}", self.response.status()));
+        }
+        Ok(self.response.body().len())
+    }
+}

@@ -67,6 +67,8 @@ pub const ALL: &[Kind] = &[
     Kind { key: FLOOR_SPIN, label: "floor: busy-poll non-blocking", make: floor_spin::make },
     Kind { key: "floor-mio", label: "floor: minimal mio loop", make: floor_mio::make },
     Kind { key: "finwatch", label: "finwatch", make: finwatch::make },
+    // finwatch with prepared requests and `Client::execute` (no allocation per command).
+    Kind { key: "finwatch-execute", label: "finwatch (execute)", make: finwatch::make_execute },
     // finwatch with its opt-in busy-poll mode (spins up to the budget before sleeping in epoll).
     Kind { key: "finwatch-busy", label: "finwatch (busy-poll)", make: |a| finwatch::make_with(a, busy()) },
     Kind { key: "reqwest", label: "reqwest (blocking)", make: reqwest::make },
