@@ -70,7 +70,7 @@ impl Client {
     pub fn send(&mut self, request: Request) -> Result<Response> {
         let id = self.submit(request);
         loop {
-            self.driver.turn(&mut self.engine, None)?;
+            self.driver.turn(&mut self.engine, None, false)?;
             while let Some(c) = self.engine.poll_completion() {
                 if c.id == id {
                     return c.result;
@@ -84,6 +84,20 @@ impl Client {
     /// the outcome arrives through [`Client::poll`].
     pub fn submit(&mut self, request: Request) -> RequestId {
         self.engine.submit(&request, Instant::now())
+    }
+
+    /// Queues a borrowed request without blocking (its bytes are encoded at once, into a
+    /// reused buffer): the allocation-free form of [`Client::submit`] for a loop that sends the
+    /// same prepared requests again and again. Give responses back with [`Client::recycle`].
+    pub fn submit_ref(&mut self, request: &Request) -> RequestId {
+        self.engine.submit(request, Instant::now())
+    }
+
+    /// Gives a response the caller is done with back to the client, whose buffers then carry a
+    /// later response: with [`Client::submit_ref`], the non-blocking API allocates nothing per
+    /// command once warm.
+    pub fn recycle(&mut self, response: Response) {
+        self.engine.recycle(response);
     }
 
     /// Sends `request` and blocks until its response, which replaces `response`; the
@@ -107,7 +121,7 @@ impl Client {
     pub fn execute(&mut self, request: &Request, response: &mut Response) -> Result<()> {
         let id = self.engine.submit(request, Instant::now());
         loop {
-            self.driver.turn(&mut self.engine, None)?;
+            self.driver.turn(&mut self.engine, None, false)?;
             while let Some(c) = self.engine.poll_completion() {
                 if c.id == id {
                     let old = std::mem::replace(response, c.result?);
@@ -131,7 +145,11 @@ impl Client {
             if out.len() > start || (self.engine.pending() == 0 && timeout.is_none()) {
                 return Ok(out.len() - start);
             }
-            self.driver.turn(&mut self.engine, until)?;
+            // A wake that came before this call (or during a blocking call) is honoured too.
+            if self.driver.take_woken() {
+                return Ok(out.len() - start);
+            }
+            self.driver.turn(&mut self.engine, until, true)?;
             while let Some(c) = self.engine.poll_completion() {
                 out.push(c);
             }
@@ -152,6 +170,10 @@ impl Client {
     /// nothing: the nearest request deadline, connect timeout or idle retirement. For embedding
     /// in another event loop (see [`std::os::fd::AsRawFd`] for `Client`).
     pub fn next_deadline(&mut self) -> Option<Instant> {
+        if self.driver.has_backlog() {
+            // Work the fd will not signal again (a paused read, a full event buffer): now.
+            return Some(Instant::now());
+        }
         self.engine.poll_timeout()
     }
 

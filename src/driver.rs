@@ -61,6 +61,8 @@ pub(crate) struct Driver {
     woken: bool,
     /// Busy-poll: when the current wait's spinning budget runs out.
     spin_until: Option<Instant>,
+    /// The last poll filled the event buffer.
+    events_full: bool,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
     scratch: Box<[u8]>,
@@ -77,6 +79,7 @@ impl Driver {
             waker: None,
             woken: false,
             spin_until: None,
+            events_full: false,
             socks: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             resolved: HashMap::new(),
@@ -87,12 +90,19 @@ impl Driver {
     /// that has arrived is known before anything is written), then due timers, then the engine's
     /// actions run. If that produced no completion, the loop sleeps in the poller until
     /// readiness, `until`, or the engine's nearest timer, whichever is first, and runs again.
-    pub(crate) fn turn(&mut self, engine: &mut Engine, until: Option<Instant>) -> io::Result<()> {
+    /// With `stop_on_wake`, a wake-up (pending, or arriving while it spins) ends the turn
+    /// without sleeping, so that `Client::poll` returns at once.
+    pub(crate) fn turn(
+        &mut self,
+        engine: &mut Engine,
+        until: Option<Instant>,
+        stop_on_wake: bool,
+    ) -> io::Result<()> {
         self.poll_events(engine, Some(Duration::ZERO))?;
         self.resume_reads(engine);
         engine.on_timeout(Instant::now());
         self.run_actions(engine);
-        if engine.has_completions() || !self.unfinished.is_empty() {
+        if engine.has_completions() || !self.unfinished.is_empty() || (stop_on_wake && self.woken) {
             if engine.has_completions() {
                 self.spin_until = None;
             }
@@ -120,22 +130,49 @@ impl Driver {
                     self.spin_until = None;
                     return Ok(());
                 }
+                if stop_on_wake && self.woken {
+                    return Ok(());
+                }
                 std::hint::spin_loop();
             }
         }
         let now = Instant::now();
-        let timeout = wake.map(|w| {
-            // Round up: waking a hair early would only spin once more.
-            let d = w.saturating_duration_since(now);
-            if d.is_zero() { d } else { d.max(Duration::from_micros(100)) }
-        });
-        self.poll_events(engine, timeout)?;
-        engine.on_timeout(Instant::now());
-        self.run_actions(engine);
+        let left = wake.map(|w| w.saturating_duration_since(now));
+        match left {
+            // epoll_wait counts whole milliseconds (mio rounds a shorter timeout up to 1 ms): the
+            // last fraction of a millisecond before a deadline or the caller's timeout is spun
+            // on zero-timeout polls instead, so it is met to the microsecond.
+            Some(d) if !d.is_zero() && d < Duration::from_millis(1) => {
+                let stop = now + d;
+                while Instant::now() < stop {
+                    self.poll_events(engine, Some(Duration::ZERO))?;
+                    self.resume_reads(engine);
+                    engine.on_timeout(Instant::now());
+                    self.run_actions(engine);
+                    if engine.has_completions() || (stop_on_wake && self.woken) {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            _ => {
+                // Whole milliseconds only: wake at or before the instant; the rest is spun.
+                let timeout = left.map(|d| Duration::from_millis(d.as_millis() as u64));
+                self.poll_events(engine, timeout)?;
+                engine.on_timeout(Instant::now());
+                self.run_actions(engine);
+            }
+        }
         if engine.has_completions() {
             self.spin_until = None;
         }
         Ok(())
+    }
+
+    /// Work the poller's fd will not announce again: reads paused at the budget, or a full
+    /// event buffer (more events may be waiting). An embedding loop must call back at once.
+    pub(crate) fn has_backlog(&self) -> bool {
+        !self.unfinished.is_empty() || self.events_full
     }
 
     fn poll_events(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
@@ -144,6 +181,7 @@ impl Driver {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
+        self.events_full = self.events.iter().count() == self.events.capacity();
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
         if self.events.iter().any(|e| e.token() == WAKE) {
@@ -179,8 +217,8 @@ impl Driver {
 
     /// Continues reads that stopped at the budget (no new edge would announce their data).
     fn resume_reads(&mut self, engine: &mut Engine) {
-        for _ in 0..self.unfinished.len() {
-            let (key, closing) = self.unfinished.remove(0);
+        let unfinished = std::mem::take(&mut self.unfinished);
+        for &(key, closing) in &unfinished {
             self.read_all(engine, key, closing, Instant::now());
         }
     }

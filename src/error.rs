@@ -7,7 +7,16 @@
 use std::fmt;
 use std::io;
 
-/// How far an exchange had got when it failed.
+/// How far an exchange had got when it failed: the part of an [`Error`] that says whether the
+/// device can have received the request.
+///
+/// ```
+/// use finwatch::{Error, Stage};
+/// // The deadline passed while the request was being written: the device cannot have it all.
+/// let e = Error::DeadlineExceeded { stage: Stage::Sending };
+/// assert!(!e.may_have_been_processed());
+/// assert!(Stage::AwaitingResponse.may_have_been_processed());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Waiting in the host's queue for a connection; nothing was sent.
@@ -26,7 +35,18 @@ impl Stage {
     /// Whether a request that failed at this stage may have been acted on by the device.
     ///
     /// A device that did not receive the whole request cannot have processed it (an HTTP server
-    /// acts on a complete message); once it had it, we cannot know.
+    /// acts on a complete message); once it had it, we cannot know. `true` exactly for
+    /// [`Stage::AwaitingResponse`] and [`Stage::ReadingResponse`].
+    ///
+    /// ```
+    /// use finwatch::Stage;
+    /// for stage in [Stage::Queued, Stage::Connecting, Stage::Sending] {
+    ///     assert!(!stage.may_have_been_processed());
+    /// }
+    /// for stage in [Stage::AwaitingResponse, Stage::ReadingResponse] {
+    ///     assert!(stage.may_have_been_processed());
+    /// }
+    /// ```
     pub fn may_have_been_processed(self) -> bool {
         matches!(self, Stage::AwaitingResponse | Stage::ReadingResponse)
     }
@@ -42,7 +62,21 @@ impl Stage {
     }
 }
 
-/// Why a connection was lost under a request.
+/// Why a connection was lost under a request (in [`Error::ConnectionLost`]).
+///
+/// ```
+/// use finwatch::{Error, LostCause, Stage};
+/// fn describe(e: &Error) -> &'static str {
+///     match e {
+///         Error::ConnectionLost { cause: LostCause::PeerClosed, .. } => "the device closed it (FIN)",
+///         Error::ConnectionLost { cause: LostCause::Reset, .. } => "the connection was reset (RST)",
+///         _ => "another error",
+///     }
+/// }
+/// let e = Error::ConnectionLost { cause: LostCause::Reset, stage: Stage::AwaitingResponse, source: None };
+/// assert_eq!(describe(&e), "the connection was reset (RST)");
+/// assert_eq!(e.kind(), "connection_reset");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostCause {
     /// The device closed its side (FIN) before the response was complete.
@@ -51,7 +85,19 @@ pub enum LostCause {
     Reset,
 }
 
-/// A configured limit that a response exceeded.
+/// A configured limit that a response exceeded (in [`Error::LimitExceeded`]); the limits are
+/// set with [`crate::ClientBuilder::limits`].
+///
+/// ```
+/// use finwatch::{Client, Error, Limit, Limits};
+/// # let base = finwatch::__doc_device();
+/// // The device's answer, {"value":1}, is 11 bytes.
+/// let limits = Limits { max_body_bytes: 4, ..Limits::default() };
+/// let mut client = Client::builder().limits(limits).build()?;
+/// let err = client.get(&format!("{base}/io-state")).unwrap_err();
+/// assert!(matches!(err, Error::LimitExceeded { limit: Limit::BodyBytes, max: 4 }));
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     /// Bytes in the response head (status line and header fields), or in a chunked trailer.
@@ -65,6 +111,29 @@ pub enum Limit {
 }
 
 /// Everything that can go wrong with a request.
+///
+/// Each variant is named for what happened to the request, and [`Error::may_have_been_processed`]
+/// answers the question a control loop must ask before it sends a command again: *may the device
+/// have acted on it?* The [crate docs](crate#when-a-request-fails) summarise when a request is
+/// retried before an error is reported; the fault matrix (`FAULTS.md`) lists the error for every
+/// point at which a device can fail. `Display` gives one line for a log, saying whether the device
+/// may have acted; `source` the underlying socket error, if any.
+///
+/// ```
+/// use finwatch::{Client, Error};
+/// // A port on which nothing listens: the connect is refused, and nothing was sent.
+/// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+/// let mut client = Client::new()?;
+/// match client.put(&format!("http://127.0.0.1:{port}/unico/v1/interface/io"), "1") {
+///     Err(e @ Error::ConnectFailed { .. }) => {
+///         assert!(!e.may_have_been_processed()); // sending it again cannot apply it twice
+///         assert_eq!(e.kind(), "connect_failed");
+///         println!("{e}"); // could not connect to 127.0.0.1:…: Connection refused (os error 111)
+///     }
+///     other => panic!("expected a refused connect, got {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -152,7 +221,19 @@ impl Error {
     ///
     /// `false` is a guarantee: the device did not receive the whole request, so re-sending it
     /// cannot apply it twice. `true` means it may have; only the caller can decide whether to
-    /// send a non-idempotent command again.
+    /// send a non-idempotent command again. `true` for the stages
+    /// [`Stage::AwaitingResponse`] and [`Stage::ReadingResponse`], for errors about the response
+    /// itself ([`Error::MalformedResponse`], [`Error::LimitExceeded`]: the device answered), for
+    /// a [`Error::RetryFailed`] whose either attempt may have been processed, and for
+    /// [`Error::Io`] (unknown, so assumed).
+    ///
+    /// ```
+    /// use finwatch::{Error, LostCause, Stage};
+    /// let refused = Error::ConnectTimedOut { host: "10.0.0.5:80".into() };
+    /// assert!(!refused.may_have_been_processed());
+    /// let lost = Error::ConnectionLost { cause: LostCause::PeerClosed, stage: Stage::AwaitingResponse, source: None };
+    /// assert!(lost.may_have_been_processed());
+    /// ```
     pub fn may_have_been_processed(&self) -> bool {
         match self {
             Error::InvalidUrl { .. }
@@ -173,7 +254,18 @@ impl Error {
         }
     }
 
-    /// A short, stable, machine-readable name of the variant (used by `ctl --json`).
+    /// A short, stable, machine-readable name of the variant (used by `ctl --json`):
+    /// `invalid_url`, `invalid_request`, `resolve`, `connect_failed`, `connect_timed_out`,
+    /// `deadline_exceeded`, `connection_closed`, `connection_reset`, `malformed_response`,
+    /// `limit_exceeded`, `shutdown`, `io`; a [`Error::RetryFailed`] has the kind of its last
+    /// failure.
+    ///
+    /// ```
+    /// use finwatch::{Error, Stage};
+    /// assert_eq!(Error::DeadlineExceeded { stage: Stage::Queued }.kind(), "deadline_exceeded");
+    /// let url = finwatch::Request::get("https://10.0.0.5/").build().unwrap_err();
+    /// assert_eq!(url.kind(), "invalid_url");
+    /// ```
     pub fn kind(&self) -> &'static str {
         match self {
             Error::InvalidUrl { .. } => "invalid_url",
@@ -272,4 +364,13 @@ impl From<io::Error> for Error {
 }
 
 /// `Result` with this crate's [`Error`].
+///
+/// ```
+/// fn switch_on(client: &mut finwatch::Client, base: &str) -> finwatch::Result<u16> {
+///     Ok(client.put(&format!("{base}/unico/v1/interface/io"), r#"{"value":1}"#)?.status())
+/// }
+/// # let base = finwatch::__doc_device();
+/// assert_eq!(switch_on(&mut finwatch::Client::new()?, &base)?, 200);
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,6 +11,18 @@ use crate::error::{Error, Result};
 use crate::url::Url;
 
 /// An HTTP method. Any token is allowed (RFC 9110 §9.1); the common ones have constants.
+///
+/// Whether a method is idempotent decides whether a request lost with its connection may be
+/// retried ([`Method::is_idempotent`]).
+///
+/// ```
+/// use finwatch::Method;
+/// assert_eq!(Method::PUT.as_str(), "PUT");
+/// let propfind = Method::new("PROPFIND")?;
+/// assert!(!propfind.is_idempotent());
+/// assert!(Method::new("GET /x").is_err()); // not a token
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Method(std::borrow::Cow<'static, str>);
 
@@ -37,6 +49,18 @@ impl Method {
     }
 
     /// A method from its name; it must be an RFC 9110 token. Method names are case-sensitive.
+    /// `CONNECT` is refused (finwatch does not tunnel), as is anything that is not a token
+    /// ([`Error::InvalidRequest`]).
+    ///
+    /// ```
+    /// use finwatch::Method;
+    /// assert_eq!(Method::new("GET")?, Method::GET);
+    /// assert_eq!(Method::new("REBOOT")?.as_str(), "REBOOT");
+    /// assert!(Method::new("").is_err());
+    /// assert!(Method::new("GET\r\nX-Evil: 1").is_err());
+    /// assert!(Method::new("CONNECT").is_err());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn new(name: &str) -> Result<Method> {
         if name.is_empty() || !name.bytes().all(is_tchar) {
             return Err(Error::invalid_request(format!("invalid method {name:?}")));
@@ -48,12 +72,24 @@ impl Method {
     }
 
     /// The method's name.
+    ///
+    /// ```
+    /// assert_eq!(finwatch::Method::DELETE.as_str(), "DELETE");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// Idempotent per RFC 9110 §9.2.2: applying it twice has the effect of applying it once,
-    /// so a retry after a lost connection cannot double a command.
+    /// so a retry after a lost connection cannot double a command. `GET`, `HEAD`, `OPTIONS`,
+    /// `TRACE`, `PUT` and `DELETE` are; `POST`, `PATCH` and unknown methods are not (mark such a
+    /// request [`RequestBuilder::retryable`] if the device de-duplicates it).
+    ///
+    /// ```
+    /// use finwatch::Method;
+    /// assert!(Method::PUT.is_idempotent());
+    /// assert!(!Method::POST.is_idempotent());
+    /// ```
     pub fn is_idempotent(&self) -> bool {
         matches!(self.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
     }
@@ -66,6 +102,24 @@ impl Method {
 }
 
 /// A request, validated and ready to submit.
+///
+/// Made with a [`RequestBuilder`] ([`Request::get`], [`Request::put`], [`Request::post`],
+/// [`Request::builder`]), which refuses anything that could not be sent exactly as written.
+/// A `Request` can be sent many times: [`crate::Client::execute`] borrows it.
+///
+/// ```
+/// use std::time::Duration;
+/// use finwatch::{Client, Request};
+/// # let base = finwatch::__doc_device();
+/// let req = Request::put(&format!("{base}/unico/v1/interface/io"), r#"{"ioId":25602,"value":1}"#)
+///     .header("Content-Type", "application/json")
+///     .timeout(Duration::from_millis(500))
+///     .build()?;
+/// assert_eq!(req.url().target(), "/unico/v1/interface/io");
+/// let resp = Client::new()?.send(req)?;
+/// assert_eq!(resp.status(), 200);
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Request {
     pub(crate) method: Method,
@@ -77,7 +131,18 @@ pub struct Request {
 }
 
 impl Request {
-    /// Starts a request with any method.
+    /// Starts a request with any method. An invalid URL is reported by
+    /// [`RequestBuilder::build`].
+    ///
+    /// ```
+    /// use finwatch::{Client, Method, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let req = Request::builder(Method::HEAD, &format!("{base}/unico/v1/interface/io")).build()?;
+    /// let resp = Client::new()?.send(req)?;
+    /// assert_eq!(resp.header("Content-Length"), Some("11"));
+    /// assert!(resp.body().is_empty()); // a HEAD response has no body
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn builder(method: Method, url: &str) -> RequestBuilder {
         match Url::parse(url) {
             Ok(url) => RequestBuilder {
@@ -95,36 +160,83 @@ impl Request {
     }
 
     /// `GET url`
+    ///
+    /// ```
+    /// let req = finwatch::Request::get("http://10.0.0.5/unico/v1/interface/io-state?ioId=25602").build()?;
+    /// assert_eq!(req.method(), &finwatch::Method::GET);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn get(url: &str) -> RequestBuilder {
         Request::builder(Method::GET, url)
     }
 
-    /// `PUT url` with a body.
+    /// `PUT url` with a body (sent with a `Content-Length`, also when empty).
+    ///
+    /// ```
+    /// let req = finwatch::Request::put("http://10.0.0.5/unico/v1/interface/io", "1").build()?;
+    /// assert_eq!(req.body(), b"1");
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn put(url: &str, body: impl Into<Vec<u8>>) -> RequestBuilder {
         Request::builder(Method::PUT, url).body(body)
     }
 
-    /// `POST url` with a body.
+    /// `POST url` with a body. POST is not idempotent: it is retried after a lost connection
+    /// only where the device provably did not receive it all, unless marked
+    /// [`RequestBuilder::retryable`].
+    ///
+    /// ```
+    /// let req = finwatch::Request::post("http://10.0.0.5/api/pulse", "dedup=41").build()?;
+    /// assert!(!req.is_retryable());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn post(url: &str, body: impl Into<Vec<u8>>) -> RequestBuilder {
         Request::builder(Method::POST, url).body(body)
     }
 
     /// The method.
+    ///
+    /// ```
+    /// let req = finwatch::Request::post("http://10.0.0.5/api/pulse", "1").build()?;
+    /// assert_eq!(req.method().as_str(), "POST");
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn method(&self) -> &Method {
         &self.method
     }
 
     /// The URL.
+    ///
+    /// ```
+    /// let req = finwatch::Request::get("http://10.0.0.5:8080/io-state?ioId=25602").build()?;
+    /// assert_eq!((req.url().host(), req.url().port()), ("10.0.0.5", 8080));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn url(&self) -> &Url {
         &self.url
     }
 
     /// The body.
+    ///
+    /// ```
+    /// let req = finwatch::Request::get("http://10.0.0.5/io").build()?;
+    /// assert!(req.body().is_empty());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn body(&self) -> &[u8] {
         &self.body
     }
 
     /// Whether a lost connection may lead to a retry: idempotent methods, or marked retryable.
+    /// (A request the device provably did not receive whole may be retried whatever this says.)
+    ///
+    /// ```
+    /// use finwatch::Request;
+    /// assert!(Request::put("http://10.0.0.5/io", "1").build()?.is_retryable());
+    /// assert!(!Request::post("http://10.0.0.5/io", "1").build()?.is_retryable());
+    /// assert!(Request::post("http://10.0.0.5/io", "1").retryable(true).build()?.is_retryable());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn is_retryable(&self) -> bool {
         self.retryable || self.method.is_idempotent()
     }
@@ -164,6 +276,23 @@ impl Request {
 }
 
 /// Builds a [`Request`]; the first invalid input is reported by [`RequestBuilder::build`].
+///
+/// Nothing is escaped, stripped or guessed: a URL, method, header or length that could not go on
+/// the wire exactly as given is an [`Error::InvalidUrl`] or [`Error::InvalidRequest`], before
+/// anything is sent.
+///
+/// ```
+/// use finwatch::{Error, Request};
+/// let req = Request::put("http://10.0.0.5/unico/v1/interface/io", "1")
+///     .header("Content-Type", "application/json")
+///     .build()?;
+/// assert_eq!(req.body(), b"1");
+///
+/// // Header injection is refused, not escaped:
+/// let bad = Request::get("http://10.0.0.5/io").header("X-Id", "1\r\nX-Evil: 1").build();
+/// assert!(matches!(bad, Err(Error::InvalidRequest { .. })));
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "a builder does nothing until built and sent"]
 pub struct RequestBuilder {
@@ -173,7 +302,17 @@ pub struct RequestBuilder {
 impl RequestBuilder {
     /// Adds a header field. Names must be tokens; values must not contain CR, LF, NUL or other
     /// control characters except tab. `Transfer-Encoding` is refused (finwatch sends bodies with
-    /// Content-Length); a `Content-Length` must match the body.
+    /// Content-Length); a `Content-Length` must match the body. Leading and trailing spaces and
+    /// tabs of the value are dropped. Without a `Host` header, finwatch sends the URL's.
+    ///
+    /// ```
+    /// use finwatch::Request;
+    /// let req = Request::get("http://10.0.0.5/io-state").header("Accept", "application/json").build()?;
+    /// # let _ = req;
+    /// assert!(Request::get("http://10.0.0.5/").header("Transfer-Encoding", "chunked").build().is_err());
+    /// assert!(Request::put("http://10.0.0.5/", "abc").header("Content-Length", "4").build().is_err());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn header(mut self, name: &str, value: &str) -> RequestBuilder {
         if let Ok(req) = &mut self.inner {
             match check_header(name, value) {
@@ -185,6 +324,13 @@ impl RequestBuilder {
     }
 
     /// Sets the body; it is sent with a `Content-Length`.
+    ///
+    /// ```
+    /// use finwatch::{Method, Request};
+    /// let req = Request::builder(Method::PATCH, "http://10.0.0.5/config").body(r#"{"mode":2}"#).build()?;
+    /// assert_eq!(req.body(), br#"{"mode":2}"#);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> RequestBuilder {
         if let Ok(req) = &mut self.inner {
             req.body = body.into();
@@ -193,7 +339,18 @@ impl RequestBuilder {
     }
 
     /// A deadline for the whole exchange, counted from submission (queueing, connecting,
-    /// sending, receiving). Overrides the client's default request timeout.
+    /// sending, receiving). Overrides the client's default request timeout
+    /// ([`crate::ClientBuilder::request_timeout`]). When it passes, the request fails with
+    /// [`Error::DeadlineExceeded`], whose stage says how far it had got; it is never retried.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let req = Request::get(&format!("{base}/io-state")).timeout(Duration::from_millis(50)).build()?;
+    /// assert_eq!(Client::new()?.send(req)?.status(), 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> RequestBuilder {
         if let Ok(req) = &mut self.inner {
             req.timeout = Some(timeout);
@@ -203,6 +360,12 @@ impl RequestBuilder {
 
     /// Marks a non-idempotent request as safe to send twice (for example a POST the device
     /// de-duplicates), so it may be retried like a GET after a lost connection.
+    ///
+    /// ```
+    /// let req = finwatch::Request::post("http://10.0.0.5/api/pulse", "dedup=41").retryable(true).build()?;
+    /// assert!(req.is_retryable());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn retryable(mut self, retryable: bool) -> RequestBuilder {
         if let Ok(req) = &mut self.inner {
             req.retryable = retryable;
@@ -210,7 +373,16 @@ impl RequestBuilder {
         self
     }
 
-    /// Validates and returns the request.
+    /// Validates and returns the request, or the first error met while building it: an invalid
+    /// URL ([`Error::InvalidUrl`]), header or `Content-Length` ([`Error::InvalidRequest`]).
+    ///
+    /// ```
+    /// use finwatch::{Error, Request};
+    /// assert!(Request::get("http://10.0.0.5/io").build().is_ok());
+    /// let err = Request::get("https://10.0.0.5/io").build().unwrap_err();
+    /// assert!(matches!(err, Error::InvalidUrl { .. }));
+    /// assert!(!err.may_have_been_processed());
+    /// ```
     pub fn build(self) -> Result<Request> {
         let req = self.inner?;
         let mut declared = None;

@@ -5,6 +5,18 @@ use std::ops::Range;
 /// An HTTP response: status, header fields, body, and which connection carried it.
 ///
 /// `Response::default()` is an empty response (status 0), a buffer for [`crate::Client::execute`].
+/// Interim (1xx) responses are skipped; a `Response` is always the final one.
+///
+/// ```
+/// # let base = finwatch::__doc_device();
+/// let mut client = finwatch::Client::new()?;
+/// let resp = client.get(&format!("{base}/unico/v1/interface/io-state?ioId=25602"))?;
+/// assert!(resp.is_success());
+/// assert_eq!(resp.header("content-type"), Some("application/json"));
+/// assert_eq!(resp.body(), br#"{"value":1}"#);
+/// println!("{} {} {}", resp.version(), resp.status(), resp.reason()); // HTTP/1.1 200 OK
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Response {
     pub(crate) minor_version: u8,
@@ -18,6 +30,17 @@ pub struct Response {
 }
 
 /// How the response travelled; for diagnosis and the `ctl` tool.
+///
+/// ```
+/// # let base = finwatch::__doc_device();
+/// let mut client = finwatch::Client::new()?;
+/// let first = client.get(&format!("{base}/io-state"))?.meta();
+/// let second = client.get(&format!("{base}/io-state"))?.meta();
+/// assert!(!first.reused && second.reused);
+/// assert_eq!(first.connection_id, second.connection_id);
+/// assert_eq!(second.retries, 0);
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Meta {
     /// The id of the connection that carried the final attempt (as in the debug log).
@@ -29,29 +52,69 @@ pub struct Meta {
 }
 
 impl Response {
-    /// The status code.
+    /// The status code (`0` only for a `Response::default()` that has not been filled).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let resp = finwatch::Client::new()?.get(&format!("{base}/"))?;
+    /// assert_eq!(resp.status(), 200);
+    /// assert_eq!(finwatch::Response::default().status(), 0);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn status(&self) -> u16 {
         self.status
     }
 
-    /// The reason phrase (may be empty; never rely on it).
+    /// The reason phrase (may be empty; never rely on it). Empty if it is not UTF-8.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let resp = finwatch::Client::new()?.get(&format!("{base}/"))?;
+    /// assert_eq!(resp.reason(), "OK");
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn reason(&self) -> &str {
         std::str::from_utf8(&self.head[self.reason.clone()]).unwrap_or("")
     }
 
-    /// `"HTTP/1.1"` or `"HTTP/1.0"`.
+    /// `"HTTP/1.1"` or `"HTTP/1.0"` (an HTTP/1.0 response retires its connection unless it
+    /// says `Connection: keep-alive`).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let resp = finwatch::Client::new()?.get(&format!("{base}/"))?;
+    /// assert_eq!(resp.version(), "HTTP/1.1");
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn version(&self) -> &'static str {
         if self.minor_version == 0 { "HTTP/1.0" } else { "HTTP/1.1" }
     }
 
     /// The first value of a header field (case-insensitive name), if present and UTF-8.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let resp = finwatch::Client::new()?.get(&format!("{base}/"))?;
+    /// assert_eq!(resp.header("Content-Length"), Some("11"));
+    /// assert_eq!(resp.header("content-length"), Some("11"));
+    /// assert_eq!(resp.header("ETag"), None);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         let (_, v) =
             self.headers.iter().find(|(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))?;
         std::str::from_utf8(&self.head[v.clone()]).ok()
     }
 
-    /// All values of a header field, as raw bytes.
+    /// All values of a header field (case-insensitive name) in the order received, as raw bytes.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let resp = finwatch::Client::new()?.get(&format!("{base}/"))?;
+    /// let types: Vec<&[u8]> = resp.header_bytes("content-type").collect();
+    /// assert_eq!(types, [b"application/json"]);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn header_bytes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .iter()
@@ -59,7 +122,17 @@ impl Response {
             .map(|(_, v)| &self.head[v.clone()])
     }
 
-    /// All header fields in order, as (name, raw value).
+    /// All header fields in order, as (name as received, raw value).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let resp = finwatch::Client::new()?.get(&format!("{base}/"))?;
+    /// for (name, value) in resp.headers() {
+    ///     println!("{name}: {}", String::from_utf8_lossy(value));
+    /// }
+    /// assert!(resp.headers().any(|(n, v)| n.eq_ignore_ascii_case("content-length") && v == b"11"));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.headers.iter().map(|(n, v)| {
             // Names were validated as tokens by the parser, so they are ASCII.
@@ -67,22 +140,53 @@ impl Response {
         })
     }
 
-    /// The body, decoded from the transfer coding.
+    /// The body, decoded from the transfer coding (chunked or not); empty for a response to
+    /// `HEAD`, and for 204 and 304.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let resp = finwatch::Client::new()?.get(&format!("{base}/"))?;
+    /// assert_eq!(resp.body(), br#"{"value":1}"#);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn body(&self) -> &[u8] {
         &self.body
     }
 
     /// Takes ownership of the body.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let body: Vec<u8> = finwatch::Client::new()?.get(&format!("{base}/"))?.into_body();
+    /// assert_eq!(String::from_utf8(body).unwrap(), r#"{"value":1}"#);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn into_body(self) -> Vec<u8> {
         self.body
     }
 
-    /// Whether the status is 2xx.
+    /// Whether the status is 2xx. (A 4xx or 5xx is a response, not an [`crate::Error`]: the
+    /// device answered.)
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// assert!(finwatch::Client::new()?.get(&format!("{base}/"))?.is_success());
+    /// assert!(!finwatch::Response::default().is_success());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 
-    /// How the response travelled.
+    /// How the response travelled: which connection carried it, whether that connection was
+    /// reused, how many retries it took.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let resp = finwatch::Client::new()?.get(&format!("{base}/"))?;
+    /// assert!(!resp.meta().reused); // a new client's first request needs a new connection
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn meta(&self) -> Meta {
         self.meta
     }

@@ -268,3 +268,33 @@ fn busy_poll_spins_for_its_budget_then_sleeps() {
     let spent = thread_cpu_ticks() - before;
     assert!(spent <= 20, "{spent} ticks of CPU in a 600 ms wait with a 5 ms spin budget");
 }
+
+#[test]
+fn a_wake_before_poll_makes_it_return_at_once() {
+    let dev = DeviceServer::keep_alive();
+    let mut c = client();
+    let waker = c.waker().unwrap();
+    waker.wake().unwrap();
+    let start = Instant::now();
+    let mut done = Vec::new();
+    c.poll(Some(Duration::from_secs(2)), &mut done).unwrap();
+    assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+    // A wake that arrives while a blocking call runs is kept for the next poll.
+    let other = std::thread::spawn(move || waker.wake().unwrap());
+    c.get(&dev.url("/")).unwrap();
+    other.join().unwrap();
+    let start = Instant::now();
+    c.poll(Some(Duration::from_secs(2)), &mut done).unwrap();
+    assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+}
+
+#[test]
+fn poll_waits_for_at_least_its_timeout_even_below_a_millisecond() {
+    let mut c = client();
+    let mut done = Vec::new();
+    for micros in [300, 1_500] {
+        let start = Instant::now();
+        c.poll(Some(Duration::from_micros(micros)), &mut done).unwrap();
+        assert!(start.elapsed() >= Duration::from_micros(micros), "{micros} µs: {:?}", start.elapsed());
+    }
+}

@@ -93,3 +93,29 @@ fn convenience_api_allocation_count_is_small_and_bounded() {
     // URL parsing and a fresh response per call; the figure is reported in PERFORMANCE.md.
     assert!(per_command <= 16.0, "{per_command} allocations per command");
 }
+
+#[test]
+fn submit_ref_poll_and_recycle_allocate_nothing_per_command() {
+    let dev = DeviceServer::keep_alive();
+    let mut client = Client::new().unwrap();
+    let get = Request::get(&dev.url("/unico/v1/interface/io-state?ioId=25602")).build().unwrap();
+    let mut done = Vec::with_capacity(8);
+    let mut one = |client: &mut Client| {
+        let id = client.submit_ref(&get);
+        while done.is_empty() {
+            client.poll(Some(std::time::Duration::from_secs(2)), &mut done).unwrap();
+        }
+        let c = done.pop().unwrap();
+        assert_eq!(c.id, id);
+        client.recycle(c.result.unwrap());
+    };
+    for _ in 0..200 {
+        one(&mut client);
+    }
+    let allocs = count(|| {
+        for _ in 0..COMMANDS {
+            one(&mut client);
+        }
+    });
+    assert_eq!(allocs, 0, "{allocs} allocations in {COMMANDS} commands");
+}

@@ -208,6 +208,8 @@ pub(crate) struct Engine {
     wire_pool: Vec<Vec<u8>>,
     /// Responses whose buffers can be reused for the next response.
     response_pool: Vec<Response>,
+    /// Forget hosts with nothing open once there are more than this many hosts.
+    prune_hosts_at: usize,
     next_conn_id: u64,
     next_req_id: u64,
     stats: Stats,
@@ -226,6 +228,7 @@ impl Engine {
             timers: Timers::default(),
             wire_pool: Vec::new(),
             response_pool: Vec::new(),
+            prune_hosts_at: MAX_IDLE_HOSTS,
             next_conn_id: 1,
             next_req_id: 1,
             stats: Stats::default(),
@@ -848,8 +851,11 @@ impl Engine {
         if want_spare {
             self.open_spare(&host, now);
         }
-        if self.hosts.len() > MAX_IDLE_HOSTS {
+        if self.hosts.len() > self.prune_hosts_at {
+            // Amortised: the next sweep waits until the map has grown well past what is live,
+            // so many active devices do not make every connection end walk the whole map.
             self.hosts.retain(|_, h| !(h.conns.is_empty() && h.queue.is_empty() && h.in_flight == 0));
+            self.prune_hosts_at = MAX_IDLE_HOSTS.max(2 * self.hosts.len());
         }
     }
 
@@ -1012,8 +1018,8 @@ impl Engine {
 }
 
 /// Buffers kept for reuse, and the largest one kept (a huge body is not hoarded).
-const POOL_SIZE: usize = 16;
-const POOLED_BUFFER_MAX: usize = 256 * 1024;
+const POOL_SIZE: usize = 64;
+const POOLED_BUFFER_MAX: usize = 64 * 1024;
 
 /// Hosts with nothing open are forgotten (with what was learned of them) beyond this many.
 const MAX_IDLE_HOSTS: usize = 1024;
