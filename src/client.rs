@@ -15,7 +15,21 @@ use crate::response::Response;
 ///
 /// A `Client` owns its sockets and its event loop; it is driven by the calls made on it
 /// ([`Client::send`] and friends, or [`Client::poll`]). It is `Send`, so it can move to the
-/// thread that runs the control loop.
+/// thread that runs the control loop. To share one client between threads, or to have idle
+/// connections watched while no call is running, use a [`crate::SharedClient`].
+///
+/// ```
+/// use std::time::Duration;
+/// use finwatch::Client;
+/// # let base = finwatch::__doc_device();
+/// let mut client = Client::builder().request_timeout(Duration::from_secs(1)).build()?;
+/// let resp = client.put(&format!("{base}/unico/v1/interface/io"), r#"{"ioId":25602,"value":1}"#)?;
+/// assert!(resp.is_success());
+/// let state = client.get(&format!("{base}/unico/v1/interface/io-state?ioId=25602"))?;
+/// assert_eq!(state.body(), br#"{"value":1}"#);
+/// assert_eq!(client.stats().connects, 1); // the second request reused the connection
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 pub struct Client {
     engine: Engine,
     driver: Driver,
@@ -33,33 +47,87 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client with default settings (see [`ClientBuilder`]).
+    /// A client with default settings (see [`ClientBuilder`]). Fails only if the poller cannot
+    /// be created ([`Error::Io`]); nothing connects until a request is sent.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// assert_eq!(client.get(&format!("{base}/"))?.status(), 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn new() -> Result<Client> {
         ClientBuilder::new().build()
     }
 
     /// A builder for the settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = finwatch::Client::builder()
+    ///     .connect_timeout(Duration::from_millis(500))
+    ///     .request_timeout(Duration::from_secs(2))
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn builder() -> ClientBuilder {
         ClientBuilder::new()
     }
 
     /// `GET url`, blocking until the response or an error.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let state = client.get(&format!("{base}/unico/v1/interface/io-state?ioId=25602"))?;
+    /// assert_eq!(state.body(), br#"{"value":1}"#);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn get(&mut self, url: &str) -> Result<Response> {
         self.send(Request::get(url).build()?)
     }
 
-    /// `PUT url` with `body`, blocking.
+    /// `PUT url` with `body`, blocking. PUT is idempotent, so it may be retried after a lost
+    /// connection (see the [crate docs](crate#when-a-request-fails)).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let resp = client.put(&format!("{base}/unico/v1/interface/io"), r#"{"ioId":25602,"value":1}"#)?;
+    /// assert!(resp.is_success());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn put(&mut self, url: &str, body: impl Into<Vec<u8>>) -> Result<Response> {
         self.send(Request::put(url, body).build()?)
     }
 
     /// `POST url` with `body`, blocking. POST is not idempotent: it is retried only if the
-    /// device provably did not receive it.
+    /// device provably did not receive it (use [`Client::send`] with
+    /// [`crate::RequestBuilder::retryable`] for a POST the device de-duplicates).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// match client.post(&format!("{base}/api/pulse"), "ms=20") {
+    ///     Ok(resp) => assert_eq!(resp.status(), 200),
+    ///     Err(e) if !e.may_have_been_processed() => println!("not applied; safe to send again: {e}"),
+    ///     Err(e) => println!("may have been applied; check before sending again: {e}"),
+    /// }
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn post(&mut self, url: &str, body: impl Into<Vec<u8>>) -> Result<Response> {
         self.send(Request::post(url, body).build()?)
     }
 
     /// `DELETE url`, blocking.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// assert!(client.delete(&format!("{base}/unico/v1/schedule/7"))?.is_success());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn delete(&mut self, url: &str) -> Result<Response> {
         self.send(Request::builder(Method::DELETE, url).build()?)
     }
@@ -67,6 +135,21 @@ impl Client {
     /// Sends a request and blocks until its response or error. It queues behind requests
     /// submitted earlier to the same host; their completions are kept for [`Client::poll`].
     /// Never blocks past the request's deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::new()?;
+    /// let req = Request::post(&format!("{base}/api/pulse"), "dedup=41")
+    ///     .header("Content-Type", "text/plain")
+    ///     .timeout(Duration::from_millis(200))
+    ///     .retryable(true)
+    ///     .build()?;
+    /// let resp = client.send(req)?;
+    /// assert_eq!(resp.status(), 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn send(&mut self, request: Request) -> Result<Response> {
         let id = self.submit(request);
         loop {
@@ -81,7 +164,25 @@ impl Client {
     }
 
     /// Queues a request without blocking. Requests to one host go out in submission order;
-    /// the outcome arrives through [`Client::poll`].
+    /// the outcome arrives through [`Client::poll`]. Nothing is sent before the next call that
+    /// runs the loop (`poll`, `send`, …). An invalid request cannot be submitted: building it
+    /// already failed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::new()?;
+    /// let on = client.submit(Request::put(&format!("{base}/io"), "1").build()?);
+    /// let state = client.submit(Request::get(&format!("{base}/io-state")).build()?);
+    /// let mut done = Vec::new();
+    /// while client.pending() > 0 {
+    ///     client.poll(Some(Duration::from_millis(5)), &mut done)?;
+    /// }
+    /// // One device, one request in flight at a time: completed in submission order.
+    /// assert_eq!(done.iter().map(|c| c.id).collect::<Vec<_>>(), [on, state]);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn submit(&mut self, request: Request) -> RequestId {
         self.engine.submit(&request, Instant::now())
     }
@@ -89,13 +190,42 @@ impl Client {
     /// Queues a borrowed request without blocking (its bytes are encoded at once, into a
     /// reused buffer): the allocation-free form of [`Client::submit`] for a loop that sends the
     /// same prepared requests again and again. Give responses back with [`Client::recycle`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::new()?;
+    /// let query = Request::get(&format!("{base}/io-state")).build()?;
+    /// let mut done = Vec::new();
+    /// for _ in 0..3 {
+    ///     client.submit_ref(&query);
+    ///     while client.pending() > 0 {
+    ///         client.poll(Some(Duration::from_millis(5)), &mut done)?;
+    ///     }
+    ///     for c in done.drain(..) {
+    ///         client.recycle(c.result?);
+    ///     }
+    /// }
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn submit_ref(&mut self, request: &Request) -> RequestId {
         self.engine.submit(request, Instant::now())
     }
 
     /// Gives a response the caller is done with back to the client, whose buffers then carry a
     /// later response: with [`Client::submit_ref`], the non-blocking API allocates nothing per
-    /// command once warm.
+    /// command once warm. (Responses with very large bodies are simply dropped.)
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let resp = client.get(&format!("{base}/io-state"))?;
+    /// let value = resp.body() == br#"{"value":1}"#;
+    /// client.recycle(resp); // its buffers carry a later response
+    /// assert!(value);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn recycle(&mut self, response: Response) {
         self.engine.recycle(response);
     }
@@ -104,11 +234,13 @@ impl Client {
     /// allocation-free way to run a command loop. The request is borrowed, so one prepared
     /// request can be sent again and again, and the buffers of the response it replaces are
     /// reused for a later one: once warm, a command on a reused connection allocates nothing.
+    /// On an error, `response` is left as it was.
     ///
-    /// ```no_run
+    /// ```
     /// # use finwatch::{Client, Request, Response};
+    /// # let base = finwatch::__doc_device();
     /// let mut client = Client::new()?;
-    /// let poll_io = Request::get("http://10.0.0.5/unico/v1/interface/io-state?ioId=25602").build()?;
+    /// let poll_io = Request::get(&format!("{base}/unico/v1/interface/io-state?ioId=25602")).build()?;
     /// let mut state = Response::default();
     /// loop {
     ///     client.execute(&poll_io, &mut state)?;
@@ -136,7 +268,32 @@ impl Client {
     /// Runs the event loop until at least one request completes or `timeout` passes, and
     /// appends the completions to `out`. Returns how many were appended. `None` waits until a
     /// completion (returns at once if nothing is pending; never past the earliest deadline of a
-    /// pending request, which always has one).
+    /// pending request, which always has one). A [`Waker`] makes it return at once, also when
+    /// it was woken before the call. `Some(Duration::ZERO)` does the pending work without
+    /// blocking. Completions that a blocking call ([`Client::send`], [`Client::execute`]) met
+    /// while it waited for its own are returned here too.
+    ///
+    /// An error is the poller's own failure ([`Error::Io`]); a request's failure is in its
+    /// [`Completion`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::new()?;
+    /// let mut done = Vec::new();
+    /// assert_eq!(client.poll(None, &mut done)?, 0); // nothing pending: returns at once
+    /// client.submit(Request::get(&format!("{base}/io-state")).build()?);
+    /// let mut periods = 0;
+    /// while done.is_empty() {
+    ///     // A 1 ms control period: wait for completions until its end, then do the period's work.
+    ///     client.poll(Some(Duration::from_millis(1)), &mut done)?;
+    ///     periods += 1;
+    /// }
+    /// println!("answered within {periods} periods");
+    /// assert!(done[0].result.is_ok());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<usize> {
         let start = out.len();
         out.extend(self.ready.drain(..));
@@ -160,15 +317,56 @@ impl Client {
     }
 
     /// A waker for this client's loop: `wake()` from any thread makes a [`Client::poll`] in
-    /// progress return at once (with what it has). For a loop that also waits on other input
-    /// (a channel of commands, say).
+    /// progress return at once (with what it has), or the next one if none is in progress. For a
+    /// loop that also waits on other input (a channel of commands, say). All wakers of a client
+    /// are the same one.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::new()?;
+    /// let waker = client.waker()?;
+    /// let (commands, inbox) = mpsc::channel::<String>();
+    /// std::thread::spawn(move || {
+    ///     commands.send("/unico/v1/interface/io-state?ioId=25602".to_string()).unwrap();
+    ///     waker.wake().unwrap(); // the loop below stops waiting on the sockets
+    /// });
+    /// let mut done = Vec::new();
+    /// loop {
+    ///     client.poll(Some(Duration::from_secs(5)), &mut done)?;
+    ///     if let Ok(path) = inbox.try_recv() {
+    ///         let resp = client.get(&format!("{base}{path}"))?;
+    ///         assert_eq!(resp.status(), 200);
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn waker(&mut self) -> Result<Waker> {
         self.driver.waker().map(Waker).map_err(Error::Io)
     }
 
     /// The instant by which [`Client::poll`] must be called again even if the poller's fd shows
-    /// nothing: the nearest request deadline, connect timeout or idle retirement. For embedding
-    /// in another event loop (see [`std::os::fd::AsRawFd`] for `Client`).
+    /// nothing: the nearest request deadline, connect timeout or idle retirement, or now when
+    /// the client has work its fd will not announce again (reads paused at their per-turn
+    /// budget, a full event buffer). `None` when nothing is pending and no connection is open.
+    /// For embedding in another event loop (see `AsRawFd` for `Client`); read it again before
+    /// each wait, as it can move earlier whenever the client is used.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::new()?;
+    /// assert_eq!(client.next_deadline(), None); // nothing to do
+    /// let req = Request::get(&format!("{base}/io-state")).timeout(Duration::from_millis(100)).build()?;
+    /// client.submit(req);
+    /// let deadline = client.next_deadline().unwrap();
+    /// assert!(deadline <= Instant::now() + Duration::from_millis(100));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn next_deadline(&mut self) -> Option<Instant> {
         if self.driver.has_backlog() {
             // Work the fd will not signal again (a paused read, a full event buffer): now.
@@ -180,6 +378,22 @@ impl Client {
     /// Gives up on every pending request: each completes (through [`Client::poll`]) with
     /// [`Error::Shutdown`], saying how far it had got, and every connection is closed. Returns
     /// how many requests were aborted. The client stays usable.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Error, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::new()?;
+    /// client.submit(Request::put(&format!("{base}/io"), "1").build()?);
+    /// assert_eq!(client.abort_all(), 1);
+    /// let mut done = Vec::new();
+    /// client.poll(Some(Duration::ZERO), &mut done)?;
+    /// let err = done.pop().unwrap().result.unwrap_err();
+    /// assert!(matches!(err, Error::Shutdown { .. }));
+    /// assert!(!err.may_have_been_processed()); // it had not been sent yet
+    /// assert!(client.get(&format!("{base}/io-state"))?.is_success()); // still usable
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn abort_all(&mut self) -> usize {
         let n = self.engine.pending();
         self.engine.abort_all(Instant::now());
@@ -191,11 +405,39 @@ impl Client {
     }
 
     /// Requests submitted and not yet completed or returned by [`Client::poll`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::new()?;
+    /// client.submit(Request::get(&format!("{base}/a")).build()?);
+    /// client.submit(Request::get(&format!("{base}/b")).build()?);
+    /// assert_eq!(client.pending(), 2);
+    /// let mut done = Vec::new();
+    /// while client.pending() > 0 {
+    ///     client.poll(Some(Duration::from_millis(5)), &mut done)?;
+    /// }
+    /// assert_eq!(done.len(), 2);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn pending(&self) -> usize {
         self.engine.pending() + self.ready.len()
     }
 
-    /// Counters since the client was created.
+    /// Counters since the client was created: connects, reuses, FINs seen on idle connections
+    /// (and how many only the pre-write peek caught), resets, retries, warm spares.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// for _ in 0..3 {
+    ///     client.get(&format!("{base}/io-state"))?;
+    /// }
+    /// let s = client.stats();
+    /// assert_eq!((s.succeeded, s.connects, s.reuses, s.retries), (3, 1, 2, 0));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         self.engine.stats()
     }
@@ -203,34 +445,96 @@ impl Client {
     /// What the client has learned of a device's idle-close time: the shortest time, after a
     /// response, at which the device was seen to close that connection. Connections to it are
     /// retired a margin before it; a value of a millisecond or two means the device closes after
-    /// every response, and its connections are used once.
+    /// every response, and its connections are used once. `None` until the device has been
+    /// seen to close an idle connection (or for a URL that does not parse).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// client.get(&format!("{base}/io-state"))?;
+    /// // This device keeps connections open: nothing learned.
+    /// assert_eq!(client.learned_idle_close(&base), None);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn learned_idle_close(&self, url: &str) -> Option<Duration> {
         let url = crate::url::Url::parse(url).ok()?;
         self.engine.learned_idle_close(url.host_key())
     }
 
     /// The recorded trace, if [`ClientBuilder::trace`] turned recording on.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::builder().trace(64).build()?;
+    /// client.get(&format!("{base}/io-state"))?;
+    /// assert!(!client.trace().unwrap().is_empty());
+    /// assert!(finwatch::Client::new()?.trace().is_none()); // off by default
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn trace(&self) -> Option<&crate::Trace> {
         self.engine.trace()
     }
 
-    /// Takes the recorded trace and starts a new one.
+    /// Takes the recorded trace and starts a new one (`None` if recording is off).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::builder().trace(64).build()?;
+    /// client.get(&format!("{base}/io-state"))?;
+    /// let trace = client.take_trace().unwrap();
+    /// println!("{}", trace.to_mermaid("controller"));
+    /// assert!(client.trace().unwrap().is_empty());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn take_trace(&mut self) -> Option<crate::Trace> {
         self.engine.take_trace()
     }
 
-    /// A snapshot of the live connections.
+    /// A snapshot of the live connections: state, requests served, idle time, time to
+    /// retirement.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// client.get(&format!("{base}/io-state"))?;
+    /// for c in client.connections() {
+    ///     println!("conn {} {} {} served={} idle={:?}", c.id, c.host, c.state, c.served, c.idle_for);
+    /// }
+    /// assert_eq!(client.connections()[0].state, "Open(Idle)");
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.engine.connections(Instant::now())
     }
 }
 
-/// Wakes a [`Client::poll`] in progress from another thread. Cheap to clone.
+/// Wakes a [`Client::poll`] in progress from another thread. Cheap to clone; made by
+/// [`Client::waker`].
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// # let base = finwatch::__doc_device();
+/// let mut client = finwatch::Client::new()?;
+/// let waker = client.waker()?;
+/// waker.wake()?; // before the poll: the poll returns at once all the same
+/// let start = Instant::now();
+/// client.poll(Some(Duration::from_secs(10)), &mut Vec::new())?;
+/// assert!(start.elapsed() < Duration::from_secs(5));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Waker(std::sync::Arc<mio::Waker>);
 
 impl Waker {
     /// Makes the client's current or next `poll` return at once.
+    ///
+    /// ```
+    /// let mut client = finwatch::Client::new()?;
+    /// let waker = client.waker()?;
+    /// std::thread::spawn(move || waker.wake()).join().unwrap()?;
+    /// client.poll(None, &mut Vec::new())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wake(&self) -> std::io::Result<()> {
         self.0.wake()
     }
@@ -239,7 +543,24 @@ impl Waker {
 /// The fd of the client's poller (epoll on Linux): readable when any of its sockets has an event
 /// or its waker fired. Register it in another event loop (`mio::unix::SourceFd`, epoll, …), and
 /// call [`Client::poll`] with a zero timeout when it is readable **or** when
-/// [`Client::next_deadline`] has passed: deadlines are timers, not fds.
+/// [`Client::next_deadline`] has passed: deadlines are timers, not fds. (`examples/embed_mio.rs`
+/// does this with the application's own `mio::Poll`.)
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// use std::time::Duration;
+/// # let base = finwatch::__doc_device();
+/// let mut client = finwatch::Client::new()?;
+/// let fd = client.as_raw_fd(); // register it for readability in the host loop
+/// assert!(fd >= 0);
+/// client.submit(finwatch::Request::get(&format!("{base}/io-state")).build()?);
+/// let mut done = Vec::new();
+/// while done.is_empty() {
+///     // The host loop's wait on `fd`, bounded by `client.next_deadline()`, would go here.
+///     client.poll(Some(Duration::ZERO), &mut done)?;
+/// }
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[cfg(unix)]
 impl std::os::fd::AsRawFd for Client {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
@@ -248,6 +569,33 @@ impl std::os::fd::AsRawFd for Client {
 }
 
 /// Settings for a [`Client`]. The defaults suit a controller talking to devices on a LAN.
+///
+/// | setting | default |
+/// | --- | --- |
+/// | [`connect_timeout`](ClientBuilder::connect_timeout) | 3 s |
+/// | [`request_timeout`](ClientBuilder::request_timeout) | 10 s |
+/// | [`idle_timeout`](ClientBuilder::idle_timeout) | 30 s |
+/// | [`max_retries`](ClientBuilder::max_retries) | 1 |
+/// | [`max_in_flight_per_host`](ClientBuilder::max_in_flight_per_host) | 1 |
+/// | [`max_connections_per_host`](ClientBuilder::max_connections_per_host) | 4 |
+/// | [`nodelay`](ClientBuilder::nodelay) | on |
+/// | [`busy_poll`](ClientBuilder::busy_poll) | off |
+/// | [`warm_spares`](ClientBuilder::warm_spares) | on |
+/// | [`trace`](ClientBuilder::trace) | off |
+/// | [`limits`](ClientBuilder::limits) | [`Limits::default`] |
+///
+/// ```
+/// use std::time::Duration;
+/// use finwatch::ClientBuilder;
+/// # let base = finwatch::__doc_device();
+/// let mut client = ClientBuilder::new()
+///     .connect_timeout(Duration::from_millis(200))
+///     .request_timeout(Duration::from_millis(500))
+///     .idle_timeout(Duration::from_secs(5))
+///     .build()?;
+/// assert!(client.get(&format!("{base}/io-state"))?.is_success());
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct ClientBuilder {
@@ -255,33 +603,76 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// Default settings.
+    /// Default settings (the same as [`Client::builder`]).
+    ///
+    /// ```
+    /// let client = finwatch::ClientBuilder::new().build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn new() -> ClientBuilder {
         ClientBuilder::default()
     }
 
-    /// How long a TCP handshake may take (default 3 s).
+    /// How long a TCP handshake may take (default 3 s). When it passes, the first request waiting
+    /// for the connection fails with [`Error::ConnectTimedOut`] (nothing was sent; it is not
+    /// retried), unless its own deadline passed first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = finwatch::Client::builder().connect_timeout(Duration::from_millis(200)).build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.cfg.connect_timeout = t;
         self
     }
 
     /// The default deadline of a request, from submission to the last response byte
-    /// (default 10 s); a request can set its own with [`crate::RequestBuilder::timeout`].
+    /// (default 10 s); a request can set its own with [`crate::RequestBuilder::timeout`]. When it
+    /// passes, the request fails with [`Error::DeadlineExceeded`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::builder().request_timeout(Duration::from_millis(250)).build()?;
+    /// assert!(client.get(&format!("{base}/io-state"))?.is_success());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn request_timeout(mut self, t: Duration) -> Self {
         self.cfg.request_timeout = t;
         self
     }
 
     /// How long an idle connection is kept for reuse (default 30 s). A server's
-    /// `Keep-Alive: timeout=N` shortens it, with a margin.
+    /// `Keep-Alive: timeout=N` shortens it, with a margin, and so does an idle-close time
+    /// learned from the device ([`Client::learned_idle_close`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::builder().idle_timeout(Duration::from_secs(2)).build()?;
+    /// client.get(&format!("{base}/io-state"))?;
+    /// let retire_in = client.connections()[0].retire_in.unwrap();
+    /// assert!(retire_in <= Duration::from_secs(2));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn idle_timeout(mut self, t: Duration) -> Self {
         self.cfg.idle_timeout = t;
         self
     }
 
     /// How many times a request may be retried on a fresh connection after a lost one, where
-    /// that is safe (default 1; 0 disables retries).
+    /// that is safe (default 1; 0 disables retries). When retries are spent, the request fails
+    /// with the last error, or [`Error::RetryFailed`] if an earlier loss may have been
+    /// processed.
+    ///
+    /// ```
+    /// let client = finwatch::Client::builder().max_retries(0).build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn max_retries(mut self, n: u32) -> Self {
         self.cfg.max_retries = n;
         self
@@ -289,19 +680,46 @@ impl ClientBuilder {
 
     /// Requests in flight at once per host (default 1, which keeps the device's commands in
     /// submission order end to end). More is opt-in: requests still *leave* in order, but may
-    /// complete out of order.
+    /// complete out of order. `0` counts as 1.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use finwatch::{Client, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = Client::builder().max_in_flight_per_host(2).build()?;
+    /// client.submit(Request::get(&format!("{base}/a")).build()?);
+    /// client.submit(Request::get(&format!("{base}/b")).build()?);
+    /// let mut done = Vec::new();
+    /// while client.pending() > 0 {
+    ///     client.poll(Some(Duration::from_millis(5)), &mut done)?;
+    /// }
+    /// assert!(done.iter().all(|c| c.result.is_ok()));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn max_in_flight_per_host(mut self, n: usize) -> Self {
         self.cfg.max_in_flight_per_host = n.max(1);
         self
     }
 
-    /// Connections per host, idle or busy (default 4).
+    /// Connections per host, idle or busy (default 4). `0` counts as 1.
+    ///
+    /// ```
+    /// let client = finwatch::Client::builder().max_connections_per_host(2).build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn max_connections_per_host(mut self, n: usize) -> Self {
         self.cfg.max_connections_per_host = n.max(1);
         self
     }
 
     /// `TCP_NODELAY` (default on: a command is one small write that must not wait for Nagle).
+    ///
+    /// ```
+    /// let client = finwatch::Client::builder().nodelay(true).build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn nodelay(mut self, on: bool) -> Self {
         self.cfg.nodelay = on;
         self
@@ -312,7 +730,15 @@ impl ClientBuilder {
     ///
     /// Waking a sleeping thread costs more than a loopback or LAN round trip on ordinary
     /// machines; spinning avoids that wake-up at the price of one core at 100 % while a request
-    /// is in flight (up to `budget` per wait). Off by default.
+    /// is in flight (up to `budget` per wait). Off by default; a zero `budget` turns it off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::builder().busy_poll(Duration::from_micros(200)).build()?;
+    /// assert!(client.get(&format!("{base}/io-state"))?.is_success());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn busy_poll(mut self, budget: Duration) -> Self {
         self.cfg.busy_poll = (!budget.is_zero()).then_some(budget);
         self
@@ -322,6 +748,12 @@ impl ClientBuilder {
     /// HTTP/1.0, `Keep-Alive` limits, or a device observed to close after every response or
     /// after a short idle time), open the next connection at once, so the next command does not
     /// wait for a TCP handshake. Costs at most one extra connection per device.
+    ///
+    /// ```
+    /// let client = finwatch::Client::builder().warm_spares(false).build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn warm_spares(mut self, on: bool) -> Self {
         self.cfg.warm_spares = on;
         self
@@ -330,18 +762,41 @@ impl ClientBuilder {
     /// Records a [`crate::Trace`] of connection events (connects, requests, responses, FIN,
     /// RST, closes) with timestamps, keeping the last `capacity` events; read it with
     /// [`Client::trace`], render it with [`crate::Trace::to_mermaid`]. Off by default.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::builder().trace(1024).build()?;
+    /// client.get(&format!("{base}/io-state"))?;
+    /// let diagram = client.take_trace().unwrap().to_mermaid("controller");
+    /// assert!(diagram.contains("GET /io-state"));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn trace(mut self, capacity: usize) -> Self {
         self.cfg.trace = Some(capacity);
         self
     }
 
-    /// Response limits (head bytes, header count, body bytes, interim responses).
+    /// Response limits (head bytes, header count, body bytes, interim responses); see [`Limits`].
+    /// A `max_headers` above [`MAX_HEADERS_CAP`] is lowered to it.
+    ///
+    /// ```
+    /// use finwatch::{Client, Limits};
+    /// let client = Client::builder().limits(Limits { max_body_bytes: 4096, ..Limits::default() }).build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn limits(mut self, limits: Limits) -> Self {
         self.cfg.limits = limits;
         self
     }
 
-    /// Builds the client (creates its poller).
+    /// Builds the client (creates its poller; fails with [`Error::Io`] only if that fails).
+    ///
+    /// ```
+    /// let client = finwatch::Client::builder().build()?;
+    /// # drop(client);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn build(self) -> Result<Client> {
         let mut cfg = self.cfg;
         cfg.limits.max_headers = cfg.limits.max_headers.min(MAX_HEADERS_CAP);

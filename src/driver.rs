@@ -249,7 +249,11 @@ impl Driver {
         while let Some(action) = engine.poll_action() {
             let now = Instant::now();
             match action {
-                Action::Connect { conn, host, port } => self.connect(engine, conn, &host, port, now),
+                // A connect the engine gave up on before it ran (abort_all, a deadline) is skipped.
+                Action::Connect { conn, host, port } if engine.knows(conn) => {
+                    self.connect(engine, conn, &host, port, now)
+                }
+                Action::Connect { .. } => {}
                 Action::Probe { conn } => {
                     let outcome = match self.sock(conn) {
                         Some(s) => probe(&s.stream),

@@ -231,7 +231,8 @@ impl Error {
     /// use finwatch::{Error, LostCause, Stage};
     /// let refused = Error::ConnectTimedOut { host: "10.0.0.5:80".into() };
     /// assert!(!refused.may_have_been_processed());
-    /// let lost = Error::ConnectionLost { cause: LostCause::PeerClosed, stage: Stage::AwaitingResponse, source: None };
+    /// let stage = Stage::AwaitingResponse;
+    /// let lost = Error::ConnectionLost { cause: LostCause::PeerClosed, stage, source: None };
     /// assert!(lost.may_have_been_processed());
     /// ```
     pub fn may_have_been_processed(&self) -> bool {

@@ -36,16 +36,9 @@
 //!
 //! ```
 //! use finwatch::http_interop::HttpClientExt as _;
-//! # let device = std::net::TcpListener::bind("127.0.0.1:0")?;
-//! # let addr = device.local_addr()?;
-//! # std::thread::spawn(move || -> std::io::Result<()> {
-//! #     use std::io::{Read as _, Write as _};
-//! #     let (mut s, _) = device.accept()?;
-//! #     let _ = s.read(&mut [0; 4096])?;
-//! #     s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"value\":1}")
-//! # });
+//! # let base = finwatch::__doc_device();
 //! let mut client = finwatch::Client::new()?;
-//! let put = http::Request::put(format!("http://{addr}/unico/v1/interface/io"))
+//! let put = http::Request::put(format!("{base}/unico/v1/interface/io"))
 //!     .header(http::header::CONTENT_TYPE, "application/json")
 //!     .body(r#"{"ioId":25602,"value":1}"#)?;
 //! let resp: http::Response<Vec<u8>> = client.send_http(put)?;
@@ -87,6 +80,11 @@ mod sealed {
 /// ```
 pub trait IntoRequestBody {
     /// The body's bytes.
+    ///
+    /// ```
+    /// use finwatch::http_interop::IntoRequestBody;
+    /// assert_eq!(String::from("1").into_request_body(), b"1");
+    /// ```
     fn into_request_body(self) -> Vec<u8>;
 }
 
@@ -227,10 +225,12 @@ impl ReasonPhrase {
     /// The phrase.
     ///
     /// ```
-    /// # // Only a converted response carries one; see the type's example.
-    /// # fn phrase(resp: &http::Response<Vec<u8>>) -> Option<&str> {
-    /// resp.extensions().get::<finwatch::http_interop::ReasonPhrase>().map(|r| r.as_str())
-    /// # }
+    /// use finwatch::http_interop::ReasonPhrase;
+    /// # let base = finwatch::__doc_device();
+    /// let resp = http::Response::try_from(finwatch::Client::new()?.get(&base)?)?;
+    /// let phrase = resp.extensions().get::<ReasonPhrase>().map(|r| r.as_str());
+    /// assert_eq!(phrase, Some("OK"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn as_str(&self) -> &str {
         &self.0
@@ -488,6 +488,16 @@ impl ResponseExt for Response {
 }
 
 /// Sending `http::Request`s with a finwatch [`Client`]. Sealed: implemented for [`Client`] only.
+///
+/// ```
+/// use finwatch::http_interop::HttpClientExt as _;
+/// # let base = finwatch::__doc_device();
+/// let mut client = finwatch::Client::new()?;
+/// let resp = client.send_http(http::Request::head(&base).body(())?)?;
+/// assert_eq!(resp.headers()[http::header::CONTENT_LENGTH], "11");
+/// assert!(resp.body().is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait HttpClientExt: sealed::Sealed {
     /// Converts `request` ([`Request::try_from`]), sends it with [`Client::send`], and converts
     /// the response (`http::Response::try_from`). Errors are finwatch's, so
@@ -496,16 +506,9 @@ pub trait HttpClientExt: sealed::Sealed {
     ///
     /// ```
     /// use finwatch::http_interop::HttpClientExt as _;
-    /// # let device = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// # let addr = device.local_addr()?;
-    /// # std::thread::spawn(move || -> std::io::Result<()> {
-    /// #     use std::io::{Read as _, Write as _};
-    /// #     let (mut s, _) = device.accept()?;
-    /// #     let _ = s.read(&mut [0; 4096])?;
-    /// #     s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"value\":1}")
-    /// # });
+    /// # let base = finwatch::__doc_device();
     /// let mut client = finwatch::Client::new()?;
-    /// let get = http::Request::get(format!("http://{addr}/unico/v1/interface/io-state?ioId=25602"))
+    /// let get = http::Request::get(format!("{base}/unico/v1/interface/io-state?ioId=25602"))
     ///     .body(())?;
     /// let state = client.send_http(get)?;
     /// assert!(state.status().is_success());

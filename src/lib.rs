@@ -69,7 +69,8 @@
 //!
 //! **Execute**, for a command loop with no allocation per command: [`Client::execute`] borrows a
 //! prepared [`Request`] and writes the response into the caller's [`Response`], reusing its
-//! buffers. Once warm, a command on a reused connection allocates nothing.
+//! buffers. Once warm, a command on a reused connection allocates nothing. (For submit and poll,
+//! [`Client::submit_ref`] and [`Client::recycle`] do the same.)
 //!
 //! ```
 //! # use finwatch::{Client, Request, Response};
@@ -167,8 +168,9 @@
 //!
 //! A pooled connection found closed before the write is not an attempt: the request goes out on
 //! a new connection with its retry budget untouched. Deadlines and failed connects are never
-//! retried. [`Error::may_have_been_processed`] is `true` exactly for the stages
-//! `AwaitingResponse` and `ReadingResponse` (and for errors about the response itself).
+//! retried. [`Error::may_have_been_processed`] is `true` for the stages `AwaitingResponse` and
+//! `ReadingResponse` and for errors about the response itself; it is `false` only when the device
+//! cannot have received the whole request.
 //!
 //! # `Client` or `SharedClient`?
 //!
@@ -200,10 +202,15 @@
 //! # Feature `http`
 //!
 //! Off by default (the core depends on `mio`, `socket2`, `httparse` and `log` only). With it, the
-//! [`http_interop`] module converts to and from the [`http`](https://docs.rs/http) crate's
-//! `Request`, `Response` and `Method`, strictly: a request part finwatch cannot send exactly is an
-//! error, never dropped or rewritten. `HttpClientExt::send_http` sends an `http::Request` with a
-//! [`Client`].
+// The module when it is built, its page on docs.rs when it is not:
+#![cfg_attr(feature = "http", doc = " [`http_interop`] module converts")]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = " [`http_interop`](https://docs.rs/finwatch/latest/finwatch/http_interop/) module converts"
+)]
+//! to and from the [`http`](https://docs.rs/http) crate's `Request`, `Response` and `Method`,
+//! strictly: a request part finwatch cannot send exactly is an error, never dropped or rewritten.
+//! `HttpClientExt::send_http` sends an `http::Request` with a [`Client`].
 //!
 //! ```toml
 //! [dependencies]
@@ -222,12 +229,6 @@
 //! Layers: [`Client`] (the API) → `driver` (the mio loop: syscalls, no protocol decisions) →
 //! `proto` (sans-IO: the connection state machine, pool, dispatch, retries, response framing).
 
-// The link above, to the module when it is built and to docs.rs when it is not.
-#![cfg_attr(feature = "http", doc = "[`http_interop`]: crate::http_interop")]
-#![cfg_attr(
-    not(feature = "http"),
-    doc = "[`http_interop`]: https://docs.rs/finwatch/latest/finwatch/http_interop/index.html"
-)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

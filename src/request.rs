@@ -388,9 +388,11 @@ impl RequestBuilder {
         let mut declared = None;
         for (name, value) in &req.headers {
             if name.eq_ignore_ascii_case("content-length") {
-                let n: u64 = value
-                    .parse()
-                    .map_err(|_| Error::invalid_request(format!("invalid Content-Length {value:?}")))?;
+                // RFC 9110 §8.6: 1*DIGIT. `u64::from_str` alone would also take a leading `+`.
+                let n: u64 = Some(value)
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| Error::invalid_request(format!("invalid Content-Length {value:?}")))?;
                 if declared.is_some_and(|d| d != n) {
                     return Err(Error::invalid_request("conflicting Content-Length headers"));
                 }
@@ -510,8 +512,10 @@ mod tests {
         assert!(check_target("/a b").is_err());
         assert!(check_target("/caf\u{e9}").is_err());
         assert!(check_target("*").is_ok());
-        let r = Request::put("http://h/", "abc").header("Content-Length", "4").build();
-        assert!(matches!(r, Err(Error::InvalidRequest { .. })));
+        for bad in ["4", "+3", "0x3", "-3", ""] {
+            let r = Request::put("http://h/", "abc").header("Content-Length", bad).build();
+            assert!(matches!(r, Err(Error::InvalidRequest { .. })), "{bad:?}");
+        }
         let r = Request::get("http://h/").header("Transfer-Encoding", "chunked").build();
         assert!(matches!(r, Err(Error::InvalidRequest { .. })));
     }

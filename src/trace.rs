@@ -10,7 +10,18 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-/// One thing that happened.
+/// One thing that happened, in a [`TraceEvent`].
+///
+/// ```
+/// use finwatch::{Client, TraceKind};
+/// # let base = finwatch::__doc_device();
+/// let mut client = Client::builder().trace(64).build()?;
+/// client.get(&format!("{base}/io-state"))?;
+/// let kinds: Vec<&TraceKind> = client.trace().unwrap().events().map(|e| &e.kind).collect();
+/// assert!(matches!(kinds[0], TraceKind::Connecting { spare: false }));
+/// assert!(kinds.iter().any(|k| matches!(k, TraceKind::Response { status: 200, .. })));
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceKind {
     /// A connect started (a warm spare if `spare`).
@@ -64,6 +75,18 @@ pub enum TraceKind {
 }
 
 /// A timestamped event on one connection.
+///
+/// ```
+/// use finwatch::{Client, TraceKind};
+/// # let base = finwatch::__doc_device();
+/// let mut client = Client::builder().trace(64).build()?;
+/// client.put(&format!("{base}/unico/v1/interface/io"), "1")?;
+/// let trace = client.take_trace().unwrap();
+/// let sent = trace.events().find(|e| matches!(e.kind, TraceKind::Sent { .. })).unwrap();
+/// assert_eq!(sent.host, base.trim_start_matches("http://"));
+/// assert_eq!(sent.kind, TraceKind::Sent { request: 1, line: "PUT /unico/v1/interface/io".into() });
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceEvent {
     /// When the loop saw it.
@@ -76,7 +99,21 @@ pub struct TraceEvent {
     pub kind: TraceKind,
 }
 
-/// A bounded record of events.
+/// A bounded record of events: what a client did on the wire, connection by connection, with
+/// timestamps. Recorded by a client built with [`crate::ClientBuilder::trace`]; read with
+/// [`crate::Client::trace`] or [`crate::Client::take_trace`].
+///
+/// ```
+/// # let base = finwatch::__doc_device();
+/// let mut client = finwatch::Client::builder().trace(256).build()?;
+/// client.get(&format!("{base}/io-state"))?;
+/// let trace = client.take_trace().unwrap();
+/// for e in trace.events() {
+///     println!("conn {} {}: {:?}", e.conn, e.host, e.kind);
+/// }
+/// println!("{}", trace.to_mermaid("controller"));
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Trace {
     events: VecDeque<TraceEvent>,
@@ -84,13 +121,30 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// An empty trace keeping at most `capacity` events.
+    /// An empty trace keeping at most `capacity` events (at least 1).
+    ///
+    /// ```
+    /// let trace = finwatch::Trace::new(100);
+    /// assert!(trace.is_empty());
+    /// ```
     pub fn new(capacity: usize) -> Trace {
         Trace { events: VecDeque::new(), capacity: capacity.max(1) }
     }
 
     /// Adds an event (dropping the oldest beyond the capacity). Public so that other clients
     /// can be traced in the same form, for side-by-side comparisons.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use finwatch::{Trace, TraceKind};
+    /// let mut t = Trace::new(2);
+    /// let now = Instant::now();
+    /// t.record(now, 1, "10.0.0.5:80", TraceKind::Connecting { spare: false });
+    /// t.record(now, 1, "10.0.0.5:80", TraceKind::Connected);
+    /// t.record(now, 1, "10.0.0.5:80", TraceKind::PeerFin { state: "Open(Idle)" });
+    /// // The oldest event was dropped.
+    /// assert_eq!(t.events().next().unwrap().kind, TraceKind::Connected);
+    /// ```
     pub fn record(&mut self, at: Instant, conn: u64, host: &str, kind: TraceKind) {
         if self.events.len() == self.capacity {
             self.events.pop_front();
@@ -99,11 +153,25 @@ impl Trace {
     }
 
     /// The events, oldest first.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use finwatch::{Trace, TraceKind};
+    /// let mut t = Trace::new(10);
+    /// t.record(Instant::now(), 3, "10.0.0.5:80", TraceKind::Closed { reason: "idle timeout" });
+    /// assert_eq!(t.events().map(|e| e.conn).collect::<Vec<_>>(), [3]);
+    /// ```
     pub fn events(&self) -> impl Iterator<Item = &TraceEvent> {
         self.events.iter()
     }
 
     /// Whether nothing was recorded.
+    ///
+    /// ```
+    /// let client = finwatch::Client::builder().trace(16).build()?;
+    /// assert!(client.trace().unwrap().is_empty());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

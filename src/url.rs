@@ -6,7 +6,19 @@
 
 use crate::error::{Error, Result};
 
-/// A parsed `http` URL.
+/// A parsed `http` URL: host, port and request target. Every request carries one
+/// ([`crate::Request::url`]); requests to the same host and port share connections and one
+/// ordered queue.
+///
+/// ```
+/// use finwatch::Url;
+/// let url = Url::parse("http://[fe80::1]:8080/unico/v1/interface/io-state?ioId=25602#ignored")?;
+/// assert_eq!(url.host(), "fe80::1");
+/// assert_eq!(url.port(), 8080);
+/// assert_eq!(url.authority(), "[fe80::1]:8080");
+/// assert_eq!(url.target(), "/unico/v1/interface/io-state?ioId=25602");
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
     /// Host as written, without brackets for IPv6 (`10.0.0.5`, `::1`, `device.local`).
@@ -22,7 +34,20 @@ pub struct Url {
 
 impl Url {
     /// Parses `http://host[:port][/path][?query][#fragment]`; the fragment is dropped
-    /// (RFC 9110 §4.2.1: it is never sent).
+    /// (RFC 9110 §4.2.1: it is never sent). The target must be visible ASCII (percent-encode
+    /// the rest). Refused with [`Error::InvalidUrl`] (or [`Error::InvalidRequest`] for the
+    /// target): other schemes (`https` included), user info, a port that is not 1–65535, an
+    /// invalid host or IPv6 literal.
+    ///
+    /// ```
+    /// use finwatch::Url;
+    /// let url = Url::parse("HTTP://Device.local?x=1")?;
+    /// assert_eq!((url.host(), url.port(), url.target()), ("Device.local", 80, "/?x=1"));
+    /// assert!(Url::parse("https://10.0.0.5/").is_err());
+    /// assert!(Url::parse("http://admin@10.0.0.5/").is_err());
+    /// assert!(Url::parse("http://10.0.0.5/a b").is_err());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn parse(url: &str) -> Result<Url> {
         let bad = |reason| Error::InvalidUrl { url: url.to_string(), reason };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme (http://)"))?;
@@ -77,29 +102,55 @@ impl Url {
         } else {
             target.to_string()
         };
-        crate::request::check_target(&target)?;
+        if crate::request::check_target(&target).is_err() {
+            return Err(bad("invalid path or query: visible ASCII only (percent-encode the rest)"));
+        }
         let bracketed = if authority.starts_with('[') { format!("[{host}]") } else { host.to_string() };
         let authority = if port == 80 { bracketed } else { format!("{bracketed}:{port}") };
         let key = format!("{}:{}", host.to_ascii_lowercase(), port).into();
         Ok(Url { host: host.to_string(), port, authority, target, key })
     }
 
-    /// The host, without IPv6 brackets.
+    /// The host as written, without IPv6 brackets.
+    ///
+    /// ```
+    /// assert_eq!(finwatch::Url::parse("http://[::1]:9000/")?.host(), "::1");
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn host(&self) -> &str {
         &self.host
     }
 
     /// The port (80 when the URL names none).
+    ///
+    /// ```
+    /// assert_eq!(finwatch::Url::parse("http://10.0.0.5/io")?.port(), 80);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The `Host` header value.
+    /// The `Host` header value: host (bracketed if IPv6) and port, the port omitted when it is 80.
+    ///
+    /// ```
+    /// use finwatch::Url;
+    /// assert_eq!(Url::parse("http://10.0.0.5:80/")?.authority(), "10.0.0.5");
+    /// assert_eq!(Url::parse("http://[::1]:8080/")?.authority(), "[::1]:8080");
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn authority(&self) -> &str {
         &self.authority
     }
 
-    /// The origin-form request target (`/path?query`).
+    /// The origin-form request target (`/path?query`, at least `/`), as it goes on the wire.
+    ///
+    /// ```
+    /// use finwatch::Url;
+    /// assert_eq!(Url::parse("http://10.0.0.5")?.target(), "/");
+    /// assert_eq!(Url::parse("http://10.0.0.5/io?id=1#frag")?.target(), "/io?id=1");
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn target(&self) -> &str {
         &self.target
     }

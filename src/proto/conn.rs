@@ -14,6 +14,24 @@ use crate::proto::framing::ResponseReader;
 use crate::proto::slab::Key;
 
 /// Why a connection is retired (closed by us) instead of being kept for reuse.
+///
+/// Each reason's [`RetireReason::as_str`] is what the debug log (`RUST_LOG=finwatch=debug`)
+/// and a [`crate::TraceKind::Closed`] event say about the close.
+///
+/// ```
+/// use finwatch::{Client, RetireReason, TraceKind};
+/// # let base = finwatch::__doc_device();
+/// let mut client = Client::builder().trace(64).build()?;
+/// let req = finwatch::Request::get(&format!("{base}/io-state")).header("Connection", "close").build()?;
+/// let resp = client.send(req)?;
+/// assert_eq!(resp.header("Connection"), Some("close")); // the device agreed
+/// let closed = client.trace().unwrap().events().find_map(|e| match e.kind {
+///     TraceKind::Closed { reason } => Some(reason),
+///     _ => None,
+/// });
+/// assert_eq!(closed, Some(RetireReason::ServerSaidClose.as_str()));
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetireReason {
     /// The response carried `Connection: close`.
@@ -55,6 +73,12 @@ pub enum RetireReason {
 
 impl RetireReason {
     /// A few words for logs.
+    ///
+    /// ```
+    /// use finwatch::RetireReason;
+    /// assert_eq!(RetireReason::ServerSaidClose.as_str(), "server sent Connection: close");
+    /// assert_eq!(RetireReason::IdleTimeout.as_str(), "idle timeout");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             RetireReason::ServerSaidClose => "server sent Connection: close",

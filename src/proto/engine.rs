@@ -66,18 +66,56 @@ impl Default for Config {
     }
 }
 
-/// Identifies a submitted request; returned by [`crate::Client::submit`].
+/// Identifies a submitted request; returned by [`crate::Client::submit`], and found again in
+/// its [`Completion`].
+///
+/// ```
+/// use finwatch::{Client, Request};
+/// # let base = finwatch::__doc_device();
+/// let mut client = Client::new()?;
+/// let a = client.submit(Request::get(&format!("{base}/a")).build()?);
+/// let b = client.submit(Request::get(&format!("{base}/b")).build()?);
+/// assert!(a < b);
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub(crate) u64);
 
 impl RequestId {
     /// The id as a number (ids count up from 1 per client).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let id = client.submit(finwatch::Request::get(&format!("{base}/")).build()?);
+    /// assert_eq!(id.get(), 1);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn get(self) -> u64 {
         self.0
     }
 }
 
-/// A finished request.
+/// A finished request, as [`crate::Client::poll`] returns it.
+///
+/// ```
+/// use std::time::Duration;
+/// use finwatch::{Client, Completion, Request};
+/// # let base = finwatch::__doc_device();
+/// let mut client = Client::new()?;
+/// let id = client.submit(Request::get(&format!("{base}/io-state")).build()?);
+/// let mut done: Vec<Completion> = Vec::new();
+/// while done.is_empty() {
+///     client.poll(Some(Duration::from_millis(10)), &mut done)?;
+/// }
+/// let Completion { id: done_id, result } = done.pop().unwrap();
+/// assert_eq!(done_id, id);
+/// match result {
+///     Ok(resp) => assert_eq!(resp.status(), 200),
+///     Err(e) => panic!("{e}"),
+/// }
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Completion {
     /// Which request.
@@ -86,7 +124,18 @@ pub struct Completion {
     pub result: Result<Response, Error>,
 }
 
-/// Counters since the client was created.
+/// Counters since the client was created ([`crate::Client::stats`]).
+///
+/// ```
+/// # let base = finwatch::__doc_device();
+/// let mut client = finwatch::Client::new()?;
+/// client.get(&format!("{base}/io-state"))?;
+/// client.get(&format!("{base}/io-state"))?;
+/// let stats = client.stats();
+/// assert_eq!((stats.submitted, stats.succeeded, stats.failed), (2, 2, 0));
+/// assert_eq!((stats.connects, stats.reuses), (1, 1));
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Requests submitted.
@@ -122,6 +171,19 @@ pub struct Stats {
 }
 
 /// A connection, as [`crate::Client::connections`] shows it.
+///
+/// ```
+/// # let base = finwatch::__doc_device();
+/// let mut client = finwatch::Client::new()?;
+/// let resp = client.get(&format!("{base}/io-state"))?;
+/// let conns = client.connections();
+/// assert_eq!(conns.len(), 1);
+/// let c = &conns[0];
+/// assert_eq!((c.id, c.state, c.served), (resp.meta().connection_id, "Open(Idle)", 1));
+/// assert_eq!(c.host, base.trim_start_matches("http://"));
+/// assert!(c.idle_for.is_some() && c.retire_in.is_some());
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
     /// Serial number, as in the debug log.

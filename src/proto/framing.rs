@@ -13,10 +13,32 @@ use crate::proto::conn::RetireReason;
 use crate::request::has_token;
 use crate::response::{Meta, Response};
 
-/// The hard cap on [`Limits::max_headers`]: the parser's header array lives on the stack.
+/// The hard cap on [`Limits::max_headers`]: the parser's header array lives on the stack. A
+/// larger `max_headers` is lowered to it when the client is built.
+///
+/// ```
+/// use finwatch::{Client, Limits, MAX_HEADERS_CAP};
+/// let limits = Limits { max_headers: MAX_HEADERS_CAP, ..Limits::default() };
+/// let client = Client::builder().limits(limits).build()?;
+/// # drop(client);
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 pub const MAX_HEADERS_CAP: usize = 256;
 
-/// Bounds on what a server may make the client buffer.
+/// Bounds on what a server may make the client buffer, set with
+/// [`crate::ClientBuilder::limits`]. A response that exceeds one fails with
+/// [`crate::Error::LimitExceeded`], and its connection is not reused.
+///
+/// The defaults: 16 KiB of head, 64 header fields, 8 MiB of body, 8 interim responses.
+///
+/// ```
+/// use finwatch::{Client, Limits};
+/// let limits = Limits { max_body_bytes: 64 * 1024, ..Limits::default() };
+/// assert_eq!(limits.max_headers, 64);
+/// let client = Client::builder().limits(limits).build()?;
+/// # drop(client);
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Bytes of a response head (status line + fields); also bounds chunk extensions + trailers.

@@ -79,7 +79,7 @@ fn read(limits: Limits, head_request: bool, eof: bool, pieces: &[&[u8]]) -> Outc
     }
 }
 
-/// Interprets `data` as a sequence of driver events for an [`Engine`] and checks, after every
+/// Interprets `data` as a sequence of driver events for an `Engine` and checks, after every
 /// step, the promises the engine makes:
 /// - nothing is ever written on a connection after its FIN or RST was reported;
 /// - a `Write` only ever follows an `Alive` probe of that connection;
