@@ -198,12 +198,28 @@ impl SharedClient {
     pub const DROP_GRACE: Duration = Duration::from_millis(100);
 
     /// A shared client with default settings; starts the loop thread.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let client = finwatch::SharedClient::new()?;
+    /// let resp = client.send(finwatch::Request::get(&format!("{base}/state")).build()?)?;
+    /// assert_eq!(resp.status(), 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn new() -> Result<SharedClient> {
         SharedClient::from_builder(ClientBuilder::new())
     }
 
     /// A shared client with the builder's settings; starts the loop thread. Fails if the client
     /// cannot be built or the thread cannot be started.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = finwatch::Client::builder().request_timeout(Duration::from_secs(2));
+    /// let client = finwatch::SharedClient::from_builder(builder)?;
+    /// assert_eq!(client.stats().submitted, 0);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn from_builder(builder: ClientBuilder) -> Result<SharedClient> {
         let mut client = builder.build()?;
         let waker = client.waker()?;
@@ -229,6 +245,22 @@ impl SharedClient {
     /// with [`Error::InvalidRequest`] (nothing sent) when called on the loop thread itself, from
     /// a completion callback, where waiting would deadlock: use
     /// [`SharedClient::submit_with`] there.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// # let client = finwatch::SharedClient::new()?;
+    /// let handles: Vec<_> = (0..4)
+    ///     .map(|i| {
+    ///         let client = client.clone();
+    ///         let url = format!("{base}/io?i={i}");
+    ///         std::thread::spawn(move || client.send(finwatch::Request::put(&url, "1").build()?))
+    ///     })
+    ///     .collect();
+    /// for h in handles {
+    ///     assert_eq!(h.join().unwrap()?.status(), 200);
+    /// }
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn send(&self, request: Request) -> Result<Response> {
         let shared = &self.handle.shared;
         if shared.on_loop_thread() {
@@ -252,6 +284,17 @@ impl SharedClient {
     /// request), and never block in it. A panic in it is caught and logged. If the request is
     /// refused (after a shutdown began), `on_done` runs at once on the calling thread, with
     /// [`Error::Shutdown`] at [`Stage::Queued`]. Either way it runs exactly once.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// # let client = finwatch::SharedClient::new()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// client.submit_with(finwatch::Request::get(&format!("{base}/state")).build()?, move |result| {
+    ///     let _ = tx.send(result.map(|r| r.status()));
+    /// });
+    /// assert_eq!(rx.recv().unwrap()?, 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn submit_with(&self, request: Request, on_done: impl FnOnce(Result<Response>) + Send + 'static) {
         if let Err(refused) = self.handle.shared.submit(request, Reply::Callback(Box::new(on_done))) {
             refused.deliver(Err(Error::Shutdown { stage: Stage::Queued }));
@@ -262,6 +305,19 @@ impl SharedClient {
     /// receiver can collect many requests (the tag tells them apart: a device index, a command
     /// number, …). Outcomes arrive in completion order. If the receiver is gone, the outcome is
     /// dropped. A refused request (after a shutdown began) is reported on `tx` at once.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// # let client = finwatch::SharedClient::new()?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// for device in 0..3 {
+    ///     client.submit_to(finwatch::Request::get(&format!("{base}/d{device}")).build()?, device, &tx);
+    /// }
+    /// let mut seen: Vec<u32> = (0..3).map(|_| rx.recv().unwrap().0).collect();
+    /// seen.sort();
+    /// assert_eq!(seen, vec![0, 1, 2]);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn submit_to<T: Send + 'static>(
         &self,
         request: Request,
@@ -274,12 +330,28 @@ impl SharedClient {
 
     /// The client's counters, taken by the loop thread between two turns (so they count every
     /// outcome already delivered).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// # let client = finwatch::SharedClient::new()?;
+    /// client.send(finwatch::Request::get(&format!("{base}/state")).build()?)?;
+    /// assert_eq!(client.stats().succeeded, 1);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         self.handle.shared.query(Job::Stats, Client::stats)
     }
 
     /// A snapshot of the live connections, taken by the loop thread between two turns. A FIN on
     /// an idle connection removes it from this list without any caller having to do anything.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// # let client = finwatch::SharedClient::new()?;
+    /// client.send(finwatch::Request::get(&format!("{base}/state")).build()?)?;
+    /// assert!(client.connections().iter().all(|c| c.state != "Connecting"));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         self.handle.shared.query(Job::Connections, Client::connections)
     }
@@ -293,6 +365,16 @@ impl SharedClient {
     /// Returns as soon as nothing is pending, if that comes first. Affects every clone. Calling
     /// it again is harmless (a shorter grace period wins). Called from a completion callback, it
     /// starts the shutdown and returns without waiting (the loop cannot wait for itself).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// use std::time::Duration;
+    /// let client = finwatch::SharedClient::new()?;
+    /// client.shutdown(Duration::from_millis(100));
+    /// let refused = client.send(finwatch::Request::get(&format!("{base}/state")).build()?);
+    /// assert!(matches!(refused, Err(finwatch::Error::Shutdown { .. })));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
     pub fn shutdown(&self, grace: Duration) {
         self.handle.shared.shutdown(grace);
     }
