@@ -206,6 +206,11 @@ pub(crate) struct Conn {
     pub(crate) last_response: Option<Instant>,
     /// Opened ahead of need (a warm spare), not for a waiting request.
     pub(crate) spare: bool,
+    /// Kept after a response although the device was thought to close after every response,
+    /// to find out whether it still does: usable only once it has survived
+    /// [`crate::proto::learn::CLOSES_AFTER_RESPONSE`] idle (a device that closes sends its FIN
+    /// long before that, and the FIN is then seen before any write).
+    pub(crate) probation: bool,
 }
 
 impl Conn {
@@ -221,6 +226,7 @@ impl Conn {
             created: now,
             last_response: None,
             spare: false,
+            probation: false,
         }
     }
 
@@ -236,6 +242,8 @@ impl Conn {
         matches!(self.state, ConnState::Open(Open::Idle { .. }))
             && self.retire_at.is_none_or(|(t, _)| now < t)
             && self.requests_left != Some(0)
+            && !(self.probation
+                && self.last_response.is_some_and(|t| now < t + crate::proto::learn::CLOSES_AFTER_RESPONSE))
     }
 }
 

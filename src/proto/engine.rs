@@ -253,6 +253,9 @@ struct Host {
     in_flight: usize,
     /// How the device closes connections, learned.
     behaviour: Behaviour,
+    /// Responses from a device thought to close after every response; every
+    /// [`PROBATION_EVERY`]th connection is kept on probation to re-check that.
+    single_use: u32,
 }
 
 /// The core. See the module docs for the contract with the driver.
@@ -335,6 +338,7 @@ impl Engine {
             conns: Vec::new(),
             in_flight: 0,
             behaviour: Behaviour::default(),
+            single_use: 0,
         });
         host.queue.push_back(r);
         log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);
@@ -472,6 +476,17 @@ impl Engine {
                 if c.served > 0 {
                     self.stats.reuses += 1;
                 }
+                if c.probation
+                    && let Some(t) = c.last_response
+                    && let Some(h) = self.hosts.get_mut(&c.host)
+                    && h.behaviour.observe_alive(now.saturating_duration_since(t))
+                {
+                    log::debug!(
+                        "{}: a connection survived its probation; the device keeps connections",
+                        c.host
+                    );
+                }
+                c.probation = false;
                 ex.phase = Phase::Writing { written: 0 };
                 self.actions.push_back(Action::Write { conn });
                 if let Some(t) = &mut self.trace
@@ -691,9 +706,10 @@ impl Engine {
                 .iter()
                 .filter_map(|&k| self.conns.get(k).map(|c| (k, c)))
                 .filter(|(_, c)| c.may_carry_request(now) && !(fresh_only && c.served > 0))
+                // A connection on probation that became usable goes first: that is the test.
                 .max_by_key(|(_, c)| match c.state {
-                    ConnState::Open(Open::Idle { since }) => Some(since),
-                    _ => None,
+                    ConnState::Open(Open::Idle { since }) => (c.probation, Some(since)),
+                    _ => (false, None),
                 })
                 .map(|(k, _)| k);
             if let Some(conn) = idle {
@@ -807,10 +823,24 @@ impl Engine {
         } else if c.requests_left == Some(0) {
             Some(RetireReason::KeepAliveMaxReached)
         } else if behaviour.closes_after_response() {
-            Some(RetireReason::DeviceClosesAfterResponse)
+            // Single-use, except now and then a connection kept on probation: the learning
+            // came from one close, and a device that in fact keeps connections alive must not
+            // be denied reuse for ever.
+            let h = self.hosts.get_mut(&c.host);
+            let n = h.map_or(1, |h| {
+                h.single_use = h.single_use.wrapping_add(1);
+                h.single_use
+            });
+            if n.is_multiple_of(PROBATION_EVERY) {
+                c.probation = true;
+                None
+            } else {
+                Some(RetireReason::DeviceClosesAfterResponse)
+            }
         } else {
             None
         };
+        let probation = c.probation && retire.is_none();
         let host = c.host.clone();
         if let Some(h) = self.hosts.get_mut(&host) {
             h.in_flight -= 1;
@@ -827,6 +857,10 @@ impl Engine {
             self.retire(conn, why, now);
         } else {
             self.dispatch(&host, now);
+            if probation {
+                // The next command must not wait for the probation to end.
+                self.open_spare(&host, now);
+            }
         }
     }
 
@@ -1078,6 +1112,10 @@ impl Engine {
         self.recycle_wire(p.wire);
     }
 }
+
+/// One connection in this many, to a device thought to close after every response, is kept on
+/// probation to re-check it.
+const PROBATION_EVERY: u32 = 8;
 
 /// Buffers kept for reuse, and the largest one kept (a huge body is not hoarded).
 const POOL_SIZE: usize = 64;

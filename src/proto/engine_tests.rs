@@ -587,3 +587,60 @@ fn abort_all_fails_every_request_with_its_stage_and_closes_everything() {
     assert!(w.actions().contains(&Action::Close { conn: c1 }));
     assert_eq!(w.e.pending(), 0);
 }
+
+#[test]
+fn a_device_wrongly_thought_to_close_after_every_response_gets_reuse_back() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::GET);
+    w.now += Duration::from_micros(100);
+    w.e.on_fin(c1, w.now); // one early close: learned "closes after every response"
+    w.actions();
+    // Seven single-use connections, then the eighth is kept on probation.
+    let mut kept = None;
+    for _ in 0..PROBATION_EVERY {
+        w.submit(Method::GET, "http://10.0.0.5/");
+        let actions = w.actions();
+        let Some(conn) = connect_of(&actions) else { panic!("{actions:?}") };
+        w.e.on_connected(conn, w.now);
+        w.probe_alive(conn);
+        w.e.on_data(conn, OK, w.now);
+        w.completions();
+        let actions = w.actions();
+        if !actions.contains(&Action::Close { conn }) {
+            kept = Some(conn);
+        }
+    }
+    let probation = kept.expect("one connection kept on probation");
+    // Not usable at once: a device that closes after every response would FIN meanwhile.
+    w.submit(Method::GET, "http://10.0.0.5/");
+    assert!(!w.actions().contains(&Action::Probe { conn: probation }));
+    w.e.abort_all(w.now);
+    w.completions();
+    w.actions();
+    // Survived: the device keeps connections after all; it is reused and the learning dropped.
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::GET);
+    w.now += Duration::from_micros(100);
+    w.e.on_fin(c1, w.now);
+    w.actions();
+    let mut kept = None;
+    for _ in 0..PROBATION_EVERY {
+        w.submit(Method::GET, "http://10.0.0.5/");
+        let conn = connect_of(&w.actions()).unwrap();
+        w.e.on_connected(conn, w.now);
+        w.probe_alive(conn);
+        w.e.on_data(conn, OK, w.now);
+        w.completions();
+        if !w.actions().contains(&Action::Close { conn }) {
+            kept = Some(conn);
+        }
+    }
+    let probation = kept.unwrap();
+    w.now += Duration::from_millis(3);
+    w.submit(Method::GET, "http://10.0.0.5/");
+    w.probe_alive(probation);
+    w.e.on_data(probation, OK, w.now);
+    assert!(w.completions()[0].result.as_ref().unwrap().meta().reused);
+    assert!(!w.actions().contains(&Action::Close { conn: probation }), "kept: the device keeps connections");
+    assert_eq!(w.e.learned_idle_close("10.0.0.5:80"), None);
+}

@@ -36,6 +36,18 @@ impl Behaviour {
         true
     }
 
+    /// A connection was found alive (by the pre-write peek) `idle_for` after its last response.
+    /// If that contradicts what was learned (the device was thought to close sooner), the
+    /// device's behaviour has changed or was misjudged from one close: forget it. Returns
+    /// whether it was forgotten.
+    pub(crate) fn observe_alive(&mut self, idle_for: Duration) -> bool {
+        if self.idle_close.is_some_and(|d| d <= idle_for) {
+            self.idle_close = None;
+            return true;
+        }
+        false
+    }
+
     /// The server announced `Keep-Alive: timeout` (or stopped announcing it).
     pub(crate) fn observe_announced(&mut self, keep_alive: Option<Duration>) {
         self.announced = keep_alive;
@@ -97,6 +109,17 @@ mod tests {
         assert!(!b.closes_after_response());
         assert!(b.observe_close(Duration::from_micros(150)));
         assert!(b.closes_after_response());
+    }
+
+    #[test]
+    fn a_connection_alive_past_the_learned_close_unlearns_it() {
+        let mut b = Behaviour::default();
+        b.observe_close(Duration::from_micros(150));
+        assert!(b.closes_after_response());
+        assert!(!b.observe_alive(Duration::from_micros(100)));
+        assert!(b.observe_alive(3 * MS));
+        assert!(!b.closes_after_response());
+        assert_eq!(b.idle_close(), None);
     }
 
     #[test]
