@@ -1115,7 +1115,7 @@ impl Engine {
 
 /// One connection in this many, to a device thought to close after every response, is kept on
 /// probation to re-check it.
-const PROBATION_EVERY: u32 = 8;
+const PROBATION_EVERY: u32 = 32;
 
 /// Buffers kept for reuse, and the largest one kept (a huge body is not hoarded).
 const POOL_SIZE: usize = 64;

@@ -38,11 +38,12 @@ impl Behaviour {
 
     /// A connection was found alive (by the pre-write peek) `idle_for` after its last response.
     /// If that contradicts what was learned (the device was thought to close sooner), the
-    /// device's behaviour has changed or was misjudged from one close: forget it. Returns
-    /// whether it was forgotten.
+    /// device does not close after every response: the estimate becomes that survived time,
+    /// so connections are reused again for commands closer together than it, and nothing
+    /// beyond what was observed is assumed. Returns whether the estimate changed.
     pub(crate) fn observe_alive(&mut self, idle_for: Duration) -> bool {
         if self.idle_close.is_some_and(|d| d <= idle_for) {
-            self.idle_close = None;
+            self.idle_close = Some(idle_for);
             return true;
         }
         false
@@ -119,7 +120,7 @@ mod tests {
         assert!(!b.observe_alive(Duration::from_micros(100)));
         assert!(b.observe_alive(3 * MS));
         assert!(!b.closes_after_response());
-        assert_eq!(b.idle_close(), None);
+        assert_eq!(b.idle_close(), Some(3 * MS));
     }
 
     #[test]
