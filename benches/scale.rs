@@ -31,8 +31,6 @@
 //! `submit` takes the `Request` by value, so the prepared request is cloned for each command,
 //! outside the count (its cost is printed separately).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -45,45 +43,12 @@ use finwatch::{Client, Completion, Request};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-// ---- allocation counting (as in tests/zero_alloc.rs): only the client thread counts ----
+// ---- allocation counting (shared with tests/zero_alloc.rs): only the client thread counts ----
 
-struct Counting;
+#[path = "../tests/support/alloc_count.rs"]
+mod alloc_count;
 
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn counting(on: bool) {
-    COUNTING.with(|c| c.set(on));
-}
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+use alloc_count::{allocs, counting};
 
 // ---- CPU time ----
 
@@ -517,7 +482,7 @@ fn run(load: Load, slices: usize, slice: Duration, lat: &mut Vec<u32>) -> io::Re
     let mut out = Vec::with_capacity(slices);
     for _ in 0..slices {
         let (t0, c0, s0, d0) = (Instant::now(), thread_cpu_ns(SELF), devs.cpu_ns(), r.done);
-        ALLOCS.with(|a| a.set(0));
+        alloc_count::reset();
         let end = t0 + slice;
         while Instant::now() < end {
             r.step(Some(lat));
@@ -689,7 +654,7 @@ fn table(rows: &[Figures], markdown: bool) {
 fn clone_cost() -> (f64, f64) {
     let req = Request::put("http://127.0.0.1:40000/unico/v1/interface/io", BODY).build().expect("request");
     let n = 100_000;
-    ALLOCS.with(|a| a.set(0));
+    alloc_count::reset();
     counting(true);
     let t = Instant::now();
     for _ in 0..n {
