@@ -18,6 +18,11 @@ use finwatch::{Limits, Request, Response};
 
 // ---- allocation counting (shared with tests/zero_alloc.rs) ----
 
+#[path = "support/proc_stat.rs"]
+mod proc_stat;
+
+use proc_stat::machine_busy_ticks;
+
 #[path = "../tests/support/alloc_count.rs"]
 mod alloc_count;
 
@@ -284,15 +289,6 @@ fn print_table(rows: &[Measured], markdown: bool) {
     for l in &lines {
         row(l);
     }
-}
-
-/// Busy clock ticks of the whole machine (all but idle and iowait), from `/proc/stat`.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().next() else { return 0 };
-    let f: Vec<u64> = cpu.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    f.iter().take(8).enumerate().filter(|&(i, _)| i != 3 && i != 4).map(|(_, v)| v).sum()
 }
 
 /// This process's user + system clock ticks, from `/proc/self/stat`.

@@ -45,6 +45,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 // ---- allocation counting (shared with tests/zero_alloc.rs): only the client thread counts ----
 
+#[path = "support/proc_stat.rs"]
+mod proc_stat;
+
+use proc_stat::machine_busy_ticks;
+
 #[path = "../tests/support/alloc_count.rs"]
 mod alloc_count;
 
@@ -542,15 +547,6 @@ fn fd_limits() -> Option<(u64, u64)> {
     let mut f = line["Max open files".len()..].split_whitespace();
     let parse = |v: Option<&str>| v.map(|v| if v == "unlimited" { u64::MAX } else { v.parse().unwrap_or(0) });
     Some((parse(f.next())?, parse(f.next())?))
-}
-
-/// Busy clock ticks of the whole machine (all but idle and iowait), from `/proc/stat`.
-fn machine_busy_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().next() else { return 0 };
-    let f: Vec<u64> = cpu.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    f.iter().take(8).enumerate().filter(|&(i, _)| i != 3 && i != 4).map(|(_, v)| v).sum()
 }
 
 /// This process's user + system clock ticks (all threads), from `/proc/self/stat`.

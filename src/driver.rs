@@ -98,14 +98,9 @@ impl Driver {
         until: Option<Instant>,
         stop_on_wake: bool,
     ) -> io::Result<()> {
-        self.poll_events(engine, Some(Duration::ZERO))?;
-        self.resume_reads(engine);
-        engine.on_timeout(Instant::now());
-        self.run_actions(engine);
+        self.step(engine, Some(Duration::ZERO))?;
         if engine.has_completions() || !self.unfinished.is_empty() || (stop_on_wake && self.woken) {
-            if engine.has_completions() {
-                self.spin_until = None;
-            }
+            self.end_wait(engine);
             return Ok(());
         }
         let wake = match (until, engine.poll_timeout()) {
@@ -118,22 +113,10 @@ impl Driver {
             // Spin instead of sleeping: no thread wake-up between the response's arrival and
             // its processing. The budget holds per wait for a completion, across turns (a
             // blocking call runs many), and never past the nearest deadline.
-            let now = Instant::now();
-            let stop = *self.spin_until.get_or_insert(now + budget);
-            let stop = wake.map_or(stop, |w| w.min(stop));
-            while Instant::now() < stop {
-                self.poll_events(engine, Some(Duration::ZERO))?;
-                self.resume_reads(engine);
-                engine.on_timeout(Instant::now());
-                self.run_actions(engine);
-                if engine.has_completions() {
-                    self.spin_until = None;
-                    return Ok(());
-                }
-                if stop_on_wake && self.woken {
-                    return Ok(());
-                }
-                std::hint::spin_loop();
+            let stop = *self.spin_until.get_or_insert(Instant::now() + budget);
+            if self.spin(engine, wake.map_or(stop, |w| w.min(stop)), stop_on_wake)? {
+                self.end_wait(engine);
+                return Ok(());
             }
         }
         let now = Instant::now();
@@ -143,30 +126,43 @@ impl Driver {
             // last fraction of a millisecond before a deadline or the caller's timeout is spun
             // on zero-timeout polls instead, so it is met to the microsecond.
             Some(d) if !d.is_zero() && d < Duration::from_millis(1) => {
-                let stop = now + d;
-                while Instant::now() < stop {
-                    self.poll_events(engine, Some(Duration::ZERO))?;
-                    self.resume_reads(engine);
-                    engine.on_timeout(Instant::now());
-                    self.run_actions(engine);
-                    if engine.has_completions() || (stop_on_wake && self.woken) {
-                        break;
-                    }
-                    std::hint::spin_loop();
-                }
+                self.spin(engine, now + d, stop_on_wake)?;
             }
-            _ => {
-                // Whole milliseconds only: wake at or before the instant; the rest is spun.
-                let timeout = left.map(|d| Duration::from_millis(d.as_millis() as u64));
-                self.poll_events(engine, timeout)?;
-                engine.on_timeout(Instant::now());
-                self.run_actions(engine);
-            }
+            // Whole milliseconds only: wake at or before the instant; the rest is spun.
+            _ => self.step(engine, left.map(|d| Duration::from_millis(d.as_millis() as u64)))?,
         }
+        self.end_wait(engine);
+        Ok(())
+    }
+
+    /// One pass: continue paused reads, report readiness (waiting up to `timeout`), fire due
+    /// timers, run the engine's actions.
+    fn step(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
+        self.resume_reads(engine);
+        self.poll_events(engine, timeout)?;
+        engine.on_timeout(Instant::now());
+        self.run_actions(engine);
+        Ok(())
+    }
+
+    /// Zero-timeout passes until `stop`, a completion, or (with `stop_on_wake`) a wake-up.
+    /// Returns whether it ended early.
+    fn spin(&mut self, engine: &mut Engine, stop: Instant, stop_on_wake: bool) -> io::Result<bool> {
+        while Instant::now() < stop {
+            self.step(engine, Some(Duration::ZERO))?;
+            if engine.has_completions() || (stop_on_wake && self.woken) {
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+        }
+        Ok(false)
+    }
+
+    /// A completion ends the current wait, and with it the busy-poll budget.
+    fn end_wait(&mut self, engine: &Engine) {
         if engine.has_completions() {
             self.spin_until = None;
         }
-        Ok(())
     }
 
     /// Work the poller's fd will not announce again: reads paused at the budget, or a full
@@ -181,18 +177,23 @@ impl Driver {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        self.events_full = self.events.iter().count() == self.events.capacity();
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
-        if self.events.iter().any(|e| e.token() == WAKE) {
-            self.woken = true;
+        let mut n = 0;
+        for e in self.events.iter() {
+            n += 1;
+            if e.token() == WAKE {
+                self.woken = true;
+                continue;
+            }
+            ready.push(Ready {
+                key: Key::from_usize(e.token().0),
+                readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+                closing: e.is_read_closed() || e.is_error(),
+                writable: e.is_writable(),
+            });
         }
-        ready.extend(self.events.iter().filter(|e| e.token() != WAKE).map(|e| Ready {
-            key: Key::from_usize(e.token().0),
-            readable: e.is_readable() || e.is_read_closed() || e.is_error(),
-            closing: e.is_read_closed() || e.is_error(),
-            writable: e.is_writable(),
-        }));
+        self.events_full = n == self.events.capacity();
         for r in &ready {
             if self.sock(r.key).is_none() {
                 continue; // stale: the socket is gone

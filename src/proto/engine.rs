@@ -809,9 +809,6 @@ impl Engine {
             }
             None => Behaviour::default(),
         };
-        let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, persistence.idle_timeout);
-        c.retire_at = Some(retire_at);
-        self.timers.push(retire_at.0, Timer::Retire(conn));
         let retire = if extra {
             Some(RetireReason::UnsolicitedData)
         } else if matches!(ex_phase, Phase::Writing { .. }) {
@@ -840,6 +837,13 @@ impl Engine {
         } else {
             None
         };
+        // Kept for reuse: it gets a retire time and its timer (a connection that is closing now
+        // needs neither).
+        if retire.is_none() && !fin {
+            let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, persistence.idle_timeout);
+            c.retire_at = Some(retire_at);
+            self.timers.push(retire_at.0, Timer::Retire(conn));
+        }
         let probation = c.probation && retire.is_none();
         let host = c.host.clone();
         if let Some(h) = self.hosts.get_mut(&host) {
