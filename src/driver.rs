@@ -377,7 +377,7 @@ impl Driver {
             }
             match s.stream.write(out) {
                 Ok(0) => return engine.on_error(key, io::ErrorKind::WriteZero.into(), now),
-                Ok(n) => engine.on_written(key, n),
+                Ok(n) => engine.on_written(key, n, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return engine.on_error(key, e, now),

@@ -514,14 +514,25 @@ impl Engine {
     }
 
     /// `n` bytes of [`Engine::output`] were written.
-    pub(crate) fn on_written(&mut self, conn: Key, n: usize) {
+    pub(crate) fn on_written(&mut self, conn: Key, n: usize, now: Instant) {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let ConnState::Open(Open::Busy(ex)) = &mut c.state else { return };
         let Phase::Writing { written } = &mut ex.phase else { return };
         *written += n;
-        let total = self.reqs.get(ex.req).map_or(0, |p| p.wire.len());
-        if *written >= total {
-            ex.phase = Phase::Reading;
+        let Some(p) = self.reqs.get(ex.req) else { return };
+        if *written < p.wire.len() {
+            return;
+        }
+        ex.phase = Phase::Reading;
+        // The request is out and the loop waits for the response: if this connection is known
+        // to end with it, the next one connects now, in the shadow of this round trip, instead
+        // of after the response, on the next command's critical path.
+        let ends = p.wants_close
+            || c.requests_left == Some(1)
+            || self.hosts.get(&c.host).is_some_and(|h| h.behaviour.closes_after_response());
+        if ends {
+            let host = c.host.clone();
+            self.open_spare(&host, now);
         }
     }
 

@@ -63,7 +63,7 @@ impl World {
         assert_eq!(self.actions(), vec![Action::Write { conn }]);
         let n = self.e.output(conn).len();
         assert!(n > 0);
-        self.e.on_written(conn, n);
+        self.e.on_written(conn, n, self.now);
         assert!(self.e.output(conn).is_empty());
     }
 
@@ -184,7 +184,7 @@ fn partially_written_post_is_retried_because_the_device_cannot_have_it() {
     w.e.on_probe(c1, ProbeOutcome::Alive, w.now);
     w.actions();
     let n = w.e.output(c1).len();
-    w.e.on_written(c1, n - 3);
+    w.e.on_written(c1, n - 3, w.now);
     w.e.on_error(c1, io::Error::from(io::ErrorKind::BrokenPipe), w.now);
     assert!(w.completions().is_empty());
     let c2 = w.connect_and_send();
@@ -416,7 +416,7 @@ fn early_response_completes_the_request_and_retires_the_connection() {
     w.actions();
     w.e.on_probe(conn, ProbeOutcome::Alive, w.now);
     w.actions();
-    w.e.on_written(conn, 3);
+    w.e.on_written(conn, 3, w.now);
     w.e.on_data(conn, b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n", w.now);
     assert_eq!(w.completions()[0].result.as_ref().unwrap().status(), 413);
     assert_eq!(w.actions(), vec![Action::Close { conn }]);
@@ -454,15 +454,57 @@ fn device_closing_after_every_response_gets_single_use_connections_and_a_warm_sp
     // The next command finds the spare connected: no handshake on its critical path.
     w.submit(Method::GET, "http://10.0.0.5/io-state");
     w.probe_alive(spare);
+    // Learned: as soon as the request is out, the next spare connects, in the shadow of this
+    // round trip rather than after the response.
+    let next = connect_of(&w.actions()).expect("the next spare connects while the response is awaited");
     w.e.on_data(spare, OK, w.now);
     assert!(w.completions()[0].result.is_ok());
-    // Learned: the connection is retired at once instead of waiting for the device's FIN,
-    // and the next spare is already on its way.
-    let actions = w.actions();
-    assert_eq!(actions[0], Action::Close { conn: spare });
-    assert!(connect_of(&actions).is_some(), "{actions:?}");
+    // The connection is retired at once instead of waiting for the device's FIN; the next
+    // spare is already on its way, so no other is opened.
+    assert_eq!(w.actions(), vec![Action::Close { conn: spare }]);
+    w.e.on_connected(next, w.now);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(next);
     let s = w.e.stats();
-    assert_eq!((s.warm_spares_opened, s.warm_spares_used), (2, 1));
+    assert_eq!((s.warm_spares_opened, s.warm_spares_used, s.connects), (3, 2, 4));
+}
+
+/// A request that will end its connection (`Connection: close`, the last one `Keep-Alive: max`
+/// allows) has the next connection opened while it is in flight.
+#[test]
+fn a_connection_known_to_end_has_its_successor_connect_during_the_exchange() {
+    // Keep-Alive: max=1 — one more request, then the device closes.
+    let mut w = World::with(Config::default());
+    w.submit(Method::GET, "http://10.0.0.5/");
+    let c1 = w.connect_and_send();
+    w.e.on_data(c1, b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=1\r\nContent-Length: 0\r\n\r\n", w.now);
+    assert!(w.completions()[0].result.is_ok());
+    assert!(w.actions().is_empty(), "still usable for one request");
+    w.submit(Method::GET, "http://10.0.0.5/");
+    w.probe_alive(c1);
+    let spare = connect_of(&w.actions()).expect("the last allowed request opens the successor");
+    w.e.on_data(c1, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    assert_eq!(w.actions(), vec![Action::Close { conn: c1 }]);
+    w.e.on_connected(spare, w.now);
+    w.submit(Method::GET, "http://10.0.0.5/");
+    w.probe_alive(spare);
+
+    // Connection: close asked by the caller.
+    let mut w = World::with(Config::default());
+    let c1 = w.exchange_on_new(Method::GET);
+    let req = Request::get("http://10.0.0.5/").header("Connection", "close").build().unwrap();
+    w.e.submit(&req, w.now);
+    w.probe_alive(c1);
+    assert!(connect_of(&w.actions()).is_some(), "a request that closes opens the successor");
+
+    // Without warm spares nothing is opened ahead.
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::GET);
+    let req = Request::get("http://10.0.0.5/").header("Connection", "close").build().unwrap();
+    w.e.submit(&req, w.now);
+    w.probe_alive(c1);
+    assert!(w.actions().is_empty());
 }
 
 #[test]
@@ -505,7 +547,7 @@ fn early_response_bytes_forbid_a_retry_even_mid_write() {
     assert_eq!(w.actions(), vec![Action::Probe { conn: c1 }]);
     w.e.on_probe(c1, ProbeOutcome::Alive, w.now);
     w.actions();
-    w.e.on_written(c1, 3);
+    w.e.on_written(c1, 3, w.now);
     w.e.on_data(c1, b"HTTP/1.1 413 Too", w.now);
     w.e.on_fin(c1, w.now);
     let err = w.one_error();
@@ -534,7 +576,7 @@ fn timers_of_completed_requests_do_not_pile_up() {
         };
         w.actions();
         let n = w.e.output(conn).len();
-        w.e.on_written(conn, n);
+        w.e.on_written(conn, n, w.now);
         w.e.on_data(conn, OK, w.now);
         w.completions();
         w.now += Duration::from_micros(50);

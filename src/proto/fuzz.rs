@@ -186,7 +186,7 @@ impl Harness {
                     if n > 0 {
                         assert!(!self.dead.contains(&k), "bytes to write on a dead connection");
                         let req = self.e.request_on(k);
-                        self.e.on_written(k, n);
+                        self.e.on_written(k, n, self.now);
                         if n == out
                             && let Some((id, retryable)) = req
                         {
