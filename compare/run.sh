@@ -3,6 +3,7 @@
 #   compare/run.sh            full run, writes compare/RESULTS.md (and prints it)
 #   compare/run.sh --quick    a short run, prints only
 #   compare/run.sh --help     scenarios, clients and counts can be chosen
+#   compare/run.sh --link-delay-us 500   # the same across an emulated link (root; writes compare/RESULTS-link.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -200,7 +200,7 @@ impl Driver {
             }
             let now = Instant::now();
             if engine.is_connecting(r.key) {
-                self.check_connect(engine, r.key, now);
+                self.check_connect(engine, r, now);
                 if engine.is_connecting(r.key) {
                     continue;
                 }
@@ -318,12 +318,19 @@ impl Driver {
     }
 
     /// A connecting socket became writable (or failed): did the handshake succeed?
-    fn check_connect(&mut self, engine: &mut Engine, key: Key, now: Instant) {
+    fn check_connect(&mut self, engine: &mut Engine, r: &Ready, now: Instant) {
+        let key = r.key;
         let Some(s) = self.sock(key) else { return };
         let failed = |source| Error::ConnectFailed { host: s.host.clone(), source };
         match s.stream.take_error() {
             Ok(Some(e)) | Err(e) => return engine.on_connect_failed(key, failed(e), now),
             Ok(None) => {}
+        }
+        // Linux reports a socket in SYN_SENT neither readable nor writable (`tcp_poll`): writable
+        // without an error or a hang-up means connected, and `getpeername` would only confirm it
+        // (a syscall per connection). Elsewhere, and for any other event, ask.
+        if cfg!(target_os = "linux") && r.writable && !r.closing {
+            return engine.on_connected(key, now);
         }
         match s.stream.peer_addr() {
             Ok(_) => engine.on_connected(key, now),

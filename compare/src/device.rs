@@ -1,20 +1,23 @@
 //! The simulated device: a small single-threaded epoll (mio) server on its own thread, one
-//! listening port per client under test so that connections are counted per client.
+//! listening port per client under test so that connections are counted per client. It listens
+//! on 127.0.0.1, or on the device side of an emulated link (`crate::link`).
 //!
 //! It answers every request with `200 OK`, a small JSON body and Content-Length, with
 //! TCP_NODELAY, and then behaves as the scenario's [`Mode`] says. A request that says
 //! `Connection: close` is answered and the connection closed, in every mode.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Socket, Type};
+
+use crate::link::DeviceNet;
 
 /// How the device treats a connection after each response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,33 +55,44 @@ pub struct Device {
 const WAKER: Token = Token(usize::MAX);
 
 impl Device {
-    /// Starts a device with `ports` listening ports on 127.0.0.1.
-    pub fn start(mode: Mode, ports: usize) -> io::Result<Device> {
-        let poll = Poll::new()?;
-        let mut listeners = Vec::with_capacity(ports);
-        let mut addrs = Vec::with_capacity(ports);
-        for i in 0..ports {
-            let mut l = listener()?;
-            poll.registry().register(&mut l, Token(i), Interest::READABLE)?;
-            addrs.push(l.local_addr()?);
-            listeners.push(l);
-        }
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    /// Starts a device with `ports` listening ports: on 127.0.0.1, or with `net` on the device
+    /// side of an emulated link (its thread enters the link's device namespace first). Returns
+    /// once every port listens.
+    pub fn start(mode: Mode, ports: usize, net: Option<DeviceNet>) -> io::Result<Device> {
         let counters: Arc<Vec<Counters>> = Arc::new((0..ports).map(|_| Counters::default()).collect());
         let stop = Arc::new(AtomicBool::new(false));
-        let server = Server {
-            poll,
-            mode,
-            listeners,
-            conns: Vec::new(),
-            free: Vec::new(),
-            counters: counters.clone(),
-            stop: stop.clone(),
-            scratch: vec![0; 16 * 1024].into_boxed_slice(),
-            response: response(),
+        let (ready_tx, ready) = mpsc::sync_channel(1);
+        let thread = {
+            let (counters, stop) = (counters.clone(), stop.clone());
+            std::thread::Builder::new().name("device".into()).spawn(move || {
+                // Namespaces are per thread: enter the link's before creating any socket.
+                let server = net
+                    .as_ref()
+                    .map_or(Ok(()), DeviceNet::enter)
+                    .and_then(|()| Server::new(mode, ports, net.is_some(), counters, stop));
+                match server {
+                    Ok((server, addrs, waker)) => {
+                        let _ = ready_tx.send(Ok((addrs, waker)));
+                        server.run()
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        Ok(())
+                    }
+                }
+            })?
         };
-        let thread = std::thread::Builder::new().name("device".into()).spawn(move || server.run())?;
-        Ok(Device { addrs, counters, stop, waker, thread: Some(thread) })
+        match ready.recv() {
+            Ok(Ok((addrs, waker))) => Ok(Device { addrs, counters, stop, waker, thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(io::Error::other("the device thread ended before listening"))
+            }
+        }
     }
 
     /// The address of port `i` (one per client).
@@ -105,10 +119,10 @@ impl Drop for Device {
     }
 }
 
-fn listener() -> io::Result<TcpListener> {
+fn listener(ip: Ipv4Addr) -> io::Result<TcpListener> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     s.set_reuse_address(true)?;
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    s.bind(&SocketAddr::from((ip, 0)).into())?;
     s.listen(1024)?;
     s.set_nonblocking(true)?;
     Ok(TcpListener::from_std(s.into()))
@@ -159,7 +173,44 @@ struct Server {
     response: Vec<u8>,
 }
 
+/// The server, its listening addresses and the waker that stops it.
+type Bound = (Server, Vec<SocketAddr>, Arc<Waker>);
+
 impl Server {
+    /// Binds `ports` listeners (on the link's device address with `on_link`, else 127.0.0.1)
+    /// in the calling thread's network namespace.
+    fn new(
+        mode: Mode,
+        ports: usize,
+        on_link: bool,
+        counters: Arc<Vec<Counters>>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Bound> {
+        let ip = if on_link { DeviceNet::IP } else { Ipv4Addr::LOCALHOST };
+        let poll = Poll::new()?;
+        let mut listeners = Vec::with_capacity(ports);
+        let mut addrs = Vec::with_capacity(ports);
+        for i in 0..ports {
+            let mut l = listener(ip)?;
+            poll.registry().register(&mut l, Token(i), Interest::READABLE)?;
+            addrs.push(l.local_addr()?);
+            listeners.push(l);
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let server = Server {
+            poll,
+            mode,
+            listeners,
+            conns: Vec::new(),
+            free: Vec::new(),
+            counters,
+            stop,
+            scratch: vec![0; 16 * 1024].into_boxed_slice(),
+            response: response(),
+        };
+        Ok((server, addrs, waker))
+    }
+
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         loop {
@@ -391,7 +442,7 @@ mod tests {
 
     #[test]
     fn keep_alive_answers_and_counts() {
-        let d = Device::start(Mode::KeepAlive, 2).unwrap();
+        let d = Device::start(Mode::KeepAlive, 2, None).unwrap();
         let mut s = StdStream::connect(d.addr(1)).unwrap();
         for _ in 0..3 {
             assert_eq!(exchange(&mut s).unwrap(), response());
@@ -404,7 +455,7 @@ mod tests {
     #[test]
     fn fin_and_rst_close_after_the_response() {
         for mode in [Mode::Fin, Mode::Rst] {
-            let d = Device::start(mode, 1).unwrap();
+            let d = Device::start(mode, 1, None).unwrap();
             let mut s = StdStream::connect(d.addr(0)).unwrap();
             exchange(&mut s).unwrap();
             let mut b = [0u8; 1];
@@ -418,7 +469,7 @@ mod tests {
 
     #[test]
     fn idle_close_after_the_idle_time() {
-        let d = Device::start(Mode::IdleClose(Duration::from_millis(5)), 1).unwrap();
+        let d = Device::start(Mode::IdleClose(Duration::from_millis(5)), 1, None).unwrap();
         let mut s = StdStream::connect(d.addr(0)).unwrap();
         exchange(&mut s).unwrap();
         std::thread::sleep(Duration::from_millis(2));

@@ -5,6 +5,11 @@
 //! `cargo run --release -p compare -- --help` for the options; `compare/run.sh` installs what
 //! the build needs and runs everything, writing `compare/RESULTS.md`.
 //!
+//! `--link-delay-us N` runs everything across an emulated link instead of loopback (root only;
+//! see `link.rs`): client and device in two private network namespaces joined by a userspace
+//! TUN relay that holds every packet N µs, so a TCP handshake costs a 2N µs round trip as on a
+//! real network, which loopback cannot show. The table then goes to `compare/RESULTS-link.md`.
+//!
 //! Noise (a 2-core machine shared with other test runs): clients are interleaved in rounds, the
 //! order rotated each round, so a burst of background load hits every client about equally;
 //! nothing is pinned. Percentiles are nearest-rank over all samples of all rounds pooled; the
@@ -12,6 +17,7 @@
 
 mod clients;
 mod device;
+mod link;
 mod report;
 mod stats;
 
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use clients::{HttpClient, Kind, Method};
 use device::{Device, Mode};
+use link::{DeviceNet, Link};
 use stats::Record;
 
 /// The four device behaviours.
@@ -77,6 +84,8 @@ pub struct Config {
     pub gap_offsets: Vec<i64>,
     pub out: Option<PathBuf>,
     pub quick: bool,
+    /// One-way delay of the emulated link; zero: loopback.
+    pub link_delay: Duration,
 }
 
 impl Config {
@@ -89,8 +98,9 @@ impl Config {
             warmup: 200,
             idle_ms: 5,
             gap_offsets: vec![-2, -1, 0, 1, 3],
-            out: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md")),
+            out: Some(results_path("RESULTS.md")),
             quick: false,
+            link_delay: Duration::ZERO,
         }
     }
 
@@ -111,6 +121,16 @@ impl Config {
     pub fn per_round(&self, sc: Scenario) -> usize {
         self.commands[sc.index()].div_ceil(self.rounds)
     }
+
+    /// Whether the run goes across an emulated link.
+    pub fn on_link(&self) -> bool {
+        !self.link_delay.is_zero()
+    }
+}
+
+/// `name` in the harness's directory (`compare/`).
+fn results_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
 }
 
 const USAGE: &str = "\
@@ -130,7 +150,12 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
   --warmup N           unmeasured commands per client first (default 200; at most 20 in (c))
   --idle-ms N          the device's idle timeout in (c) (default 5)
   --gaps LIST          client gaps in (c) as offsets from N ms, cycled (default -2,-1,0,1,3)
-  --out PATH           write the markdown here (default compare/RESULTS.md; none with --quick)
+  --link-delay-us N    run across an emulated link with N µs delay each way (root only):
+                       client and device in private network namespaces joined by two TUN
+                       devices and a relay thread; a TCP handshake then costs 2N µs. Default
+                       output compare/RESULTS-link.md (default N = 0: loopback)
+  --out PATH           write the markdown here (default compare/RESULTS.md, with a link
+                       compare/RESULTS-link.md; none with --quick)
   --no-write           only print the markdown
 ";
 
@@ -139,6 +164,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     if args.iter().any(|a| a == "--quick") {
         cfg = cfg.quick();
     }
+    let mut out_given = false;
     let mut it = args.iter();
     let num = |v: Option<&String>, flag: &str| -> Result<usize, String> {
         v.ok_or(format!("{flag} needs a value"))?.parse().map_err(|e| format!("{flag}: {e}"))
@@ -187,10 +213,20 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
                     return Err("--gaps: empty".into());
                 }
             }
-            "--out" => cfg.out = Some(PathBuf::from(it.next().ok_or("--out needs a value")?)),
-            "--no-write" => cfg.out = None,
+            "--link-delay-us" => cfg.link_delay = Duration::from_micros(num(it.next(), a)? as u64),
+            "--out" => {
+                cfg.out = Some(PathBuf::from(it.next().ok_or("--out needs a value")?));
+                out_given = true;
+            }
+            "--no-write" => {
+                cfg.out = None;
+                out_given = true;
+            }
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
+    }
+    if cfg.on_link() && !out_given && !cfg.quick {
+        cfg.out = Some(results_path("RESULTS-link.md"));
     }
     Ok(Some(cfg))
 }
@@ -279,7 +315,7 @@ fn wait_until(deadline: Instant) {
     }
 }
 
-fn run_scenario(cfg: &Config, sc: Scenario) -> std::io::Result<ScenarioResult> {
+fn run_scenario(cfg: &Config, sc: Scenario, net: Option<&DeviceNet>) -> std::io::Result<ScenarioResult> {
     let started = Instant::now();
     let mode = match sc {
         Scenario::KeepAlive => Mode::KeepAlive,
@@ -288,7 +324,7 @@ fn run_scenario(cfg: &Config, sc: Scenario) -> std::io::Result<ScenarioResult> {
         Scenario::Rst => Mode::Rst,
     };
     let n = cfg.clients.len();
-    let device = Device::start(mode, n)?;
+    let device = Device::start(mode, n, net.cloned())?;
     let mut records: Vec<Record> = (0..n).map(|_| Record::default()).collect();
     let mut not_run = vec![None; n];
     let mut runners: Vec<Option<Runner>> = Vec::with_capacity(n);
@@ -337,6 +373,33 @@ fn run_scenario(cfg: &Config, sc: Scenario) -> std::io::Result<ScenarioResult> {
     Ok(ScenarioResult { scenario: sc, records, not_run, elapsed: started.elapsed() })
 }
 
+/// What the report says about the emulated link.
+pub struct LinkReport {
+    /// TCP handshakes across the link at start, each ≈ one round trip.
+    pub connects: Vec<Duration>,
+    /// The relay's statistics (or why there are none).
+    pub relay: String,
+}
+
+/// Handshakes timed at start as a sanity check of the link.
+const LINK_CHECK_CONNECTS: usize = 9;
+
+/// Starts the link and times [`LINK_CHECK_CONNECTS`] TCP handshakes across it to a device.
+fn start_link(delay: Duration) -> std::io::Result<(Link, Vec<Duration>)> {
+    let link = Link::start(delay)?;
+    let device = Device::start(Mode::KeepAlive, 1, Some(link.device_net().clone()))?;
+    let mut connects = Vec::with_capacity(LINK_CHECK_CONNECTS);
+    for _ in 0..LINK_CHECK_CONNECTS {
+        let start = Instant::now();
+        let stream = std::net::TcpStream::connect_timeout(&device.addr(0), Duration::from_secs(2))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("connecting across the link: {e}")))?;
+        connects.push(start.elapsed());
+        drop(stream);
+    }
+    connects.sort_unstable();
+    Ok((link, connects))
+}
+
 fn counts(d: &Device, i: usize) -> (u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
     let c = d.counters(i);
@@ -356,6 +419,28 @@ fn main() -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; measure with --release (compare/run.sh does)");
     }
+    // Before any other thread exists: the link moves this thread into the client's namespace.
+    let link = if cfg.on_link() {
+        match start_link(cfg.link_delay) {
+            Ok((link, connects)) => {
+                eprintln!(
+                    "link: {} µs each way; TCP connect across it: min {} µs, median {} µs \
+                     ({LINK_CHECK_CONNECTS} handshakes; expected ≈ {} µs)",
+                    cfg.link_delay.as_micros(),
+                    connects[0].as_micros(),
+                    connects[connects.len() / 2].as_micros(),
+                    2 * cfg.link_delay.as_micros()
+                );
+                Some((link, connects))
+            }
+            Err(e) => {
+                eprintln!("--link-delay-us: cannot set up the emulated link: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     let machine = report::Machine::read();
     let mut results = Vec::new();
     for &sc in &cfg.scenarios {
@@ -365,15 +450,33 @@ fn main() -> ExitCode {
             cfg.commands[sc.index()],
             cfg.rounds
         );
-        match run_scenario(&cfg, sc) {
+        match run_scenario(&cfg, sc, link.as_ref().map(|(l, _)| l.device_net())) {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("scenario {}: {e}", sc.key());
                 return ExitCode::FAILURE;
             }
         }
+        if let Some((l, _)) = &link
+            && l.relay_ended()
+        {
+            let why = match link.map(|(l, _)| l.stop()) {
+                Some(Err(e)) => e.to_string(),
+                _ => "without an error".into(),
+            };
+            eprintln!("the link's relay stopped during scenario {}: {why}", sc.key());
+            return ExitCode::FAILURE;
+        }
     }
-    let md = report::markdown(&cfg, &machine.finish(), &results);
+    let link = link.map(|(link, connects)| {
+        let relay = match link.stop() {
+            Ok(stats) => stats.to_string(),
+            Err(e) => format!("no statistics: {e}"),
+        };
+        eprintln!("link relay: {relay}");
+        LinkReport { connects, relay }
+    });
+    let md = report::markdown(&cfg, &machine.finish(), &results, link.as_ref());
     println!("{md}");
     if let Some(path) = &cfg.out {
         if let Err(e) = std::fs::write(path, &md) {

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::clients::{FLOOR_BLOCKING, FLOOR_SPIN};
 use crate::stats::{Summary, ratio, us};
-use crate::{Config, Scenario, ScenarioResult};
+use crate::{Config, LinkReport, Scenario, ScenarioResult};
 
 /// Facts about the machine and the build, read at start (load average also at the end).
 pub struct Machine {
@@ -111,13 +111,59 @@ fn title(sc: Scenario, cfg: &Config) -> String {
     }
 }
 
-pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult]) -> String {
+/// The arguments that select what kind of run this was, as given on the command line.
+fn run_args(cfg: &Config) -> String {
+    let mut args = String::new();
+    if cfg.quick {
+        args.push_str(" --quick");
+    }
+    if cfg.on_link() {
+        let _ = write!(args, " --link-delay-us {}", cfg.link_delay.as_micros());
+    }
+    if args.is_empty() { args } else { format!(" --{args}") }
+}
+
+/// The header line about the network: loopback, or the emulated link and its measurements.
+fn network(cfg: &Config, link: Option<&LinkReport>) -> String {
+    let Some(link) = link else { return "- Network: loopback (127.0.0.1)".into() };
+    let d = cfg.link_delay.as_micros();
+    let mut o = format!(
+        "- Network: emulated link: {d} µs each way (userspace TUN relay), round trip {} µs. \
+         Client ({}) and device ({}) in two private network namespaces joined by two TUN devices; \
+         a relay thread (`compare/src/link.rs`) writes every packet {d} µs after reading it, \
+         sleeping in `ppoll` in between (its wake-ups add to the delay).",
+        2 * d,
+        crate::link::CLIENT_IP,
+        crate::link::DEVICE_IP
+    );
+    if let (Some(min), Some(median)) = (link.connects.first(), link.connects.get(link.connects.len() / 2)) {
+        let _ = write!(
+            o,
+            " TCP connect across it, measured at start: min {} µs, median {} µs ({} handshakes).",
+            min.as_micros(),
+            median.as_micros(),
+            link.connects.len()
+        );
+    }
+    let _ = write!(o, "\n- Relay over the run: {}", link.relay);
+    o
+}
+
+pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Option<&LinkReport>) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# finwatch latency comparison\n");
+    if cfg.on_link() {
+        let _ = writeln!(
+            o,
+            "# finwatch latency comparison, across an emulated link ({} µs each way)\n",
+            cfg.link_delay.as_micros()
+        );
+    } else {
+        let _ = writeln!(o, "# finwatch latency comparison\n");
+    }
     let _ = writeln!(
         o,
         "Written by `compare/run.sh` (`cargo run --release -p compare{}`); do not edit by hand.\n",
-        if cfg.quick { " -- --quick" } else { "" }
+        run_args(cfg)
     );
     let _ = writeln!(o, "## Where and what\n");
     let _ = writeln!(o, "- Date: {}", m.date);
@@ -127,7 +173,8 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult]) -> String
     let _ = writeln!(o, "- {}", env!("COMPARE_RUSTC"));
     let _ = writeln!(o, "- finwatch: {}", m.finwatch_rev);
     let _ = writeln!(o, "- Crates (Cargo.lock): {}", env!("COMPARE_CRATES"));
-    let _ = writeln!(o, "- libcurl actually used (the system's, through pkg-config): {}\n", m.libcurl);
+    let _ = writeln!(o, "- libcurl actually used (the system's, through pkg-config): {}", m.libcurl);
+    let _ = writeln!(o, "{}\n", network(cfg, link));
 
     let _ = writeln!(o, "## Method\n");
     let _ = writeln!(
@@ -140,8 +187,9 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult]) -> String
     let _ = writeln!(
         o,
         "- Commands alternate `PUT /unico/v1/interface/io` (JSON body) and \
-         `GET /unico/v1/interface/io-state?ioId=25602`, sequentially, on loopback. Each client \
+         `GET /unico/v1/interface/io-state?ioId=25602`, sequentially, {}. Each client \
          first sends {} unmeasured warm-up commands (at most 20 in (c)).",
+        if cfg.on_link() { "across the emulated link" } else { "on loopback" },
         cfg.warmup
     );
     let _ = writeln!(
@@ -149,7 +197,14 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult]) -> String
         "- In (c) the device's idle timer has epoll's millisecond resolution: it closes a \
          connection N to N+1 ms after its last response. A gap is measured from the end of the \
          client's previous command; the first command of each round follows a long gap (the \
-         other clients ran in between)."
+         other clients ran in between).{}",
+        if cfg.on_link() {
+            " Across the link the device sees each gap a round trip longer than the client: its \
+             idle timer starts when it writes a response, which reaches the client one delay \
+             later, and the next request reaches it one delay after it was sent."
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         o,
@@ -166,7 +221,8 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult]) -> String
          least disturbed estimate). `CPU µs/cmd`: CPU time of the whole process (client, its \
          helper threads, and the device thread) per command, from `CLOCK_PROCESS_CPUTIME_ID` \
          read around each command: less sensitive to scheduling noise than latency; spinning \
-         clients burn their wait as CPU."
+         clients burn their wait as CPU.{}",
+        if cfg.on_link() { " Across the link it includes the relay thread's CPU." } else { "" }
     );
     let _ = writeln!(
         o,
