@@ -111,11 +111,12 @@ struct Shared {
 ///
 /// The price is a thread hop each way: a request goes to the loop thread through a queue and a
 /// wake-up, and its outcome comes back the same way. Measured on loopback against the simulated
-/// device, sequential requests from one thread on a 2-core machine busy with other work
-/// (`cargo test --release --test shared -- --ignored --nocapture thread_hop_cost`):
-/// `Client::send` takes about 24 µs at the median and `SharedClient::send` about 39 µs (p90: 28
-/// against 45–55 µs), so the two hops add some 15 µs per request, and more when the machine is
-/// loaded (a sleeping thread must be woken twice).
+/// device, sequential requests from one thread, 2-core KVM guest (`cargo run --release
+/// --example thread_hop`): with the machine busy with other work, `Client::send` took about
+/// 24 µs at the median and `SharedClient::send` about 39 µs; on the same machine otherwise idle,
+/// 24–29 µs against 96–108 µs, because each of the two wake-ups then costs a sleeping CPU's
+/// exit from its idle state. Where every microsecond counts, call [`Client`] from the thread
+/// that needs the answer.
 ///
 /// # Order
 ///
