@@ -17,7 +17,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Socket, Type};
 
-use crate::link::DeviceNet;
+use crate::link::{self, DeviceNet};
 
 /// How the device treats a connection after each response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,7 @@ impl Server {
         counters: Arc<Vec<Counters>>,
         stop: Arc<AtomicBool>,
     ) -> io::Result<Bound> {
-        let ip = if on_link { DeviceNet::IP } else { Ipv4Addr::LOCALHOST };
+        let ip = if on_link { link::DEVICE_IP } else { Ipv4Addr::LOCALHOST };
         let poll = Poll::new()?;
         let mut listeners = Vec::with_capacity(ports);
         let mut addrs = Vec::with_capacity(ports);

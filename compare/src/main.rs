@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clients::{HttpClient, Kind, Method};
 use device::{Device, Mode};
-use link::{DeviceNet, Link};
+use link::Link;
 use stats::Record;
 
 /// The four device behaviours.
@@ -315,7 +315,7 @@ fn wait_until(deadline: Instant) {
     }
 }
 
-fn run_scenario(cfg: &Config, sc: Scenario, net: Option<&DeviceNet>) -> std::io::Result<ScenarioResult> {
+fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Result<ScenarioResult> {
     let started = Instant::now();
     let mode = match sc {
         Scenario::KeepAlive => Mode::KeepAlive,
@@ -324,7 +324,7 @@ fn run_scenario(cfg: &Config, sc: Scenario, net: Option<&DeviceNet>) -> std::io:
         Scenario::Rst => Mode::Rst,
     };
     let n = cfg.clients.len();
-    let device = Device::start(mode, n, net.cloned())?;
+    let device = Device::start(mode, n, link.map(|l| l.device_net().clone()))?;
     let mut records: Vec<Record> = (0..n).map(|_| Record::default()).collect();
     let mut not_run = vec![None; n];
     let mut runners: Vec<Option<Runner>> = Vec::with_capacity(n);
@@ -354,6 +354,10 @@ fn run_scenario(cfg: &Config, sc: Scenario, net: Option<&DeviceNet>) -> std::io:
     for round in 0..cfg.rounds {
         eprint!("\r  {} round {}/{}   ", sc.key(), round + 1, cfg.rounds);
         for k in 0..n {
+            // Without its relay the link is gone: every command would fail, some after a timeout.
+            if link.is_some_and(Link::relay_ended) {
+                return Err(std::io::Error::other("the link's relay has stopped"));
+            }
             let i = (k + round) % n;
             if let Some(r) = runners[i].as_mut() {
                 let samples = r.run(per_round, &gaps, Some(&mut records[i]));
@@ -450,22 +454,13 @@ fn main() -> ExitCode {
             cfg.commands[sc.index()],
             cfg.rounds
         );
-        match run_scenario(&cfg, sc, link.as_ref().map(|(l, _)| l.device_net())) {
+        match run_scenario(&cfg, sc, link.as_ref().map(|(l, _)| l)) {
             Ok(r) => results.push(r),
             Err(e) => {
+                // Dropping the link prints the relay's error, if it had one.
                 eprintln!("scenario {}: {e}", sc.key());
                 return ExitCode::FAILURE;
             }
-        }
-        if let Some((l, _)) = &link
-            && l.relay_ended()
-        {
-            let why = match link.map(|(l, _)| l.stop()) {
-                Some(Err(e)) => e.to_string(),
-                _ => "without an error".into(),
-            };
-            eprintln!("the link's relay stopped during scenario {}: {why}", sc.key());
-            return ExitCode::FAILURE;
         }
     }
     let link = link.map(|(link, connects)| {
