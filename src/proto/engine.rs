@@ -164,6 +164,9 @@ pub struct Stats {
     pub retries: u64,
     /// Connections retired by us (Connection: close, timeouts, protocol errors, …).
     pub retired: u64,
+    /// Of those, idle connections retired ahead of the device's idle close, announced
+    /// (`Keep-Alive: timeout`) or learned: each one a close the device did not have to make.
+    pub retired_before_idle_close: u64,
     /// Connections opened ahead of need, because the one in use was known to be ending.
     pub warm_spares_opened: u64,
     /// Requests that found a warm spare ready (or connecting) instead of opening a connection.
@@ -882,6 +885,9 @@ impl Engine {
     /// Closes `conn` on our initiative.
     fn retire(&mut self, conn: Key, why: RetireReason, now: Instant) {
         self.stats.retired += 1;
+        if matches!(why, RetireReason::KeepAliveTimeout | RetireReason::LearnedIdleClose) {
+            self.stats.retired_before_idle_close += 1;
+        }
         self.end_conn(conn, ConnState::Closed { reason: why }, why.as_str(), now);
     }
 

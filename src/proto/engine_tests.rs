@@ -337,6 +337,7 @@ fn keep_alive_timeout_retires_before_the_server_does() {
     assert!(retire < w.now + Duration::from_secs(2), "retired before the server's 2 s");
     w.advance(retire - w.now);
     assert_eq!(w.actions(), vec![Action::Close { conn }]);
+    assert_eq!(w.e.stats().retired_before_idle_close, 1);
 }
 
 #[test]
@@ -527,6 +528,8 @@ fn learned_idle_close_retires_connections_before_the_device_does() {
     w.advance(Duration::from_millis(7));
     let actions = w.actions();
     assert_eq!(actions[0], Action::Close { conn: spare }, "retired by us, before the device's FIN");
+    let s = w.e.stats();
+    assert_eq!((s.retired, s.retired_before_idle_close, s.fins_seen_idle), (1, 1, 1));
     assert!(connect_of(&actions).is_some(), "and replaced by a spare: {actions:?}");
 }
 
