@@ -237,6 +237,8 @@ pub struct ScenarioResult {
     pub records: Vec<Record>,
     /// Clients that could not be constructed, with the reason.
     pub not_run: Vec<Option<String>>,
+    /// What each client says of the scenario itself (warm-up included), where it can.
+    pub notes: Vec<Option<String>>,
     pub elapsed: Duration,
 }
 
@@ -366,6 +368,7 @@ fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Res
         }
     }
     eprintln!();
+    let notes = runners.iter().map(|r| r.as_ref().and_then(|r| r.client.notes())).collect();
     // Let the device accept whatever is still in flight before counting.
     drop(runners);
     std::thread::sleep(Duration::from_millis(20));
@@ -374,7 +377,7 @@ fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Res
         rec.conns = acc - base[i].0;
         rec.served = served - base[i].1;
     }
-    Ok(ScenarioResult { scenario: sc, records, not_run, elapsed: started.elapsed() })
+    Ok(ScenarioResult { scenario: sc, records, not_run, notes, elapsed: started.elapsed() })
 }
 
 /// What the report says about the emulated link.

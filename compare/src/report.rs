@@ -320,6 +320,15 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
         } else {
             let _ = writeln!(o);
         }
+        let notes: Vec<String> = cfg
+            .clients
+            .iter()
+            .zip(&r.notes)
+            .filter_map(|(kind, n)| n.as_ref().map(|n| format!("- {}: {n}", kind.label)))
+            .collect();
+        if !notes.is_empty() {
+            let _ = writeln!(o, "The clients' own counters (warm-up included):\n\n{}\n", notes.join("\n"));
+        }
     }
     o
 }

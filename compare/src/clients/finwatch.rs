@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use finwatch::{Client, ClientBuilder};
+use finwatch::{Client, ClientBuilder, Request, SharedClient, Stats};
 
 use super::{HttpClient, Method, REQUEST_TIMEOUT};
 
@@ -29,6 +29,58 @@ impl HttpClient for Finwatch {
         }
         Ok(resp.body().len())
     }
+
+    fn notes(&self) -> Option<String> {
+        Some(stats_note(self.0.stats()))
+    }
+}
+
+/// finwatch with its loop on a background thread (`SharedClient`): every readiness event and
+/// timer is handled when it happens, also while the caller is away between commands, at the
+/// price of two thread hops per command.
+pub struct FinwatchShared(SharedClient);
+
+pub fn make_shared(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
+    let builder = Client::builder().request_timeout(REQUEST_TIMEOUT);
+    super::boxed(SharedClient::from_builder(builder).map(FinwatchShared))
+}
+
+impl HttpClient for FinwatchShared {
+    fn command(&mut self, method: Method, url: &str, body: &[u8]) -> Result<usize, String> {
+        let req = match method {
+            Method::Get => Request::get(url),
+            Method::Put => Request::put(url, body),
+        }
+        .build()
+        .map_err(|e| e.to_string())?;
+        let resp = self.0.send(req).map_err(|e| e.to_string())?;
+        if !resp.is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        Ok(resp.body().len())
+    }
+
+    fn notes(&self) -> Option<String> {
+        Some(stats_note(self.0.stats()))
+    }
+}
+
+/// finwatch's counters: where its connections went, and whether it retired them before the
+/// device closed them.
+fn stats_note(s: Stats) -> String {
+    format!(
+        "{} connects ({} warm spares, {} of them used), {} reuses; retired {} connections ahead of \
+         the device's idle close, saw {} device closes on idle connections ({} only by the \
+         pre-write peek); {} retries",
+        s.connects,
+        s.warm_spares_opened,
+        s.warm_spares_used,
+        s.reuses,
+        s.retired_before_idle_close,
+        s.fins_seen_idle,
+        s.fins_caught_by_peek,
+        s.retries
+    )
 }
 
 /// finwatch as a control loop that cares about every microsecond uses it: prepared requests
@@ -65,5 +117,9 @@ impl HttpClient for FinwatchExecute {
             return Err(format!("status {}", self.response.status()));
         }
         Ok(self.response.body().len())
+    }
+
+    fn notes(&self) -> Option<String> {
+        Some(stats_note(self.client.stats()))
     }
 }

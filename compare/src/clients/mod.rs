@@ -42,6 +42,11 @@ impl Method {
 /// lost command for the harness.
 pub trait HttpClient {
     fn command(&mut self, method: Method, url: &str, body: &[u8]) -> Result<usize, String>;
+
+    /// The client's own account of the scenario, where it keeps one (connection counters).
+    fn notes(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How long any one request may take before the client gives up (where it can be set).
@@ -71,6 +76,9 @@ pub const ALL: &[Kind] = &[
     Kind { key: "finwatch-execute", label: "finwatch (execute)", make: finwatch::make_execute },
     // finwatch with its opt-in busy-poll mode (spins up to the budget before sleeping in epoll).
     Kind { key: "finwatch-busy", label: "finwatch (busy-poll)", make: |a| finwatch::make_with(a, busy()) },
+    // finwatch with its loop on a background thread (`SharedClient`): sees every FIN and timer
+    // as it happens, also between the caller's commands.
+    Kind { key: "finwatch-shared", label: "finwatch (SharedClient)", make: finwatch::make_shared },
     Kind { key: "reqwest", label: "reqwest (blocking)", make: reqwest::make },
     Kind { key: "ureq", label: "ureq", make: ureq::make },
     Kind { key: "hyper", label: "hyper (legacy Client, current-thread)", make: hyper::make },
