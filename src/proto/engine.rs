@@ -450,7 +450,14 @@ impl Engine {
             t.record(now, c.id, &c.host, TraceKind::Connected);
         }
         let host = c.host.clone();
-        let behaviour = self.hosts.get(&host).map(|h| h.behaviour).unwrap_or_default();
+        let handshake = now.saturating_duration_since(c.created);
+        let behaviour = match self.hosts.get_mut(&host) {
+            Some(h) => {
+                h.behaviour.observe_handshake(handshake);
+                h.behaviour
+            }
+            None => Behaviour::default(),
+        };
         let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, None);
         c.retire_at = Some(retire_at);
         self.timers.push(retire_at.0, Timer::Retire(conn));

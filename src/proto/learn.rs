@@ -8,6 +8,13 @@
 //! timeout; the smallest such bound is kept, and connections are retired a margin before it.
 //! A device seen to close within [`CLOSES_AFTER_RESPONSE`] of a response is treated as closing
 //! after every response: its connections are single-use, and a warm spare is kept ready.
+//!
+//! Both times are measured where the client sits: the device starts its idle clock when it
+//! sends a response, which arrives half a round trip later, and its FIN takes as long, so the
+//! response-to-FIN time seen here is the device's own. But a request needs half a round trip to
+//! reach the device: to arrive before the close it must leave a whole round trip before the
+//! FIN would. So every retire time also gives up one round trip, taken as the fastest TCP
+//! handshake seen to the device (on loopback, microseconds; across a LAN, what matters).
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +30,8 @@ pub(crate) struct Behaviour {
     idle_close: Option<Duration>,
     /// The last `Keep-Alive: timeout` the server announced (applies to fresh connections too).
     announced: Option<Duration>,
+    /// The fastest TCP handshake seen: an upper bound of the round-trip time.
+    rtt: Option<Duration>,
 }
 
 impl Behaviour {
@@ -49,6 +58,14 @@ impl Behaviour {
         false
     }
 
+    /// A TCP handshake took `handshake` (from `connect` to the socket reported connected): the
+    /// round trip is at most that. The fastest one is kept.
+    pub(crate) fn observe_handshake(&mut self, handshake: Duration) {
+        if self.rtt.is_none_or(|r| handshake < r) {
+            self.rtt = Some(handshake);
+        }
+    }
+
     /// The server announced `Keep-Alive: timeout` (or stopped announcing it).
     pub(crate) fn observe_announced(&mut self, keep_alive: Option<Duration>) {
         self.announced = keep_alive;
@@ -66,7 +83,9 @@ impl Behaviour {
 
     /// When a connection idle since `since` must be retired, and why: the earliest of our own
     /// idle limit, the server's `Keep-Alive: timeout` and the learned idle close, each of the
-    /// last two with a margin so a request never crosses the device's FIN.
+    /// last two with a margin so a request never crosses the device's FIN: an eighth of the
+    /// timeout (at least 0.5 ms for scheduling jitter on both sides, at most 1 s), plus one
+    /// round trip (a request must reach the device before its idle clock runs out).
     pub(crate) fn retire_at(
         &self,
         since: Instant,
@@ -74,9 +93,11 @@ impl Behaviour {
         keep_alive: Option<Duration>,
     ) -> (Instant, RetireReason) {
         let mut at = (since + idle_limit, RetireReason::IdleTimeout);
-        // An eighth of the timeout, at least 0.5 ms (scheduling jitter on both sides), at most 1 s.
-        let margin =
-            |t: Duration| t.saturating_sub((t / 8).clamp(Duration::from_micros(500), Duration::from_secs(1)));
+        let rtt = self.rtt.unwrap_or_default();
+        let margin = |t: Duration| {
+            t.saturating_sub((t / 8).clamp(Duration::from_micros(500), Duration::from_secs(1)))
+                .saturating_sub(rtt)
+        };
         if let Some(t) = keep_alive.or(self.announced)
             && since + margin(t) < at.0
         {
@@ -137,5 +158,20 @@ mod tests {
         );
         b.observe_close(Duration::ZERO);
         assert_eq!(b.retire_at(now, 30_000 * MS, None), (now + 30_000 * MS, RetireReason::IdleTimeout));
+    }
+
+    #[test]
+    fn a_round_trip_is_given_up_before_every_learned_or_announced_close() {
+        let now = Instant::now();
+        let mut b = Behaviour::default();
+        b.observe_close(8 * MS);
+        b.observe_handshake(3 * MS); // a late look at a connect: an overestimate
+        b.observe_handshake(MS); // across a link with 1 ms round trips
+        b.observe_handshake(2 * MS);
+        assert_eq!(b.retire_at(now, 30_000 * MS, None), (now + 6 * MS, RetireReason::LearnedIdleClose));
+        assert_eq!(
+            b.retire_at(now, 30_000 * MS, Some(4 * MS)),
+            (now + 2_500 * Duration::from_micros(1), RetireReason::KeepAliveTimeout)
+        );
     }
 }
