@@ -33,6 +33,9 @@ const WAKE: Token = Token(usize::MAX);
 /// that sends without pause must not keep the loop from its timers and other devices.
 const READ_BUDGET: usize = 16;
 
+/// While busy-polling one socket, the poller is asked on every this many passes.
+const POLLER_EVERY: u32 = 64;
+
 /// One readiness event, copied out of mio's buffer so the loop can act on it.
 #[derive(Debug, Clone, Copy)]
 struct Ready {
@@ -147,9 +150,31 @@ impl Driver {
 
     /// Zero-timeout passes until `stop`, a completion, or (with `stop_on_wake`) a wake-up.
     /// Returns whether it ended early.
+    ///
+    /// While the only thing pending is one response, a pass reads that socket directly (one
+    /// `recv`, as the hand-written busy-poll floor does) instead of asking the poller: spinning
+    /// on `epoll_wait` measured 10–15 µs slower per command on this 2-core VM. The poller (other
+    /// sockets, the waker) is still consulted every [`POLLER_EVERY`] passes, timers every pass,
+    /// and every write is still preceded by the readiness drain and the peek.
     fn spin(&mut self, engine: &mut Engine, stop: Instant, stop_on_wake: bool) -> io::Result<bool> {
+        let mut sole = engine.sole_awaited();
+        let mut pass = 0u32;
         while Instant::now() < stop {
-            self.step(engine, Some(Duration::ZERO))?;
+            pass = pass.wrapping_add(1);
+            match sole {
+                Some(key) if !pass.is_multiple_of(POLLER_EVERY) => {
+                    self.read_all(engine, key, false, Instant::now());
+                    engine.on_timeout(Instant::now());
+                    self.run_actions(engine);
+                    if !engine.is_busy(key) {
+                        sole = engine.sole_awaited();
+                    }
+                }
+                _ => {
+                    self.step(engine, Some(Duration::ZERO))?;
+                    sole = engine.sole_awaited();
+                }
+            }
             if engine.has_completions() || (stop_on_wake && self.woken) {
                 return Ok(true);
             }

@@ -269,6 +269,39 @@ fn busy_poll_spins_for_its_budget_then_sleeps() {
     assert!(spent <= 20, "{spent} ticks of CPU in a 600 ms wait with a 5 ms spin budget");
 }
 
+/// Busy-polling spins on the socket that awaits the only pending response: responses, a FIN
+/// and a reset that arrive during the spin are all handled as without it, promptly.
+#[test]
+fn busy_poll_on_the_awaited_socket_sees_responses_fins_and_resets() {
+    let busy = || Client::builder().busy_poll(Duration::from_millis(2)).build().unwrap();
+    let dev = DeviceServer::keep_alive();
+    let mut c = busy();
+    for _ in 0..200 {
+        assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);
+    }
+    assert_eq!((c.stats().connects, c.stats().reuses), (1, 199));
+
+    let dev = DeviceServer::close_after_response();
+    let mut c = busy();
+    for _ in 0..50 {
+        assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);
+    }
+    assert_eq!(dev.bytes_after_fin(), 0, "nothing written after a FIN");
+
+    // The device reads the request, then closes (FIN) or resets without answering: a lost
+    // exchange, reported at once rather than at the end of the spin budget or the deadline.
+    for after in [After::Fin, After::Rst] {
+        let dev = DeviceServer::start(move |_| Reply::raw(Vec::new()).then(after));
+        let mut c = busy();
+        let req = Request::post(&dev.url("/pulse"), "1").timeout(Duration::from_secs(5)).build().unwrap();
+        let start = Instant::now();
+        let err = c.send(req).unwrap_err();
+        assert!(matches!(err, Error::ConnectionLost { .. }), "{after:?}: {err:?}");
+        assert!(err.may_have_been_processed(), "{after:?}: the device had the request");
+        assert!(start.elapsed() < Duration::from_secs(1), "{after:?}: {:?}", start.elapsed());
+    }
+}
+
 #[test]
 fn a_wake_before_poll_makes_it_return_at_once() {
     let dev = DeviceServer::keep_alive();

@@ -366,6 +366,20 @@ impl Engine {
         self.reqs.len()
     }
 
+    /// The connection whose response is all that is pending (its request fully written): what
+    /// a busy-polling loop may spin on directly.
+    pub(crate) fn sole_awaited(&self) -> Option<Key> {
+        if self.reqs.len() != 1 {
+            return None;
+        }
+        let (_, p) = self.reqs.iter().next()?;
+        let (conn, _) = p.on?;
+        match &self.conns.get(conn)?.state {
+            ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Reading) => Some(conn),
+            _ => None,
+        }
+    }
+
     /// The bytes to write on `conn` now; empty unless it is `Open(Busy)` writing a request.
     pub(crate) fn output(&self, conn: Key) -> &[u8] {
         let Some(c) = self.conns.get(conn) else { return &[] };

@@ -8,13 +8,8 @@ use super::{HttpClient, Method, REQUEST_TIMEOUT};
 
 pub struct Finwatch(Client);
 
-pub fn make(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    make_with(addr, Client::builder())
-}
-
-/// A finwatch client from the given settings (plus the harness's request timeout).
-pub fn make_with(_addr: SocketAddr, builder: ClientBuilder) -> Result<Box<dyn HttpClient>, String> {
-    super::boxed(builder.request_timeout(REQUEST_TIMEOUT).build().map(Finwatch))
+pub fn make(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
+    super::boxed(Client::builder().request_timeout(REQUEST_TIMEOUT).build().map(Finwatch))
 }
 
 impl HttpClient for Finwatch {
@@ -91,8 +86,13 @@ pub struct FinwatchExecute {
     response: finwatch::Response,
 }
 
-pub fn make_execute(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    let client = Client::builder().request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
+pub fn make_execute(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
+    make_execute_with(addr, Client::builder())
+}
+
+/// [`make_execute`] from the given settings (plus the harness's request timeout).
+pub fn make_execute_with(_addr: SocketAddr, builder: ClientBuilder) -> Result<Box<dyn HttpClient>, String> {
+    let client = builder.request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
     Ok(Box::new(FinwatchExecute { client, prepared: Vec::new(), response: finwatch::Response::default() }))
 }
 

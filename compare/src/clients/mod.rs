@@ -74,8 +74,13 @@ pub const ALL: &[Kind] = &[
     Kind { key: "finwatch", label: "finwatch", make: finwatch::make },
     // finwatch with prepared requests and `Client::execute` (no allocation per command).
     Kind { key: "finwatch-execute", label: "finwatch (execute)", make: finwatch::make_execute },
-    // finwatch with its opt-in busy-poll mode (spins up to the budget before sleeping in epoll).
-    Kind { key: "finwatch-busy", label: "finwatch (busy-poll)", make: |a| finwatch::make_with(a, busy()) },
+    // finwatch as a control loop that owns a core uses it: prepared requests and its opt-in
+    // busy-poll mode (spins up to the budget before sleeping in epoll).
+    Kind {
+        key: "finwatch-busy",
+        label: "finwatch (execute, busy-poll)",
+        make: |a| finwatch::make_execute_with(a, busy()),
+    },
     // finwatch with its loop on a background thread (`SharedClient`): sees every FIN and timer
     // as it happens, also between the caller's commands.
     Kind { key: "finwatch-shared", label: "finwatch (SharedClient)", make: finwatch::make_shared },
