@@ -733,14 +733,20 @@ impl Engine {
             }
             // A retry goes to a connection that has carried nothing yet (new, or a warm spare):
             // another pooled one may be as stale as the one that just failed.
-            let fresh_only =
-                host.queue.front().and_then(|&r| self.reqs.get(r)).is_some_and(|p| p.retries > 0);
+            let front = host.queue.front().and_then(|&r| self.reqs.get(r));
+            let fresh_only = front.is_some_and(|p| p.retries > 0);
+            // A connection on probation is a test of whether the device still closes after every
+            // response; a FIN that is merely late fails it with the request on the wire. Only a
+            // request that may be sent again takes that test.
+            let may_probe = front.is_some_and(|p| p.retryable);
             // The most recently used idle connection: the one least likely to have been closed.
             let idle = host
                 .conns
                 .iter()
                 .filter_map(|&k| self.conns.get(k).map(|c| (k, c)))
-                .filter(|(_, c)| c.may_carry_request(now) && !(fresh_only && c.served > 0))
+                .filter(|(_, c)| {
+                    c.may_carry_request(now) && !(fresh_only && c.served > 0) && (may_probe || !c.probation)
+                })
                 // A connection on probation that became usable goes first: that is the test.
                 .max_by_key(|(_, c)| match c.state {
                     ConnState::Open(Open::Idle { since }) => (c.probation, Some(since)),
