@@ -278,6 +278,8 @@ pub(crate) struct Engine {
     response_pool: Vec<Response>,
     /// Forget hosts with nothing open once there are more than this many hosts.
     prune_hosts_at: usize,
+    /// The connection whose request most recently finished writing (for `sole_awaited`).
+    last_reading: Option<Key>,
     next_conn_id: u64,
     next_req_id: u64,
     stats: Stats,
@@ -297,6 +299,7 @@ impl Engine {
             wire_pool: Vec::new(),
             response_pool: Vec::new(),
             prune_hosts_at: MAX_IDLE_HOSTS,
+            last_reading: None,
             next_conn_id: 1,
             next_req_id: 1,
             stats: Stats::default(),
@@ -368,12 +371,13 @@ impl Engine {
 
     /// The connection whose response is all that is pending (its request fully written): what
     /// a busy-polling loop may spin on directly.
+    /// O(1): with one request pending, if it awaits its response it is the one that most
+    /// recently finished writing.
     pub(crate) fn sole_awaited(&self) -> Option<Key> {
         if self.reqs.len() != 1 {
             return None;
         }
-        let (_, p) = self.reqs.iter().next()?;
-        let (conn, _) = p.on?;
+        let conn = self.last_reading?;
         match &self.conns.get(conn)?.state {
             ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Reading) => Some(conn),
             _ => None,
@@ -548,6 +552,7 @@ impl Engine {
             return;
         }
         ex.phase = Phase::Reading;
+        self.last_reading = Some(conn);
         // The request is out and the loop waits for the response: if this connection is known
         // to end with it, the next one connects now, in the shadow of this round trip, instead
         // of after the response, on the next command's critical path.

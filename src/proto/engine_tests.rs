@@ -702,3 +702,20 @@ fn a_device_wrongly_thought_to_close_after_every_response_gets_reuse_back() {
     // What was seen is what is assumed: alive after 3 ms.
     assert_eq!(w.e.learned_idle_close("10.0.0.5:80"), Some(Duration::from_millis(3)));
 }
+
+#[test]
+fn sole_awaited_names_the_one_connection_a_busy_poll_may_spin_on() {
+    let mut w = World::new();
+    w.submit(Method::GET, "http://10.0.0.5/");
+    assert_eq!(w.e.sole_awaited(), None, "connecting");
+    let conn = w.connect_and_send();
+    assert_eq!(w.e.sole_awaited(), Some(conn), "written, awaiting the response");
+    w.e.on_data(conn, OK, w.now);
+    assert_eq!(w.e.sole_awaited(), None, "answered");
+    w.completions();
+    // Two pending (two devices): the poller is asked, no socket is singled out.
+    w.submit(Method::GET, "http://10.0.0.5/");
+    w.probe_alive(conn);
+    w.submit(Method::GET, "http://10.0.0.6/");
+    assert_eq!(w.e.sole_awaited(), None);
+}
