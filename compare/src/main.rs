@@ -55,7 +55,7 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|sc| sc.key() == s || sc.letter() == s)
     }
 
-    fn letter(self) -> &'static str {
+    pub fn letter(self) -> &'static str {
         match self {
             Scenario::KeepAlive => "a",
             Scenario::Fin => "b",
@@ -102,6 +102,20 @@ impl Config {
             quick: false,
             link_delay: Duration::ZERO,
         }
+    }
+
+    /// Every scenario and client with the default counts, on loopback: what the README shows.
+    fn is_default_full_run(&self) -> bool {
+        let full = Config::full();
+        !self.quick
+            && !self.on_link()
+            && self.scenarios == full.scenarios
+            && self.clients.len() == full.clients.len()
+            && self.rounds == full.rounds
+            && self.commands == full.commands
+            && self.warmup == full.warmup
+            && self.idle_ms == full.idle_ms
+            && self.gap_offsets == full.gap_offsets
     }
 
     fn quick(mut self) -> Config {
@@ -474,7 +488,8 @@ fn main() -> ExitCode {
         eprintln!("link relay: {relay}");
         LinkReport { connects, relay }
     });
-    let md = report::markdown(&cfg, &machine.finish(), &results, link.as_ref());
+    let machine = machine.finish();
+    let md = report::markdown(&cfg, &machine, &results, link.as_ref());
     println!("{md}");
     if let Some(path) = &cfg.out {
         if let Err(e) = std::fs::write(path, &md) {
@@ -482,6 +497,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         eprintln!("wrote {}", path.display());
+        // The default full loopback run (every scenario, every client) is the one the README
+        // shows: its compact table replaces the README's between the markers.
+        if cfg.is_default_full_run() && *path == results_path("RESULTS.md") {
+            let readme = results_path("../README.md");
+            let table = report::readme_table(&cfg, &machine, &results);
+            match std::fs::read_to_string(&readme).map(|r| report::splice_readme(&r, &table)) {
+                Ok(Some(updated)) => match std::fs::write(&readme, updated) {
+                    Ok(()) => eprintln!("updated the table in {}", readme.display()),
+                    Err(e) => eprintln!("cannot write {}: {e}", readme.display()),
+                },
+                Ok(None) => eprintln!("{}: no table markers; README not updated", readme.display()),
+                Err(e) => eprintln!("cannot read {}: {e}", readme.display()),
+            }
+        }
     }
     ExitCode::SUCCESS
 }
