@@ -317,9 +317,11 @@ fn polling_during_pauses_retires_ahead_of_the_device_and_keeps_a_spare_ready() {
     let dev = DeviceServer::idle_close(IDLE);
     let mut c = client();
     let mut done = Vec::new();
+    // One `poll` to the next command's time: it sleeps in the poller, waking for the timers
+    // (retire, connect) and the device's packets, and returns when the time is up.
     let mut pause = |c: &mut Client, until: Instant| {
-        while Instant::now() < until {
-            c.poll(Some(Duration::from_micros(500)), &mut done).unwrap();
+        while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            c.poll(Some(left), &mut done).unwrap();
         }
     };
     // Learn the idle close: one connection left idle past it, with the loop watching.
