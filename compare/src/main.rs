@@ -279,7 +279,7 @@ impl Runner {
         let mut cpu = 0;
         for _ in 0..n {
             if !gaps.is_empty() {
-                wait_until(last_end + Duration::from_millis(gaps[self.sent % gaps.len()]));
+                self.client.pause_until(last_end + Duration::from_millis(gaps[self.sent % gaps.len()]));
             }
             let (method, url, body) = if self.sent.is_multiple_of(2) {
                 (Method::Put, self.put_url.as_str(), PUT_BODY)
@@ -321,7 +321,7 @@ fn process_cpu_ns() -> u64 {
 }
 
 /// Sleeps until shortly before `deadline`, then spins to it: gaps accurate to a few µs.
-fn wait_until(deadline: Instant) {
+pub fn wait_until(deadline: Instant) {
     let now = Instant::now();
     if deadline > now + Duration::from_micros(300) {
         std::thread::sleep(deadline - now - Duration::from_micros(300));

@@ -90,6 +90,40 @@ pub fn make_execute(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
     make_execute_with(addr, Client::builder())
 }
 
+/// [`make_execute`], and during the pauses between commands the loop runs (`Client::poll` until
+/// the next command is due) instead of the thread just waiting.
+pub fn make_poll(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
+    let client = Client::builder().request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
+    let inner = FinwatchExecute { client, prepared: Vec::new(), response: finwatch::Response::default() };
+    Ok(Box::new(FinwatchPoll { inner, done: Vec::new() }))
+}
+
+pub struct FinwatchPoll {
+    inner: FinwatchExecute,
+    done: Vec<finwatch::Completion>,
+}
+
+impl HttpClient for FinwatchPoll {
+    fn command(&mut self, method: Method, url: &str, body: &[u8]) -> Result<usize, String> {
+        self.inner.command(method, url, body)
+    }
+
+    fn notes(&self) -> Option<String> {
+        self.inner.notes()
+    }
+
+    fn pause_until(&mut self, deadline: std::time::Instant) {
+        while let Some(left) =
+            deadline.checked_duration_since(std::time::Instant::now()).filter(|d| !d.is_zero())
+        {
+            if self.inner.client.poll(Some(left), &mut self.done).is_err() {
+                return crate::wait_until(deadline);
+            }
+            self.done.clear();
+        }
+    }
+}
+
 /// [`make_execute`] from the given settings (plus the harness's request timeout).
 pub fn make_execute_with(_addr: SocketAddr, builder: ClientBuilder) -> Result<Box<dyn HttpClient>, String> {
     let client = builder.request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;

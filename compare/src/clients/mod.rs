@@ -47,6 +47,12 @@ pub trait HttpClient {
     fn notes(&self) -> Option<String> {
         None
     }
+
+    /// Waits between commands (scenario (c)) until `deadline`, to the microsecond. A client
+    /// meant to be given the pause may use it.
+    fn pause_until(&mut self, deadline: std::time::Instant) {
+        crate::wait_until(deadline);
+    }
 }
 
 /// How long any one request may take before the client gives up (where it can be set).
@@ -81,6 +87,9 @@ pub const ALL: &[Kind] = &[
         label: "finwatch (execute, busy-poll)",
         make: |a| finwatch::make_execute_with(a, busy()),
     },
+    // finwatch, caller-driven, that lets its loop run during the pauses of (c) (`Client::poll`
+    // until the next command is due): retires ahead of the device and keeps a spare ready.
+    Kind { key: "finwatch-poll", label: "finwatch (execute, poll in pauses)", make: finwatch::make_poll },
     // finwatch with its loop on a background thread (`SharedClient`): sees every FIN and timer
     // as it happens, also between the caller's commands.
     Kind { key: "finwatch-shared", label: "finwatch (SharedClient)", make: finwatch::make_shared },
