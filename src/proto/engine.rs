@@ -558,7 +558,10 @@ impl Engine {
         // of after the response, on the next command's critical path.
         let ends = p.wants_close
             || c.requests_left == Some(1)
-            || self.hosts.get(&c.host).is_some_and(|h| h.behaviour.closes_after_response());
+            || self
+                .hosts
+                .get(&c.host)
+                .is_some_and(|h| h.behaviour.closes_after_response() || h.behaviour.announces_close());
         if ends {
             let host = c.host.clone();
             self.open_spare(&host, now);
@@ -851,6 +854,14 @@ impl Engine {
         let behaviour = match self.hosts.get_mut(&c.host) {
             Some(h) => {
                 h.behaviour.observe_announced(persistence.idle_timeout);
+                h.behaviour.observe_response_closes(matches!(
+                    persistence.close,
+                    Some(
+                        RetireReason::ServerSaidClose
+                            | RetireReason::Http10
+                            | RetireReason::CloseDelimitedBody
+                    )
+                ));
                 h.behaviour
             }
             None => Behaviour::default(),

@@ -491,6 +491,26 @@ fn a_connection_known_to_end_has_its_successor_connect_during_the_exchange() {
     w.submit(Method::GET, "http://10.0.0.5/");
     w.probe_alive(spare);
 
+    // A server whose responses say `Connection: close` (or HTTP/1.0): from the second request
+    // on, the successor connects while the request is in flight.
+    let mut w = World::with(Config::default());
+    w.submit(Method::GET, "http://10.0.0.5/");
+    let c1 = w.connect_and_send();
+    w.e.on_data(c1, b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", w.now);
+    assert!(w.completions()[0].result.is_ok());
+    let actions = w.actions();
+    assert!(actions.contains(&Action::Close { conn: c1 }), "{actions:?}");
+    let spare = connect_of(&actions).expect("a spare after a connection that ended");
+    w.e.on_connected(spare, w.now);
+    w.submit(Method::GET, "http://10.0.0.5/");
+    w.probe_alive(spare);
+    assert!(connect_of(&w.actions()).is_some(), "HTTP/1.0 seen: the next spare connects during the exchange");
+    w.e.on_data(spare, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // A keep-alive response unlearns it: the connection is kept, nothing opened ahead.
+    let actions = w.actions();
+    assert!(!actions.contains(&Action::Close { conn: spare }), "{actions:?}");
+
     // Connection: close asked by the caller.
     let mut w = World::with(Config::default());
     let c1 = w.exchange_on_new(Method::GET);

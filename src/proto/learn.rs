@@ -32,6 +32,9 @@ pub(crate) struct Behaviour {
     announced: Option<Duration>,
     /// The fastest TCP handshake seen: an upper bound of the round-trip time.
     rtt: Option<Duration>,
+    /// The last response said its connection ends with it (`Connection: close`, HTTP/1.0
+    /// without keep-alive, a close-delimited body): the next one probably will too.
+    announces_close: bool,
 }
 
 impl Behaviour {
@@ -64,6 +67,16 @@ impl Behaviour {
         if self.rtt.is_none_or(|r| handshake < r) {
             self.rtt = Some(handshake);
         }
+    }
+
+    /// Whether the last response ended its connection by what it said (not by a FIN).
+    pub(crate) fn observe_response_closes(&mut self, closes: bool) {
+        self.announces_close = closes;
+    }
+
+    /// Whether the device's last response said its connection ends with it.
+    pub(crate) fn announces_close(&self) -> bool {
+        self.announces_close
     }
 
     /// The server announced `Keep-Alive: timeout` (or stopped announcing it).
