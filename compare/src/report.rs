@@ -244,8 +244,9 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
          settable, a 2 s timeout. minreq and attohttpc have no connection reuse (attohttpc sends \
          `Connection: close`). finwatch runs with its defaults: `get`/`put` (a URL parsed and a \
          response allocated per command), `execute` (prepared requests, one reused response), \
-         `SharedClient::send` (the loop on its own thread); the busy-poll row is `execute` \
-         with `ClientBuilder::busy_poll({:?})`.",
+         `SharedClient::send` (the loop on its own thread), `execute` with `Client::poll` run \
+         until the next command is due in the pauses of (c) (\"poll in pauses\"); the \
+         busy-poll row is `execute` with `ClientBuilder::busy_poll({:?})`.",
         crate::clients::BUSY_POLL_BUDGET
     );
     let _ = writeln!(o);
