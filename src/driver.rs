@@ -143,9 +143,14 @@ impl Driver {
     fn step(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
         self.resume_reads(engine);
         self.poll_events(engine, timeout)?;
-        engine.on_timeout(Instant::now());
-        self.run_actions(engine);
+        self.after_io(engine, Instant::now());
         Ok(())
+    }
+
+    /// What follows the I/O of a pass: due timers, then the engine's actions.
+    fn after_io(&mut self, engine: &mut Engine, now: Instant) {
+        engine.on_timeout(now);
+        self.run_actions(engine);
     }
 
     /// Zero-timeout passes until `stop`, a completion, or (with `stop_on_wake`) a wake-up.
@@ -159,13 +164,16 @@ impl Driver {
     fn spin(&mut self, engine: &mut Engine, stop: Instant, stop_on_wake: bool) -> io::Result<bool> {
         let mut sole = engine.sole_awaited();
         let mut pass = 0u32;
-        while Instant::now() < stop {
+        loop {
+            let now = Instant::now();
+            if now >= stop {
+                return Ok(false);
+            }
             pass = pass.wrapping_add(1);
             match sole {
                 Some(key) if !pass.is_multiple_of(POLLER_EVERY) => {
-                    self.read_all(engine, key, false, Instant::now());
-                    engine.on_timeout(Instant::now());
-                    self.run_actions(engine);
+                    self.read_all(engine, key, false, now);
+                    self.after_io(engine, now);
                     if !engine.is_busy(key) {
                         sole = engine.sole_awaited();
                     }
@@ -180,7 +188,6 @@ impl Driver {
             }
             std::hint::spin_loop();
         }
-        Ok(false)
     }
 
     /// A completion ends the current wait, and with it the busy-poll budget.

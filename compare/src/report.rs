@@ -362,18 +362,20 @@ pub fn readme_table(cfg: &Config, m: &Machine, results: &[ScenarioResult]) -> St
     }
     let _ = writeln!(o, " commands lost |");
     let _ = writeln!(o, "|---|{}--:|", "--:|".repeat(results.len()));
+    // Percentiles once per scenario and client (each sorts every sample), and the floor's.
+    let summaries: Vec<Vec<Summary>> =
+        results.iter().map(|r| r.records.iter().map(|rec| rec.summary()).collect()).collect();
+    let floor = cfg.clients.iter().position(|k| k.key == FLOOR_BLOCKING);
     for (i, kind) in cfg.clients.iter().enumerate() {
         let _ = write!(o, "| {} |", kind.label);
         let mut lost = Vec::new();
-        for r in results {
+        for (r, sums) in results.iter().zip(&summaries) {
             if let Some(e) = &r.not_run[i] {
                 let _ = write!(o, " not run: {} |", e.replace('|', "/"));
                 lost.push("–".to_string());
                 continue;
             }
-            let summaries: Vec<Summary> = r.records.iter().map(|rec| rec.summary()).collect();
-            let blk = cfg.clients.iter().position(|k| k.key == FLOOR_BLOCKING).map(|b| summaries[b]);
-            let s = summaries[i];
+            let (s, blk) = (sums[i], floor.map(|b| sums[b]));
             let _ = write!(
                 o,
                 " {} ({}) / {} ({}) |",

@@ -93,8 +93,7 @@ pub fn make_execute(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
 /// [`make_execute`], and during the pauses between commands the loop runs (`Client::poll` until
 /// the next command is due) instead of the thread just waiting.
 pub fn make_poll(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    let client = Client::builder().request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
-    let inner = FinwatchExecute { client, prepared: Vec::new(), response: finwatch::Response::default() };
+    let inner = FinwatchExecute::new(Client::builder())?;
     Ok(Box::new(FinwatchPoll { inner, done: Vec::new() }))
 }
 
@@ -126,8 +125,15 @@ impl HttpClient for FinwatchPoll {
 
 /// [`make_execute`] from the given settings (plus the harness's request timeout).
 pub fn make_execute_with(_addr: SocketAddr, builder: ClientBuilder) -> Result<Box<dyn HttpClient>, String> {
-    let client = builder.request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
-    Ok(Box::new(FinwatchExecute { client, prepared: Vec::new(), response: finwatch::Response::default() }))
+    Ok(Box::new(FinwatchExecute::new(builder)?))
+}
+
+impl FinwatchExecute {
+    /// From the given settings, plus the harness's request timeout.
+    fn new(builder: ClientBuilder) -> Result<FinwatchExecute, String> {
+        let client = builder.request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
+        Ok(FinwatchExecute { client, prepared: Vec::new(), response: finwatch::Response::default() })
+    }
 }
 
 impl HttpClient for FinwatchExecute {
