@@ -119,6 +119,9 @@ pub(crate) struct Exchange {
     pub(crate) req: Key,
     pub(crate) phase: Phase,
     pub(crate) reader: ResponseReader,
+    /// The connection is known to end with this exchange (decided when the request was put
+    /// on it): its successor connects as soon as the request is written.
+    pub(crate) ends: bool,
 }
 
 impl Exchange {

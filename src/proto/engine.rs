@@ -556,13 +556,7 @@ impl Engine {
         // The request is out and the loop waits for the response: if this connection is known
         // to end with it, the next one connects now, in the shadow of this round trip, instead
         // of after the response, on the next command's critical path.
-        let ends = p.wants_close
-            || c.requests_left == Some(1)
-            || self
-                .hosts
-                .get(&c.host)
-                .is_some_and(|h| h.behaviour.closes_after_response() || h.behaviour.announces_close());
-        if ends {
+        if ex.ends {
             let host = c.host.clone();
             self.open_spare(&host, now);
         }
@@ -764,7 +758,8 @@ impl Engine {
             if let Some(conn) = idle {
                 let r = host.queue.pop_front().expect("queue checked non-empty");
                 host.in_flight += 1;
-                self.assign(conn, r);
+                let host_ends = host.behaviour.closes_after_response() || host.behaviour.announces_close();
+                self.assign(conn, r, host_ends);
                 continue;
             }
             let connecting = host
@@ -807,8 +802,10 @@ impl Engine {
         }
     }
 
-    /// Puts request `r` on idle connection `conn` and asks for the pre-write peek.
-    fn assign(&mut self, conn: Key, r: Key) {
+    /// Puts request `r` on idle connection `conn` and asks for the pre-write peek. `host_ends`:
+    /// the device is known to end connections after a response (it closes after every one, or
+    /// its last response said so).
+    fn assign(&mut self, conn: Key, r: Key, host_ends: bool) {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let Some(p) = self.reqs.get_mut(r) else { return };
         let reused = c.served > 0;
@@ -820,7 +817,8 @@ impl Engine {
             Some(spare) => ResponseReader::reuse(self.cfg.limits, p.head_request, spare),
             None => ResponseReader::new(self.cfg.limits, p.head_request),
         };
-        let busy = ConnState::Open(Open::Busy(Exchange { req: r, phase: Phase::Probing, reader }));
+        let ends = host_ends || p.wants_close || c.requests_left == Some(1);
+        let busy = ConnState::Open(Open::Busy(Exchange { req: r, phase: Phase::Probing, reader, ends }));
         c.transition(busy, format_args!("request {}", p.id.0));
         self.actions.push_back(Action::Probe { conn });
     }
