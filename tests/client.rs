@@ -281,12 +281,20 @@ fn busy_poll_on_the_awaited_socket_sees_responses_fins_and_resets() {
     }
     assert_eq!((c.stats().connects, c.stats().reuses), (1, 199));
 
+    // A device that closes after every response, answering a client that turns around in
+    // microseconds: the second command can be written before the device has even sent the FIN
+    // of the first connection (the race no check can see; the device counts those bytes as
+    // "after its FIN" all the same). That one crossing teaches finwatch the device's habit;
+    // the GET is retried; after it, nothing is ever written into a closing connection.
     let dev = DeviceServer::close_after_response();
     let mut c = busy();
     for _ in 0..50 {
         assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);
     }
-    assert_eq!(dev.bytes_after_fin(), 0, "nothing written after a FIN");
+    let s = c.stats();
+    assert!(dev.conns_with_bytes_after_fin() <= 1, "{} connections; {s:?}", dev.conns_with_bytes_after_fin());
+    assert!(s.retries <= 1 && s.failed == 0, "{s:?}");
+    assert!(s.reuses <= 1, "single-use once learned: {s:?}");
 
     // The device reads the request, then closes (FIN) or resets without answering: a lost
     // exchange, reported at once rather than at the end of the spin budget or the deadline.

@@ -967,15 +967,21 @@ impl Engine {
         let host = c.host.clone();
         // A device that closes a connection we were not reading a response from has shown
         // when it closes idle connections (or that it closes after every response).
-        // A close while a request was being written or awaited (the keep-alive race) is an upper
-        // bound too, but one within a couple of milliseconds says more about that request than
-        // about idleness: it never marks a device as closing after every response.
+        // A close while a request was being written or awaited, before any response byte (the
+        // keep-alive race), is an upper bound too. Within a couple of milliseconds of the last
+        // response it may instead be the device's reaction to that request; it is learned all
+        // the same (a client that turns around in microseconds would otherwise cross the FIN
+        // of a device that closes after every response again and again, as long as the FIN
+        // never arrives before its next write), and the next connection is kept on probation,
+        // which unlearns it within milliseconds if the device in fact keeps connections.
         let since_response = c.last_response.map(|t| now.saturating_duration_since(t));
+        let mut raced = false;
         let idle_close = match &old {
             ConnState::Open(Open::Idle { .. }) => true,
             ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Probing) => true,
-            ConnState::Open(Open::Busy(ex)) => {
-                !ex.reader.started() && since_response.is_some_and(|d| d > CLOSES_AFTER_RESPONSE)
+            ConnState::Open(Open::Busy(ex)) if !ex.reader.started() && since_response.is_some() => {
+                raced = since_response.is_some_and(|d| d <= CLOSES_AFTER_RESPONSE);
+                true
             }
             _ => false,
         };
@@ -985,6 +991,10 @@ impl Engine {
             c.served > 0 && (spare_reason || ended_by_response || (device_closed && idle_close));
         if let Some(h) = self.hosts.get_mut(&host) {
             h.conns.retain(|&k| k != conn);
+            if device_closed && raced && !h.behaviour.closes_after_response() {
+                // The next connection kept for reuse is the probation that tests the lesson.
+                h.single_use = PROBATION_EVERY - 1;
+            }
             if device_closed
                 && idle_close
                 && let Some(d) = since_response

@@ -739,3 +739,38 @@ fn sole_awaited_names_the_one_connection_a_busy_poll_may_spin_on() {
     w.submit(Method::GET, "http://10.0.0.6/");
     assert_eq!(w.e.sole_awaited(), None);
 }
+
+/// A client that turns around in microseconds can write its next request before a device that
+/// closes after every response has sent its FIN. That crossing teaches the device's habit at
+/// once (otherwise it could repeat as long as no FIN arrives before a write), and the
+/// connection that carries the retry is kept on probation rather than reused at once.
+#[test]
+fn a_fin_crossing_the_next_request_right_after_a_response_teaches_closes_after_every_response() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::GET);
+    w.now += Duration::from_micros(20);
+    w.submit(Method::GET, "http://10.0.0.5/");
+    w.probe_alive(c1); // no FIN yet: the request goes out
+    w.now += Duration::from_micros(10);
+    w.e.on_fin(c1, w.now); // the device's FIN, before any response byte
+    assert_eq!(w.e.learned_idle_close("10.0.0.5:80"), Some(Duration::from_micros(30)));
+    let c2 = w.connect_and_send(); // the GET's retry, on a fresh connection
+    w.e.on_data(c2, OK, w.now);
+    assert_eq!(w.completions()[0].result.as_ref().unwrap().meta().retries, 1);
+    assert!(!w.actions().contains(&Action::Close { conn: c2 }), "kept on probation");
+    // The next command does not take c2 within the probation: a FIN may still be coming.
+    w.submit(Method::GET, "http://10.0.0.5/");
+    let actions = w.actions();
+    assert!(!actions.contains(&Action::Probe { conn: c2 }), "{actions:?}");
+    let c3 = connect_of(&actions).expect("a fresh connection");
+    w.e.on_connected(c3, w.now);
+    w.probe_alive(c3);
+    w.e.on_data(c3, OK, w.now);
+    w.completions();
+    assert!(w.actions().contains(&Action::Close { conn: c3 }), "single-use: {c3:?}");
+    // c2's FIN arrives: the lesson holds (the smallest bound is kept).
+    w.now += Duration::from_micros(50);
+    w.e.on_fin(c2, w.now);
+    assert_eq!(w.e.learned_idle_close("10.0.0.5:80"), Some(Duration::from_micros(30)));
+    assert_eq!(w.e.stats().failed, 0);
+}
