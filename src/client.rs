@@ -729,7 +729,7 @@ impl ClientBuilder {
     /// for up to `budget` before sleeping in the poller. While one response is all that is
     /// pending, the spin reads that socket directly (one `recv` per pass) and looks at the
     /// poller (other sockets, a [`Waker`]) every 64th pass; otherwise it spins on zero-timeout
-    /// polls. Every write is still preceded by the readiness drain and the pre-write peek.
+    /// polls. Every write is still preceded by the pre-write peek.
     ///
     /// Waking a sleeping thread costs more than a loopback or LAN round trip on ordinary
     /// machines (on the 2-core VM of PERFORMANCE.md, a blocking keep-alive command took 72–89 µs

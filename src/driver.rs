@@ -89,19 +89,29 @@ impl Driver {
         })
     }
 
-    /// One turn of the loop. First every readiness that is already pending is reported (so a FIN
-    /// that has arrived is known before anything is written), then due timers, then the engine's
-    /// actions run. If that produced no completion, the loop sleeps in the poller until
-    /// readiness, `until`, or the engine's nearest timer, whichever is first, and runs again.
-    /// With `stop_on_wake`, a wake-up (pending, or arriving while it spins) ends the turn
-    /// without sleeping, so that `Client::poll` returns at once.
+    /// One turn of the loop. First due timers and the engine's queued actions run: the requests
+    /// submitted since the last turn go out at once, each after its pre-write peek (the check
+    /// that no FIN, RST or stray byte has arrived on that socket), with no poller round before
+    /// it. Reads paused at the budget resume. If that produced no completion, the loop sleeps in
+    /// the poller (or spins, in busy-poll mode) until readiness, `until`, or the engine's
+    /// nearest timer, whichever is first, and runs again. With `stop_on_wake`, a wake-up
+    /// (pending, or arriving while it waits) ends the turn, so that `Client::poll` returns at
+    /// once.
+    ///
+    /// Why no zero-timeout poll before the writes: the request was dispatched when it was
+    /// submitted, so a poll could not change the choice of connection, only find a FIN on it
+    /// one syscall before the peek does; the peek is the check closest to the write, and the
+    /// only one the guarantee needs. The poll cost a syscall on every command's critical path.
     pub(crate) fn turn(
         &mut self,
         engine: &mut Engine,
         until: Option<Instant>,
         stop_on_wake: bool,
     ) -> io::Result<()> {
-        self.step(engine, Some(Duration::ZERO))?;
+        self.after_io(engine, Instant::now());
+        if !self.unfinished.is_empty() {
+            self.step(engine, Some(Duration::ZERO))?;
+        }
         if engine.has_completions() || !self.unfinished.is_empty() || (stop_on_wake && self.woken) {
             self.end_wait(engine);
             return Ok(());
@@ -160,7 +170,7 @@ impl Driver {
     /// `recv`, as the hand-written busy-poll floor does) instead of asking the poller: spinning
     /// on `epoll_wait` measured 10–15 µs slower per command on this 2-core VM. The poller (other
     /// sockets, the waker) is still consulted every [`POLLER_EVERY`] passes, timers every pass,
-    /// and every write is still preceded by the readiness drain and the peek.
+    /// and every write is still preceded by the peek.
     fn spin(&mut self, engine: &mut Engine, stop: Instant, stop_on_wake: bool) -> io::Result<bool> {
         let mut sole = engine.sole_awaited();
         let mut pass = 0u32;

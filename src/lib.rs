@@ -6,8 +6,8 @@
 //! `Connection: close`, or after a few milliseconds of idleness. A pooled client that does not
 //! notice writes its next command into the half-closed socket, the device's kernel answers RST,
 //! and the command is lost. finwatch keeps explicit state for every connection, watches idle
-//! sockets for FIN, drains pending readiness and peeks each socket (`MSG_PEEK`) right before it
-//! writes, and sends the command on a fresh socket instead. When a connection is lost anyway, it
+//! sockets for FIN, peeks each socket (`MSG_PEEK`) right before it writes, and sends the
+//! command on a fresh socket instead. When a connection is lost anyway, it
 //! tells the caller whether the device may have acted on the command, and retries only where
 //! that cannot apply a command twice.
 //!
@@ -89,7 +89,7 @@
 //! # Guarantees
 //!
 //! - **Never a write after FIN or RST.** A FIN or RST that reached the client before a write is
-//!   never written into: pending readiness is drained and the socket peeked before every write,
+//!   never written into: the socket is peeked (`MSG_PEEK`) right before every write,
 //!   and only an idle, open connection may carry a request (see the state diagram below).
 //! - **No command silently lost.** Each request ends with a [`Response`] or a typed [`Error`];
 //!   [`Error::may_have_been_processed`] says whether the device may have acted on it, and `false`
