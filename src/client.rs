@@ -398,6 +398,7 @@ impl Client {
         let n = self.engine.pending();
         self.engine.abort_all(Instant::now());
         self.driver.run_actions(&mut self.engine);
+        self.driver.close_deferred();
         while let Some(c) = self.engine.poll_completion() {
             self.ready.push_back(c);
         }

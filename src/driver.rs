@@ -68,6 +68,9 @@ pub(crate) struct Driver {
     events_full: bool,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
+    /// Sockets the engine is done with, closed when the loop next waits (see [`Driver::close`]).
+    /// Already out of `socks`: an event for one is stale and ignored.
+    to_close: Vec<mio::net::TcpStream>,
     scratch: Box<[u8]>,
     resolved: HashMap<(String, u16), SocketAddr>,
 }
@@ -84,6 +87,7 @@ impl Driver {
             spin_until: None,
             events_full: false,
             socks: Vec::new(),
+            to_close: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             resolved: HashMap::new(),
         })
@@ -112,7 +116,7 @@ impl Driver {
         if !self.unfinished.is_empty() {
             self.step(engine, Some(Duration::ZERO))?;
         }
-        if engine.has_completions() || !self.unfinished.is_empty() || (stop_on_wake && self.woken) {
+        if self.turn_done(engine, stop_on_wake) {
             self.end_wait(engine);
             return Ok(());
         }
@@ -142,7 +146,17 @@ impl Driver {
                 self.spin(engine, now + d, stop_on_wake)?;
             }
             // Whole milliseconds only: wake at or before the instant; the rest is spun.
-            _ => self.step(engine, left.map(|d| Duration::from_millis(d.as_millis() as u64)))?,
+            _ => {
+                if !self.to_close.is_empty() {
+                    // A replacement connection may be connected already (on loopback the
+                    // handshake completes inside `connect`): its request goes out first.
+                    self.step(engine, Some(Duration::ZERO))?;
+                    self.close_deferred();
+                }
+                if !self.turn_done(engine, stop_on_wake) {
+                    self.step(engine, left.map(|d| Duration::from_millis(d.as_millis() as u64)))?;
+                }
+            }
         }
         self.end_wait(engine);
         Ok(())
@@ -182,6 +196,10 @@ impl Driver {
             pass = pass.wrapping_add(1);
             match sole {
                 Some(key) if !pass.is_multiple_of(POLLER_EVERY) => {
+                    // The request is out: a good time for closes set aside.
+                    if !self.to_close.is_empty() {
+                        self.close_deferred();
+                    }
                     self.read_all(engine, key, false, now);
                     self.after_io(engine, now);
                     if !engine.is_busy(key) {
@@ -200,8 +218,15 @@ impl Driver {
         }
     }
 
-    /// A completion ends the current wait, and with it the busy-poll budget.
+    /// Whether the turn has something for the caller (or work the poller will not announce).
+    fn turn_done(&self, engine: &Engine, stop_on_wake: bool) -> bool {
+        engine.has_completions() || !self.unfinished.is_empty() || (stop_on_wake && self.woken)
+    }
+
+    /// The end of a turn: sockets set aside are closed before the caller gets control back. A
+    /// completion ends the current wait, and with it the busy-poll budget.
     fn end_wait(&mut self, engine: &Engine) {
+        self.close_deferred();
         if engine.has_completions() {
             self.spin_until = None;
         }
@@ -363,16 +388,17 @@ impl Driver {
     fn check_connect(&mut self, engine: &mut Engine, r: &Ready, now: Instant) {
         let key = r.key;
         let Some(s) = self.sock(key) else { return };
+        // Linux reports a socket in SYN_SENT neither readable nor writable (`tcp_poll`), and a
+        // failed connect with `EPOLLERR`: writable without an error or a hang-up means
+        // connected, and `SO_ERROR` and `getpeername` would only confirm it (two syscalls per
+        // connection). Elsewhere, and for any other event, ask.
+        if cfg!(target_os = "linux") && r.writable && !r.closing {
+            return engine.on_connected(key, now);
+        }
         let failed = |source| Error::ConnectFailed { host: s.host.clone(), source };
         match s.stream.take_error() {
             Ok(Some(e)) | Err(e) => return engine.on_connect_failed(key, failed(e), now),
             Ok(None) => {}
-        }
-        // Linux reports a socket in SYN_SENT neither readable nor writable (`tcp_poll`): writable
-        // without an error or a hang-up means connected, and `getpeername` would only confirm it
-        // (a syscall per connection). Elsewhere, and for any other event, ask.
-        if cfg!(target_os = "linux") && r.writable && !r.closing {
-            return engine.on_connected(key, now);
         }
         match s.stream.peer_addr() {
             Ok(_) => engine.on_connected(key, now),
@@ -434,18 +460,29 @@ impl Driver {
         }
     }
 
+    /// The engine is done with `key`'s socket. It leaves the socket table at once (a later event
+    /// for it is stale), but the `close` itself, 10–20 µs on loopback for a socket the peer has
+    /// closed (measured, PERFORMANCE.md), waits until the loop next waits for the network: a
+    /// stale connection found at submit must not delay the connect and the write that replace it.
     fn close(&mut self, key: Key) {
         if let Some(slot) = self.socks.get_mut(key.index())
             && slot.as_ref().is_some_and(|s| s.key == key)
             && let Some(s) = slot.take()
         {
+            self.to_close.push(s.stream);
+        }
+    }
+
+    /// Closes the sockets [`Driver::close`] set aside.
+    pub(crate) fn close_deferred(&mut self) {
+        for stream in self.to_close.drain(..) {
             // Dropping the stream closes the socket; on Linux closing the last descriptor also
             // removes it from the epoll set, so no EPOLL_CTL_DEL (a syscall per connection).
             #[cfg(not(target_os = "linux"))]
-            let mut s = s;
+            let mut stream = stream;
             #[cfg(not(target_os = "linux"))]
-            let _ = self.poll.registry().deregister(&mut s.stream);
-            drop(s);
+            let _ = self.poll.registry().deregister(&mut stream);
+            drop(stream);
         }
     }
 }
