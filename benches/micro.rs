@@ -14,6 +14,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use finwatch::__bench::{encode_request, read_response};
+use finwatch::__bench_engine::EngineLoop;
 use finwatch::{Limits, Request, Response};
 
 // ---- allocation counting (shared with tests/zero_alloc.rs) ----
@@ -160,7 +161,26 @@ fn cases() -> Vec<Case> {
         parse_case("parse chunked small (1x48 B)", response_chunked(&[small_body]), small_body.len()),
         parse_case("parse chunked 64 KiB (16x4 KiB)", response_chunked(&four_k), big.len()),
         parse_case("parse 20 headers (24 B body)", response_20_headers(), 24),
+        engine_case("engine: one command, reused conn", small_body),
     ]
+}
+
+/// What the engine itself costs per command on a reused connection (submit, dispatch, the
+/// peek's answer, the write, the response, the completion), no syscall: the client's share of a
+/// command's turnaround apart from the peek, the write and the read.
+fn engine_case(name: &'static str, body: &[u8]) -> Case {
+    let req =
+        Request::get("http://10.0.0.5/unico/v1/interface/io-state?ioId=25602").build().expect("valid GET");
+    let wire = response_with_length(body);
+    let mut l = EngineLoop::new(&req, &wire);
+    assert_eq!(l.command(&req), 200, "{name}");
+    Case {
+        name,
+        bytes: wire.len(),
+        run: batched(move || {
+            black_box(l.command(black_box(&req)));
+        }),
+    }
 }
 
 // ---- measurement ----

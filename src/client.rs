@@ -396,8 +396,9 @@ impl Client {
     /// ```
     pub fn abort_all(&mut self) -> usize {
         let n = self.engine.pending();
-        self.engine.abort_all(Instant::now());
-        self.driver.run_actions(&mut self.engine);
+        let now = Instant::now();
+        self.engine.abort_all(now);
+        self.driver.run_actions(&mut self.engine, now);
         self.driver.close_deferred();
         while let Some(c) = self.engine.poll_completion() {
             self.ready.push_back(c);
@@ -427,7 +428,7 @@ impl Client {
     }
 
     /// Counters since the client was created: connects, reuses, FINs seen on idle connections
-    /// (and how many only the pre-write peek caught), resets, retries, warm spares.
+    /// (and how many only the pre-write check caught), resets, retries, warm spares.
     ///
     /// ```
     /// # let base = finwatch::__doc_device();
@@ -730,7 +731,7 @@ impl ClientBuilder {
     /// for up to `budget` before sleeping in the poller. While one response is all that is
     /// pending, the spin reads that socket directly (one `recv` per pass) and looks at the
     /// poller (other sockets, a [`Waker`]) every 64th pass; otherwise it spins on zero-timeout
-    /// polls. Every write is still preceded by the pre-write peek.
+    /// polls. Every write is still preceded by the pre-write check.
     ///
     /// Waking a sleeping thread costs more than a loopback or LAN round trip on ordinary
     /// machines (on the 2-core VM of PERFORMANCE.md, a blocking keep-alive command took 72–89 µs

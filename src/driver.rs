@@ -174,7 +174,7 @@ impl Driver {
     /// What follows the I/O of a pass: due timers, then the engine's actions.
     fn after_io(&mut self, engine: &mut Engine, now: Instant) {
         engine.on_timeout(now);
-        self.run_actions(engine);
+        self.run_actions(engine, now);
     }
 
     /// Zero-timeout passes until `stop`, a completion, or (with `stop_on_wake`) a wake-up.
@@ -313,26 +313,73 @@ impl Driver {
         self.poll.as_raw_fd()
     }
 
-    pub(crate) fn run_actions(&mut self, engine: &mut Engine) {
+    /// Runs the engine's queued actions. `now`: the time of the pass (the actions of one pass
+    /// run within microseconds; a clock read per action was a measurable share of a command).
+    pub(crate) fn run_actions(&mut self, engine: &mut Engine, now: Instant) {
+        // Whether a pre-write poll has run since the last syscall of this batch: the probes
+        // queued one after the other (requests submitted together) share it.
+        let mut checked = false;
         while let Some(action) = engine.poll_action() {
-            let now = Instant::now();
             match action {
                 // A connect the engine gave up on before it ran (abort_all, a deadline) is skipped.
                 Action::Connect { conn, host, port } if engine.knows(conn) => {
+                    checked = false;
                     self.connect(engine, conn, &host, port, now)
                 }
                 Action::Connect { .. } => {}
                 Action::Probe { conn } => {
-                    let outcome = match self.sock(conn) {
-                        Some(s) => probe(&s.stream),
-                        None => ProbeOutcome::Error(io::Error::from(io::ErrorKind::NotConnected)),
-                    };
-                    engine.on_probe(conn, outcome, now);
+                    if let Some(outcome) = self.check_before_write(engine, conn, &mut checked) {
+                        engine.on_probe(conn, outcome, now);
+                    }
                 }
-                Action::Write { conn } => self.flush(engine, conn, now),
+                Action::Write { conn } => {
+                    checked = false;
+                    self.flush(engine, conn, now)
+                }
                 Action::Close { conn } => self.close(conn),
             }
         }
+    }
+
+    /// The last check before a request is written on `conn`: has a FIN, an RST or a stray byte
+    /// arrived on it? `None`: the check ended the exchange itself (the engine was told).
+    ///
+    /// On Linux a zero-timeout `epoll_wait` answers it, for every socket at once, in 190 ns
+    /// where a `MSG_PEEK` of one socket takes 460 ns (PERFORMANCE.md). It is exact, not a hint:
+    /// epoll re-polls a socket before reporting it, so a registered socket that has data, a
+    /// FIN or an error *now* is reported (with edge-triggering, because anything that arrived
+    /// since it was last reported queued it), and one that is not reported has none of them.
+    /// What the poll reports is read at once, so the engine learns of the FIN (or the reset,
+    /// or the unsolicited bytes) before the write, exactly as from the peek. When the poll
+    /// cannot vouch for every socket (a full event buffer, reads paused at the budget, a
+    /// failed poll), and on other systems, the socket is peeked.
+    fn check_before_write(
+        &mut self,
+        engine: &mut Engine,
+        conn: Key,
+        checked: &mut bool,
+    ) -> Option<ProbeOutcome> {
+        if cfg!(target_os = "linux") {
+            let mut vouched = *checked;
+            if !vouched && self.unfinished.is_empty() {
+                vouched = self.poll_events(engine, Some(Duration::ZERO)).is_ok()
+                    && !self.events_full
+                    && self.unfinished.is_empty();
+                // A later probe of the batch may rely on this poll only if it found nothing: the
+                // reads it caused took time.
+                *checked = vouched && self.ready.is_empty();
+            }
+            if vouched {
+                return engine.is_probing(conn).then_some(ProbeOutcome::Alive);
+            }
+        }
+        if !engine.is_probing(conn) {
+            return None;
+        }
+        Some(match self.sock(conn) {
+            Some(s) => probe(&s.stream),
+            None => ProbeOutcome::Error(io::Error::from(io::ErrorKind::NotConnected)),
+        })
     }
 
     fn sock(&self, key: Key) -> Option<&Sock> {

@@ -6,8 +6,8 @@
 //! `Connection: close`, or after a few milliseconds of idleness. A pooled client that does not
 //! notice writes its next command into the half-closed socket, the device's kernel answers RST,
 //! and the command is lost. finwatch keeps explicit state for every connection, watches idle
-//! sockets for FIN, peeks each socket (`MSG_PEEK`) right before it writes, and sends the
-//! command on a fresh socket instead. When a connection is lost anyway, it
+//! sockets for FIN, checks a socket once more right before it writes (a zero-timeout poll on
+//! Linux, `MSG_PEEK` elsewhere), and sends the command on a fresh socket instead. When a connection is lost anyway, it
 //! tells the caller whether the device may have acted on the command, and retries only where
 //! that cannot apply a command twice.
 //!
@@ -89,7 +89,8 @@
 //! # Guarantees
 //!
 //! - **Never a write after FIN or RST.** A FIN or RST that reached the client before a write is
-//!   never written into: the socket is peeked (`MSG_PEEK`) right before every write,
+//!   never written into: the socket is checked right before every write (a zero-timeout poll
+//!   that reports any socket with data, a FIN or an error; `MSG_PEEK` where that cannot tell),
 //!   and only an idle, open connection may carry a request (see the state diagram below).
 //! - **No command silently lost.** Each request ends with a [`Response`] or a typed [`Error`];
 //!   [`Error::may_have_been_processed`] says whether the device may have acted on it, and `false`
@@ -129,12 +130,12 @@
 //!   └─────┬──────┘
 //!         │ handshake done
 //!         ▼
-//!   ┌────────────┐  request assigned (then MSG_PEEK, then the write)          ┌────────────┐
+//!   ┌────────────┐  request assigned (pre-write check, then the write)        ┌────────────┐
 //!   │ Open(Idle) │───────────────────────────────────────────────────────────►│ Open(Busy) │
 //!   │            │◄───────────────────────────────────────────────────────────│            │
 //!   └──┬───┬───┬─┘  response complete, connection reusable                    └──┬───┬───┬─┘
 //!      │   │   │                                                                 │   │   │
-//!      │   │   └── FIN (readiness event or peek) ─► PeerHalfClosed ◄── FIN ──────┘   │   │
+//!      │   │   └── FIN (readiness or pre-write check) ─► PeerHalfClosed ◄── FIN ─┘   │   │
 //!      │   └── RST, socket error ─────────────────► Reset ◄── RST, socket error ─────┘   │
 //!      └── idle, Keep-Alive or learned ───────────► Closed ◄── Connection: close, ───────┘
 //!          idle-close timeout;                                 HTTP/1.0, Keep-Alive max,
@@ -144,8 +145,8 @@
 //!   PeerHalfClosed, Reset, Closed: the socket is closed at once and never written to again.
 //! ```
 //!
-//! Only `Open(Idle)` may be given a request, and only `Open(Busy)` after an alive peek has bytes
-//! to write. A FIN on a busy connection either ends a close-delimited body or loses the request
+//! Only `Open(Idle)` may be given a request, and only `Open(Busy)` after a clean pre-write check
+//! has bytes to write. A FIN on a busy connection either ends a close-delimited body or loses the request
 //! (which the retry rules then judge). [`Client::connections`] shows each live connection's state,
 //! and [`Client::stats`] counts the FINs caught, the retries and the reuses.
 //!
@@ -280,6 +281,76 @@ pub mod __bench {
         match r.feed(bytes) {
             Ok(Progress::Complete { .. }) => Some(r.finish(crate::Meta::default()).0),
             _ => None,
+        }
+    }
+}
+
+/// The engine's own CPU per command, sans-IO, for the micro-benchmarks; not part of the API.
+#[doc(hidden)]
+pub mod __bench_engine {
+    use std::time::Instant;
+
+    use crate::proto::engine::{Action, Config, Engine, ProbeOutcome};
+    use crate::proto::slab::Key;
+    use crate::{Request, Response};
+
+    /// One client's engine with one connection, playing the driver: every [`EngineLoop::command`]
+    /// is what `Client::execute` asks of the engine for a command on a reused connection
+    /// (submit, dispatch, the peek's answer, the write, the response, the completion, the
+    /// response's buffers recycled), without a syscall.
+    pub struct EngineLoop {
+        engine: Engine,
+        conn: Key,
+        response: Vec<u8>,
+        spare: Option<Response>,
+    }
+
+    impl EngineLoop {
+        /// `response`: the device's complete answer to every request.
+        pub fn new(request: &Request, response: &[u8]) -> EngineLoop {
+            let mut engine = Engine::new(Config::default());
+            let now = Instant::now();
+            engine.submit(request, now);
+            let conn = loop {
+                match engine.poll_action() {
+                    Some(Action::Connect { conn, .. }) => break conn,
+                    Some(_) => {}
+                    None => panic!("no connect"),
+                }
+            };
+            engine.on_connected(conn, now);
+            let mut l = EngineLoop { engine, conn, response: response.to_vec(), spare: None };
+            l.exchange(now);
+            l
+        }
+
+        fn exchange(&mut self, now: Instant) {
+            while let Some(a) = self.engine.poll_action() {
+                match a {
+                    Action::Probe { conn } => self.engine.on_probe(conn, ProbeOutcome::Alive, now),
+                    Action::Write { conn } => {
+                        let n = self.engine.output(conn).len();
+                        self.engine.on_written(conn, n, now);
+                    }
+                    _ => {}
+                }
+            }
+            self.engine.on_data(self.conn, &self.response, now);
+            let done = self.engine.poll_completion().expect("a completion");
+            let resp = done.result.expect("a response");
+            if let Some(old) = self.spare.replace(resp) {
+                self.engine.recycle(old);
+            }
+        }
+
+        /// One command on the reused connection; returns the response's status.
+        pub fn command(&mut self, request: &Request) -> u16 {
+            let now = Instant::now();
+            self.engine.submit(request, now);
+            self.engine.on_timeout(now);
+            self.exchange(now);
+            self.engine.on_timeout(now);
+            self.spare.as_ref().map_or(0, |r| r.status())
         }
     }
 }

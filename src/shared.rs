@@ -99,7 +99,7 @@ struct Shared {
 /// way to command a device (no thread hop: the thread that waits for the response is the one the
 /// kernel wakes), and the right choice for a control loop that owns one thread. A FIN that a
 /// device sends on an idle connection is processed at the next call; until then it waits in the
-/// socket (and the pre-write peek still catches it before a command could be written there).
+/// socket (and the pre-write check still catches it before a command could be written there).
 ///
 /// `SharedClient` runs the same event loop on a thread of its own (`finwatch-loop`), so
 ///

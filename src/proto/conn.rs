@@ -196,7 +196,7 @@ pub(crate) struct Conn {
     /// Serial number, for logs and diagnosis.
     pub(crate) id: u64,
     /// The host key (`host:port`) it belongs to.
-    pub(crate) host: std::sync::Arc<str>,
+    pub(crate) host: crate::proto::hash::HostKey,
     pub(crate) state: ConnState,
     /// Exchanges completed on it.
     pub(crate) served: u32,
@@ -217,7 +217,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(id: u64, host: std::sync::Arc<str>, now: Instant, deadline: Instant) -> Conn {
+    pub(crate) fn new(id: u64, host: crate::proto::hash::HostKey, now: Instant, deadline: Instant) -> Conn {
         log::debug!("conn={id} {host} new -> Connecting");
         Conn {
             id,

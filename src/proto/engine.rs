@@ -17,12 +17,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, LostCause, Stage};
 use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
+use crate::proto::hash::{FastBuild, HostKey};
 use crate::proto::learn::{Behaviour, CLOSES_AFTER_RESPONSE};
 use crate::proto::retry::{Attempt, retry_is_safe};
 use crate::proto::slab::{Key, Slab};
@@ -154,7 +154,9 @@ pub struct Stats {
     /// FINs seen on idle connections (by a readiness event or the pre-write peek): each one a
     /// request that a naive pool would have written into a dead socket.
     pub fins_seen_idle: u64,
-    /// Of those, how many only the pre-write peek caught.
+    /// Of those, how many only the check right before the write caught (after the connection
+    /// had been chosen for a request): the `MSG_PEEK`, or on Linux the zero-timeout poll that
+    /// stands in for it. A pool without that check would have written into them.
     pub fins_caught_by_peek: u64,
     /// FINs that arrived while a request was in flight (a close-delimited body ends this way).
     pub fins_while_busy: u64,
@@ -234,7 +236,7 @@ pub(crate) enum ProbeOutcome {
 #[derive(Debug)]
 struct Pending {
     id: RequestId,
-    host: Arc<str>,
+    host: HostKey,
     wire: Vec<u8>,
     head_request: bool,
     retryable: bool,
@@ -267,7 +269,7 @@ pub(crate) struct Engine {
     cfg: Config,
     conns: Slab<Conn>,
     reqs: Slab<Pending>,
-    hosts: HashMap<Arc<str>, Host>,
+    hosts: HashMap<HostKey, Host, FastBuild>,
     actions: VecDeque<Action>,
     completions: VecDeque<Completion>,
     timers: Timers,
@@ -292,7 +294,7 @@ impl Engine {
             cfg,
             conns: Slab::default(),
             reqs: Slab::default(),
-            hosts: HashMap::new(),
+            hosts: HashMap::default(),
             actions: VecDeque::new(),
             completions: VecDeque::new(),
             timers: Timers::default(),
@@ -319,7 +321,7 @@ impl Engine {
         let id = RequestId(self.next_req_id);
         self.next_req_id += 1;
         self.stats.submitted += 1;
-        let key = req.url.host_key().clone();
+        let key = HostKey::new(req.url.host_key().clone());
         let mut wire = self.wire_pool.pop().unwrap_or_default();
         req.encode(&mut wire);
         let pending = Pending {
@@ -600,8 +602,10 @@ impl Engine {
                 self.end_conn(conn, ConnState::PeerHalfClosed, "FIN while idle", now);
             }
             ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Probing) => {
-                // Assigned, but nothing written yet: for the request this was an idle socket.
+                // Assigned, but nothing written yet: for the request this was an idle socket,
+                // and the check right before the write is what found its FIN.
                 self.stats.fins_seen_idle += 1;
+                self.stats.fins_caught_by_peek += 1;
                 self.end_conn(conn, ConnState::PeerHalfClosed, "FIN before the request was written", now);
             }
             ConnState::Open(Open::Busy(ex)) => {
@@ -700,12 +704,20 @@ impl Engine {
 
     /// The learned idle-close time of a host (`host:port` key).
     pub(crate) fn learned_idle_close(&self, host: &str) -> Option<Duration> {
-        self.hosts.get(host)?.behaviour.idle_close()
+        self.hosts.get(&HostKey::from(host))?.behaviour.idle_close()
     }
 
     /// Whether `conn` carries a request.
     pub(crate) fn is_busy(&self, conn: Key) -> bool {
         matches!(self.conns.get(conn).map(|c| &c.state), Some(ConnState::Open(Open::Busy(_))))
+    }
+
+    /// Whether `conn` carries a request that awaits its pre-write check.
+    pub(crate) fn is_probing(&self, conn: Key) -> bool {
+        matches!(
+            self.conns.get(conn).map(|c| &c.state),
+            Some(ConnState::Open(Open::Busy(Exchange { phase: Phase::Probing, .. })))
+        )
     }
 
     /// Whether `conn` is still a live connection of the engine's.
@@ -727,7 +739,7 @@ impl Engine {
     // ---- internals ----
 
     /// Starts queued requests of `host` on idle or new connections, in submission order.
-    fn dispatch(&mut self, host_key: &Arc<str>, now: Instant) {
+    fn dispatch(&mut self, host_key: &HostKey, now: Instant) {
         loop {
             let Some(host) = self.hosts.get_mut(host_key) else { return };
             if host.in_flight >= self.cfg.max_in_flight_per_host || host.queue.is_empty() {
@@ -1029,7 +1041,7 @@ impl Engine {
 
     /// Opens a connection to `host` ahead of need, so the next command finds one connected:
     /// unless one is already usable or on its way.
-    fn open_spare(&mut self, host_key: &Arc<str>, now: Instant) {
+    fn open_spare(&mut self, host_key: &HostKey, now: Instant) {
         if !self.cfg.warm_spares {
             return;
         }

@@ -332,11 +332,35 @@ impl ResponseReader {
             .map(|(_, v)| self.head[v.clone()].trim_ascii())
     }
 
+    /// Which of the fields that decide framing and persistence the head has: one pass over the
+    /// names, so a typical response (a few fields, only Content-Length among these) is not
+    /// walked once per field name.
+    fn framing_fields(&self) -> Fields {
+        let mut f = Fields::default();
+        for (n, _) in &self.headers {
+            let name = &self.head[n.clone()];
+            match name.len() {
+                10 if name.eq_ignore_ascii_case(b"connection") => f.connection = true,
+                10 if name.eq_ignore_ascii_case(b"keep-alive") => f.keep_alive = true,
+                14 if name.eq_ignore_ascii_case(b"content-length") => f.content_length = true,
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => f.transfer_encoding = true,
+                _ => {}
+            }
+        }
+        f
+    }
+
     /// RFC 9112 §6.3, in order; also fills in `persistence`.
     fn body_framing(&mut self) -> Result<Body> {
         let http10 = self.minor_version == 0;
-        let connection_close = self.values("connection").any(|v| has_token(v, b"close"));
-        let keep_alive_token = self.values("connection").any(|v| has_token(v, b"keep-alive"));
+        let fields = self.framing_fields();
+        let (mut connection_close, mut keep_alive_token) = (false, false);
+        if fields.connection {
+            for v in self.values("connection") {
+                connection_close |= has_token(v, b"close");
+                keep_alive_token |= has_token(v, b"keep-alive");
+            }
+        }
         self.persistence.close = if connection_close {
             Some(RetireReason::ServerSaidClose)
         } else if http10 && !keep_alive_token {
@@ -344,7 +368,8 @@ impl ResponseReader {
         } else {
             None
         };
-        let (timeout, max) = parse_keep_alive(self.values("keep-alive"));
+        let (timeout, max) =
+            if fields.keep_alive { parse_keep_alive(self.values("keep-alive")) } else { (None, None) };
         self.persistence.idle_timeout = timeout;
         self.persistence.max_requests = max;
         if max == Some(0) && self.persistence.close.is_none() {
@@ -355,8 +380,7 @@ impl ResponseReader {
         if self.head_request || self.status == 204 || self.status == 304 {
             return Ok(Body::Length(0));
         }
-        let has_te = self.values("transfer-encoding").next().is_some();
-        let has_cl = self.values("content-length").next().is_some();
+        let (has_te, has_cl) = (fields.transfer_encoding, fields.content_length);
         // 3. Transfer-Encoding.
         if has_te {
             if has_cl {
@@ -408,6 +432,15 @@ impl ResponseReader {
         self.persistence.close = Some(RetireReason::CloseDelimitedBody);
         Ok(Body::UntilClose)
     }
+}
+
+/// The fields [`ResponseReader::body_framing`] looks at, present or not.
+#[derive(Default)]
+struct Fields {
+    connection: bool,
+    keep_alive: bool,
+    content_length: bool,
+    transfer_encoding: bool,
 }
 
 fn parse_decimal(v: &[u8]) -> Option<u64> {

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzz;
+pub(crate) mod hash;
 pub(crate) mod learn;
 pub(crate) mod retry;
 pub(crate) mod slab;
