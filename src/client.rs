@@ -399,7 +399,6 @@ impl Client {
         let now = Instant::now();
         self.engine.abort_all(now);
         self.driver.run_actions(&mut self.engine, now);
-        self.driver.close_deferred();
         while let Some(c) = self.engine.poll_completion() {
             self.ready.push_back(c);
         }

@@ -68,9 +68,6 @@ pub(crate) struct Driver {
     events_full: bool,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
-    /// Sockets the engine is done with, closed when the loop next waits (see [`Driver::close`]).
-    /// Already out of `socks`: an event for one is stale and ignored.
-    to_close: Vec<mio::net::TcpStream>,
     scratch: Box<[u8]>,
     resolved: HashMap<(String, u16), SocketAddr>,
 }
@@ -87,7 +84,6 @@ impl Driver {
             spin_until: None,
             events_full: false,
             socks: Vec::new(),
-            to_close: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             resolved: HashMap::new(),
         })
@@ -147,15 +143,7 @@ impl Driver {
             }
             // Whole milliseconds only: wake at or before the instant; the rest is spun.
             _ => {
-                if !self.to_close.is_empty() {
-                    // A replacement connection may be connected already (on loopback the
-                    // handshake completes inside `connect`): its request goes out first.
-                    self.step(engine, Some(Duration::ZERO))?;
-                    self.close_deferred();
-                }
-                if !self.turn_done(engine, stop_on_wake) {
-                    self.step(engine, left.map(|d| Duration::from_millis(d.as_millis() as u64)))?;
-                }
+                self.step(engine, left.map(|d| Duration::from_millis(d.as_millis() as u64)))?;
             }
         }
         self.end_wait(engine);
@@ -196,10 +184,6 @@ impl Driver {
             pass = pass.wrapping_add(1);
             match sole {
                 Some(key) if !pass.is_multiple_of(POLLER_EVERY) => {
-                    // The request is out: a good time for closes set aside.
-                    if !self.to_close.is_empty() {
-                        self.close_deferred();
-                    }
                     self.read_all(engine, key, false, now);
                     self.after_io(engine, now);
                     if !engine.is_busy(key) {
@@ -223,10 +207,8 @@ impl Driver {
         engine.has_completions() || !self.unfinished.is_empty() || (stop_on_wake && self.woken)
     }
 
-    /// The end of a turn: sockets set aside are closed before the caller gets control back. A
-    /// completion ends the current wait, and with it the busy-poll budget.
+    /// A completion ends the current wait, and with it the busy-poll budget.
     fn end_wait(&mut self, engine: &Engine) {
-        self.close_deferred();
         if engine.has_completions() {
             self.spin_until = None;
         }
@@ -507,29 +489,18 @@ impl Driver {
         }
     }
 
-    /// The engine is done with `key`'s socket. It leaves the socket table at once (a later event
-    /// for it is stale), but the `close` itself, 10–20 µs on loopback for a socket the peer has
-    /// closed (measured, PERFORMANCE.md), waits until the loop next waits for the network: a
-    /// stale connection found at submit must not delay the connect and the write that replace it.
     fn close(&mut self, key: Key) {
         if let Some(slot) = self.socks.get_mut(key.index())
             && slot.as_ref().is_some_and(|s| s.key == key)
             && let Some(s) = slot.take()
         {
-            self.to_close.push(s.stream);
-        }
-    }
-
-    /// Closes the sockets [`Driver::close`] set aside.
-    pub(crate) fn close_deferred(&mut self) {
-        for stream in self.to_close.drain(..) {
             // Dropping the stream closes the socket; on Linux closing the last descriptor also
             // removes it from the epoll set, so no EPOLL_CTL_DEL (a syscall per connection).
             #[cfg(not(target_os = "linux"))]
-            let mut stream = stream;
+            let mut s = s;
             #[cfg(not(target_os = "linux"))]
-            let _ = self.poll.registry().deregister(&mut stream);
-            drop(stream);
+            let _ = self.poll.registry().deregister(&mut s.stream);
+            drop(s);
         }
     }
 }
