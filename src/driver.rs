@@ -74,10 +74,14 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new() -> io::Result<Driver> {
+        Driver::with_event_capacity(256)
+    }
+
+    fn with_event_capacity(events: usize) -> io::Result<Driver> {
         Ok(Driver {
             poll: Poll::new()?,
-            events: Events::with_capacity(256),
-            ready: Vec::with_capacity(256),
+            events: Events::with_capacity(events),
+            ready: Vec::with_capacity(events),
             unfinished: Vec::new(),
             waker: None,
             woken: false,
@@ -90,18 +94,17 @@ impl Driver {
     }
 
     /// One turn of the loop. First due timers and the engine's queued actions run: the requests
-    /// submitted since the last turn go out at once, each after its pre-write peek (the check
-    /// that no FIN, RST or stray byte has arrived on that socket), with no poller round before
-    /// it. Reads paused at the budget resume. If that produced no completion, the loop sleeps in
+    /// submitted since the last turn go out at once, each after its pre-write check (that no
+    /// FIN, RST or stray byte has arrived on that socket; see [`Driver::check_before_write`]). Reads paused at the budget resume. If that produced no completion, the loop sleeps in
     /// the poller (or spins, in busy-poll mode) until readiness, `until`, or the engine's
     /// nearest timer, whichever is first, and runs again. With `stop_on_wake`, a wake-up
     /// (pending, or arriving while it waits) ends the turn, so that `Client::poll` returns at
     /// once.
     ///
-    /// Why no zero-timeout poll before the writes: the request was dispatched when it was
-    /// submitted, so a poll could not change the choice of connection, only find a FIN on it
-    /// one syscall before the peek does; the peek is the check closest to the write, and the
-    /// only one the guarantee needs. The poll cost a syscall on every command's critical path.
+    /// Why no poll of its own before the actions: the request was dispatched when it was
+    /// submitted, so an earlier poll could not change the choice of connection, only find a FIN
+    /// on it one syscall before the pre-write check does, which is the check closest to the
+    /// write and the only one the guarantee needs.
     pub(crate) fn turn(
         &mut self,
         engine: &mut Engine,
@@ -536,4 +539,87 @@ fn open_socket(addr: SocketAddr, nodelay: bool) -> io::Result<mio::net::TcpStrea
         Err(e) => return Err(e),
     }
     Ok(mio::net::TcpStream::from_std(socket.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Request;
+    use crate::proto::engine::Config;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    /// Reads one request head (no body) from `s`, within a deadline.
+    fn read_head(s: &mut TcpStream) {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "request cut short");
+            head.push(b[0]);
+        }
+    }
+
+    /// Turns the loop until `id` completes (bounded: the request's own deadline).
+    fn run_until_done(d: &mut Driver, e: &mut Engine) -> crate::Result<crate::Response> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "no completion");
+            d.turn(e, Some(Instant::now() + Duration::from_millis(10)), false).unwrap();
+            if let Some(c) = e.poll_completion() {
+                return c.result;
+            }
+        }
+    }
+
+    /// When the pre-write poll cannot vouch for the chosen socket (here: its event buffer is
+    /// full with another socket's event, ahead of the FIN in epoll's ready list), the socket is
+    /// peeked, and its FIN stops the write as surely as if the poll had reported it.
+    #[test]
+    fn a_full_event_buffer_falls_back_to_the_peek_and_still_stops_the_write() {
+        let mut d = Driver::with_event_capacity(1).unwrap();
+        let mut e = Engine::new(Config { warm_spares: false, ..Config::default() });
+        let device = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = |l: &TcpListener, p: &str| format!("http://{}{p}", l.local_addr().unwrap());
+        // One idle connection to each listener.
+        let mut conns = Vec::new();
+        for l in [&device, &other] {
+            e.submit(&Request::get(&url(l, "/")).build().unwrap(), Instant::now());
+            d.turn(&mut e, Some(Instant::now()), false).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            // Turn until the request is out, then answer it.
+            let t = std::thread::spawn(move || {
+                read_head(&mut s);
+                s.write_all(OK).unwrap();
+                s
+            });
+            assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
+            conns.push(t.join().unwrap());
+        }
+        let [mut dev_conn, mut other_conn] = <[TcpStream; 2]>::try_from(conns).unwrap();
+        // First a stray byte on the other connection, then the device's FIN on its own: both
+        // queued in the client's kernel before the next command (on loopback, by the time
+        // these calls return).
+        other_conn.write_all(b"x").unwrap();
+        dev_conn.shutdown(Shutdown::Write).unwrap();
+
+        e.submit(&Request::get(&url(&device, "/next")).build().unwrap(), Instant::now());
+        let server = std::thread::spawn(move || {
+            // The old connection gets nothing but the client's close; the request comes on a new one.
+            dev_conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut rest = Vec::new();
+            let _ = dev_conn.read_to_end(&mut rest);
+            let (mut s, _) = device.accept().unwrap();
+            read_head(&mut s);
+            s.write_all(OK).unwrap();
+            rest
+        });
+        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
+        let written_after_fin = server.join().unwrap();
+        assert!(written_after_fin.is_empty(), "{:?}", String::from_utf8_lossy(&written_after_fin));
+        let s = e.stats();
+        assert_eq!((s.connects, s.fins_caught_by_peek, s.retries, s.failed), (3, 1, 0, 0), "{s:?}");
+    }
 }
