@@ -235,6 +235,17 @@ impl ResponseReader {
         let room = (self.limits.max_head_bytes + 1).saturating_sub(old);
         let take = input.len().min(room);
         self.head.extend_from_slice(&input[..take]);
+        // RFC 9112 §2.3: a message in a later minor version of HTTP/1 (`HTTP/1.2`) is processed
+        // as the highest minor version the recipient implements, 1.1. httparse knows only 1.0
+        // and 1.1, so the digit is rewritten once it has arrived.
+        // (`HTTP/1.2x` still fails: httparse wants the space after the version.)
+        if old < 8
+            && self.head.len() >= 8
+            && self.head.starts_with(b"HTTP/1.")
+            && matches!(self.head[7], b'2'..=b'9')
+        {
+            self.head[7] = b'1';
+        }
 
         let max_headers = self.limits.max_headers.min(MAX_HEADERS_CAP);
         // Uninitialised storage: initialising 256 headers (8 KiB) on every parse cost as much as
@@ -578,6 +589,27 @@ mod tests {
         let (_, p, _) =
             read_all(b"HTTP/1.1 200 OK\r\nKeep-Alive: max=0\r\nContent-Length: 0\r\n\r\n", false).unwrap();
         assert_eq!(p.close, Some(RetireReason::KeepAliveMaxReached));
+    }
+
+    /// RFC 9112 §2.3: a later HTTP/1 minor version is read as HTTP/1.1, however the head is split.
+    #[test]
+    fn a_later_http1_minor_version_is_read_as_1_1() {
+        let wire = b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        for split in 1..wire.len() {
+            let mut r = ResponseReader::new(Limits::default(), false);
+            let first = r.feed(&wire[..split]).unwrap();
+            if !matches!(first, Progress::Complete { .. }) {
+                assert!(
+                    matches!(r.feed(&wire[split..]).unwrap(), Progress::Complete { extra: 0 }),
+                    "split {split}"
+                );
+            }
+            let (resp, p) = r.finish(Meta::default());
+            assert_eq!((resp.status(), resp.body(), p.close), (200, &b"ok"[..], None), "split {split}");
+        }
+        assert!(malformed(b"HTTP/1.x 200 OK\r\n\r\n"));
+        assert!(malformed(b"HTTP/1.23 200 OK\r\n\r\n"));
+        assert!(malformed(b"HTTP/3.1 200 OK\r\n\r\n"));
     }
 
     #[test]
