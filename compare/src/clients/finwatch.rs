@@ -66,7 +66,7 @@ fn stats_note(s: Stats) -> String {
     format!(
         "{} connects ({} warm spares, {} of them used), {} reuses; retired {} connections ahead of \
          the device's idle close, saw {} device closes on idle connections ({} only by the \
-         pre-write peek); {} retries",
+         pre-write check); {} retries",
         s.connects,
         s.warm_spares_opened,
         s.warm_spares_used,
