@@ -21,7 +21,9 @@ fn main() {
     let lock_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock");
     println!("cargo:rerun-if-changed={lock_path}");
     println!("cargo:rerun-if-changed=build.rs");
-    let lock = std::fs::read_to_string(lock_path).unwrap_or_default();
+    // A report that names no versions is worse than no report: fail the build instead.
+    let lock = std::fs::read_to_string(lock_path)
+        .unwrap_or_else(|e| panic!("compare/build.rs: cannot read {lock_path}: {e}"));
     let mut found: Vec<(String, String)> = Vec::new();
     for block in lock.split("[[package]]").skip(1) {
         let field = |key: &str| {
@@ -38,6 +40,8 @@ fn main() {
         }
     }
     found.sort_by_key(|(n, _)| CRATES.iter().position(|c| c == n));
+    let missing: Vec<&str> = CRATES.iter().copied().filter(|c| !found.iter().any(|(n, _)| n == c)).collect();
+    assert!(missing.is_empty(), "compare/build.rs: {lock_path} does not name {missing:?}");
     let crates: Vec<String> = found.iter().map(|(n, v)| format!("{n} {v}")).collect();
     println!("cargo:rustc-env=COMPARE_CRATES={}", crates.join(", "));
 

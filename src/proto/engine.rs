@@ -411,6 +411,12 @@ impl Engine {
         None
     }
 
+    /// Whether a timer is due at `now` (the driver then reads what the network delivered before
+    /// it lets [`Engine::on_timeout`] act).
+    pub(crate) fn timer_due(&mut self, now: Instant) -> bool {
+        self.poll_timeout().is_some_and(|t| t <= now)
+    }
+
     /// Enforces deadlines, connect timeouts and idle expiry that are due at `now`.
     pub(crate) fn on_timeout(&mut self, now: Instant) {
         while let Some((at, timer)) = self.timers.peek() {
