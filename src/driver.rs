@@ -95,7 +95,8 @@ impl Driver {
 
     /// One turn of the loop. First due timers and the engine's queued actions run: the requests
     /// submitted since the last turn go out at once, each after its pre-write check (that no
-    /// FIN, RST or stray byte has arrived on that socket; see [`Driver::check_before_write`]). Reads paused at the budget resume. If that produced no completion, the loop sleeps in
+    /// FIN, RST or stray byte has arrived on that socket; see [`Driver::check_before_write`]).
+    /// Reads paused at the budget resume. If that produced no completion, the loop sleeps in
     /// the poller (or spins, in busy-poll mode) until readiness, `until`, or the engine's
     /// nearest timer, whichever is first, and runs again. With `stop_on_wake`, a wake-up
     /// (pending, or arriving while it waits) ends the turn, so that `Client::poll` returns at

@@ -7,9 +7,9 @@
 //! notice writes its next command into the half-closed socket, the device's kernel answers RST,
 //! and the command is lost. finwatch keeps explicit state for every connection, watches idle
 //! sockets for FIN, checks a socket once more right before it writes (a zero-timeout poll on
-//! Linux, `MSG_PEEK` elsewhere), and sends the command on a fresh socket instead. When a connection is lost anyway, it
-//! tells the caller whether the device may have acted on the command, and retries only where
-//! that cannot apply a command twice.
+//! Linux, `MSG_PEEK` elsewhere), and sends the command on a fresh socket instead. When a
+//! connection is lost anyway, it tells the caller whether the device may have acted on the
+//! command, and retries only where that cannot apply a command twice.
 //!
 //! In the examples below, `base` is the URL of a device, such as `http://10.0.0.5`. (In this
 //! documentation it is a small HTTP/1.1 server on loopback that answers every request with
@@ -296,7 +296,7 @@ pub mod __bench_engine {
 
     /// One client's engine with one connection, playing the driver: every [`EngineLoop::command`]
     /// is what `Client::execute` asks of the engine for a command on a reused connection
-    /// (submit, dispatch, the peek's answer, the write, the response, the completion, the
+    /// (submit, dispatch, the pre-write check's answer, the write, the response, the completion, the
     /// response's buffers recycled), without a syscall.
     pub struct EngineLoop {
         engine: Engine,
