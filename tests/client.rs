@@ -384,3 +384,26 @@ fn poll_waits_for_at_least_its_timeout_even_below_a_millisecond() {
         assert!(start.elapsed() >= Duration::from_micros(micros), "{micros} µs: {:?}", start.elapsed());
     }
 }
+
+/// A caller away past both a connection's retire time and the device's idle close: when it
+/// comes back, the device's FIN (already in the socket) is read before the overdue retire
+/// timer acts, so the close counts as the device's, not as a connection "retired ahead" of it.
+#[test]
+fn after_a_long_pause_a_device_close_is_seen_as_such_not_as_retired_ahead() {
+    const IDLE: Duration = Duration::from_millis(20);
+    const PAUSE: Duration = Duration::from_millis(80); // the caller's pause: the scenario, not a sync
+    let dev = DeviceServer::idle_close(IDLE);
+    let mut c = client();
+    assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);
+    std::thread::sleep(PAUSE);
+    // The FIN is found before the write; the pause is learned as an upper bound of the idle close.
+    assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);
+    let learned = c.learned_idle_close(&dev.url("/")).expect("a close was seen");
+    assert!(learned < PAUSE + PAUSE, "{learned:?}");
+    std::thread::sleep(PAUSE); // past the retire time (~7/8 of the learned value) and the close
+    assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);
+    let s = c.stats();
+    assert_eq!(s.retired_before_idle_close, 0, "the device had closed it first: {s:?}");
+    assert_eq!((s.fins_seen_idle, s.failed, s.retries), (2, 0, 0), "{s:?}");
+    assert_eq!(dev.bytes_after_fin(), 0);
+}
