@@ -107,7 +107,14 @@ impl Url {
         }
         let bracketed = if authority.starts_with('[') { format!("[{host}]") } else { host.to_string() };
         let authority = if port == 80 { bracketed } else { format!("{bracketed}:{port}") };
-        let key = format!("{}:{}", host.to_ascii_lowercase(), port).into();
+        // `host:port`, the host lowercased and, if IPv6, bracketed: it also names the device in
+        // error messages and `ConnectionInfo`, where `::1:80` would be ambiguous.
+        let key = if authority.starts_with('[') {
+            format!("[{}]:{port}", host.to_ascii_lowercase())
+        } else {
+            format!("{}:{port}", host.to_ascii_lowercase())
+        }
+        .into();
         Ok(Url { host: host.to_string(), port, authority, target, key })
     }
 
@@ -195,6 +202,8 @@ mod tests {
     fn ipv6_literals() {
         let u = Url::parse("http://[::1]:9000/x").unwrap();
         assert_eq!((u.host(), u.port(), u.authority()), ("::1", 9000, "[::1]:9000"));
+        assert_eq!(&**u.host_key(), "[::1]:9000");
+        assert_eq!(&**Url::parse("http://[FE80::1]/").unwrap().host_key(), "[fe80::1]:80");
         let u = Url::parse("http://[fe80::1]/").unwrap();
         assert_eq!((u.host(), u.port(), u.authority()), ("fe80::1", 80, "[fe80::1]"));
         assert!(Url::parse("http://[::1/x").is_err());
