@@ -51,6 +51,23 @@ struct Sock {
     stream: mio::net::TcpStream,
     /// `host:port` as in the URL, for error messages.
     host: String,
+    /// While connecting to a name with several addresses: how many of them this connection has
+    /// tried (a refused or unreachable address moves it on to the next).
+    attempt: Option<Attempt>,
+}
+
+/// A connection's walk through the addresses of a host name.
+struct Attempt {
+    name: String,
+    port: u16,
+    tried: usize,
+}
+
+/// A host name's addresses, and the one new connections start with (the last that worked, or
+/// the one after the last that failed).
+struct Resolved {
+    addrs: Vec<SocketAddr>,
+    next: usize,
 }
 
 pub(crate) struct Driver {
@@ -69,7 +86,7 @@ pub(crate) struct Driver {
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
     scratch: Box<[u8]>,
-    resolved: HashMap<(String, u16), SocketAddr>,
+    resolved: HashMap<(String, u16), Resolved>,
 }
 
 impl Driver {
@@ -383,66 +400,128 @@ impl Driver {
     }
 
     fn connect(&mut self, engine: &mut Engine, key: Key, host: &str, port: u16, now: Instant) {
-        let addr = match self.resolve(host, port) {
+        let label = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let (addr, several) = match self.resolve(host, port) {
             Ok(a) => a,
-            Err(source) => {
-                let host = format!("{host}:{port}");
-                return engine.on_connect_failed(key, Error::Resolve { host, source }, now);
-            }
+            Err(source) => return engine.on_connect_failed(key, Error::Resolve { host: label, source }, now),
         };
-        let host = format!("{host}:{port}");
-        match open_socket(addr, engine.config().nodelay) {
-            Ok(mut stream) => {
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                if let Err(e) = self.poll.registry().register(&mut stream, Token(key.to_usize()), interest) {
-                    return engine.on_connect_failed(key, Error::ConnectFailed { host, source: e }, now);
-                }
-                if self.socks.len() <= key.index() {
-                    self.socks.resize_with(key.index() + 1, || None);
-                }
-                self.socks[key.index()] = Some(Sock { key, stream, host });
-                log::trace!("conn={} connecting to {addr}", engine.conn_id(key));
-            }
-            Err(source) => engine.on_connect_failed(key, Error::ConnectFailed { host, source }, now),
+        let attempt = several.then(|| Attempt { name: host.to_string(), port, tried: 1 });
+        if let Err((source, attempt)) = self.open(engine, key, addr, label.clone(), attempt) {
+            self.connect_failed(engine, key, label, source, attempt, now);
         }
     }
 
-    /// IP literals need no resolver; names go through the system resolver once and are cached.
-    fn resolve(&mut self, host: &str, port: u16) -> io::Result<SocketAddr> {
+    /// Opens a socket to `addr` under `key` and starts its connect. On failure the attempt is
+    /// handed back with the error.
+    fn open(
+        &mut self,
+        engine: &Engine,
+        key: Key,
+        addr: SocketAddr,
+        host: String,
+        attempt: Option<Attempt>,
+    ) -> Result<(), (io::Error, Option<Attempt>)> {
+        let mut stream = match open_socket(addr, engine.config().nodelay) {
+            Ok(s) => s,
+            Err(e) => return Err((e, attempt)),
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(key.to_usize()), interest) {
+            return Err((e, attempt));
+        }
+        if self.socks.len() <= key.index() {
+            self.socks.resize_with(key.index() + 1, || None);
+        }
+        self.socks[key.index()] = Some(Sock { key, stream, host, attempt });
+        log::trace!("conn={} connecting to {addr}", engine.conn_id(key));
+        Ok(())
+    }
+
+    /// A connect failed (refused, unreachable, ...). If the host name has addresses this
+    /// connection has not tried, the next one is tried under the same key: the engine sees one
+    /// connect, bounded by its connect timeout. Otherwise the engine is told; either way new
+    /// connections to the name start with the next address.
+    fn connect_failed(
+        &mut self,
+        engine: &mut Engine,
+        key: Key,
+        label: String,
+        mut source: io::Error,
+        mut attempt: Option<Attempt>,
+        now: Instant,
+    ) {
+        while let Some(mut a) = attempt.take() {
+            let Some(r) = self.resolved.get_mut(&(a.name.clone(), a.port)) else { break };
+            r.next = (r.next + 1) % r.addrs.len();
+            if a.tried >= r.addrs.len() {
+                break;
+            }
+            let addr = r.addrs[r.next];
+            a.tried += 1;
+            log::debug!("conn={} {label}: {source}; trying {addr}", engine.conn_id(key));
+            match self.open(engine, key, addr, label.clone(), Some(a)) {
+                Ok(()) => return,
+                Err((e, back)) => (source, attempt) = (e, back),
+            }
+        }
+        engine.on_connect_failed(key, Error::ConnectFailed { host: label, source }, now);
+    }
+
+    /// IP literals need no resolver; names go through the system resolver once and are cached
+    /// with all their addresses. Returns the address to connect to, and whether the name has
+    /// others to fall back on.
+    fn resolve(&mut self, host: &str, port: u16) -> io::Result<(SocketAddr, bool)> {
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok((SocketAddr::new(ip, port), false));
         }
-        if let Some(a) = self.resolved.get(&(host.to_string(), port)) {
-            return Ok(*a);
+        let key = (host.to_string(), port);
+        if let Some(r) = self.resolved.get(&key) {
+            return Ok((r.addrs[r.next], r.addrs.len() > 1));
         }
-        let addr = (host, port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for host"))?;
-        self.resolved.insert((host.to_string(), port), addr);
-        Ok(addr)
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for a in (host, port).to_socket_addrs()? {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        let Some(&first) = addrs.first() else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no address for host"));
+        };
+        let several = addrs.len() > 1;
+        self.resolved.insert(key, Resolved { addrs, next: 0 });
+        Ok((first, several))
     }
 
     /// A connecting socket became writable (or failed): did the handshake succeed?
     fn check_connect(&mut self, engine: &mut Engine, r: &Ready, now: Instant) {
         let key = r.key;
-        let Some(s) = self.sock(key) else { return };
+        let Some(s) = self.sock_mut(key) else { return };
         // Linux reports a socket in SYN_SENT neither readable nor writable (`tcp_poll`), and a
         // failed connect with `EPOLLERR`: writable without an error or a hang-up means
         // connected, and `SO_ERROR` and `getpeername` would only confirm it (two syscalls per
         // connection). Elsewhere, and for any other event, ask.
-        if cfg!(target_os = "linux") && r.writable && !r.closing {
-            return engine.on_connected(key, now);
-        }
-        let failed = |source| Error::ConnectFailed { host: s.host.clone(), source };
-        match s.stream.take_error() {
-            Ok(Some(e)) | Err(e) => return engine.on_connect_failed(key, failed(e), now),
-            Ok(None) => {}
-        }
-        match s.stream.peer_addr() {
-            Ok(_) => engine.on_connected(key, now),
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => {} // spurious wake-up
-            Err(e) => engine.on_connect_failed(key, failed(e), now),
+        let outcome = if cfg!(target_os = "linux") && r.writable && !r.closing {
+            Ok(true)
+        } else {
+            match s.stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => match s.stream.peer_addr() {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false), // spurious wake-up
+                    Err(e) => Err(e),
+                },
+            }
+        };
+        match outcome {
+            Ok(true) => {
+                s.attempt = None;
+                engine.on_connected(key, now)
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let (label, attempt) = (s.host.clone(), s.attempt.take());
+                self.connect_failed(engine, key, label, e, attempt, now);
+            }
         }
     }
 
@@ -504,6 +583,12 @@ impl Driver {
             && slot.as_ref().is_some_and(|s| s.key == key)
             && let Some(s) = slot.take()
         {
+            // A connect the engine gave up on (its timeout): new connections start elsewhere.
+            if let Some(a) = &s.attempt
+                && let Some(r) = self.resolved.get_mut(&(a.name.clone(), a.port))
+            {
+                r.next = (r.next + 1) % r.addrs.len();
+            }
             // Dropping the stream closes the socket; on Linux closing the last descriptor also
             // removes it from the epoll set, so no EPOLL_CTL_DEL (a syscall per connection).
             #[cfg(not(target_os = "linux"))]
@@ -578,6 +663,50 @@ mod tests {
                 return c.result;
             }
         }
+    }
+
+    /// Accepts one connection within a deadline (never blocks a failing test for ever).
+    fn accept_within(l: &TcpListener, within: Duration) -> Option<TcpStream> {
+        l.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    return Some(s);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        None
+    }
+
+    /// A host name whose first address refuses the connection (a `localhost` that resolves to
+    /// `::1` first, with the device listening on 127.0.0.1 only): the connect moves on to the
+    /// next address within the same connection, and later connections start with the one that
+    /// worked.
+    #[test]
+    fn a_refused_address_of_a_name_falls_back_to_the_next() {
+        let mut d = Driver::new().unwrap();
+        let mut e = Engine::new(Config::default());
+        let device = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = device.local_addr().unwrap().port();
+        let refusing = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed again
+        let name = ("multi.test".to_string(), port);
+        d.resolved
+            .insert(name.clone(), Resolved { addrs: vec![refusing, device.local_addr().unwrap()], next: 0 });
+        e.submit(&Request::get(&format!("http://multi.test:{port}/io")).build().unwrap(), Instant::now());
+        let server = std::thread::spawn(move || {
+            let mut s = accept_within(&device, Duration::from_secs(5)).expect("no connection came");
+            read_head(&mut s);
+            s.write_all(OK).unwrap();
+            s
+        });
+        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200, "{:?}", e.stats());
+        server.join().unwrap();
+        assert_eq!((e.stats().connects, e.stats().connect_failures), (1, 0));
+        assert_eq!(d.resolved[&name].next, 1, "new connections start with the address that worked");
     }
 
     /// A caller that is away for longer than the connect timeout after its request's connect

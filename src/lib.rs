@@ -222,7 +222,8 @@
 //!
 //! Plain HTTP/1.1 only: no TLS, no HTTP/2, no proxies, no pipelining, no request bodies with
 //! `Transfer-Encoding`, no content decoding. Host names are resolved once per client with the
-//! system resolver (blocking, on the first connect) and only the first address is used. A FIN
+//! system resolver (blocking, on the first connect); a refused address gives way to the name's
+//! next one. A FIN
 //! still on the wire when a request is written (a truly simultaneous close) cannot be seen by any
 //! client; the retry rules above and the learned idle-close margin are what finwatch does about
 //! it.
