@@ -714,6 +714,8 @@ impl Narrator {
                 ('*', "the connection was lost under the request: retrying it on a fresh one".to_string())
             }
             TraceKind::Failed { error, .. } => ('*', format!("request failed: {error}")),
+            // `TraceKind` is `#[non_exhaustive]`: a kind added later is shown by its Debug form.
+            other => ('*', format!("{other:?}")),
         };
         if !ended && e.conn != 0 {
             self.conns.insert(e.conn, view);

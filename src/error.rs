@@ -18,6 +18,7 @@ use std::io;
 /// assert!(Stage::AwaitingResponse.may_have_been_processed());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Stage {
     /// Waiting in the host's queue for a connection; nothing was sent.
     Queued,
@@ -78,6 +79,7 @@ impl Stage {
 /// assert_eq!(e.kind(), "connection_reset");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LostCause {
     /// The device closed its side (FIN) before the response was complete.
     PeerClosed,
@@ -99,6 +101,7 @@ pub enum LostCause {
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Limit {
     /// Bytes in the response head (status line and header fields), or in a chunked trailer.
     HeadBytes,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TraceKind {
     /// A connect started (a warm spare if `spare`).
     Connecting {

@@ -33,6 +33,7 @@ use crate::proto::slab::Key;
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RetireReason {
     /// The response carried `Connection: close`.
     ServerSaidClose,
