@@ -85,6 +85,9 @@ pub enum LostCause {
     PeerClosed,
     /// The connection was reset (RST) or failed with a socket error.
     Reset,
+    /// The device sent bytes nobody had asked for (before the request was written, or after
+    /// its response): the stream was out of step, so the connection was dropped.
+    UnsolicitedData,
 }
 
 /// A configured limit that a response exceeded (in [`Error::LimitExceeded`]); the limits are
@@ -280,6 +283,7 @@ impl Error {
             Error::DeadlineExceeded { .. } => "deadline_exceeded",
             Error::ConnectionLost { cause: LostCause::PeerClosed, .. } => "connection_closed",
             Error::ConnectionLost { cause: LostCause::Reset, .. } => "connection_reset",
+            Error::ConnectionLost { cause: LostCause::UnsolicitedData, .. } => "connection_unsolicited_data",
             Error::MalformedResponse { .. } => "malformed_response",
             Error::LimitExceeded { .. } => "limit_exceeded",
             Error::RetryFailed { last, .. } => last.kind(),
@@ -319,6 +323,7 @@ impl fmt::Display for Error {
                 match cause {
                     LostCause::PeerClosed => write!(f, "device closed the connection ")?,
                     LostCause::Reset => write!(f, "connection reset ")?,
+                    LostCause::UnsolicitedData => write!(f, "device sent bytes it was not asked for ")?,
                 }
                 write!(f, "{}", stage.as_str())?;
                 if let Some(e) = source {

@@ -960,6 +960,7 @@ impl Engine {
         let Some(mut c) = self.conns.remove(conn) else { return };
         let cause = match to {
             ConnState::Reset => LostCause::Reset,
+            ConnState::Closed { reason: RetireReason::UnsolicitedData } => LostCause::UnsolicitedData,
             _ => LostCause::PeerClosed,
         };
         let device_closed = matches!(to, ConnState::PeerHalfClosed | ConnState::Reset);

@@ -252,6 +252,28 @@ fn device_that_closes_every_fresh_connection_at_once_fails_after_bounded_retries
     assert!(w.actions().iter().all(|a| matches!(a, Action::Close { .. })));
 }
 
+/// A device that sends bytes on every fresh connection before any request (a banner, garbage):
+/// nothing is written on such a connection; the request is retried, then fails saying so.
+#[test]
+fn device_that_talks_first_on_every_fresh_connection_fails_saying_so() {
+    let mut w = World::new();
+    w.submit(Method::POST, "http://10.0.0.5/counter");
+    for _ in 0..=Config::default().max_retries {
+        let actions = w.actions();
+        let Some(Action::Connect { conn, .. }) = actions.last().cloned() else { panic!("{actions:?}") };
+        w.e.on_connected(conn, w.now);
+        assert_eq!(w.actions(), vec![Action::Probe { conn }]);
+        w.e.on_probe(conn, ProbeOutcome::Data, w.now);
+    }
+    let err = w.one_error();
+    assert!(
+        matches!(err, Error::ConnectionLost { cause: LostCause::UnsolicitedData, stage: Stage::Sending, .. }),
+        "{err:?}"
+    );
+    assert!(!err.may_have_been_processed());
+    assert_eq!(err.kind(), "connection_unsolicited_data");
+}
+
 #[test]
 fn requests_to_one_host_leave_one_at_a_time_in_submission_order() {
     let mut w = World::new();
