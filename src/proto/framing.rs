@@ -541,6 +541,28 @@ mod tests {
         }
     }
 
+    /// A head trickled a byte at a time (bare LF, obs-fold, an interim response first) reads as
+    /// the same response as in one piece, and a trickled head over the limit is still refused.
+    #[test]
+    fn a_head_fed_a_byte_at_a_time_parses_identically() {
+        let input: &[u8] =
+            b"HTTP/1.1 103 Early\n\nHTTP/1.1 200 OK\nX-A: one\r\n  two\nContent-Length: 2\r\n\r\nok";
+        let mut r = ResponseReader::new(Limits::default(), false);
+        for (i, b) in input.iter().enumerate() {
+            let p = r.feed(std::slice::from_ref(b)).unwrap();
+            assert_eq!(p == Progress::Complete { extra: 0 }, i + 1 == input.len(), "byte {i}");
+        }
+        let (resp, _) = r.finish(Meta::default());
+        let (whole, _, _) = read_all(input, false).unwrap();
+        assert_eq!((resp.status(), resp.header("x-a"), resp.body()), (200, whole.header("x-a"), &b"ok"[..]));
+        assert!(resp.header("x-a").is_some_and(|v| v.starts_with("one ") && v.ends_with(" two")));
+        let limits = Limits { max_head_bytes: 64, ..Limits::default() };
+        let mut r = ResponseReader::new(limits, false);
+        let long = format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n\r\n", "p".repeat(100));
+        let err = long.as_bytes().iter().find_map(|b| r.feed(std::slice::from_ref(b)).err());
+        assert!(matches!(err, Some(Error::LimitExceeded { limit: Limit::HeadBytes, max: 64 })), "{err:?}");
+    }
+
     #[test]
     fn no_body_for_head_204_304() {
         let (resp, p, extra) = read_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", true).unwrap();
