@@ -525,11 +525,12 @@ impl Driver {
         }
     }
 
-    /// Reads what arrived. A busy connection is read until its response is complete; anything
-    /// else until `WouldBlock`, 0 (the FIN) or an error. `closing`: the event already reported
-    /// FIN or an error, so the read must go on to consume it now. Stopping at a complete
-    /// response saves a syscall per command; a FIN that arrives later raises a new event, and
-    /// the pre-write peek would see it in any case.
+    /// Reads what arrived. A busy connection is read until its response is complete (by a read
+    /// that did not fill the buffer); anything else until `WouldBlock`, 0 (the FIN) or an error.
+    /// `closing`: the event already reported FIN or an error, so the read must go on to consume
+    /// it now. Stopping at a complete response saves a syscall per command and loses nothing:
+    /// the socket was empty, so whatever arrives later raises a new event, which the pre-write
+    /// poll (or peek) reports.
     fn read_all(&mut self, engine: &mut Engine, key: Key, closing: bool, now: Instant) {
         let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
         else {
@@ -547,7 +548,10 @@ impl Driver {
                 Ok(0) => return engine.on_fin(key, now),
                 Ok(n) => {
                     engine.on_data(key, &self.scratch[..n], now);
-                    if was_busy && !closing && !engine.is_busy(key) {
+                    // A short read emptied the socket: anything that arrives later raises a new
+                    // event, which the pre-write poll relies on. A full buffer may have left
+                    // bytes behind the response (unsolicited), so the read goes on.
+                    if was_busy && !closing && !engine.is_busy(key) && n < self.scratch.len() {
                         return;
                     }
                 }

@@ -407,3 +407,26 @@ fn after_a_long_pause_a_device_close_is_seen_as_such_not_as_retired_ahead() {
     assert_eq!((s.fins_seen_idle, s.failed, s.retries), (2, 0, 0), "{s:?}");
     assert_eq!(dev.bytes_after_fin(), 0);
 }
+
+/// A response that ends exactly where the client's 64 KiB read buffer does, with stray bytes
+/// right behind it: the client must not stop reading at the response (the socket is not empty,
+/// and no new event would announce the rest), or the next command would read those bytes as
+/// its response. The stray bytes retire the connection; the next command gets a fresh one.
+#[test]
+fn stray_bytes_behind_a_response_that_fills_the_read_buffer_are_not_taken_for_the_next_answer() {
+    const READ_BUFFER: usize = 64 * 1024;
+    let head = |len: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {len:010}\r\n\r\n");
+    let body_len = READ_BUFFER - head(0).len();
+    let mut wire = head(body_len).into_bytes();
+    wire.resize(READ_BUFFER, b'b');
+    wire.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale");
+    let dev = DeviceServer::start(move |req| {
+        if req.target == "/big" { Reply::raw(wire.clone()) } else { Reply::ok(b"fresh") }
+    });
+    let mut c = client();
+    let big = c.get(&dev.url("/big")).unwrap();
+    assert_eq!(big.body().len(), body_len);
+    let next = c.get(&dev.url("/next")).unwrap();
+    assert_eq!(next.body(), b"fresh", "the stray bytes were taken for the answer");
+    assert!(!next.meta().reused, "the connection with stray bytes was retired");
+}
