@@ -299,7 +299,7 @@ fn report(
     println!();
     println!(
         "client: {} connects, {} reuses, {} FINs seen on idle connections ({} only by the pre-write \
-         peek), {} retries",
+         check), {} retries",
         s.connects, s.reuses, s.fins_seen_idle, s.fins_caught_by_peek, s.retries
     );
     let late: usize = devices.iter().map(|d| d.server.bytes_after_fin()).sum();

@@ -13,7 +13,7 @@
 //! 3. a well-behaved keep-alive device, as the baseline.
 //!
 //! For each phase it prints what the client counted (connections, reuses, FINs seen on idle
-//! connections and how many only the pre-write peek caught, retries), per-command latency, and
+//! connections and how many only the pre-write check caught, retries), per-command latency, and
 //! what the device counted, above all `bytes after FIN`: bytes the client wrote on a connection
 //! after the device had closed it, the incident's signature. It exits with status 1 if any
 //! command failed or any such byte arrived.
@@ -238,7 +238,7 @@ fn run(phase: &Phase) -> Vec<String> {
     );
     line(
         "FINs seen while idle",
-        format!("{} (pre-write peek caught {})", stats.fins_seen_idle, stats.fins_caught_by_peek),
+        format!("{} (pre-write check caught {})", stats.fins_seen_idle, stats.fins_caught_by_peek),
     );
     line("FINs while busy", stats.fins_while_busy.to_string());
     line("resets / retries", format!("{} / {}", stats.resets, stats.retries));
@@ -254,7 +254,7 @@ fn run(phase: &Phase) -> Vec<String> {
             "reused",
             "new",
             "FIN idle",
-            "peek",
+            "check",
             "retries",
             "failed",
             "gap p50",
@@ -341,7 +341,7 @@ fn spread(samples: &[Duration]) -> String {
 
 /// One row of the per-gap table, right-aligned.
 fn table_row(cells: [String; 10]) -> String {
-    const WIDTHS: [usize; 10] = [10, 5, 7, 5, 9, 5, 8, 7, 11, 12];
+    const WIDTHS: [usize; 10] = [10, 5, 7, 5, 9, 6, 8, 7, 11, 12];
     cells.iter().zip(WIDTHS).map(|(cell, w)| format!("{cell:>w$}")).collect()
 }
 

@@ -158,7 +158,7 @@ fn main() -> ExitCode {
     let s = client.stats();
     println!(
         "\n{ok} ok, {failed} failed; finwatch's fd woke the loop {woke_fd} times, its deadlines {woke_deadline} \
-         times; {} connects, {} reuses, {} FINs seen on idle connections ({} only by the pre-write peek)",
+         times; {} connects, {} reuses, {} FINs seen on idle connections ({} only by the pre-write check)",
         s.connects, s.reuses, s.fins_seen_idle, s.fins_caught_by_peek
     );
     let late: usize = devices.iter().map(|(_, d)| d.bytes_after_fin()).sum();

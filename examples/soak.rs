@@ -671,7 +671,7 @@ fn main() -> ExitCode {
     line(
         "client stats",
         format!(
-            "connects {}, reuses {}, FINs seen idle {} (peek caught {}), FINs while busy {}, resets {}, \
+            "connects {}, reuses {}, FINs seen idle {} (pre-write check caught {}), FINs while busy {}, resets {}, \
              retired {}",
             stats.connects,
             stats.reuses,
@@ -706,7 +706,7 @@ fn main() -> ExitCode {
     }
     println!(
         "\n  Bytes after FIN are commands written while the device's FIN was already on its way: the\n  \
-         client peeks the socket right before writing, but a FIN sent after that peek (or one the\n  \
+         client checks the socket right before writing, but a FIN sent after that check (or one the\n  \
          device's thread had not yet sent when the response arrived) cannot be seen by any client.\n  \
          Such a command is lost on the wire; an idempotent one is retried on a fresh connection, a\n  \
          POST fails with a typed error saying the device may have acted (it did not)."
