@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -49,8 +50,8 @@ struct Ready {
 struct Sock {
     key: Key,
     stream: mio::net::TcpStream,
-    /// `host:port` as in the URL, for error messages.
-    host: String,
+    /// The host's key (`host:port`), for error messages.
+    host: Arc<str>,
     /// While connecting to a name with several addresses: how many of them this connection has
     /// tried (a refused or unreachable address moves it on to the next).
     attempt: Option<Attempt>,
@@ -248,10 +249,15 @@ impl Driver {
     }
 
     fn poll_events(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(e),
+        loop {
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => break,
+                // A zero-timeout poll is asked again: the pre-write check relies on it having
+                // run. A waiting one returns, and its caller's loop goes round.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && timeout == Some(Duration::ZERO) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
@@ -331,9 +337,9 @@ impl Driver {
         while let Some(action) = engine.poll_action() {
             match action {
                 // A connect the engine gave up on before it ran (abort_all, a deadline) is skipped.
-                Action::Connect { conn, host, port } if engine.knows(conn) => {
+                Action::Connect { conn, host, port, label } if engine.knows(conn) => {
                     checked = false;
-                    self.connect(engine, conn, &host, port, now)
+                    self.connect(engine, conn, &host, port, label, now)
                 }
                 Action::Connect { .. } => {}
                 Action::Probe { conn } => {
@@ -345,7 +351,10 @@ impl Driver {
                     checked = false;
                     self.flush(engine, conn, now)
                 }
-                Action::Close { conn } => self.close(conn),
+                Action::Close { conn } => {
+                    checked = false;
+                    self.close(conn)
+                }
             }
         }
     }
@@ -399,14 +408,28 @@ impl Driver {
         self.socks.get_mut(key.index())?.as_mut().filter(|s| s.key == key)
     }
 
-    fn connect(&mut self, engine: &mut Engine, key: Key, host: &str, port: u16, now: Instant) {
-        let label = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    /// `label`: the host's key (`host:port`), which names it in errors.
+    fn connect(
+        &mut self,
+        engine: &mut Engine,
+        key: Key,
+        host: &str,
+        port: u16,
+        label: Arc<str>,
+        now: Instant,
+    ) {
         let (addr, several) = match self.resolve(host, port) {
             Ok(a) => a,
-            Err(source) => return engine.on_connect_failed(key, Error::Resolve { host: label, source }, now),
+            Err(source) => {
+                return engine.on_connect_failed(
+                    key,
+                    Error::Resolve { host: label.to_string(), source },
+                    now,
+                );
+            }
         };
         let attempt = several.then(|| Attempt { name: host.to_string(), port, tried: 1 });
-        if let Err((source, attempt)) = self.open(engine, key, addr, label.clone(), attempt) {
+        if let Err((source, attempt)) = self.open(engine, key, addr, Arc::clone(&label), attempt) {
             self.connect_failed(engine, key, label, source, attempt, now);
         }
     }
@@ -418,7 +441,7 @@ impl Driver {
         engine: &Engine,
         key: Key,
         addr: SocketAddr,
-        host: String,
+        host: Arc<str>,
         attempt: Option<Attempt>,
     ) -> Result<(), (io::Error, Option<Attempt>)> {
         let mut stream = match open_socket(addr, engine.config().nodelay) {
@@ -445,7 +468,7 @@ impl Driver {
         &mut self,
         engine: &mut Engine,
         key: Key,
-        label: String,
+        label: Arc<str>,
         mut source: io::Error,
         mut attempt: Option<Attempt>,
         now: Instant,
@@ -459,12 +482,12 @@ impl Driver {
             let addr = r.addrs[r.next];
             a.tried += 1;
             log::debug!("conn={} {label}: {source}; trying {addr}", engine.conn_id(key));
-            match self.open(engine, key, addr, label.clone(), Some(a)) {
+            match self.open(engine, key, addr, Arc::clone(&label), Some(a)) {
                 Ok(()) => return,
                 Err((e, back)) => (source, attempt) = (e, back),
             }
         }
-        engine.on_connect_failed(key, Error::ConnectFailed { host: label, source }, now);
+        engine.on_connect_failed(key, Error::ConnectFailed { host: label.to_string(), source }, now);
     }
 
     /// IP literals need no resolver; names go through the system resolver once and are cached
@@ -519,7 +542,7 @@ impl Driver {
             }
             Ok(false) => {}
             Err(e) => {
-                let (label, attempt) = (s.host.clone(), s.attempt.take());
+                let (label, attempt) = (Arc::clone(&s.host), s.attempt.take());
                 self.connect_failed(engine, key, label, e, attempt, now);
             }
         }

@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, LostCause, Stage};
@@ -210,8 +211,9 @@ pub struct ConnectionInfo {
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
-    /// Start a non-blocking connect to `host:port`, registered under `conn`.
-    Connect { conn: Key, host: String, port: u16 },
+    /// Start a non-blocking connect to `host:port`, registered under `conn`. `label`: the
+    /// host's key (`host:port`, an IPv6 host bracketed), for error messages.
+    Connect { conn: Key, host: String, port: u16, label: Arc<str> },
     /// Peek the socket without blocking and report it with [`Engine::on_probe`].
     Probe { conn: Key },
     /// Write [`Engine::output`] and report it with [`Engine::on_written`].
@@ -813,7 +815,7 @@ impl Engine {
             self.timers.push(now + self.cfg.connect_timeout, Timer::Connect(conn));
             host.conns.push(conn);
             self.stats.connects += 1;
-            self.actions.push_back(Action::Connect { conn, host: name, port });
+            self.actions.push_back(Action::Connect { conn, host: name, port, label: Arc::clone(host_key) });
             if let Some(t) = &mut self.trace {
                 t.record(now, id, host_key, TraceKind::Connecting { spare: false });
             }
@@ -1074,7 +1076,8 @@ impl Engine {
         if let Some(t) = &mut self.trace {
             t.record(now, id, host_key, TraceKind::Connecting { spare: true });
         }
-        self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port });
+        let label = Arc::clone(host_key);
+        self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port, label });
     }
 
     /// The connection under an exchange was lost: retry the request or fail it.

@@ -235,8 +235,9 @@ fn failed_retry_reports_both_attempts_and_stays_may_have_been_processed() {
     assert_eq!(err.kind(), "connect_failed");
 }
 
-#[test]
-fn device_that_closes_every_fresh_connection_at_once_fails_after_bounded_retries() {
+/// A POST whose every fresh connection gets `outcome` from the pre-write check, through all
+/// its retries; returns the world and the request's error.
+fn post_where_every_fresh_connection_probes(outcome: fn() -> ProbeOutcome) -> (World, Error) {
     let mut w = World::new();
     w.submit(Method::POST, "http://10.0.0.5/counter");
     for _ in 0..=Config::default().max_retries {
@@ -244,9 +245,15 @@ fn device_that_closes_every_fresh_connection_at_once_fails_after_bounded_retries
         let Some(Action::Connect { conn, .. }) = actions.last().cloned() else { panic!("{actions:?}") };
         w.e.on_connected(conn, w.now);
         assert_eq!(w.actions(), vec![Action::Probe { conn }]);
-        w.e.on_probe(conn, ProbeOutcome::Fin, w.now);
+        w.e.on_probe(conn, outcome(), w.now);
     }
     let err = w.one_error();
+    (w, err)
+}
+
+#[test]
+fn device_that_closes_every_fresh_connection_at_once_fails_after_bounded_retries() {
+    let (mut w, err) = post_where_every_fresh_connection_probes(|| ProbeOutcome::Fin);
     assert!(matches!(err, Error::ConnectionLost { stage: Stage::Sending, .. }), "{err:?}");
     assert!(!err.may_have_been_processed());
     assert!(w.actions().iter().all(|a| matches!(a, Action::Close { .. })));
@@ -256,16 +263,7 @@ fn device_that_closes_every_fresh_connection_at_once_fails_after_bounded_retries
 /// nothing is written on such a connection; the request is retried, then fails saying so.
 #[test]
 fn device_that_talks_first_on_every_fresh_connection_fails_saying_so() {
-    let mut w = World::new();
-    w.submit(Method::POST, "http://10.0.0.5/counter");
-    for _ in 0..=Config::default().max_retries {
-        let actions = w.actions();
-        let Some(Action::Connect { conn, .. }) = actions.last().cloned() else { panic!("{actions:?}") };
-        w.e.on_connected(conn, w.now);
-        assert_eq!(w.actions(), vec![Action::Probe { conn }]);
-        w.e.on_probe(conn, ProbeOutcome::Data, w.now);
-    }
-    let err = w.one_error();
+    let (_, err) = post_where_every_fresh_connection_probes(|| ProbeOutcome::Data);
     assert!(
         matches!(err, Error::ConnectionLost { cause: LostCause::UnsolicitedData, stage: Stage::Sending, .. }),
         "{err:?}"
