@@ -274,12 +274,17 @@ impl Runner {
     /// from the end of the previous command) before each. Returns the successful latencies.
     fn run(&mut self, n: usize, gaps: &[u64], record: Option<&mut Record>) -> Vec<u64> {
         let mut samples = Vec::with_capacity(n);
+        let mut gap_samples = Vec::new();
         let mut errors = Vec::new();
         let mut last_end = Instant::now();
         let mut cpu = 0;
-        for _ in 0..n {
-            if !gaps.is_empty() {
-                self.client.pause_until(last_end + Duration::from_millis(gaps[self.sent % gaps.len()]));
+        for k in 0..n {
+            let gap = (!gaps.is_empty()).then(|| self.sent % gaps.len());
+            // The first command of a round follows a longer pause (the other clients ran):
+            // it is left out of the per-gap figures.
+            let filed_gap = gap.filter(|_| k > 0);
+            if let Some(g) = gap {
+                self.client.pause_until(last_end + Duration::from_millis(gaps[g]));
             }
             let (method, url, body) = if self.sent.is_multiple_of(2) {
                 (Method::Put, self.put_url.as_str(), PUT_BODY)
@@ -293,7 +298,13 @@ impl Runner {
             last_end = Instant::now();
             cpu += process_cpu_ns() - cpu_start;
             match result {
-                Ok(len) if len == device::BODY.len() => samples.push((last_end - start).as_nanos() as u64),
+                Ok(len) if len == device::BODY.len() => {
+                    let ns = (last_end - start).as_nanos() as u64;
+                    samples.push(ns);
+                    if let Some(g) = filed_gap {
+                        gap_samples.push((g, ns));
+                    }
+                }
                 Ok(len) => errors.push(format!("body of {len} bytes, expected {}", device::BODY.len())),
                 Err(e) => errors.push(e),
             }
@@ -303,6 +314,9 @@ impl Runner {
             record.cpu_ns += cpu;
             for e in errors {
                 record.add_error(e);
+            }
+            for (g, ns) in gap_samples {
+                record.add_gap_sample(g, ns);
             }
         }
         samples

@@ -323,6 +323,9 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
         } else {
             let _ = writeln!(o);
         }
+        if r.scenario == Scenario::Idle {
+            o.push_str(&gap_table(cfg, r));
+        }
         let notes: Vec<String> = cfg
             .clients
             .iter()
@@ -333,6 +336,33 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
             let _ = writeln!(o, "The clients' own counters (warm-up included):\n\n{}\n", notes.join("\n"));
         }
     }
+    o
+}
+
+/// (c) by gap: the p50 of the commands after each gap, which shows where a client pays a fresh
+/// connection (or a lost command) and where it reuses one.
+fn gap_table(cfg: &Config, r: &ScenarioResult) -> String {
+    let gaps = cfg.gaps_ms();
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "p50 µs by the gap before the command (the first command of each round, after a longer \
+         pause, left out; the device closes after {}–{} ms idle):\n",
+        cfg.idle_ms,
+        cfg.idle_ms + 1
+    );
+    let head: Vec<String> = gaps.iter().map(|g| format!("{g} ms")).collect();
+    let _ = writeln!(o, "| client | {} |", head.join(" | "));
+    let _ = writeln!(o, "|---|{}", "--:|".repeat(gaps.len()));
+    for (i, kind) in cfg.clients.iter().enumerate() {
+        if r.not_run[i].is_some() {
+            continue;
+        }
+        let p50s = r.records[i].gap_p50s();
+        let cells: Vec<String> = (0..gaps.len()).map(|g| us(p50s.get(g).copied().flatten())).collect();
+        let _ = writeln!(o, "| {} | {} |", kind.label, cells.join(" | "));
+    }
+    let _ = writeln!(o);
     o
 }
 

@@ -41,6 +41,8 @@ pub struct Record {
     pub round_p50: Vec<u64>,
     /// Distinct error messages and how often each was seen.
     pub errors: BTreeMap<String, u64>,
+    /// In (c): the latency of every successful command by the index of the gap before it.
+    pub by_gap: Vec<Vec<u64>>,
 }
 
 impl Record {
@@ -51,6 +53,26 @@ impl Record {
             self.round_p50.push(p);
         }
         self.samples.extend(round);
+    }
+
+    /// Files one successful latency under the gap (its index in the cycle) that preceded it.
+    pub fn add_gap_sample(&mut self, gap: usize, ns: u64) {
+        if self.by_gap.len() <= gap {
+            self.by_gap.resize_with(gap + 1, Vec::new);
+        }
+        self.by_gap[gap].push(ns);
+    }
+
+    /// The p50 of the commands after each gap (index in the cycle), in ns.
+    pub fn gap_p50s(&self) -> Vec<Option<u64>> {
+        self.by_gap
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                v.sort_unstable();
+                nearest_rank(&v, P50)
+            })
+            .collect()
     }
 
     pub fn add_error(&mut self, e: String) {
@@ -118,6 +140,15 @@ mod tests {
         assert_eq!(nearest_rank(&[1, 2, 3], P50), Some(2));
         assert_eq!(nearest_rank(&[1, 2, 3, 4], P50), Some(2));
         assert_eq!(nearest_rank(&[], P50), None);
+    }
+
+    #[test]
+    fn samples_are_filed_by_gap() {
+        let mut r = Record::default();
+        for (g, ns) in [(2, 30), (0, 10), (2, 10), (2, 20)] {
+            r.add_gap_sample(g, ns);
+        }
+        assert_eq!(r.gap_p50s(), vec![Some(10), None, Some(20)]);
     }
 
     #[test]
