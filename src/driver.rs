@@ -8,9 +8,8 @@
 //! Readiness is edge-triggered: after a readable event the driver reads until `WouldBlock`, 0
 //! (the FIN) or an error, or the next event never comes.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::error::Error;
 use crate::proto::engine::{Action, Engine, ProbeOutcome};
 use crate::proto::slab::Key;
+use crate::resolve::{Answer, LookupFn, Resolver};
 
 /// `EINPROGRESS`: a non-blocking connect has started (`io::ErrorKind::InProgress` is unstable).
 #[cfg(target_os = "linux")]
@@ -52,23 +52,14 @@ struct Sock {
     stream: mio::net::TcpStream,
     /// The host's key (`host:port`), for error messages.
     host: Arc<str>,
-    /// While connecting to a name with several addresses: how many of them this connection has
-    /// tried (a refused or unreachable address moves it on to the next).
+    /// While connecting to a host name: its walk through the name's addresses (a refused or
+    /// unreachable address moves it on to the next). `None` for an IP literal.
     attempt: Option<Attempt>,
 }
 
-/// A connection's walk through the addresses of a host name.
+/// A connection's walk through the addresses of a host name: how many it has tried.
 struct Attempt {
-    name: String,
-    port: u16,
     tried: usize,
-}
-
-/// A host name's addresses, and the one new connections start with (the last that worked, or
-/// the one after the last that failed).
-struct Resolved {
-    addrs: Vec<SocketAddr>,
-    next: usize,
 }
 
 pub(crate) struct Driver {
@@ -87,15 +78,15 @@ pub(crate) struct Driver {
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
     scratch: Box<[u8]>,
-    resolved: HashMap<(String, u16), Resolved>,
+    resolver: Resolver,
 }
 
 impl Driver {
     pub(crate) fn new() -> io::Result<Driver> {
-        Driver::with_event_capacity(256)
+        Driver::with(256, crate::resolve::system_lookup())
     }
 
-    fn with_event_capacity(events: usize) -> io::Result<Driver> {
+    fn with(events: usize, lookup: LookupFn) -> io::Result<Driver> {
         Ok(Driver {
             poll: Poll::new()?,
             events: Events::with_capacity(events),
@@ -107,7 +98,7 @@ impl Driver {
             events_full: false,
             socks: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
-            resolved: HashMap::new(),
+            resolver: Resolver::new(lookup),
         })
     }
 
@@ -262,10 +253,15 @@ impl Driver {
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
         let mut n = 0;
+        let mut looked_up = false;
         for e in self.events.iter() {
             n += 1;
             if e.token() == WAKE {
                 self.woken = true;
+                continue;
+            }
+            if e.token() == crate::resolve::TOKEN {
+                looked_up = true;
                 continue;
             }
             ready.push(Ready {
@@ -295,6 +291,9 @@ impl Driver {
             }
         }
         self.ready = ready;
+        if looked_up {
+            self.finish_lookups(engine, Instant::now());
+        }
         Ok(())
     }
 
@@ -408,7 +407,7 @@ impl Driver {
         self.socks.get_mut(key.index())?.as_mut().filter(|s| s.key == key)
     }
 
-    /// `label`: the host's key (`host:port`), which names it in errors.
+    /// `label`: the host's key (`host:port`), which names it in errors and in the resolver.
     fn connect(
         &mut self,
         engine: &mut Engine,
@@ -418,19 +417,51 @@ impl Driver {
         label: Arc<str>,
         now: Instant,
     ) {
-        let (addr, several) = match self.resolve(host, port) {
-            Ok(a) => a,
-            Err(source) => {
-                return engine.on_connect_failed(
-                    key,
-                    Error::Resolve { host: label.to_string(), source },
-                    now,
-                );
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            if let Err((source, _)) =
+                self.open(engine, key, SocketAddr::new(ip, port), Arc::clone(&label), None)
+            {
+                engine.on_connect_failed(key, Error::ConnectFailed { host: label.to_string(), source }, now);
             }
-        };
-        let attempt = several.then(|| Attempt { name: host.to_string(), port, tried: 1 });
+            return;
+        }
+        match self.resolver.resolve(self.poll.registry(), &label, host, port, key, now) {
+            Answer::Addr(addr) => self.connect_to(engine, key, addr, label, now),
+            // Parked until the lookup answers (under the engine's connect timeout); a lookup
+            // that could not go to the background has answered already.
+            Answer::Pending if self.resolver.has_inline() => self.finish_lookups(engine, now),
+            Answer::Pending => {}
+        }
+    }
+
+    /// Starts the connect of `key` to `addr`, the first address tried for a host name.
+    fn connect_to(&mut self, engine: &mut Engine, key: Key, addr: SocketAddr, label: Arc<str>, now: Instant) {
+        let attempt = Some(Attempt { tried: 1 });
         if let Err((source, attempt)) = self.open(engine, key, addr, Arc::clone(&label), attempt) {
             self.connect_failed(engine, key, label, source, attempt, now);
+        }
+    }
+
+    /// Name lookups that finished: their parked connections connect, or fail with the lookup's
+    /// error. A connection the engine gave up on meanwhile (its connect timeout) is skipped.
+    fn finish_lookups(&mut self, engine: &mut Engine, now: Instant) {
+        for done in self.resolver.take_done(now) {
+            for key in done.waiting {
+                if !engine.is_connecting(key) || self.sock(key).is_some() {
+                    continue;
+                }
+                match &done.result {
+                    Ok(addr) => self.connect_to(engine, key, *addr, Arc::clone(&done.label), now),
+                    Err(e) => {
+                        let source = io::Error::new(e.kind(), e.to_string());
+                        engine.on_connect_failed(
+                            key,
+                            Error::Resolve { host: done.label.to_string(), source },
+                            now,
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -463,7 +494,8 @@ impl Driver {
     /// A connect failed (refused, unreachable, ...). If the host name has addresses this
     /// connection has not tried, the next one is tried under the same key: the engine sees one
     /// connect, bounded by its connect timeout. Otherwise the engine is told; either way new
-    /// connections to the name start with the next address.
+    /// connections to the name start with the next address (and once all of them have failed
+    /// in a row, with a new lookup of the name).
     fn connect_failed(
         &mut self,
         engine: &mut Engine,
@@ -474,12 +506,7 @@ impl Driver {
         now: Instant,
     ) {
         while let Some(mut a) = attempt.take() {
-            let Some(r) = self.resolved.get_mut(&(a.name.clone(), a.port)) else { break };
-            r.next = (r.next + 1) % r.addrs.len();
-            if a.tried >= r.addrs.len() {
-                break;
-            }
-            let addr = r.addrs[r.next];
+            let Some(addr) = self.resolver.failed(&label, a.tried) else { break };
             a.tried += 1;
             log::debug!("conn={} {label}: {source}; trying {addr}", engine.conn_id(key));
             match self.open(engine, key, addr, Arc::clone(&label), Some(a)) {
@@ -488,31 +515,6 @@ impl Driver {
             }
         }
         engine.on_connect_failed(key, Error::ConnectFailed { host: label.to_string(), source }, now);
-    }
-
-    /// IP literals need no resolver; names go through the system resolver once and are cached
-    /// with all their addresses. Returns the address to connect to, and whether the name has
-    /// others to fall back on.
-    fn resolve(&mut self, host: &str, port: u16) -> io::Result<(SocketAddr, bool)> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok((SocketAddr::new(ip, port), false));
-        }
-        let key = (host.to_string(), port);
-        if let Some(r) = self.resolved.get(&key) {
-            return Ok((r.addrs[r.next], r.addrs.len() > 1));
-        }
-        let mut addrs: Vec<SocketAddr> = Vec::new();
-        for a in (host, port).to_socket_addrs()? {
-            if !addrs.contains(&a) {
-                addrs.push(a);
-            }
-        }
-        let Some(&first) = addrs.first() else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no address for host"));
-        };
-        let several = addrs.len() > 1;
-        self.resolved.insert(key, Resolved { addrs, next: 0 });
-        Ok((first, several))
     }
 
     /// A connecting socket became writable (or failed): did the handshake succeed?
@@ -537,7 +539,10 @@ impl Driver {
         };
         match outcome {
             Ok(true) => {
-                s.attempt = None;
+                if s.attempt.take().is_some() {
+                    let label = Arc::clone(&s.host);
+                    self.resolver.connected(&label);
+                }
                 engine.on_connected(key, now)
             }
             Ok(false) => {}
@@ -611,10 +616,8 @@ impl Driver {
             && let Some(s) = slot.take()
         {
             // A connect the engine gave up on (its timeout): new connections start elsewhere.
-            if let Some(a) = &s.attempt
-                && let Some(r) = self.resolved.get_mut(&(a.name.clone(), a.port))
-            {
-                r.next = (r.next + 1) % r.addrs.len();
+            if s.attempt.is_some() {
+                self.resolver.failed(&s.host, usize::MAX);
             }
             // Dropping the stream closes the socket; on Linux closing the last descriptor also
             // removes it from the epoll set, so no EPOLL_CTL_DEL (a syscall per connection).
@@ -623,6 +626,9 @@ impl Driver {
             #[cfg(not(target_os = "linux"))]
             let _ = self.poll.registry().deregister(&mut s.stream);
             drop(s);
+        } else {
+            // Not connecting yet: parked for a name lookup, perhaps.
+            self.resolver.forget(key);
         }
     }
 }
@@ -666,6 +672,8 @@ mod tests {
     use crate::Request;
     use crate::proto::engine::Config;
     use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, mpsc};
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
@@ -720,9 +728,14 @@ mod tests {
         let device = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = device.local_addr().unwrap().port();
         let refusing = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed again
-        let name = ("multi.test".to_string(), port);
-        d.resolved
-            .insert(name.clone(), Resolved { addrs: vec![refusing, device.local_addr().unwrap()], next: 0 });
+        let label = format!("multi.test:{port}");
+        d.resolver.insert(
+            &label,
+            "multi.test",
+            port,
+            vec![refusing, device.local_addr().unwrap()],
+            Instant::now(),
+        );
         e.submit(&Request::get(&format!("http://multi.test:{port}/io")).build().unwrap(), Instant::now());
         let server = std::thread::spawn(move || {
             let mut s = accept_within(&device, Duration::from_secs(5)).expect("no connection came");
@@ -733,7 +746,137 @@ mod tests {
         assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200, "{:?}", e.stats());
         server.join().unwrap();
         assert_eq!((e.stats().connects, e.stats().connect_failures), (1, 0));
-        assert_eq!(d.resolved[&name].next, 1, "new connections start with the address that worked");
+        assert_eq!(d.resolver.next_of(&label), Some(1), "new connections start with the address that worked");
+    }
+
+    /// Turns the loop until `n` requests have completed (bounded by a deadline).
+    fn run_until_n(d: &mut Driver, e: &mut Engine, n: usize) -> Vec<crate::proto::engine::Completion> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut done = Vec::new();
+        while done.len() < n {
+            assert!(Instant::now() < deadline, "only {} of {n} completions", done.len());
+            d.turn(e, Some(Instant::now() + Duration::from_millis(10)), false).unwrap();
+            while let Some(c) = e.poll_completion() {
+                done.push(c);
+            }
+        }
+        done
+    }
+
+    /// A device that answers one request on its own thread.
+    fn answer_one(device: TcpListener) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut s = accept_within(&device, Duration::from_secs(5)).expect("no connection came");
+            read_head(&mut s);
+            s.write_all(OK).unwrap();
+        })
+    }
+
+    /// A resolver the test controls: `name` resolves to what the test sends (each lookup takes
+    /// the next answer, waiting for it up to 10 s); it counts the lookups.
+    fn scripted_lookup(
+        name: &'static str,
+    ) -> (LookupFn, mpsc::Sender<io::Result<Vec<SocketAddr>>>, Arc<AtomicUsize>) {
+        let (tx, rx) = mpsc::channel::<io::Result<Vec<SocketAddr>>>();
+        let rx = Arc::new(Mutex::new(rx));
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        let lookup: LookupFn = Arc::new(move |host: &str, _port: u16| {
+            assert_eq!(host, name);
+            counted.fetch_add(1, Ordering::SeqCst);
+            let answer = rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+            answer.unwrap_or_else(|_| Err(io::Error::other("the test sent no answer")))
+        });
+        (lookup, tx, count)
+    }
+
+    /// A name lookup that hangs (an mDNS name of a device that is switched off) holds up
+    /// neither the commands to other devices nor its own deadline: it runs off the loop, and
+    /// the connection waiting for it fails at its connect timeout. Its late answer is kept for
+    /// the next connection to the name.
+    #[test]
+    fn a_hanging_name_lookup_holds_up_neither_other_devices_nor_its_deadline() {
+        const CONNECT_TIMEOUT: Duration = Duration::from_millis(150);
+        let (lookup, answer, lookups) = scripted_lookup("device.local");
+        let mut d = Driver::with(64, lookup).unwrap();
+        let mut e = Engine::new(Config { connect_timeout: CONNECT_TIMEOUT, ..Config::default() });
+        let (named, other) =
+            (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let named_port = named.local_addr().unwrap().port();
+        let start = Instant::now();
+        let stuck =
+            e.submit(&Request::get(&format!("http://device.local:{named_port}/io")).build().unwrap(), start);
+        let ok = e.submit(
+            &Request::get(&format!("http://{}/io", other.local_addr().unwrap())).build().unwrap(),
+            start,
+        );
+        let server = answer_one(other);
+        let done = run_until_n(&mut d, &mut e, 2);
+        server.join().unwrap();
+        let result = |id| &done.iter().find(|c| c.id == id).unwrap().result;
+        assert_eq!(result(ok).as_ref().map(|r| r.status()).ok(), Some(200));
+        assert!(matches!(result(stuck), Err(Error::ConnectTimedOut { .. })), "{:?}", result(stuck));
+        assert!(start.elapsed() < CONNECT_TIMEOUT * 10, "the deadline held: {:?}", start.elapsed());
+
+        // The answer comes late; the next connection to the name uses it, without a new lookup.
+        answer.send(Ok(vec![named.local_addr().unwrap()])).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while d.resolver.has_pending_lookup() {
+            assert!(Instant::now() < deadline, "the late answer never arrived");
+            d.turn(&mut e, Some(Instant::now() + Duration::from_millis(10)), false).unwrap();
+        }
+        e.submit(
+            &Request::get(&format!("http://device.local:{named_port}/io")).build().unwrap(),
+            Instant::now(),
+        );
+        let server = answer_one(named);
+        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200, "{:?}", e.stats());
+        server.join().unwrap();
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
+    }
+
+    /// The first connection to `device.local` gets `first` from the resolver and fails (its
+    /// error returned); the second gets a working address: it must ask the resolver again.
+    fn fails_then_is_looked_up_again(first: io::Result<Vec<SocketAddr>>) -> Error {
+        let (lookup, answer, lookups) = scripted_lookup("device.local");
+        let mut d = Driver::with(64, lookup).unwrap();
+        let mut e = Engine::new(Config::default());
+        let device = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = "http://device.local:8080/io";
+        answer.send(first).unwrap();
+        e.submit(&Request::get(url).build().unwrap(), Instant::now());
+        let err = run_until_done(&mut d, &mut e).expect_err("the first connection must fail");
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
+
+        answer.send(Ok(vec![device.local_addr().unwrap()])).unwrap();
+        e.submit(&Request::get(url).build().unwrap(), Instant::now());
+        let server = answer_one(device);
+        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200, "{:?}", e.stats());
+        server.join().unwrap();
+        assert_eq!(lookups.load(Ordering::SeqCst), 2, "looked up again");
+        err
+    }
+
+    /// A device that comes back with a new address (a reboot, a new DHCP lease) is found
+    /// again: once every address of its name has failed to connect, the next connection waits
+    /// for a new lookup instead of trying the old address for ever.
+    #[test]
+    fn a_name_is_looked_up_again_when_its_addresses_stop_answering() {
+        let gone = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // closed again: refuses
+        let err = fails_then_is_looked_up_again(Ok(vec![gone]));
+        assert!(matches!(err, Error::ConnectFailed { .. }), "{err:?}");
+    }
+
+    /// A lookup that fails is reported as such (`Error::Resolve`, naming the host), and the
+    /// next connection to the name asks again.
+    #[test]
+    fn a_failed_lookup_is_reported_and_the_next_connection_asks_again() {
+        match fails_then_is_looked_up_again(Err(io::Error::new(io::ErrorKind::NotFound, "no such name"))) {
+            Error::Resolve { host, source } => {
+                assert_eq!((host.as_str(), source.kind()), ("device.local:8080", io::ErrorKind::NotFound));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A caller that is away for longer than the connect timeout after its request's connect
@@ -767,7 +910,7 @@ mod tests {
     /// peeked, and its FIN stops the write as surely as if the poll had reported it.
     #[test]
     fn a_full_event_buffer_falls_back_to_the_peek_and_still_stops_the_write() {
-        let mut d = Driver::with_event_capacity(1).unwrap();
+        let mut d = Driver::with(1, crate::resolve::system_lookup()).unwrap();
         let mut e = Engine::new(Config { warm_spares: false, ..Config::default() });
         let device = TcpListener::bind("127.0.0.1:0").unwrap();
         let other = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -170,7 +170,8 @@ pub enum Error {
         /// The socket error.
         source: io::Error,
     },
-    /// The TCP handshake did not finish within the connect timeout. Nothing was sent.
+    /// The TCP handshake (or, for a host name, the name lookup before it) did not finish
+    /// within the connect timeout. Nothing was sent.
     ConnectTimedOut {
         /// `host:port` as in the URL.
         host: String,

@@ -221,8 +221,10 @@
 //! # What it does not do
 //!
 //! Plain HTTP/1.1 only: no TLS, no HTTP/2, no proxies, no pipelining, no request bodies with
-//! `Transfer-Encoding`, no content decoding. Host names are resolved once per client with the
-//! system resolver (blocking, on the first connect); a refused address gives way to the name's
+//! `Transfer-Encoding`, no content decoding. Host names go to the system resolver on a
+//! thread of their own (the loop never waits for a lookup; the connect timeout bounds it), are
+//! cached with all their addresses, and are looked up again after a minute (in the
+//! background) or once every address has failed; a refused address gives way to the name's
 //! next one. A FIN
 //! still on the wire when a request is written (a truly simultaneous close) cannot be seen by any
 //! client; the retry rules above and the learned idle-close margin are what finwatch does about
@@ -248,6 +250,7 @@ mod error;
 pub mod http_interop;
 mod proto;
 mod request;
+mod resolve;
 mod response;
 mod shared;
 mod trace;

@@ -430,3 +430,17 @@ fn stray_bytes_behind_a_response_that_fills_the_read_buffer_are_not_taken_for_th
     assert_eq!(next.body(), b"fresh", "the stray bytes were taken for the answer");
     assert!(!next.meta().reused, "the connection with stray bytes was retired");
 }
+
+/// A host name goes through the system resolver (on a thread of its own, its answer waking the
+/// loop) and then the cache: `localhost` reaches a device on 127.0.0.1 even where it resolves to
+/// `::1` first, and later commands reuse the connection.
+#[test]
+fn a_host_name_is_looked_up_and_reaches_the_device() {
+    let dev = DeviceServer::keep_alive();
+    let mut c = client();
+    let url = format!("http://localhost:{}/io-state", dev.addr().port());
+    for _ in 0..3 {
+        assert_eq!(c.get(&url).unwrap().status(), 200);
+    }
+    assert_eq!((c.stats().connects, dev.connections_accepted()), (1, 1));
+}

@@ -1,0 +1,466 @@
+//! Host names to addresses, without stopping the loop.
+//!
+//! The system resolver (`getaddrinfo`) blocks, for seconds when a name server or an mDNS
+//! responder does not answer (a `device.local` that is switched off). Run on the loop thread,
+//! that would hold up the commands to every other device and wait past every deadline. So a
+//! lookup runs on a short-lived thread of its own; the connection waits for it in `Connecting`,
+//! under its connect timeout like any handshake, while the loop goes on, and the thread's
+//! answer comes back through a channel and a pipe registered with the poller.
+//!
+//! Answers are cached per host key (`name:port`) with all their addresses. A cached name is
+//! looked up again (in the background, the cached address used meanwhile) once its answer is
+//! older than [`REFRESH_AFTER`], and at once (new connections wait for the answer) when every
+//! one of its addresses has failed to connect in a row: a device that came back from a reboot
+//! with a new DHCP lease is found again without restarting the client. A failed lookup of a name
+//! that has addresses keeps them (a name server that is down does not take working devices
+//! with it); a failed lookup of a new name fails the connections waiting for it, and the next
+//! connect asks again.
+//!
+//! IP literals never get here. Without a pipe to wake the poller (systems other than Unix),
+//! lookups run on the loop thread, as before.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+#[cfg(unix)]
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::proto::slab::Key;
+
+/// The poller token of the resolver's pipe (a lookup finished): never a connection's slab key
+/// (index `u32::MAX - 1`); the client's waker has `usize::MAX`.
+pub(crate) const TOKEN: mio::Token = mio::Token(usize::MAX - 1);
+
+/// How long an answer is used before the name is looked up again (in the background).
+pub(crate) const REFRESH_AFTER: Duration = Duration::from_secs(60);
+
+/// A resolver: a name and a port to addresses (blocking; called off the loop thread).
+pub(crate) type LookupFn = Arc<dyn Fn(&str, u16) -> io::Result<Vec<SocketAddr>> + Send + Sync>;
+
+/// The system resolver.
+pub(crate) fn system_lookup() -> LookupFn {
+    Arc::new(|name: &str, port: u16| Ok((name, port).to_socket_addrs()?.collect()))
+}
+
+/// What [`Resolver::resolve`] has for a connection.
+pub(crate) enum Answer {
+    /// Connect to this address (the name's others are tried if it fails).
+    Addr(SocketAddr),
+    /// A lookup is running; the connection is parked until [`Resolver::take_done`] returns it.
+    Pending,
+}
+
+/// A lookup that finished, with the connections that were waiting for it.
+pub(crate) struct Done {
+    pub label: Arc<str>,
+    /// The address to connect to, or why there is none.
+    pub result: io::Result<SocketAddr>,
+    pub waiting: Vec<Key>,
+}
+
+/// A name's cached answer.
+struct Entry {
+    name: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    /// The address new connections start with: the last that worked, or the one after the
+    /// last that failed.
+    next: usize,
+    resolved_at: Option<Instant>,
+    in_flight: bool,
+    /// Connects that failed in a row (any address) since the last lookup; as many as there are
+    /// addresses: look up again.
+    failures: usize,
+    /// Connections parked until the running lookup answers.
+    waiting: Vec<Key>,
+}
+
+impl Entry {
+    fn all_failed(&self) -> bool {
+        !self.addrs.is_empty() && self.failures >= self.addrs.len()
+    }
+}
+
+/// What a lookup thread sends back.
+struct Finished {
+    label: Arc<str>,
+    result: io::Result<Vec<SocketAddr>>,
+}
+
+/// The channel and the poller wake-up of background lookups (created with the first one).
+#[cfg(unix)]
+struct Background {
+    tx: mpsc::Sender<Finished>,
+    rx: mpsc::Receiver<Finished>,
+    wake_tx: Arc<mio::unix::pipe::Sender>,
+    wake_rx: mio::unix::pipe::Receiver,
+}
+
+pub(crate) struct Resolver {
+    entries: HashMap<Arc<str>, Entry>,
+    lookup: LookupFn,
+    /// Connections parked across all entries (0: closing a socket need not look for one).
+    parked: usize,
+    /// Answers of lookups that ran on the loop thread (no background possible), not yet filed.
+    inline: Vec<Finished>,
+    #[cfg(unix)]
+    background: Option<Background>,
+}
+
+impl Resolver {
+    pub(crate) fn new(lookup: LookupFn) -> Resolver {
+        Resolver {
+            entries: HashMap::new(),
+            lookup,
+            parked: 0,
+            inline: Vec::new(),
+            #[cfg(unix)]
+            background: None,
+        }
+    }
+
+    /// The address to connect `key` (a connection to `name:port`, host key `label`) to, or
+    /// `Pending` when it must wait for a lookup. `registry`: where a background lookup wakes the
+    /// poller ([`TOKEN`]).
+    pub(crate) fn resolve(
+        &mut self,
+        registry: &mio::Registry,
+        label: &Arc<str>,
+        name: &str,
+        port: u16,
+        key: Key,
+        now: Instant,
+    ) -> Answer {
+        let entry = self.entries.entry(Arc::clone(label)).or_insert_with(|| Entry {
+            name: name.to_string(),
+            port,
+            addrs: Vec::new(),
+            next: 0,
+            resolved_at: None,
+            in_flight: false,
+            failures: 0,
+            waiting: Vec::new(),
+        });
+        let usable = !entry.addrs.is_empty() && !entry.all_failed();
+        let stale = entry.resolved_at.is_none_or(|t| now.saturating_duration_since(t) >= REFRESH_AFTER);
+        if usable && !stale {
+            return Answer::Addr(entry.addrs[entry.next]);
+        }
+        let answer = if usable {
+            // Stale but working: used while the new answer is fetched.
+            Some(Answer::Addr(entry.addrs[entry.next]))
+        } else {
+            entry.waiting.push(key);
+            self.parked += 1;
+            None
+        };
+        if !entry.in_flight {
+            entry.in_flight = true;
+            self.start(registry, Arc::clone(label));
+        }
+        answer.unwrap_or(Answer::Pending)
+    }
+
+    /// A lookup ran on the loop thread (no background possible): its answer waits in
+    /// [`Resolver::take_done`], to be taken at once.
+    pub(crate) fn has_inline(&self) -> bool {
+        !self.inline.is_empty()
+    }
+
+    /// Starts a lookup of `label`'s name: on a thread of its own, which wakes the poller when
+    /// it is done; where that is not possible, here.
+    fn start(&mut self, registry: &mio::Registry, label: Arc<str>) {
+        let Some(e) = self.entries.get(&label) else { return };
+        let (name, port) = (e.name.clone(), e.port);
+        let lookup = Arc::clone(&self.lookup);
+        #[cfg(unix)]
+        if let Some(bg) = self.background(registry) {
+            let (tx, wake) = (bg.tx.clone(), Arc::clone(&bg.wake_tx));
+            let (label2, name2, lookup2) = (Arc::clone(&label), name.clone(), Arc::clone(&lookup));
+            let job = move || {
+                let result = lookup2(&name2, port);
+                if tx.send(Finished { label: label2, result }).is_ok() {
+                    use std::io::Write;
+                    // A full pipe has a wake-up pending already.
+                    let _ = (&*wake).write(&[1]);
+                }
+            };
+            match std::thread::Builder::new().name("finwatch-resolve".into()).spawn(job) {
+                Ok(_) => return,
+                Err(e) => log::warn!("{label}: no thread for the name lookup ({e}); looking up here"),
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = registry;
+        let result = lookup(&name, port);
+        self.inline.push(Finished { label, result });
+    }
+
+    /// The channel and the pipe of background lookups, created and registered on first use.
+    #[cfg(unix)]
+    fn background(&mut self, registry: &mio::Registry) -> Option<&Background> {
+        if self.background.is_none() {
+            let made = mio::unix::pipe::new().and_then(|(wake_tx, mut wake_rx)| {
+                registry.register(&mut wake_rx, TOKEN, mio::Interest::READABLE)?;
+                let (tx, rx) = mpsc::channel();
+                Ok(Background { tx, rx, wake_tx: Arc::new(wake_tx), wake_rx })
+            });
+            match made {
+                Ok(bg) => self.background = Some(bg),
+                Err(e) => {
+                    log::warn!("no pipe for background name lookups ({e}); looking up on the loop");
+                    return None;
+                }
+            }
+        }
+        self.background.as_ref()
+    }
+
+    /// The lookups that finished (the poller reported the resolver's token, or one ran inline).
+    pub(crate) fn take_done(&mut self, now: Instant) -> Vec<Done> {
+        let mut finished: Vec<Finished> = std::mem::take(&mut self.inline);
+        #[cfg(unix)]
+        if let Some(bg) = &self.background {
+            use std::io::Read;
+            // Edge-triggered: empty the pipe, then the channel.
+            let mut buf = [0u8; 64];
+            while matches!((&bg.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+            finished.extend(bg.rx.try_iter());
+        }
+        finished.into_iter().map(|f| self.finish(f, now)).collect()
+    }
+
+    /// Files a lookup's answer and hands back the connections that waited for it.
+    fn finish(&mut self, f: Finished, now: Instant) -> Done {
+        let Some(e) = self.entries.get_mut(&f.label) else {
+            return Done {
+                label: f.label,
+                result: Err(io::Error::other("lookup of a forgotten name")),
+                waiting: Vec::new(),
+            };
+        };
+        e.in_flight = false;
+        let waiting = std::mem::take(&mut e.waiting);
+        self.parked -= waiting.len();
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let result = match f.result {
+            Ok(found) => {
+                for a in found {
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
+                if addrs.is_empty() {
+                    Err(io::Error::new(io::ErrorKind::NotFound, "no address for host"))
+                } else {
+                    Ok(())
+                }
+            }
+            Err(err) => Err(err),
+        };
+        let result = match result {
+            Ok(()) => {
+                // Keep starting with the address that worked if the name still has it.
+                let current = e.addrs.get(e.next).copied();
+                e.next = current.and_then(|c| addrs.iter().position(|&a| a == c)).unwrap_or(0);
+                if e.addrs != addrs {
+                    log::debug!("{}: resolved to {addrs:?}", f.label);
+                }
+                // Every address gets its chance again (and the name its next lookup only after
+                // they have all failed once more).
+                e.failures = 0;
+                e.addrs = addrs;
+                e.resolved_at = Some(now);
+                Ok(e.addrs[e.next])
+            }
+            // A name server that is down does not take a known device with it: the old
+            // addresses stay (and are asked again next time).
+            Err(err) if !e.addrs.is_empty() => {
+                log::warn!("{}: lookup failed ({err}); keeping {:?}", f.label, e.addrs);
+                e.failures = 0;
+                e.resolved_at = Some(now);
+                Ok(e.addrs[e.next])
+            }
+            Err(err) => Err(err),
+        };
+        Done { label: f.label, result, waiting }
+    }
+
+    /// A parked connection went away (its connect timed out, the client gave up on it).
+    pub(crate) fn forget(&mut self, key: Key) {
+        if self.parked == 0 {
+            return;
+        }
+        for (label, e) in &mut self.entries {
+            if let Some(i) = e.waiting.iter().position(|&k| k == key) {
+                e.waiting.swap_remove(i);
+                self.parked -= 1;
+                log::debug!("{label}: the name lookup was still running when the connection gave up");
+                return;
+            }
+        }
+    }
+
+    /// A connect to `label`'s address succeeded: new connections keep starting there.
+    pub(crate) fn connected(&mut self, label: &str) {
+        if let Some(e) = self.entries.get_mut(label) {
+            e.failures = 0;
+        }
+    }
+
+    /// A connect to `label`'s current address failed (refused, unreachable, timed out): new
+    /// connections start with the next address. `tried`: addresses this connection has tried.
+    /// Returns the next address for this connection, if it has not tried them all.
+    pub(crate) fn failed(&mut self, label: &str, tried: usize) -> Option<SocketAddr> {
+        let e = self.entries.get_mut(label)?;
+        if e.addrs.is_empty() {
+            return None;
+        }
+        e.failures += 1;
+        e.next = (e.next + 1) % e.addrs.len();
+        (tried < e.addrs.len()).then(|| e.addrs[e.next])
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_pending_lookup(&self) -> bool {
+        self.entries.values().any(|e| e.in_flight)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn next_of(&self, label: &str) -> Option<usize> {
+        self.entries.get(label).map(|e| e.next)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn insert(
+        &mut self,
+        label: &str,
+        name: &str,
+        port: u16,
+        addrs: Vec<SocketAddr>,
+        now: Instant,
+    ) {
+        self.entries.insert(
+            Arc::from(label),
+            Entry {
+                name: name.to_string(),
+                port,
+                addrs,
+                next: 0,
+                resolved_at: Some(now),
+                in_flight: false,
+                failures: 0,
+                waiting: Vec::new(),
+            },
+        );
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers in the order given, counting the lookups.
+    fn answers(list: Vec<io::Result<Vec<SocketAddr>>>) -> (LookupFn, Arc<AtomicUsize>) {
+        let list = Arc::new(Mutex::new(list.into_iter()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        let f: LookupFn = Arc::new(move |_: &str, _: u16| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            list.lock().unwrap().next().unwrap_or_else(|| Err(io::Error::other("no more answers")))
+        });
+        (f, count)
+    }
+
+    /// Waits (bounded) for the resolver's wake-up and takes what finished.
+    fn wait_done(poll: &mut mio::Poll, r: &mut Resolver) -> Vec<Done> {
+        let mut events = mio::Events::with_capacity(4);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "no lookup finished");
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+            if events.iter().any(|e| e.token() == TOKEN) {
+                let done = r.take_done(Instant::now());
+                if !done.is_empty() {
+                    return done;
+                }
+            }
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], port))
+    }
+
+    #[test]
+    fn parked_connections_get_the_answer_and_others_use_the_cache() {
+        let (f, count) = answers(vec![Ok(vec![addr(1), addr(1), addr(2)])]);
+        let mut poll = mio::Poll::new().unwrap();
+        let mut r = Resolver::new(f);
+        let label: Arc<str> = Arc::from("d.local:80");
+        let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
+        let now = Instant::now();
+        assert!(matches!(r.resolve(poll.registry(), &label, "d.local", 80, k1, now), Answer::Pending));
+        assert!(matches!(r.resolve(poll.registry(), &label, "d.local", 80, k2, now), Answer::Pending));
+        let done = wait_done(&mut poll, &mut r);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].waiting, vec![k1, k2]);
+        assert_eq!(done[0].result.as_ref().ok(), Some(&addr(1)));
+        // Cached (duplicates dropped): no second lookup.
+        let k3 = Key::from_usize(3);
+        assert!(
+            matches!(r.resolve(poll.registry(), &label, "d.local", 80, k3, now), Answer::Addr(a) if a == addr(1))
+        );
+        assert_eq!(r.failed("d.local:80", 1), Some(addr(2)), "the second address is next");
+        assert_eq!(r.failed("d.local:80", 2), None, "both tried");
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        // Both failed in a row: the next connection waits for a new lookup.
+        assert!(matches!(r.resolve(poll.registry(), &label, "d.local", 80, k3, now), Answer::Pending));
+        assert_eq!(count.load(Ordering::SeqCst) + usize::from(r.has_pending_lookup()), 2);
+    }
+
+    #[test]
+    fn a_stale_answer_is_used_while_it_is_refreshed_and_kept_if_the_refresh_fails() {
+        let (f, count) = answers(vec![Ok(vec![addr(1)]), Err(io::Error::other("name server down"))]);
+        let mut poll = mio::Poll::new().unwrap();
+        let mut r = Resolver::new(f);
+        let label: Arc<str> = Arc::from("d.local:80");
+        let k = Key::from_usize(1);
+        let t0 = Instant::now();
+        assert!(matches!(r.resolve(poll.registry(), &label, "d.local", 80, k, t0), Answer::Pending));
+        wait_done(&mut poll, &mut r);
+        // Past the refresh age: the cached address now, a lookup in the background.
+        let later = Instant::now() + REFRESH_AFTER;
+        assert!(
+            matches!(r.resolve(poll.registry(), &label, "d.local", 80, k, later), Answer::Addr(a) if a == addr(1))
+        );
+        let done = wait_done(&mut poll, &mut r);
+        assert!(done[0].waiting.is_empty());
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        // The refresh failed: the address stays, and counts as fresh again.
+        assert!(
+            matches!(r.resolve(poll.registry(), &label, "d.local", 80, k, later), Answer::Addr(a) if a == addr(1))
+        );
+        assert!(!r.has_pending_lookup());
+    }
+
+    #[test]
+    fn a_forgotten_connection_is_not_handed_back() {
+        let (f, _) = answers(vec![Ok(vec![addr(1)])]);
+        let mut poll = mio::Poll::new().unwrap();
+        let mut r = Resolver::new(f);
+        let label: Arc<str> = Arc::from("d.local:80");
+        let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
+        let now = Instant::now();
+        let _ = r.resolve(poll.registry(), &label, "d.local", 80, k1, now);
+        let _ = r.resolve(poll.registry(), &label, "d.local", 80, k2, now);
+        r.forget(k1);
+        let done = wait_done(&mut poll, &mut r);
+        assert_eq!(done[0].waiting, vec![k2]);
+        assert_eq!(r.parked, 0);
+    }
+}
