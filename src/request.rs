@@ -323,6 +323,35 @@ impl RequestBuilder {
         self
     }
 
+    /// Adds HTTP Basic credentials (RFC 7617): `Authorization: Basic base64(user:password)`,
+    /// UTF-8. The user id must not contain `:`, and neither part a control character. Basic
+    /// sends the password in the clear: only on a network you trust (finwatch has no TLS).
+    /// Credentials in the URL (`http://user:pw@host/`) are refused; use this instead.
+    ///
+    /// ```
+    /// use finwatch::Request;
+    /// let req = Request::get("http://10.0.0.5/io-state").basic_auth("Aladdin", "open sesame").build()?;
+    /// # let _ = req;
+    /// assert!(Request::get("http://10.0.0.5/").basic_auth("a:b", "c").build().is_err());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn basic_auth(mut self, user: &str, password: &str) -> RequestBuilder {
+        if let Ok(req) = &mut self.inner {
+            if user.contains(':') {
+                self.inner = Err(Error::invalid_request("a Basic user id must not contain ':' (RFC 7617)"));
+            } else if user.chars().chain(password.chars()).any(char::is_control) {
+                self.inner =
+                    Err(Error::invalid_request("Basic credentials must not contain control characters"));
+            } else {
+                let mut value = String::from("Basic ");
+                base64_into(&mut value, format!("{user}:{password}").as_bytes());
+                req.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+                req.headers.push(("Authorization".to_string(), value));
+            }
+        }
+        self
+    }
+
     /// Sets the body; it is sent with a `Content-Length`.
     ///
     /// ```
@@ -432,6 +461,22 @@ fn check_header(name: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Appends the standard base64 (RFC 4648 §4, with padding) of `bytes` to `out`.
+fn base64_into(out: &mut String, bytes: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+}
+
 /// An origin-form target (`/path?query`) of visible ASCII, or `*`.
 pub(crate) fn check_target(target: &str) -> Result<()> {
     let ok = (target.starts_with('/') || target == "*") && target.bytes().all(|b| (0x21..=0x7e).contains(&b));
@@ -457,6 +502,49 @@ mod tests {
         let mut out = Vec::new();
         req.encode(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut out = String::new();
+            base64_into(&mut out, input.as_bytes());
+            assert_eq!(out, expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn basic_auth_follows_rfc_7617() {
+        // RFC 7617 §2 and §2.1 (UTF-8).
+        let req = Request::get("http://h/").basic_auth("Aladdin", "open sesame").build().unwrap();
+        assert!(
+            wire(&req).contains("\r\nAuthorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n"),
+            "{}",
+            wire(&req)
+        );
+        let req = Request::get("http://h/").basic_auth("test", "123\u{a3}").build().unwrap();
+        assert!(wire(&req).contains("Authorization: Basic dGVzdDoxMjPCow==\r\n"));
+        // Set twice (or over a hand-made header): one Authorization, the last.
+        let req = Request::get("http://h/")
+            .header("authorization", "Bearer x")
+            .basic_auth("a", "1")
+            .basic_auth("b", "2")
+            .build()
+            .unwrap();
+        assert_eq!(wire(&req).matches("uthorization").count(), 1, "{}", wire(&req));
+        assert!(wire(&req).contains("Authorization: Basic Yjoy\r\n"));
+        for (user, password) in [("a:b", "c"), ("a", "line\r\nX-Evil: 1"), ("a\u{0}", "b")] {
+            let err = Request::get("http://h/").basic_auth(user, password).build().unwrap_err();
+            assert!(matches!(err, Error::InvalidRequest { .. }), "{user:?} {password:?}: {err:?}");
+        }
     }
 
     #[test]
