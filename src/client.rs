@@ -524,7 +524,7 @@ impl Client {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Waker(std::sync::Arc<mio::Waker>);
+pub struct Waker(std::sync::Arc<crate::driver::Wake>);
 
 impl Waker {
     /// Makes the client's current or next `poll` return at once.

@@ -11,6 +11,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -29,6 +30,35 @@ const EINPROGRESS: i32 = 36;
 
 /// The token of the client's [`mio::Waker`]: never a slab key (index `u32::MAX`).
 const WAKE: Token = Token(usize::MAX);
+
+/// The client's waker, and why it fired: a caller's [`crate::Waker::wake`], or a name lookup
+/// that finished on its thread (which must not look like the caller's wake-up to a `poll`).
+/// One `mio::Waker` serves both: a poller may have only one.
+#[derive(Debug)]
+pub(crate) struct Wake {
+    waker: mio::Waker,
+    caller: AtomicBool,
+    lookup: AtomicBool,
+}
+
+impl Wake {
+    pub(crate) fn new(registry: &mio::Registry, token: Token) -> io::Result<Wake> {
+        let waker = mio::Waker::new(registry, token)?;
+        Ok(Wake { waker, caller: AtomicBool::new(false), lookup: AtomicBool::new(false) })
+    }
+
+    /// The caller's wake-up: a `poll` in progress returns.
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        self.caller.store(true, Ordering::Release);
+        self.waker.wake()
+    }
+
+    /// A name lookup finished: the loop files it and goes on.
+    pub(crate) fn lookup_done(&self) -> io::Result<()> {
+        self.lookup.store(true, Ordering::Release);
+        self.waker.wake()
+    }
+}
 
 /// Reads per readiness event and connection before the loop moves on (64 KiB each): a server
 /// that sends without pause must not keep the loop from its timers and other devices.
@@ -68,7 +98,7 @@ pub(crate) struct Driver {
     ready: Vec<Ready>,
     /// Connections whose reads stopped at [`READ_BUDGET`] with data left: resumed next turn.
     unfinished: Vec<(Key, bool)>,
-    waker: Option<std::sync::Arc<mio::Waker>>,
+    waker: Option<Arc<Wake>>,
     /// The waker fired since the caller last asked.
     woken: bool,
     /// Busy-poll: when the current wait's spinning budget runs out.
@@ -257,11 +287,10 @@ impl Driver {
         for e in self.events.iter() {
             n += 1;
             if e.token() == WAKE {
-                self.woken = true;
-                continue;
-            }
-            if e.token() == crate::resolve::TOKEN {
-                looked_up = true;
+                if let Some(w) = &self.waker {
+                    self.woken |= w.caller.swap(false, Ordering::AcqRel);
+                    looked_up |= w.lookup.swap(false, Ordering::AcqRel);
+                }
                 continue;
             }
             ready.push(Ready {
@@ -306,11 +335,11 @@ impl Driver {
     }
 
     /// The client's waker (created on first use: a poller has at most one).
-    pub(crate) fn waker(&mut self) -> io::Result<std::sync::Arc<mio::Waker>> {
+    pub(crate) fn waker(&mut self) -> io::Result<Arc<Wake>> {
         if let Some(w) = &self.waker {
             return Ok(w.clone());
         }
-        let w = std::sync::Arc::new(mio::Waker::new(self.poll.registry(), WAKE)?);
+        let w = Arc::new(Wake::new(self.poll.registry(), WAKE)?);
         self.waker = Some(w.clone());
         Ok(w)
     }
@@ -425,7 +454,9 @@ impl Driver {
             }
             return;
         }
-        match self.resolver.resolve(self.poll.registry(), &label, host, port, key, now) {
+        // A lookup off the loop wakes it through the client's waker; without one, it runs here.
+        let wake = self.waker().map_err(|e| log::warn!("no waker for background name lookups: {e}")).ok();
+        match self.resolver.resolve(wake, &label, host, port, key, now) {
             Answer::Addr(addr) => self.connect_to(engine, key, addr, label, now),
             // Parked until the lookup answers (under the engine's connect timeout); a lookup
             // that could not go to the background has answered already.
@@ -825,6 +856,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the late answer never arrived");
             d.turn(&mut e, Some(Instant::now() + Duration::from_millis(10)), false).unwrap();
         }
+        assert!(!d.take_woken(), "a lookup's wake-up is not the caller's");
         e.submit(
             &Request::get(&format!("http://device.local:{named_port}/io")).build().unwrap(),
             Instant::now(),

@@ -5,7 +5,8 @@
 //! that would hold up the commands to every other device and wait past every deadline. So a
 //! lookup runs on a short-lived thread of its own; the connection waits for it in `Connecting`,
 //! under its connect timeout like any handshake, while the loop goes on, and the thread's
-//! answer comes back through a channel and a pipe registered with the poller.
+//! answer comes back through a channel, with a wake-up through the client's waker (an eventfd
+//! on Linux: no extra descriptor, and no `SIGPIPE` if the client is gone when the answer comes).
 //!
 //! Answers are cached per host key (`name:port`) with all their addresses. A cached name is
 //! looked up again (in the background, the cached address used meanwhile) once its answer is
@@ -16,22 +17,17 @@
 //! with it); a failed lookup of a new name fails the connections waiting for it, and the next
 //! connect asks again.
 //!
-//! IP literals never get here. Without a pipe to wake the poller (systems other than Unix),
-//! lookups run on the loop thread, as before.
+//! IP literals never get here. Should the waker or a thread not be available, the lookup runs
+//! on the loop thread, as before.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
-#[cfg(unix)]
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::driver::Wake;
 use crate::proto::slab::Key;
-
-/// The poller token of the resolver's pipe (a lookup finished): never a connection's slab key
-/// (index `u32::MAX - 1`); the client's waker has `usize::MAX`.
-pub(crate) const TOKEN: mio::Token = mio::Token(usize::MAX - 1);
 
 /// How long an answer is used before the name is looked up again (in the background).
 pub(crate) const REFRESH_AFTER: Duration = Duration::from_secs(60);
@@ -89,15 +85,6 @@ struct Finished {
     result: io::Result<Vec<SocketAddr>>,
 }
 
-/// The channel and the poller wake-up of background lookups (created with the first one).
-#[cfg(unix)]
-struct Background {
-    tx: mpsc::Sender<Finished>,
-    rx: mpsc::Receiver<Finished>,
-    wake_tx: Arc<mio::unix::pipe::Sender>,
-    wake_rx: mio::unix::pipe::Receiver,
-}
-
 pub(crate) struct Resolver {
     entries: HashMap<Arc<str>, Entry>,
     lookup: LookupFn,
@@ -105,28 +92,23 @@ pub(crate) struct Resolver {
     parked: usize,
     /// Answers of lookups that ran on the loop thread (no background possible), not yet filed.
     inline: Vec<Finished>,
-    #[cfg(unix)]
-    background: Option<Background>,
+    /// Where lookup threads send their answers.
+    tx: mpsc::Sender<Finished>,
+    rx: mpsc::Receiver<Finished>,
 }
 
 impl Resolver {
     pub(crate) fn new(lookup: LookupFn) -> Resolver {
-        Resolver {
-            entries: HashMap::new(),
-            lookup,
-            parked: 0,
-            inline: Vec::new(),
-            #[cfg(unix)]
-            background: None,
-        }
+        let (tx, rx) = mpsc::channel();
+        Resolver { entries: HashMap::new(), lookup, parked: 0, inline: Vec::new(), tx, rx }
     }
 
     /// The address to connect `key` (a connection to `name:port`, host key `label`) to, or
-    /// `Pending` when it must wait for a lookup. `registry`: where a background lookup wakes the
-    /// poller ([`TOKEN`]).
+    /// `Pending` when it must wait for a lookup. `wake`: how a lookup on its own thread wakes
+    /// the loop (without it, the lookup runs here).
     pub(crate) fn resolve(
         &mut self,
-        registry: &mio::Registry,
+        wake: Option<Arc<Wake>>,
         label: &Arc<str>,
         name: &str,
         port: u16,
@@ -158,7 +140,7 @@ impl Resolver {
         };
         if !entry.in_flight {
             entry.in_flight = true;
-            self.start(registry, Arc::clone(label));
+            self.start(wake, Arc::clone(label));
         }
         answer.unwrap_or(Answer::Pending)
     }
@@ -169,22 +151,19 @@ impl Resolver {
         !self.inline.is_empty()
     }
 
-    /// Starts a lookup of `label`'s name: on a thread of its own, which wakes the poller when
-    /// it is done; where that is not possible, here.
-    fn start(&mut self, registry: &mio::Registry, label: Arc<str>) {
+    /// Starts a lookup of `label`'s name: on a thread of its own, which wakes the loop when it
+    /// is done; where that is not possible, here.
+    fn start(&mut self, wake: Option<Arc<Wake>>, label: Arc<str>) {
         let Some(e) = self.entries.get(&label) else { return };
         let (name, port) = (e.name.clone(), e.port);
-        let lookup = Arc::clone(&self.lookup);
-        #[cfg(unix)]
-        if let Some(bg) = self.background(registry) {
-            let (tx, wake) = (bg.tx.clone(), Arc::clone(&bg.wake_tx));
-            let (label2, name2, lookup2) = (Arc::clone(&label), name.clone(), Arc::clone(&lookup));
+        if let Some(wake) = wake {
+            let (tx, lookup) = (self.tx.clone(), Arc::clone(&self.lookup));
+            let (label2, name2) = (Arc::clone(&label), name.clone());
             let job = move || {
-                let result = lookup2(&name2, port);
+                let result = lookup(&name2, port);
+                // The client is gone if the channel is: nobody to wake.
                 if tx.send(Finished { label: label2, result }).is_ok() {
-                    use std::io::Write;
-                    // A full pipe has a wake-up pending already.
-                    let _ = (&*wake).write(&[1]);
+                    let _ = wake.lookup_done();
                 }
             };
             match std::thread::Builder::new().name("finwatch-resolve".into()).spawn(job) {
@@ -192,43 +171,14 @@ impl Resolver {
                 Err(e) => log::warn!("{label}: no thread for the name lookup ({e}); looking up here"),
             }
         }
-        #[cfg(not(unix))]
-        let _ = registry;
-        let result = lookup(&name, port);
+        let result = (self.lookup)(&name, port);
         self.inline.push(Finished { label, result });
     }
 
-    /// The channel and the pipe of background lookups, created and registered on first use.
-    #[cfg(unix)]
-    fn background(&mut self, registry: &mio::Registry) -> Option<&Background> {
-        if self.background.is_none() {
-            let made = mio::unix::pipe::new().and_then(|(wake_tx, mut wake_rx)| {
-                registry.register(&mut wake_rx, TOKEN, mio::Interest::READABLE)?;
-                let (tx, rx) = mpsc::channel();
-                Ok(Background { tx, rx, wake_tx: Arc::new(wake_tx), wake_rx })
-            });
-            match made {
-                Ok(bg) => self.background = Some(bg),
-                Err(e) => {
-                    log::warn!("no pipe for background name lookups ({e}); looking up on the loop");
-                    return None;
-                }
-            }
-        }
-        self.background.as_ref()
-    }
-
-    /// The lookups that finished (the poller reported the resolver's token, or one ran inline).
+    /// The lookups that finished (the loop was woken for one, or one ran inline).
     pub(crate) fn take_done(&mut self, now: Instant) -> Vec<Done> {
         let mut finished: Vec<Finished> = std::mem::take(&mut self.inline);
-        #[cfg(unix)]
-        if let Some(bg) = &self.background {
-            use std::io::Read;
-            // Edge-triggered: empty the pipe, then the channel.
-            let mut buf = [0u8; 64];
-            while matches!((&bg.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
-            finished.extend(bg.rx.try_iter());
-        }
+        finished.extend(self.rx.try_iter());
         finished.into_iter().map(|f| self.finish(f, now)).collect()
     }
 
@@ -358,7 +308,7 @@ impl Resolver {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
@@ -374,6 +324,14 @@ mod tests {
             list.lock().unwrap().next().unwrap_or_else(|| Err(io::Error::other("no more answers")))
         });
         (f, count)
+    }
+
+    const TOKEN: mio::Token = mio::Token(7);
+
+    fn poller() -> (mio::Poll, Arc<Wake>) {
+        let poll = mio::Poll::new().unwrap();
+        let wake = Arc::new(Wake::new(poll.registry(), TOKEN).unwrap());
+        (poll, wake)
     }
 
     /// Waits (bounded) for the resolver's wake-up and takes what finished.
@@ -399,13 +357,19 @@ mod tests {
     #[test]
     fn parked_connections_get_the_answer_and_others_use_the_cache() {
         let (f, count) = answers(vec![Ok(vec![addr(1), addr(1), addr(2)])]);
-        let mut poll = mio::Poll::new().unwrap();
+        let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
         let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
         let now = Instant::now();
-        assert!(matches!(r.resolve(poll.registry(), &label, "d.local", 80, k1, now), Answer::Pending));
-        assert!(matches!(r.resolve(poll.registry(), &label, "d.local", 80, k2, now), Answer::Pending));
+        assert!(matches!(
+            r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k1, now),
+            Answer::Pending
+        ));
+        assert!(matches!(
+            r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k2, now),
+            Answer::Pending
+        ));
         let done = wait_done(&mut poll, &mut r);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].waiting, vec![k1, k2]);
@@ -413,51 +377,67 @@ mod tests {
         // Cached (duplicates dropped): no second lookup.
         let k3 = Key::from_usize(3);
         assert!(
-            matches!(r.resolve(poll.registry(), &label, "d.local", 80, k3, now), Answer::Addr(a) if a == addr(1))
+            matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k3, now), Answer::Addr(a) if a == addr(1))
         );
         assert_eq!(r.failed("d.local:80", 1), Some(addr(2)), "the second address is next");
         assert_eq!(r.failed("d.local:80", 2), None, "both tried");
         assert_eq!(count.load(Ordering::SeqCst), 1);
         // Both failed in a row: the next connection waits for a new lookup.
-        assert!(matches!(r.resolve(poll.registry(), &label, "d.local", 80, k3, now), Answer::Pending));
+        assert!(matches!(
+            r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k3, now),
+            Answer::Pending
+        ));
         assert_eq!(count.load(Ordering::SeqCst) + usize::from(r.has_pending_lookup()), 2);
     }
 
     #[test]
     fn a_stale_answer_is_used_while_it_is_refreshed_and_kept_if_the_refresh_fails() {
         let (f, count) = answers(vec![Ok(vec![addr(1)]), Err(io::Error::other("name server down"))]);
-        let mut poll = mio::Poll::new().unwrap();
+        let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
         let k = Key::from_usize(1);
         let t0 = Instant::now();
-        assert!(matches!(r.resolve(poll.registry(), &label, "d.local", 80, k, t0), Answer::Pending));
+        assert!(matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, t0), Answer::Pending));
         wait_done(&mut poll, &mut r);
         // Past the refresh age: the cached address now, a lookup in the background.
         let later = Instant::now() + REFRESH_AFTER;
         assert!(
-            matches!(r.resolve(poll.registry(), &label, "d.local", 80, k, later), Answer::Addr(a) if a == addr(1))
+            matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, later), Answer::Addr(a) if a == addr(1))
         );
         let done = wait_done(&mut poll, &mut r);
         assert!(done[0].waiting.is_empty());
         assert_eq!(count.load(Ordering::SeqCst), 2);
         // The refresh failed: the address stays, and counts as fresh again.
         assert!(
-            matches!(r.resolve(poll.registry(), &label, "d.local", 80, k, later), Answer::Addr(a) if a == addr(1))
+            matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, later), Answer::Addr(a) if a == addr(1))
         );
         assert!(!r.has_pending_lookup());
     }
 
     #[test]
+    fn without_a_waker_the_lookup_runs_here() {
+        let (f, count) = answers(vec![Ok(vec![addr(1)])]);
+        let mut r = Resolver::new(f);
+        let label: Arc<str> = Arc::from("d.local:80");
+        let k = Key::from_usize(1);
+        assert!(matches!(r.resolve(None, &label, "d.local", 80, k, Instant::now()), Answer::Pending));
+        assert!(r.has_inline());
+        let done = r.take_done(Instant::now());
+        assert_eq!((done[0].waiting.as_slice(), done[0].result.as_ref().ok()), (&[k][..], Some(&addr(1))));
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
     fn a_forgotten_connection_is_not_handed_back() {
         let (f, _) = answers(vec![Ok(vec![addr(1)])]);
-        let mut poll = mio::Poll::new().unwrap();
+        let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
         let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
         let now = Instant::now();
-        let _ = r.resolve(poll.registry(), &label, "d.local", 80, k1, now);
-        let _ = r.resolve(poll.registry(), &label, "d.local", 80, k2, now);
+        let _ = r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k1, now);
+        let _ = r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k2, now);
         r.forget(k1);
         let done = wait_done(&mut poll, &mut r);
         assert_eq!(done[0].waiting, vec![k2]);
