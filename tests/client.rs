@@ -444,3 +444,39 @@ fn a_host_name_is_looked_up_and_reaches_the_device() {
     }
     assert_eq!((c.stats().connects, dev.connections_accepted()), (1, 1));
 }
+
+/// Digest authentication end to end: the device challenges the first request (a PUT), the
+/// client answers and sends it once more, and the next command carries its answer from the
+/// start (one round trip more in all, not one per command). The device applies the PUT once.
+/// (The hashes themselves are checked against RFC 7616's example in `src/proto/digest.rs`.)
+#[test]
+fn digest_authentication_costs_one_round_trip_in_all() {
+    let dev = DeviceServer::start(|r| match r.header("Authorization") {
+        None => Reply::raw(
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"io\", qop=\"auth\", \
+             algorithm=SHA-256, nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
+        ),
+        Some(a) if a.starts_with("Digest username=\"op\", realm=\"io\"") && a.contains("nonce=\"abc\"") => {
+            Reply::ok_for(r, b"{}")
+        }
+        Some(_) => Reply::raw("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"),
+    });
+    let mut c = client();
+    let put = Request::put(&dev.url("/io"), "1").digest_auth("op", "pw").build().unwrap();
+    assert_eq!(c.send(put).unwrap().status(), 200);
+    let get = Request::get(&dev.url("/io-state")).digest_auth("op", "pw").build().unwrap();
+    assert_eq!(c.send(get).unwrap().status(), 200);
+    let seen: Vec<(String, Option<String>)> = dev
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.header("Authorization").map(|a| a.to_string())))
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!((seen[0].0.as_str(), seen[0].1.is_none()), ("PUT", true));
+    assert_eq!(seen[1].0, "PUT");
+    assert!(seen[1].1.as_deref().unwrap().contains("nc=00000001"), "{seen:?}");
+    assert_eq!(seen[2].0, "GET");
+    assert!(seen[2].1.as_deref().unwrap().contains("nc=00000002"), "{seen:?}");
+    assert_eq!(dev.count_matching(|r| r.method == "PUT" && r.header("Authorization").is_some()), 1);
+    assert_eq!(dev.connections_accepted(), 1);
+}

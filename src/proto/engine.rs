@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, LostCause, Stage};
 use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
+use crate::proto::digest::{self, Challenge, Credentials};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
 use crate::proto::hash::{FastBuild, HostKey};
 use crate::proto::learn::{Behaviour, CLOSES_AFTER_RESPONSE};
@@ -249,6 +250,28 @@ struct Pending {
     first_failure: Option<Error>,
     /// The connection it is on, and whether that one was reused.
     on: Option<(Key, bool)>,
+    /// Digest credentials, and where the `Authorization` line goes in `wire`.
+    auth: Option<Box<DigestAuth>>,
+}
+
+/// A request's Digest state: its credentials, the span of its `Authorization` line in the
+/// wire (empty until the device's challenge is known), and whether a challenge was answered.
+#[derive(Debug)]
+struct DigestAuth {
+    creds: Arc<Credentials>,
+    /// Where the line starts: the end of the head's last header line.
+    at: usize,
+    /// The line's length (0: none yet).
+    len: usize,
+    /// The device challenged this request once: a second 401 is the caller's.
+    challenged: bool,
+}
+
+/// A device's Digest challenge and the nonce count of its nonce.
+#[derive(Debug)]
+struct DigestSession {
+    challenge: Challenge,
+    nc: u32,
 }
 
 #[derive(Debug)]
@@ -263,6 +286,8 @@ struct Host {
     /// Responses from a device thought to close after every response; every
     /// [`PROBATION_EVERY`]th connection is kept on probation to re-check that.
     single_use: u32,
+    /// The device's last Digest challenge, answered in advance by later requests.
+    digest: Option<DigestSession>,
 }
 
 /// The core. See the module docs for the contract with the driver.
@@ -326,6 +351,12 @@ impl Engine {
         let key = HostKey::new(req.url.host_key().clone());
         let mut wire = self.wire_pool.pop().unwrap_or_default();
         req.encode(&mut wire);
+        // The head ends with the first empty line (header values hold no CR/LF); an
+        // `Authorization` line goes right before it.
+        let auth = req.digest.as_ref().map(|creds| {
+            let at = wire.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 2);
+            Box::new(DigestAuth { creds: Arc::clone(creds), at, len: 0, challenged: false })
+        });
         let pending = Pending {
             id,
             host: key.clone(),
@@ -337,6 +368,7 @@ impl Engine {
             retries: 0,
             first_failure: None,
             on: None,
+            auth,
         };
         let deadline = pending.deadline;
         let r = self.reqs.insert(pending);
@@ -349,6 +381,7 @@ impl Engine {
             in_flight: 0,
             behaviour: Behaviour::default(),
             single_use: 0,
+            digest: None,
         });
         host.queue.push_back(r);
         log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);
@@ -833,6 +866,14 @@ impl Engine {
             self.stats.warm_spares_used += 1;
         }
         p.on = Some((conn, reused));
+        // Digest: answer the device's current challenge, with the next nonce count (counted
+        // here, in the order requests go out).
+        if let Some(a) = p.auth.as_deref_mut()
+            && let Some(session) = self.hosts.get_mut(&p.host).and_then(|h| h.digest.as_mut())
+        {
+            session.nc = session.nc.wrapping_add(1);
+            authorize(&mut p.wire, a, session);
+        }
         let reader = match self.response_pool.pop() {
             Some(spare) => ResponseReader::reuse(self.cfg.limits, p.head_request, spare),
             None => ResponseReader::new(self.cfg.limits, p.head_request),
@@ -857,7 +898,8 @@ impl Engine {
         let ConnState::Open(Open::Busy(ex)) = c.transition(next, "response complete") else { return };
         c.served += 1;
         let ex_phase = ex.phase;
-        let Some(p) = self.reqs.remove(ex.req) else { return };
+        let Some(p) = self.reqs.get(ex.req) else { return };
+        let (req_id, wants_close) = (p.id, p.wants_close);
         let reused = p.on.is_some_and(|(_, reused)| reused);
         let meta = Meta { connection_id: c.id, reused, retries: p.retries };
         let (resp, persistence) = ex.reader.finish(meta);
@@ -890,7 +932,7 @@ impl Engine {
             Some(RetireReason::EarlyResponse)
         } else if let Some(why) = persistence.close {
             Some(why)
-        } else if p.wants_close {
+        } else if wants_close {
             Some(RetireReason::RequestedClose)
         } else if c.requests_left == Some(0) {
             Some(RetireReason::KeepAliveMaxReached)
@@ -924,12 +966,17 @@ impl Engine {
         if let Some(h) = self.hosts.get_mut(&host) {
             h.in_flight -= 1;
         }
-        self.stats.succeeded += 1;
         if let Some(t) = &mut self.trace {
-            t.record(now, c.id, &host, TraceKind::Response { request: p.id.0, status: resp.status });
+            t.record(now, c.id, &host, TraceKind::Response { request: req_id.0, status: resp.status });
         }
-        self.completions.push_back(Completion { id: p.id, result: Ok(resp) });
-        self.recycle_wire(p.wire);
+        if resp.status == 401 && self.digest_challenged(ex.req, &resp) {
+            // Sent again, first in its queue, with the answer: not a completion.
+            self.recycle(resp);
+        } else if let Some(p) = self.reqs.remove(ex.req) {
+            self.stats.succeeded += 1;
+            self.completions.push_back(Completion { id: p.id, result: Ok(resp) });
+            self.recycle_wire(p.wire);
+        }
         if fin {
             self.end_conn(conn, ConnState::PeerHalfClosed, "released after close-delimited response", now);
         } else if let Some(why) = retire {
@@ -941,6 +988,29 @@ impl Engine {
                 self.open_spare(&host, now);
             }
         }
+    }
+
+    /// A `401` for request `r`: if it carries Digest credentials, was not challenged before,
+    /// and the response holds a Digest challenge we can answer, the device's session is
+    /// (re)started from it and the request goes back to the head of its queue to be sent again
+    /// with the answer. The device refused the request, so sending it again is safe whatever
+    /// the method. Returns whether it did.
+    fn digest_challenged(&mut self, r: Key, resp: &Response) -> bool {
+        let Some(p) = self.reqs.get_mut(r) else { return false };
+        let Some(a) = p.auth.as_deref_mut() else { return false };
+        if a.challenged {
+            return false;
+        }
+        let Some(challenge) = digest::best_challenge(resp.header_bytes("www-authenticate")) else {
+            return false;
+        };
+        let Some(h) = self.hosts.get_mut(&p.host) else { return false };
+        log::debug!("request {}: {} asks for Digest authentication; sending it again", p.id.0, p.host);
+        a.challenged = true;
+        p.on = None;
+        h.digest = Some(DigestSession { challenge, nc: 0 });
+        h.queue.push_front(r);
+        true
     }
 
     /// Closes `conn` on our initiative.
@@ -1220,6 +1290,33 @@ const MAX_IDLE_HOSTS: usize = 1024;
 
 /// Whether a retirement means the device's next command needs a new connection (so a warm
 /// spare is worth opening), as opposed to a fault.
+/// Writes (or rewrites) the `Authorization` line of a Digest request into its wire, answering
+/// `session`'s challenge with its current nonce count and a fresh client nonce.
+fn authorize(wire: &mut Vec<u8>, a: &mut DigestAuth, session: &DigestSession) {
+    let line = wire.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let method = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let uri = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let value = digest::authorization(&session.challenge, &a.creds, &method, &uri, session.nc, &cnonce());
+    let new = format!("Authorization: {value}\r\n");
+    wire.splice(a.at..a.at + a.len, new.bytes());
+    a.len = new.len();
+}
+
+/// A client nonce: 128 bits from the standard library's randomly keyed hasher (keys from the
+/// operating system's random source), so that it cannot be predicted by the server.
+fn cnonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut out = String::with_capacity(32);
+    for i in 0..2u64 {
+        let mut h = state.build_hasher();
+        h.write_u64(i);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
 fn will_end(reason: RetireReason) -> bool {
     matches!(
         reason,

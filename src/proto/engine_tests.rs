@@ -794,3 +794,117 @@ fn a_fin_crossing_the_next_request_right_after_a_response_teaches_closes_after_e
     assert_eq!(w.e.learned_idle_close("10.0.0.5:80"), Some(Duration::from_micros(30)));
     assert_eq!(w.e.stats().failed, 0);
 }
+
+/// Expects a Probe of `conn`, answers Alive, and returns what the Write puts on the wire.
+fn probe_and_capture(w: &mut World, conn: Key) -> String {
+    assert_eq!(w.actions(), vec![Action::Probe { conn }]);
+    w.e.on_probe(conn, ProbeOutcome::Alive, w.now);
+    assert_eq!(w.actions(), vec![Action::Write { conn }]);
+    let out = String::from_utf8(w.e.output(conn).to_vec()).unwrap();
+    w.e.on_written(conn, out.len(), w.now);
+    out
+}
+
+/// The value of `name="…"` (or `name=…`) in a Digest `Authorization` line of `wire`.
+fn digest_param<'a>(wire: &'a str, name: &str) -> &'a str {
+    let line = wire.lines().find(|l| l.starts_with("Authorization: Digest ")).expect("no Authorization");
+    let start =
+        line.find(&format!(" {name}=")).unwrap_or_else(|| panic!("no {name} in {line}")) + name.len() + 2;
+    let rest = line[start..].trim_start_matches('"');
+    &rest[..rest.find(['"', ',']).unwrap_or(rest.len())]
+}
+
+fn unauthorized(nonce: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"dev\", qop=\"auth\", \
+         algorithm=SHA-256, nonce=\"{nonce}\", opaque=\"op\"\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Digest: the first request goes without credentials; the device's 401 is answered by
+/// sending it once more (a POST too: the device refused it) with a correct `Authorization`;
+/// later requests carry one from the start, the nonce count going up; a 401 to an answered
+/// request is the caller's.
+#[test]
+fn a_digest_challenge_is_answered_once_and_then_in_advance() {
+    let mut w = World::new();
+    let creds = Credentials { user: "Mufasa".into(), password: "Circle of Life".into() };
+    let req = |method: Method, path: &str, body: &str| {
+        Request::builder(method, &format!("http://10.0.0.5{path}"))
+            .body(body)
+            .digest_auth(&creds.user, &creds.password)
+            .build()
+            .unwrap()
+    };
+    let post = w.e.submit(&req(Method::POST, "/api/pulse", "ms=20"), w.now);
+    let actions = w.actions();
+    let [Action::Connect { conn, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    let conn = *conn;
+    w.e.on_connected(conn, w.now);
+    let first = probe_and_capture(&mut w, conn);
+    assert!(!first.contains("Authorization"), "{first}");
+    w.e.on_data(conn, &unauthorized("n1"), w.now);
+    assert!(w.completions().is_empty(), "the 401 is answered, not delivered");
+
+    let second = probe_and_capture(&mut w, conn);
+    assert!(
+        second.starts_with("POST /api/pulse HTTP/1.1\r\n") && second.ends_with("\r\n\r\nms=20"),
+        "{second}"
+    );
+    assert_eq!(second.matches("\r\n\r\n").count(), 1, "{second}");
+    assert_eq!((digest_param(&second, "nonce"), digest_param(&second, "nc")), ("n1", "00000001"));
+    let challenge = digest::best_challenge(
+        [&b"Digest realm=\"dev\", qop=\"auth\", algorithm=SHA-256, nonce=\"n1\", opaque=\"op\""[..]]
+            .into_iter(),
+    )
+    .unwrap();
+    let cnonce = digest_param(&second, "cnonce");
+    assert_eq!(cnonce.len(), 32);
+    let expected = digest::authorization(&challenge, &creds, "POST", "/api/pulse", 1, cnonce);
+    assert!(second.contains(&format!("Authorization: {expected}\r\n")), "{second}\n{expected}");
+    w.e.on_data(conn, OK, w.now);
+    let done = w.completions();
+    assert_eq!((done[0].id, done[0].result.as_ref().unwrap().status()), (post, 200));
+    assert_eq!(done[0].result.as_ref().unwrap().meta().retries, 0, "not a retry after a loss");
+
+    // In advance, the count going up, a new client nonce each time.
+    w.e.submit(&req(Method::GET, "/io-state", ""), w.now);
+    let third = probe_and_capture(&mut w, conn);
+    assert_eq!((digest_param(&third, "nonce"), digest_param(&third, "nc")), ("n1", "00000002"));
+    assert_ne!(digest_param(&third, "cnonce"), cnonce);
+    w.e.on_data(conn, OK, w.now);
+    assert_eq!(w.completions()[0].result.as_ref().unwrap().status(), 200);
+
+    // The device changed its nonce: one more round trip, with the new one from count 1.
+    let get = w.e.submit(&req(Method::GET, "/io-state", ""), w.now);
+    probe_and_capture(&mut w, conn);
+    w.e.on_data(conn, &unauthorized("n2"), w.now);
+    let again = probe_and_capture(&mut w, conn);
+    assert_eq!((digest_param(&again, "nonce"), digest_param(&again, "nc")), ("n2", "00000001"));
+    // Refused again (wrong credentials): delivered, not sent a third time.
+    w.e.on_data(conn, &unauthorized("n3"), w.now);
+    let done = w.completions();
+    assert_eq!((done[0].id, done[0].result.as_ref().unwrap().status()), (get, 401));
+    assert!(w.actions().is_empty());
+    assert_eq!((w.e.stats().retries, w.e.stats().succeeded), (0, 3));
+}
+
+/// A 401 without a Digest challenge we can answer, or to a request without Digest
+/// credentials, is the caller's response.
+#[test]
+fn a_401_without_an_answerable_challenge_is_delivered() {
+    let mut w = World::new();
+    let basic =
+        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n";
+    let req = Request::get("http://10.0.0.5/io").digest_auth("u", "p").build().unwrap();
+    w.e.submit(&req, w.now);
+    let conn = w.connect_and_send();
+    w.e.on_data(conn, basic, w.now);
+    assert_eq!(w.completions()[0].result.as_ref().unwrap().status(), 401);
+    // No credentials: a Digest challenge is delivered too.
+    w.submit(Method::GET, "http://10.0.0.5/io");
+    w.probe_alive(conn);
+    w.e.on_data(conn, &unauthorized("n"), w.now);
+    assert_eq!(w.completions()[0].result.as_ref().unwrap().status(), 401);
+}

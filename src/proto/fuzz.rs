@@ -83,7 +83,8 @@ fn read(limits: Limits, head_request: bool, eof: bool, pieces: &[&[u8]]) -> Outc
 /// step, the promises the engine makes:
 /// - nothing is ever written on a connection after its FIN or RST was reported;
 /// - a `Write` only ever follows an `Alive` probe of that connection;
-/// - a request that may not be retried is fully written at most once;
+/// - a request that may not be retried is fully written at most once, plus once per Digest
+///   `401` challenge it received (the device refused it: sending it again is safe);
 /// - every request completes exactly once, and all do once time runs past their deadlines.
 pub fn engine(data: &[u8]) {
     let mut h = Harness::new();
@@ -110,15 +111,21 @@ struct Harness {
     submitted: Vec<RequestId>,
     completed: HashSet<RequestId>,
     fully_written: HashMap<RequestId, u32>,
+    /// Digest challenges fed to a connection while it carried the request.
+    challenged: HashMap<RequestId, u32>,
 }
 
-const RESPONSES: [&[u8]; 6] = [
+/// The index in [`RESPONSES`] of the Digest challenge.
+const CHALLENGE: usize = 6;
+
+const RESPONSES: [&[u8]; 7] = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1, max=2\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"r\", nonce=\"n\", qop=auth\r\nContent-Length: 0\r\n\r\n",
 ];
 
 impl Harness {
@@ -132,6 +139,7 @@ impl Harness {
             submitted: Vec::new(),
             completed: HashSet::new(),
             fully_written: HashMap::new(),
+            challenged: HashMap::new(),
         }
     }
 
@@ -149,6 +157,9 @@ impl Harness {
                 let mut b = Request::builder(method, &url).body("x");
                 if arg & 0x80 != 0 {
                     b = b.timeout(Duration::from_millis(u64::from(arg & 0x3f)));
+                }
+                if arg & 0x40 != 0 {
+                    b = b.digest_auth("u", "p");
                 }
                 let id = self.e.submit(&b.build().expect("valid request"), self.now);
                 self.submitted.push(id);
@@ -192,15 +203,25 @@ impl Harness {
                         {
                             let count = self.fully_written.entry(id).or_default();
                             *count += 1;
-                            assert!(retryable || *count == 1, "non-retryable request {id:?} written twice");
+                            let allowed = 1 + self.challenged.get(&id).copied().unwrap_or(0);
+                            assert!(
+                                retryable || *count <= allowed,
+                                "non-retryable request {id:?} written twice"
+                            );
                         }
                     }
                 }
             }
             5 => {
                 if let Some(k) = self.conn(arg) {
-                    let canned = RESPONSES[input.next().unwrap_or(0) as usize % RESPONSES.len()];
+                    let which = input.next().unwrap_or(0) as usize % RESPONSES.len();
+                    let canned = RESPONSES[which];
                     let cut = input.next().map_or(canned.len(), |c| c as usize % (canned.len() + 1));
+                    if which == CHALLENGE
+                        && let Some((id, _)) = self.e.request_on(k)
+                    {
+                        *self.challenged.entry(id).or_default() += 1;
+                    }
                     self.e.on_data(k, &canned[..cut], self.now);
                 }
             }

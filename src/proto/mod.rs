@@ -3,6 +3,7 @@
 
 pub(crate) mod chunked;
 pub mod conn;
+pub(crate) mod digest;
 pub mod engine;
 pub mod framing;
 #[doc(hidden)]
