@@ -1,8 +1,8 @@
 //! `ctl`: a curl-like command line for poking a device with finwatch.
 //!
 //! ```text
-//! ctl [-X METHOD] [-d DATA] [-H 'N: v']... [--count N] [--gap-us G] [--timeout-ms T] [--json] [-v] URL
-//! ctl [-H 'N: v']... [--count N] [--gap-us G] [--timeout-ms T] [--json] [-v] --script FILE
+//! ctl [-X METHOD] [-d DATA] [-H 'N: v']... [-u USER:PASS [--digest]] [--count N] [--gap-us G] [--timeout-ms T] [--json] [-v] URL
+//! ctl [-H 'N: v']... [-u USER:PASS [--digest]] [--count N] [--gap-us G] [--timeout-ms T] [--json] [-v] --script FILE
 //! ```
 //!
 //! Examples:
@@ -127,6 +127,8 @@ Options:
   -X, --request METHOD    request method (default: GET, or POST when -d is given)
   -d, --data DATA         request body, sent as given (no Content-Type is added)
   -H, --header 'N: v'     add a header field to every request; may be repeated
+  -u, --user USER:PASS    credentials, sent with HTTP Basic (split at the first ':')
+      --digest            answer the device's Digest challenge with the -u credentials
       --script FILE       send the requests listed in FILE, one 'METHOD URL [BODY]' per
                           line, instead of -X, -d and URL (see below)
       --count N           send the request N times; with --script, go through the
@@ -162,6 +164,9 @@ const KNOWN_OPTIONS: &[&str] = &[
     "--data",
     "-H",
     "--header",
+    "-u",
+    "--user",
+    "--digest",
     "--script",
     "--count",
     "--gap-us",
@@ -204,6 +209,9 @@ struct Options {
     timeout: Option<Duration>,
     json: bool,
     verbose: bool,
+    /// `-u`: user and password; `digest`: answer a Digest challenge with them (else Basic).
+    user: Option<(String, String)>,
+    digest: bool,
     /// `--script`: the requests to send instead of `method`, `url` and `body`.
     script: Option<Script>,
 }
@@ -269,6 +277,13 @@ impl Options {
         if let Some(timeout) = self.timeout {
             builder = builder.timeout(timeout);
         }
+        if let Some((user, password)) = &self.user {
+            builder = if self.digest {
+                builder.digest_auth(user, password)
+            } else {
+                builder.basic_auth(user, password)
+            };
+        }
         builder.build()
     }
 
@@ -296,6 +311,8 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
     let mut timeout_ms = None;
     let mut json = false;
     let mut verbose = false;
+    let mut user: Option<(String, String)> = None;
+    let mut digest = false;
     let mut script_path: Option<String> = None;
     let mut url: Option<String> = None;
     let mut options_ended = false;
@@ -331,16 +348,23 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
             }
             "-d" | "--data" => set_once(&mut data, value()?, flag)?,
             "-H" | "--header" => headers.push(parse_header(&value()?)?),
+            "-u" | "--user" => {
+                let v = value()?;
+                let (name, password) =
+                    v.split_once(':').ok_or_else(|| format!("{flag} needs USER:PASSWORD, got {v:?}"))?;
+                set_once(&mut user, (name.to_string(), password.to_string()), flag)?;
+            }
             "--script" => set_once(&mut script_path, value()?, flag)?,
             "--count" => set_once(&mut count, parse_number(flag, &value()?, 1..=u64::MAX)?, flag)?,
             "--gap-us" => set_once(&mut gap_us, parse_number(flag, &value()?, 0..=u64::MAX)?, flag)?,
             "--timeout-ms" => {
                 set_once(&mut timeout_ms, parse_number(flag, &value()?, 1..=MAX_TIMEOUT_MS)?, flag)?
             }
-            "--json" | "--verbose" if inline.is_some() => {
+            "--json" | "--verbose" | "--digest" if inline.is_some() => {
                 return Err(format!("option {flag} takes no value"));
             }
             "--json" => json = true,
+            "--digest" => digest = true,
             "-v" | "--verbose" => verbose = true,
             _ => {
                 return Err(match suggest_option(flag) {
@@ -378,6 +402,9 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
         (None, None) => return Err("missing URL".to_string()),
         (_, url) => url.unwrap_or_default(),
     };
+    if digest && user.is_none() {
+        return Err("--digest needs the credentials of -u/--user".to_string());
+    }
     let method = method.unwrap_or(if data.is_some() { Method::POST } else { Method::GET });
     let opts = Options {
         method,
@@ -389,6 +416,8 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
         timeout: timeout_ms.map(Duration::from_millis),
         json,
         verbose,
+        user,
+        digest,
         script,
     };
     opts.plan()?;
@@ -1342,6 +1371,37 @@ mod tests {
         assert_eq!((reqs[0].method.as_str(), reqs[0].target.as_str()), ("PUT", "/io?id=1"));
         assert_eq!(reqs[0].body, br#"{"on":true}"#);
         assert_eq!(reqs[0].header("X-Trace"), Some("7"));
+    }
+
+    #[test]
+    fn credentials_go_out_as_basic_or_answer_a_digest_challenge() {
+        let server = DeviceServer::keep_alive();
+        let (status, _, err) = ctl(&["-u", "op:pa:ss", "--timeout-ms", "2000"], &server.url("/io"));
+        assert_eq!(status, 0, "stderr: {err}");
+        // base64("op:pa:ss"): the password keeps its colons.
+        assert_eq!(server.requests()[0].header("Authorization"), Some("Basic b3A6cGE6c3M="));
+
+        let server = DeviceServer::start(|r| match r.header("Authorization") {
+            Some(a) if a.starts_with("Digest username=\"op\"") => Reply::ok_for(r, b"{}"),
+            _ => Reply::raw(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"d\", nonce=\"n\", \
+                 qop=auth\r\nContent-Length: 0\r\n\r\n",
+            ),
+        });
+        let (status, out, err) =
+            ctl(&["-u", "op:pw", "--digest", "--count", "2", "--json"], &server.url("/io"));
+        assert_eq!(status, 0, "stderr: {err}\n{out}");
+        assert_eq!(server.request_count(), 3, "one challenge for two commands");
+
+        for (args, message) in [
+            (&["--digest"][..], "--digest needs the credentials of -u/--user"),
+            (&["-u", "nocolon"][..], "-u needs USER:PASSWORD, got \"nocolon\""),
+            (&["--digest=1", "-u", "a:b"][..], "option --digest takes no value"),
+        ] {
+            let mut list: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            list.push("http://10.0.0.5/".into());
+            assert_eq!(parse_args(&list).unwrap_err(), message);
+        }
     }
 
     #[test]
