@@ -191,7 +191,7 @@ enum Command {
     /// `-h` / `--help`.
     Help,
     /// Send requests.
-    Run(Options),
+    Run(Box<Options>),
 }
 
 /// A validated command line.
@@ -421,7 +421,7 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
         script,
     };
     opts.plan()?;
-    Ok(Command::Run(opts))
+    Ok(Command::Run(Box::new(opts)))
 }
 
 /// Stores the value of an option that may be given only once.
@@ -1019,7 +1019,7 @@ mod tests {
 
     fn options(list: &[&str]) -> Options {
         match parse(list) {
-            Ok(Command::Run(opts)) => opts,
+            Ok(Command::Run(opts)) => *opts,
             other => panic!("{list:?} parsed as {other:?}"),
         }
     }
@@ -1038,7 +1038,7 @@ mod tests {
 
     fn script_options(list: &[&str], script: &str) -> Options {
         match parse_with_script(list, script) {
-            Ok(Command::Run(opts)) => opts,
+            Ok(Command::Run(opts)) => *opts,
             other => panic!("{list:?} with {script:?} parsed as {other:?}"),
         }
     }
