@@ -476,6 +476,12 @@ impl RequestBuilder {
     /// ```
     pub fn build(self) -> Result<Request> {
         let req = self.inner?;
+        if req.digest.is_some() && req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization")) {
+            return Err(Error::invalid_request(
+                "an Authorization header and digest_auth cannot be combined (the answer to the challenge is the \
+                 Authorization)",
+            ));
+        }
         let mut declared = None;
         for (name, value) in &req.headers {
             if name.eq_ignore_ascii_case("content-length") {
@@ -602,6 +608,17 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(wire(&req).matches("uthorization").count(), 1, "{}", wire(&req));
+        // Digest replaces an earlier Authorization; a later one is refused.
+        let dig = Request::get("http://h/").basic_auth("a", "1").digest_auth("b", "2").build().unwrap();
+        assert!(!wire(&dig).contains("Authorization"), "{}", wire(&dig));
+        let err =
+            Request::get("http://h/").digest_auth("b", "2").header("Authorization", "x").build().unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+        // Debug shows neither the Authorization value nor a password.
+        let shown =
+            format!("{:?} {:?}", Request::get("http://h/").basic_auth("a", "1").build().unwrap(), dig);
+        assert!(!shown.contains("YToxIg") && !shown.contains("YTox") && !shown.contains("\"2\""), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("digest_user: Some(\"b\")"), "{shown}");
         assert!(wire(&req).contains("Authorization: Basic Yjoy\r\n"));
         for (user, password) in [("a:b", "c"), ("a", "line\r\nX-Evil: 1"), ("a\u{0}", "b")] {
             let err = Request::get("http://h/").basic_auth(user, password).build().unwrap_err();
