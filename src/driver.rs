@@ -460,8 +460,12 @@ impl Driver {
             Answer::Addr(addr) => self.connect_to(engine, key, addr, label, now),
             // Parked until the lookup answers (under the engine's connect timeout); a lookup
             // that could not go to the background has answered already.
-            Answer::Pending if self.resolver.has_inline() => self.finish_lookups(engine, now),
-            Answer::Pending => {}
+            Answer::Pending => {
+                engine.on_resolving(key, true, now);
+                if self.resolver.has_inline() {
+                    self.finish_lookups(engine, now);
+                }
+            }
         }
     }
 
@@ -481,6 +485,7 @@ impl Driver {
                 if !engine.is_connecting(key) || self.sock(key).is_some() {
                     continue;
                 }
+                engine.on_resolving(key, false, now);
                 match &done.result {
                     Ok(addr) => self.connect_to(engine, key, *addr, Arc::clone(&done.label), now),
                     Err(e) => {
@@ -846,7 +851,13 @@ mod tests {
         server.join().unwrap();
         let result = |id| &done.iter().find(|c| c.id == id).unwrap().result;
         assert_eq!(result(ok).as_ref().map(|r| r.status()).ok(), Some(200));
-        assert!(matches!(result(stuck), Err(Error::ConnectTimedOut { .. })), "{:?}", result(stuck));
+        match result(stuck) {
+            Err(Error::Resolve { host, source }) => {
+                assert_eq!(host, &format!("device.local:{named_port}"));
+                assert_eq!(source.kind(), io::ErrorKind::TimedOut);
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(start.elapsed() < CONNECT_TIMEOUT * 10, "the deadline held: {:?}", start.elapsed());
 
         // The answer comes late; the next connection to the name uses it, without a new lookup.

@@ -156,7 +156,8 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The host name did not resolve to an address.
+    /// The host name did not resolve to an address, or its lookup did not finish within the
+    /// connect timeout (`source.kind()` is then `TimedOut`). Nothing was sent.
     Resolve {
         /// `host:port` as in the URL.
         host: String,
@@ -170,8 +171,7 @@ pub enum Error {
         /// The socket error.
         source: io::Error,
     },
-    /// The TCP handshake (or, for a host name, the name lookup before it) did not finish
-    /// within the connect timeout. Nothing was sent.
+    /// The TCP handshake did not finish within the connect timeout. Nothing was sent.
     ConnectTimedOut {
         /// `host:port` as in the URL.
         host: String,

@@ -336,6 +336,123 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
             let _ = writeln!(o, "The clients' own counters (warm-up included):\n\n{}\n", notes.join("\n"));
         }
     }
+    o.push_str(&targets(cfg, results));
+    o
+}
+
+/// The finwatch rows the issue's latency targets are about: its two blocking APIs.
+const MAIN_ROWS: [&str; 2] = ["finwatch", "finwatch-execute"];
+/// The busy-poll row, held to the busy-poll floor.
+const BUSY_ROW: &str = "finwatch-busy";
+
+/// The issue's targets (issue 4), checked on this run's own tables, so that nobody has to
+/// compare rows by hand: keep-alive p50 ≤ 1.15× and p99 ≤ 1.5× the blocking floor, busy-poll
+/// p50 ≤ 1.15× the busy-poll floor, ahead of every other client at p50 and p99 in every
+/// scenario, no failed command in (b), (c) and (d). Only what this run measured is checked.
+pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
+    let mut o = String::new();
+    let idx = |key: &str| cfg.clients.iter().position(|k| k.key == key);
+    let label = |i: usize| cfg.clients[i].label;
+    let ran = |r: &ScenarioResult, i: usize| r.not_run[i].is_none() && r.records[i].ok > 0;
+    let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+    let mut lines = Vec::new();
+    for r in results {
+        let sums: Vec<Summary> = r.records.iter().map(|rec| rec.summary()).collect();
+        let ratio_of = |i: usize, floor: &str, p99: bool| -> Option<f64> {
+            let f = idx(floor).filter(|&f| ran(r, f))?;
+            let (a, b) = if p99 { (sums[i].p99?, sums[f].p99?) } else { (sums[i].p50?, sums[f].p50?) };
+            Some(a as f64 / b as f64)
+        };
+        let letter = format!("({})", r.scenario.letter());
+        if r.scenario == Scenario::KeepAlive {
+            for key in MAIN_ROWS {
+                let Some(i) = idx(key).filter(|&i| ran(r, i)) else { continue };
+                if let (Some(p50), Some(p99)) =
+                    (ratio_of(i, FLOOR_BLOCKING, false), ratio_of(i, FLOOR_BLOCKING, true))
+                {
+                    lines.push(format!(
+                        "- {letter} {}: p50 {p50:.2}× the blocking floor (≤ 1.15×: {}), p99 {p99:.2}× (≤ 1.5×: {})",
+                        label(i),
+                        mark(p50 <= 1.15),
+                        mark(p99 <= 1.5)
+                    ));
+                }
+            }
+            if let Some(i) = idx(BUSY_ROW).filter(|&i| ran(r, i))
+                && let Some(p50) = ratio_of(i, FLOOR_SPIN, false)
+            {
+                lines.push(format!(
+                    "- {letter} {}: p50 {p50:.2}× the busy-poll floor (≤ 1.15×: {})",
+                    label(i),
+                    mark(p50 <= 1.15)
+                ));
+            }
+        }
+        // Ahead of every other client (not a floor, not finwatch) at p50 and p99.
+        let others: Vec<usize> = (0..cfg.clients.len())
+            .filter(|&i| ran(r, i))
+            .filter(|&i| {
+                !cfg.clients[i].key.starts_with("floor") && !cfg.clients[i].key.starts_with("finwatch")
+            })
+            .collect();
+        for (i, kind) in cfg.clients.iter().enumerate() {
+            if !kind.key.starts_with("finwatch") || !ran(r, i) {
+                continue;
+            }
+            let mut behind = Vec::new();
+            for &j in &others {
+                for (what, mine, theirs) in
+                    [("p50", sums[i].p50, sums[j].p50), ("p99", sums[i].p99, sums[j].p99)]
+                {
+                    if let (Some(a), Some(b)) = (mine, theirs)
+                        && a >= b
+                    {
+                        behind.push(format!(
+                            "{} at {what} ({} against {} µs)",
+                            label(j),
+                            us(Some(a)),
+                            us(Some(b))
+                        ));
+                    }
+                }
+            }
+            let failed = r.records[i].failed;
+            let lost = if r.scenario != Scenario::KeepAlive && failed > 0 {
+                format!("; **{failed} failed**")
+            } else {
+                String::new()
+            };
+            let main = MAIN_ROWS.contains(&kind.key);
+            let verdict = if others.is_empty() {
+                "no other client ran".to_string()
+            } else if behind.is_empty() {
+                "ahead of every other client at p50 and p99".to_string()
+            } else if main {
+                format!("**behind** {}", behind.join(", "))
+            } else {
+                format!("behind {}", behind.join(", "))
+            };
+            lines.push(format!("- {letter} {}: {verdict}{lost}", label(i)));
+        }
+    }
+    if lines.is_empty() {
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "## The targets of issue 4, checked on the tables above
+"
+    );
+    let _ = writeln!(
+        o,
+        "Held to them: `finwatch` and `finwatch (execute)` (the busy-poll row to the busy-poll \
+         floor); the other finwatch rows are listed for information. \"Other client\": not a floor, \
+         not finwatch. Failed commands are counted for (b), (c) and (d) (target: none).\n"
+    );
+    for l in lines {
+        let _ = writeln!(o, "{l}");
+    }
+    let _ = writeln!(o);
     o
 }
 
@@ -448,6 +565,45 @@ fn shorten(e: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A keep-alive result where each client took `ns` for every one of its commands.
+    fn keepalive(cfg: &Config, ns: &[u64]) -> ScenarioResult {
+        let records = ns
+            .iter()
+            .map(|&ns| {
+                let mut r = crate::stats::Record { ok: 10, ..Default::default() };
+                r.add_round(vec![ns; 10]);
+                r
+            })
+            .collect();
+        let n = cfg.clients.len();
+        ScenarioResult {
+            scenario: Scenario::KeepAlive,
+            records,
+            not_run: vec![None; n],
+            notes: vec![None; n],
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_targets_are_checked_on_the_run_itself() {
+        let mut cfg = Config::full();
+        let keys = ["floor-blocking", "floor-spin", "finwatch", "finwatch-execute", "finwatch-busy", "hyper"];
+        cfg.clients = keys.iter().map(|k| crate::clients::find(k).unwrap()).collect();
+        let r = keepalive(&cfg, &[100_000, 30_000, 110_000, 120_000, 36_000, 115_000]);
+        let out = targets(&cfg, &[r]);
+        for expected in [
+            "- (a) finwatch: p50 1.10× the blocking floor (≤ 1.15×: met), p99 1.10× (≤ 1.5×: met)",
+            "- (a) finwatch (execute): p50 1.20× the blocking floor (≤ 1.15×: **missed**)",
+            "- (a) finwatch (execute, busy-poll): p50 1.20× the busy-poll floor (≤ 1.15×: **missed**)",
+            "- (a) finwatch: ahead of every other client at p50 and p99",
+            "- (a) finwatch (execute): **behind** hyper (legacy Client, current-thread) at p50 (120.0 against 115.0 µs), \
+             hyper (legacy Client, current-thread) at p99 (120.0 against 115.0 µs)",
+        ] {
+            assert!(out.contains(expected), "{expected}\nnot in\n{out}");
+        }
+    }
 
     #[test]
     fn the_readme_table_is_replaced_between_its_markers_only() {

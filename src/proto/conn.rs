@@ -215,6 +215,8 @@ pub(crate) struct Conn {
     /// [`crate::proto::learn::CLOSES_AFTER_RESPONSE`] idle (a device that closes sends its FIN
     /// long before that, and the FIN is then seen before any write).
     pub(crate) probation: bool,
+    /// The driver is waiting for a name lookup before it can start the connect.
+    pub(crate) resolving: bool,
 }
 
 impl Conn {
@@ -231,6 +233,7 @@ impl Conn {
             last_response: None,
             spare: false,
             probation: false,
+            resolving: false,
         }
     }
 

@@ -463,8 +463,17 @@ impl Engine {
             match timer {
                 Timer::Request(r) => self.expire_request(r, now),
                 Timer::Connect(c) => {
-                    let host = self.conns.get(c).map(|c| c.host.to_string()).unwrap_or_default();
-                    self.connect_failed(c, Error::ConnectTimedOut { host }, "connect timed out", now);
+                    let Some(conn) = self.conns.get(c) else { continue };
+                    let host = conn.host.to_string();
+                    if conn.resolving {
+                        let source = io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the name lookup did not finish within the connect timeout",
+                        );
+                        self.connect_failed(c, Error::Resolve { host, source }, "name lookup timed out", now);
+                    } else {
+                        self.connect_failed(c, Error::ConnectTimedOut { host }, "connect timed out", now);
+                    }
                 }
                 Timer::Retire(c) => self.retire(c, why, now),
             }
@@ -497,6 +506,18 @@ impl Engine {
                     _ => None,
                 }
             }
+        }
+    }
+
+    /// The driver waits for a name lookup before it can start `conn`'s connect (`true`), or the
+    /// lookup has answered and the connect starts now (`false`): a connect timeout while
+    /// waiting is then a lookup that timed out, and the handshake is timed from the lookup's end.
+    pub(crate) fn on_resolving(&mut self, conn: Key, resolving: bool, now: Instant) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.resolving && !resolving {
+                c.created = now;
+            }
+            c.resolving = resolving;
         }
     }
 
@@ -1008,7 +1029,12 @@ impl Engine {
         log::debug!("request {}: {} asks for Digest authentication; sending it again", p.id.0, p.host);
         a.challenged = true;
         p.on = None;
-        h.digest = Some(DigestSession { challenge, nc: 0 });
+        match &mut h.digest {
+            // The same nonce (this request's answer was refused for another reason, or two
+            // requests were challenged at once): its count goes on, a server may refuse a repeat.
+            Some(s) if s.challenge.nonce == challenge.nonce => s.challenge = challenge,
+            _ => h.digest = Some(DigestSession { challenge, nc: 0 }),
+        }
         h.queue.push_front(r);
         true
     }

@@ -876,6 +876,16 @@ fn a_digest_challenge_is_answered_once_and_then_in_advance() {
     w.e.on_data(conn, OK, w.now);
     assert_eq!(w.completions()[0].result.as_ref().unwrap().status(), 200);
 
+    // Refused with the same nonce (the device lost its session, say): sent again, the count
+    // going on (a server may refuse a repeated count).
+    let id = w.e.submit(&req(Method::GET, "/io-state", ""), w.now);
+    assert_eq!(digest_param(&probe_and_capture(&mut w, conn), "nc"), "00000003");
+    w.e.on_data(conn, &unauthorized("n1"), w.now);
+    let again = probe_and_capture(&mut w, conn);
+    assert_eq!((digest_param(&again, "nonce"), digest_param(&again, "nc")), ("n1", "00000004"));
+    w.e.on_data(conn, OK, w.now);
+    assert_eq!(w.completions()[0].id, id);
+
     // The device changed its nonce: one more round trip, with the new one from count 1.
     let get = w.e.submit(&req(Method::GET, "/io-state", ""), w.now);
     probe_and_capture(&mut w, conn);
@@ -887,7 +897,7 @@ fn a_digest_challenge_is_answered_once_and_then_in_advance() {
     let done = w.completions();
     assert_eq!((done[0].id, done[0].result.as_ref().unwrap().status()), (get, 401));
     assert!(w.actions().is_empty());
-    assert_eq!((w.e.stats().retries, w.e.stats().succeeded), (0, 3));
+    assert_eq!((w.e.stats().retries, w.e.stats().succeeded), (0, 4));
 }
 
 /// A 401 without a Digest challenge we can answer, or to a request without Digest
