@@ -480,3 +480,26 @@ fn digest_authentication_costs_one_round_trip_in_all() {
     assert_eq!(dev.count_matching(|r| r.method == "PUT" && r.header("Authorization").is_some()), 1);
     assert_eq!(dev.connections_accepted(), 1);
 }
+
+/// A device that closes the connection after its 401 (many embedded servers do): the answer
+/// goes out on a fresh connection, never on the closed one.
+#[test]
+fn a_digest_challenge_with_connection_close_is_answered_on_a_fresh_connection() {
+    let dev = DeviceServer::start(|r| match r.header("Authorization") {
+        None => Reply::raw(
+            "HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nWWW-Authenticate: Digest realm=\"io\", \
+             nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
+        )
+        .then(After::Fin),
+        Some(_) => Reply::ok_for(r, b"{}"),
+    });
+    let mut c = client();
+    let post = Request::post(&dev.url("/api/pulse"), "ms=20").digest_auth("op", "pw").build().unwrap();
+    assert_eq!(c.send(post).unwrap().status(), 200);
+    let reqs = dev.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_ne!(reqs[0].conn, reqs[1].conn, "the answer goes on a new connection");
+    assert!(reqs[1].header("Authorization").unwrap().starts_with("Digest username=\"op\""));
+    assert_eq!(dev.bytes_after_fin(), 0);
+    assert_eq!(dev.count_matching(|r| r.body == b"ms=20" && r.header("Authorization").is_some()), 1);
+}
