@@ -200,6 +200,15 @@
 //! [`Trace`] of connection events, rendered as a Mermaid sequence diagram by
 //! [`Trace::to_mermaid`]).
 //!
+//! # Authentication
+//!
+//! [`RequestBuilder::basic_auth`] sends RFC 7617 credentials with the request.
+//! [`RequestBuilder::digest_auth`] answers a device's RFC 7616 Digest challenge: the first `401`
+//! is answered by sending the request once more (the device refused it, so even a POST is
+//! safe), and later requests to that device carry the answer from the start, so a control loop
+//! pays the extra round trip once per nonce, not per command. Credentials in the URL are
+//! refused; `Debug` output never shows them.
+//!
 //! # Feature `http`
 //!
 //! Off by default (the core depends on `mio`, `socket2`, `httparse` and `log` only). With it, the
