@@ -105,6 +105,8 @@ pub(crate) struct Driver {
     spin_until: Option<Instant>,
     /// The last poll filled the event buffer.
     events_full: bool,
+    /// The last poll filed finished name lookups (and started their connects).
+    looked_up: bool,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
     scratch: Box<[u8]>,
@@ -126,6 +128,7 @@ impl Driver {
             woken: false,
             spin_until: None,
             events_full: false,
+            looked_up: false,
             socks: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             resolver: Resolver::new(lookup),
@@ -320,6 +323,7 @@ impl Driver {
             }
         }
         self.ready = ready;
+        self.looked_up = looked_up;
         if looked_up {
             self.finish_lookups(engine, Instant::now());
         }
@@ -412,8 +416,8 @@ impl Driver {
                     && !self.events_full
                     && self.unfinished.is_empty();
                 // A later probe of the batch may rely on this poll only if it found nothing: the
-                // reads it caused took time.
-                *checked = vouched && self.ready.is_empty();
+                // reads (or connects) it caused took time.
+                *checked = vouched && self.ready.is_empty() && !self.looked_up;
             }
             if vouched {
                 return engine.is_probing(conn).then_some(ProbeOutcome::Alive);
