@@ -450,13 +450,25 @@ impl Driver {
         label: Arc<str>,
         now: Instant,
     ) {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            if let Err((source, _)) =
-                self.open(engine, key, SocketAddr::new(ip, port), Arc::clone(&label), None)
-            {
-                engine.on_connect_failed(key, Error::ConnectFailed { host: label.to_string(), source }, now);
+        match ip_literal(host, port) {
+            Some(Ok(addr)) => {
+                if let Err((source, _)) = self.open(engine, key, addr, Arc::clone(&label), None) {
+                    engine.on_connect_failed(
+                        key,
+                        Error::ConnectFailed { host: label.to_string(), source },
+                        now,
+                    );
+                }
+                return;
             }
-            return;
+            Some(Err(source)) => {
+                return engine.on_connect_failed(
+                    key,
+                    Error::Resolve { host: label.to_string(), source },
+                    now,
+                );
+            }
+            None => {}
         }
         // A lookup off the loop wakes it through the client's waker; without one, it runs here.
         let wake = self.waker().map_err(|e| log::warn!("no waker for background name lookups: {e}")).ok();
@@ -673,6 +685,33 @@ impl Driver {
     }
 }
 
+/// An IP literal as a URL gives it: IPv4, IPv6, or IPv6 with a zone (`fe80::1%eth0`: the
+/// interface's name or index; a name is looked up in `/sys/class/net`, so on Linux only, and
+/// elsewhere the index is needed). `None`: a host name, for the resolver.
+fn ip_literal(host: &str, port: u16) -> Option<io::Result<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(Ok(SocketAddr::new(ip, port)));
+    }
+    let (addr, zone) = host.split_once('%')?;
+    let addr = addr.parse::<std::net::Ipv6Addr>().ok()?;
+    let scope = match zone.parse::<u32>() {
+        Ok(index) => Ok(index),
+        Err(_) if cfg!(target_os = "linux") && !zone.contains('/') && zone != "." && zone != ".." => {
+            std::fs::read_to_string(format!("/sys/class/net/{zone}/ifindex"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, format!("no network interface {zone:?}"))
+                })
+        }
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("interface names in IPv6 zones are read on Linux only; give the index of {zone:?}"),
+        )),
+    };
+    Some(scope.map(|scope| SocketAddr::V6(std::net::SocketAddrV6::new(addr, port, 0, scope))))
+}
+
 /// The pre-write check: a non-blocking `MSG_PEEK` of one byte.
 fn probe(stream: &mio::net::TcpStream) -> ProbeOutcome {
     let mut byte = [0u8; 1];
@@ -787,6 +826,27 @@ mod tests {
         server.join().unwrap();
         assert_eq!((e.stats().connects, e.stats().connect_failures), (1, 0));
         assert_eq!(d.resolver.next_of(&label), Some(1), "new connections start with the address that worked");
+    }
+
+    #[test]
+    fn ip_literals_with_zones() {
+        let v6 = |r: Option<io::Result<SocketAddr>>| match r {
+            Some(Ok(SocketAddr::V6(a))) => (a.ip().to_string(), a.port(), a.scope_id()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(v6(ip_literal("fe80::1%7", 80)), ("fe80::1".to_string(), 80, 7));
+        assert!(matches!(ip_literal("10.0.0.5", 8080), Some(Ok(SocketAddr::V4(_)))));
+        assert!(ip_literal("device.local", 80).is_none(), "a name is the resolver's");
+        assert!(ip_literal("10.0.0.5%eth0", 80).is_none(), "zones are IPv6 only");
+        if cfg!(target_os = "linux") {
+            let lo: u32 =
+                std::fs::read_to_string("/sys/class/net/lo/ifindex").unwrap().trim().parse().unwrap();
+            assert_eq!(v6(ip_literal("fe80::1%lo", 80)).2, lo);
+            match ip_literal("fe80::1%nosuchif0", 80) {
+                Some(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// Turns the loop until `n` requests have completed (bounded by a deadline).

@@ -6,7 +6,8 @@
 
 use crate::error::{Error, Result};
 
-/// A parsed `http` URL: host, port and request target. Every request carries one
+/// A parsed `http` URL: host, port and request target; an IPv6 host may name the interface
+/// to reach it through (`[fe80::1%25eth0]`, RFC 6874). Every request carries one
 /// ([`crate::Request::url`]); requests to the same host and port share connections and one
 /// ordered queue.
 ///
@@ -21,7 +22,8 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
-    /// Host as written, without brackets for IPv6 (`10.0.0.5`, `::1`, `device.local`).
+    /// Host as written, without brackets for IPv6 (`10.0.0.5`, `::1`, `device.local`), an IPv6
+    /// zone in the RFC 4007 text form (`fe80::1%eth0`).
     host: String,
     port: u16,
     /// The `Host` header value: the authority without user info, default port omitted.
@@ -63,9 +65,24 @@ impl Url {
         if authority.contains('@') {
             return Err(bad("user info in URLs is not supported"));
         }
+        // An IPv6 literal may carry a zone (RFC 6874: `[fe80::1%25eth0]`; the RFC 4007 text form
+        // `[fe80::1%eth0]` is taken too): a link-local device is reached through an interface.
+        let mut zone: Option<&str> = None;
         let (host, port_str) = if let Some(after) = authority.strip_prefix('[') {
             let close = after.find(']').ok_or_else(|| bad("unterminated IPv6 literal"))?;
-            let host = &after[..close];
+            let mut host = &after[..close];
+            if let Some((addr, z)) = host.split_once('%') {
+                let z = z.strip_prefix("25").unwrap_or(z);
+                let valid = !z.is_empty()
+                    && z != "."
+                    && z != ".."
+                    && z.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+                if !valid {
+                    return Err(bad("invalid IPv6 zone (an interface name or index)"));
+                }
+                host = addr;
+                zone = Some(z);
+            }
             if host.parse::<std::net::Ipv6Addr>().is_err() {
                 return Err(bad("invalid IPv6 literal"));
             }
@@ -105,23 +122,33 @@ impl Url {
         if crate::request::check_target(&target).is_err() {
             return Err(bad("invalid path or query: visible ASCII only (percent-encode the rest)"));
         }
+        // The `Host` header never carries the zone: it means something only on this machine
+        // (RFC 6874 §4; curl and browsers leave it out too).
         let bracketed = if authority.starts_with('[') { format!("[{host}]") } else { host.to_string() };
         let authority = if port == 80 { bracketed } else { format!("{bracketed}:{port}") };
-        // `host:port`, the host lowercased and, if IPv6, bracketed: it also names the device in
-        // error messages and `ConnectionInfo`, where `::1:80` would be ambiguous.
+        // `host:port`, the host lowercased (not the zone: interface names are case-sensitive)
+        // and, if IPv6, bracketed: it also names the device in error messages and
+        // `ConnectionInfo`, where `::1:80` would be ambiguous. The same address through two
+        // interfaces is two devices.
+        let zoned = |h: String| match zone {
+            Some(z) => format!("{h}%{z}"),
+            None => h,
+        };
         let key = if authority.starts_with('[') {
-            format!("[{}]:{port}", host.to_ascii_lowercase())
+            format!("[{}]:{port}", zoned(host.to_ascii_lowercase()))
         } else {
             format!("{}:{port}", host.to_ascii_lowercase())
         }
         .into();
-        Ok(Url { host: host.to_string(), port, authority, target, key })
+        Ok(Url { host: zoned(host.to_string()), port, authority, target, key })
     }
 
-    /// The host as written, without IPv6 brackets.
+    /// The host as written, without IPv6 brackets; an IPv6 zone follows a `%`, decoded
+    /// (`http://[fe80::1%25eth0]/` has host `fe80::1%eth0`: the address on interface `eth0`).
     ///
     /// ```
     /// assert_eq!(finwatch::Url::parse("http://[::1]:9000/")?.host(), "::1");
+    /// assert_eq!(finwatch::Url::parse("http://[fe80::1%25eth0]/")?.host(), "fe80::1%eth0");
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn host(&self) -> &str {
@@ -138,12 +165,14 @@ impl Url {
         self.port
     }
 
-    /// The `Host` header value: host (bracketed if IPv6) and port, the port omitted when it is 80.
+    /// The `Host` header value: host (bracketed if IPv6, without a zone) and port, the port
+    /// omitted when it is 80.
     ///
     /// ```
     /// use finwatch::Url;
     /// assert_eq!(Url::parse("http://10.0.0.5:80/")?.authority(), "10.0.0.5");
     /// assert_eq!(Url::parse("http://[::1]:8080/")?.authority(), "[::1]:8080");
+    /// assert_eq!(Url::parse("http://[fe80::1%25eth0]:8080/")?.authority(), "[fe80::1]:8080");
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn authority(&self) -> &str {
@@ -209,6 +238,33 @@ mod tests {
         assert!(Url::parse("http://[::1/x").is_err());
         assert!(Url::parse("http://[nothex]/").is_err());
         assert!(Url::parse("http://[::1]x/").is_err());
+    }
+
+    #[test]
+    fn ipv6_zones() {
+        let u = Url::parse("http://[FE80::1%25eth0]:8080/x").unwrap();
+        assert_eq!((u.host(), u.port(), u.authority()), ("FE80::1%eth0", 8080, "[FE80::1]:8080"));
+        assert_eq!(&**u.host_key(), "[fe80::1%eth0]:8080");
+        // The RFC 4007 text form, as `ip` prints it.
+        let u = Url::parse("http://[fe80::1%eth0]/x").unwrap();
+        assert_eq!(
+            (u.host(), u.authority(), &*u.host_key().clone()),
+            ("fe80::1%eth0", "[fe80::1]", "[fe80::1%eth0]:80")
+        );
+        // The zone keeps its case; the same address on another interface is another device.
+        assert_eq!(&**Url::parse("http://[fe80::1%25ETH0]/").unwrap().host_key(), "[fe80::1%ETH0]:80");
+        assert_eq!(Url::parse("http://[fe80::1%253]/").unwrap().host(), "fe80::1%3");
+        for bad in [
+            "http://[fe80::1%25]/",
+            "http://[fe80::1%]/",
+            "http://[fe80::1%25eth/0]/",
+            "http://[fe80::1%25..]/",
+            "http://[fe80::1%25e%20x]/",
+            "http://[10.0.0.5%25eth0]/",
+            "http://fe80::1%25eth0/",
+        ] {
+            assert!(Url::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
     }
 
     #[test]
