@@ -90,6 +90,12 @@ RESPONSE_SEEDS = {
     "bad_status_line": resp(b"HTTP/1.1 2x0 OK\r\n\r\n"),
     "not_http": resp(b"SSH-2.0-OpenSSH\r\n"),
     "empty_eof": resp(b"", eof=True),
+    "digest_challenges": resp(
+        b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm="x", Digest realm="a \\"b\\"", '
+        b'nonce="abc", qop="auth,auth-int", algorithm=SHA-256-sess, opaque="o"\r\n'
+        b'WWW-Authenticate: Digest realm="r", nonce=n2\r\nContent-Length: 0\r\n\r\n',
+        splits=(40, 30),
+    ),
 }
 
 # ---------------------------------------------------------------- engine
@@ -104,15 +110,17 @@ CANNED = [
     b"HTTP/1.1 200 OK\r\n\r\nclose-delimited",
     b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1, max=2\r\nContent-Length: 0\r\n\r\n",
+    b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm="r", nonce="n", qop=auth\r\nContent-Length: 0\r\n\r\n',
 ]
-R_CL, R_CLOSE, R_CHUNKED, R_UNTIL_CLOSE, R_INTERIM, R_KEEP_ALIVE = range(len(CANNED))
+R_CL, R_CLOSE, R_CHUNKED, R_UNTIL_CLOSE, R_INTERIM, R_KEEP_ALIVE, R_CHALLENGE = range(len(CANNED))
 RESPONSE_LENS = [len(r) for r in CANNED]
 
 
-def submit(method, host=0, timeout_ms=None):
-    """op 0: submit; the arg byte chooses method (arg % 4), host (arg / 4 % 3) and, with bit 7,
-    a timeout of arg & 0x3f ms."""
-    args = [a for a in range(256) if a % 4 == method and a // 4 % 3 == host]
+def submit(method, host=0, timeout_ms=None, digest=False):
+    """op 0: submit; the arg byte chooses method (arg % 4), host (arg / 4 % 3), with bit 7 a
+    timeout of arg & 0x3f ms, and with bit 6 Digest credentials."""
+    want = 0x40 if digest else 0
+    args = [a for a in range(256) if a % 4 == method and a // 4 % 3 == host and a & 0x40 == want]
     if timeout_ms is None:
         return [0, next(a for a in args if a & 0x80 == 0)]
     # The timeout shares its low bits with the method: take the nearest one not below the ask.
@@ -167,6 +175,10 @@ def exchange(c, which=R_CL):
 
 
 ENGINE_SEEDS = {
+    # A POST with Digest credentials is challenged, sent again with the answer, and answered.
+    "digest_challenge_post": seq(
+        submit(POST, digest=True), connected(0), exchange(0, R_CHALLENGE), exchange(0, R_CL)
+    ),
     # submit -> connect -> probe -> write -> data, then the device closes the idle connection.
     "get_ok_then_idle_fin": seq(submit(GET), connected(0), exchange(0), fin(0)),
     # Keep-alive reuse: the second request goes on the same connection after a fresh probe.
@@ -251,6 +263,12 @@ REGRESSIONS = {
         "reason_missing": resp(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"),
         "reason_obs_text": resp(b"HTTP/1.1 200 Gr\xf6\xdfe\r\nContent-Length: 0\r\n\r\n"),
         "interim_reason_missing": resp(b"HTTP/1.1 100\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"),
+        # A backslash before a multi-byte character in a challenge's quoted-string: the parser
+        # stepped into the middle of the character and panicked slicing the string (digest.rs).
+        "digest_backslash_utf8": resp(
+            b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm="\\\xc3\xa9", nonce=n\r\n'
+            b"Content-Length: 0\r\n\r\n"
+        ),
     },
     "engine": {
         "reason_missing": seq(

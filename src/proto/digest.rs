@@ -157,9 +157,11 @@ fn parse_challenges(v: &[u8]) -> Vec<(String, Vec<(String, String)>)> {
                             i += 1;
                             break;
                         }
+                        // quoted-pair: the next character, whatever its length in UTF-8.
                         b'\\' if i + 1 < b.len() => {
-                            val.push(b[i + 1] as char);
-                            i += 2;
+                            let ch = s[i + 1..].chars().next().unwrap_or('\u{fffd}');
+                            val.push(ch);
+                            i += 1 + ch.len_utf8();
                         }
                         _ => {
                             // Copy one UTF-8 character.
@@ -434,6 +436,44 @@ mod tests {
         let v = authorization(&c, &creds, "GET", "/dir/index.html", 1, "0a4f113b");
         assert!(v.contains(r#"response="6629fae49393a05397450978507c4ef1""#), "{v}");
         assert!(!v.contains("algorithm="), "not sent when the server did not name it: {v}");
+    }
+
+    /// Any bytes: no panic (a multi-byte character after a backslash once split a character).
+    #[test]
+    fn arbitrary_challenges_do_not_panic() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let alphabet: Vec<&[u8]> = vec![
+            b"Digest ",
+            b"realm",
+            b"nonce",
+            b"qop",
+            b"=",
+            b"\"",
+            b"\\",
+            b",",
+            b" ",
+            b"auth",
+            b"\xc3\xa9",
+            b"\xff",
+            b"algorithm=SHA-256",
+            b"a",
+            b"%",
+            b"\t",
+        ];
+        for _ in 0..20_000 {
+            let mut v = Vec::new();
+            for _ in 0..(x % 24) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                v.extend_from_slice(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            if let Some(c) = best_challenge([v.as_slice()].into_iter()) {
+                let creds = Credentials { user: "u".into(), password: "p".into() };
+                let _ = authorization(&c, &creds, "GET", "/", 1, "c");
+            }
+        }
+        assert!(best_challenge([&b"Digest realm=\"\\\xc3\xa9\", nonce=n"[..]].into_iter()).is_some());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::proto::digest::{self, Credentials};
 use crate::proto::engine::{Action, Config, Engine, ProbeOutcome, RequestId};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
 use crate::proto::slab::Key;
@@ -69,6 +70,11 @@ fn read(limits: Limits, head_request: bool, eof: bool, pieces: &[&[u8]]) -> Outc
         return Outcome::Incomplete;
     }
     let (resp, persistence) = r.finish(Meta::default());
+    // A Digest challenge in it is parsed and answered as the engine would (no panic, any bytes).
+    if let Some(c) = digest::best_challenge(resp.header_bytes("www-authenticate")) {
+        let creds = Credentials { user: "u".into(), password: "p".into() };
+        let _ = digest::authorization(&c, &creds, "GET", "/", 1, "cnonce");
+    }
     assert!(resp.body().len() <= limits.max_body_bytes);
     assert!(resp.head.len() <= limits.max_head_bytes);
     Outcome::Complete {
