@@ -2,7 +2,8 @@
 //! challenge in, an `Authorization` value out.
 //!
 //! Supported: algorithms `MD5`, `MD5-sess`, `SHA-256`, `SHA-256-sess` (SHA-256 preferred when
-//! a server offers both), `qop=auth` and the legacy form without `qop` (RFC 2069). Not
+//! a server offers both), `qop=auth` and the legacy form without `qop` (RFC 2069), and the
+//! `nextnonce` of `Authentication-Info` (one-time nonces cost no 401 each). Not
 //! supported: `auth-int` alone, `SHA-512-256`, `userhash=true`; such a challenge is left to
 //! the caller (the 401 is delivered). The hashes are written here (RFC 1321, FIPS 180-4) and
 //! checked against their published vectors and RFC 7616's worked example.
@@ -67,6 +68,23 @@ pub(crate) fn best_challenge<'a>(values: impl Iterator<Item = &'a [u8]>) -> Opti
         }
     }
     best
+}
+
+/// The `nextnonce` of an `Authentication-Info` header (RFC 7616 §3.5): the nonce the server
+/// wants the next request to use (a server with one-time nonces sends one with every response).
+pub(crate) fn next_nonce<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let mut found = None;
+    for v in values {
+        // A list of auth-params without a scheme: parsed as the parameters of a dummy one.
+        let mut with_scheme = b"Info ".to_vec();
+        with_scheme.extend_from_slice(v);
+        for (_, params) in parse_challenges(&with_scheme) {
+            if let Some((_, n)) = params.into_iter().find(|(k, _)| k.eq_ignore_ascii_case("nextnonce")) {
+                found = Some(n);
+            }
+        }
+    }
+    found.filter(|n| !n.is_empty())
 }
 
 fn challenge_from(params: &[(String, String)]) -> Option<Challenge> {
@@ -474,6 +492,15 @@ mod tests {
             }
         }
         assert!(best_challenge([&b"Digest realm=\"\\\xc3\xa9\", nonce=n"[..]].into_iter()).is_some());
+    }
+
+    #[test]
+    fn next_nonce_is_read_from_authentication_info() {
+        let v = b"qop=auth, rspauth=\"6629fae4\", cnonce=\"0a4f113b\", nc=00000001, nextnonce=\"n2\"";
+        assert_eq!(next_nonce([&v[..]].into_iter()).as_deref(), Some("n2"));
+        assert_eq!(next_nonce([&b"nextnonce=tok"[..]].into_iter()).as_deref(), Some("tok"));
+        assert_eq!(next_nonce([&b"rspauth=\"x\""[..]].into_iter()), None);
+        assert_eq!(next_nonce([&b"nextnonce=\"\""[..]].into_iter()), None);
     }
 
     #[test]

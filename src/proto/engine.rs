@@ -994,6 +994,15 @@ impl Engine {
             // Sent again, first in its queue, with the answer: not a completion.
             self.recycle(resp);
         } else if let Some(p) = self.reqs.remove(ex.req) {
+            // A server with one-time (or expiring) nonces names the next one (RFC 7616 §3.5):
+            // taking it saves the next request a 401.
+            if p.auth.is_some()
+                && let Some(nonce) = digest::next_nonce(resp.header_bytes("authentication-info"))
+                && let Some(session) = self.hosts.get_mut(&host).and_then(|h| h.digest.as_mut())
+            {
+                session.challenge.nonce = nonce;
+                session.nc = 0;
+            }
             self.stats.succeeded += 1;
             self.completions.push_back(Completion { id: p.id, result: Ok(resp) });
             self.recycle_wire(p.wire);

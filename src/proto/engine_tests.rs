@@ -918,3 +918,26 @@ fn a_401_without_an_answerable_challenge_is_delivered() {
     w.e.on_data(conn, &unauthorized("n"), w.now);
     assert_eq!(w.completions()[0].result.as_ref().unwrap().status(), 401);
 }
+
+/// A device with one-time nonces names the next one in `Authentication-Info`: the next request
+/// answers with it (count 1) instead of paying a 401 per command.
+#[test]
+fn a_digest_next_nonce_is_taken() {
+    let mut w = World::new();
+    let get = || Request::get("http://10.0.0.5/io-state").digest_auth("u", "p").build().unwrap();
+    w.e.submit(&get(), w.now);
+    let actions = w.actions();
+    let [Action::Connect { conn, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    let conn = *conn;
+    w.e.on_connected(conn, w.now);
+    probe_and_capture(&mut w, conn);
+    w.e.on_data(conn, &unauthorized("n1"), w.now);
+    assert_eq!(digest_param(&probe_and_capture(&mut w, conn), "nonce"), "n1");
+    let ok_next = b"HTTP/1.1 200 OK\r\nAuthentication-Info: qop=auth, rspauth=\"x\", nextnonce=\"n9\"\r\n\
+                    Content-Length: 2\r\n\r\nok";
+    w.e.on_data(conn, ok_next, w.now);
+    assert_eq!(w.completions()[0].result.as_ref().unwrap().status(), 200);
+    w.e.submit(&get(), w.now);
+    let next = probe_and_capture(&mut w, conn);
+    assert_eq!((digest_param(&next, "nonce"), digest_param(&next, "nc")), ("n9", "00000001"));
+}
