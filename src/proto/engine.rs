@@ -1323,8 +1323,6 @@ const POOLED_BUFFER_MAX: usize = 64 * 1024;
 /// Hosts with nothing open are forgotten (with what was learned of them) beyond this many.
 const MAX_IDLE_HOSTS: usize = 1024;
 
-/// Whether a retirement means the device's next command needs a new connection (so a warm
-/// spare is worth opening), as opposed to a fault.
 /// Writes (or rewrites) the `Authorization` line of a Digest request into its wire, answering
 /// `session`'s challenge with its current nonce count and a fresh client nonce.
 fn authorize(wire: &mut Vec<u8>, a: &mut DigestAuth, session: &DigestSession) {
@@ -1352,6 +1350,8 @@ fn cnonce() -> String {
     out
 }
 
+/// Whether a retirement means the device's next command needs a new connection (so a warm
+/// spare is worth opening), as opposed to a fault.
 fn will_end(reason: RetireReason) -> bool {
     matches!(
         reason,
