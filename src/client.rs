@@ -601,6 +601,17 @@ impl std::os::fd::AsRawFd for Client {
 #[must_use]
 pub struct ClientBuilder {
     cfg: Config,
+    lookup: Option<Lookup>,
+}
+
+/// A caller's resolver ([`ClientBuilder::resolver`]).
+#[derive(Clone)]
+struct Lookup(crate::resolve::LookupFn);
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lookup(<fn>)")
+    }
 }
 
 impl ClientBuilder {
@@ -807,10 +818,39 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client> {
         let mut cfg = self.cfg;
         cfg.limits.max_headers = cfg.limits.max_headers.min(MAX_HEADERS_CAP);
-        Ok(Client {
-            engine: Engine::new(cfg),
-            driver: Driver::new().map_err(Error::Io)?,
-            ready: VecDeque::new(),
-        })
+        let driver = match self.lookup {
+            Some(Lookup(f)) => Driver::with_lookup(f),
+            None => Driver::new(),
+        };
+        Ok(Client { engine: Engine::new(cfg), driver: driver.map_err(Error::Io)?, ready: VecDeque::new() })
+    }
+
+    /// Looks host names up with `lookup` instead of the system resolver: a table of devices, a
+    /// service registry, an mDNS browser. It is called as the system resolver is, on a thread
+    /// of its own (so it may block) and bounded by the connect timeout, with the host and
+    /// port of the URL; its answer is cached like the system's (looked up again after a
+    /// minute, or once every address has failed). An error or an empty list is
+    /// [`Error::Resolve`]. IP literals never reach it.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// # let base = finwatch::__doc_device();
+    /// # let device: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    /// let mut client = finwatch::Client::builder()
+    ///     .resolver(move |name, _port| match name {
+    ///         "valve-7" => Ok(vec![device]),
+    ///         _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "unknown device")),
+    ///     })
+    ///     .build()?;
+    /// assert!(client.get("http://valve-7/io-state")?.is_success());
+    /// assert!(client.get("http://valve-8/io-state").is_err());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn resolver(
+        mut self,
+        lookup: impl Fn(&str, u16) -> std::io::Result<Vec<std::net::SocketAddr>> + Send + Sync + 'static,
+    ) -> ClientBuilder {
+        self.lookup = Some(Lookup(std::sync::Arc::new(lookup)));
+        self
     }
 }

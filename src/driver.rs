@@ -118,6 +118,11 @@ impl Driver {
         Driver::with(256, crate::resolve::system_lookup())
     }
 
+    /// A driver whose host names go to `lookup` instead of the system resolver.
+    pub(crate) fn with_lookup(lookup: LookupFn) -> io::Result<Driver> {
+        Driver::with(256, lookup)
+    }
+
     fn with(events: usize, lookup: LookupFn) -> io::Result<Driver> {
         Ok(Driver {
             poll: Poll::new()?,

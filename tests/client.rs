@@ -513,3 +513,35 @@ fn a_digest_challenge_with_connection_close_is_answered_on_a_fresh_connection() 
     assert_eq!(dev.bytes_after_fin(), 0);
     assert_eq!(dev.count_matching(|r| r.body == b"ms=20" && r.header("Authorization").is_some()), 1);
 }
+
+/// A caller's resolver (a table of devices, a registry) replaces the system's: called once
+/// per name (then cached), off the loop, and its refusal is `Error::Resolve`.
+#[test]
+fn a_callers_resolver_names_the_devices() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dev = DeviceServer::keep_alive();
+    let addr = dev.addr();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let mut c = Client::builder()
+        .request_timeout(Duration::from_secs(5))
+        .resolver(move |name, port| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            match (name, port) {
+                ("valve-7", 80) => Ok(vec![addr]),
+                _ => Ok(vec![]),
+            }
+        })
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.get("http://valve-7/io-state").unwrap().status(), 200);
+    }
+    match c.get("http://valve-8/io-state") {
+        Err(Error::Resolve { host, .. }) => assert_eq!(host, "valve-8:80"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one lookup per name");
+    assert_eq!(dev.requests()[0].header("Host"), Some("valve-7"));
+}
