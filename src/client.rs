@@ -818,11 +818,9 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client> {
         let mut cfg = self.cfg;
         cfg.limits.max_headers = cfg.limits.max_headers.min(MAX_HEADERS_CAP);
-        let driver = match self.lookup {
-            Some(Lookup(f)) => Driver::with_lookup(f),
-            None => Driver::new(),
-        };
-        Ok(Client { engine: Engine::new(cfg), driver: driver.map_err(Error::Io)?, ready: VecDeque::new() })
+        let lookup = self.lookup.map_or_else(crate::resolve::system_lookup, |Lookup(f)| f);
+        let driver = Driver::with_lookup(lookup).map_err(Error::Io)?;
+        Ok(Client { engine: Engine::new(cfg), driver, ready: VecDeque::new() })
     }
 
     /// Looks host names up with `lookup` instead of the system resolver: a table of devices, a

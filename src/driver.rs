@@ -114,11 +114,13 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub(crate) fn new() -> io::Result<Driver> {
+    /// A driver with the system resolver (the tests' default).
+    #[cfg(test)]
+    fn new() -> io::Result<Driver> {
         Driver::with(256, crate::resolve::system_lookup())
     }
 
-    /// A driver whose host names go to `lookup` instead of the system resolver.
+    /// A driver whose host names go to `lookup` (the system resolver or the caller's).
     pub(crate) fn with_lookup(lookup: LookupFn) -> io::Result<Driver> {
         Driver::with(256, lookup)
     }
@@ -456,16 +458,7 @@ impl Driver {
         now: Instant,
     ) {
         match ip_literal(host, port) {
-            Some(Ok(addr)) => {
-                if let Err((source, _)) = self.open(engine, key, addr, Arc::clone(&label), None) {
-                    engine.on_connect_failed(
-                        key,
-                        Error::ConnectFailed { host: label.to_string(), source },
-                        now,
-                    );
-                }
-                return;
-            }
+            Some(Ok(addr)) => return self.connect_to(engine, key, addr, label, None, now),
             Some(Err(source)) => {
                 return engine.on_connect_failed(
                     key,
@@ -478,7 +471,7 @@ impl Driver {
         // A lookup off the loop wakes it through the client's waker; without one, it runs here.
         let wake = self.waker().map_err(|e| log::warn!("no waker for background name lookups: {e}")).ok();
         match self.resolver.resolve(wake, &label, host, port, key, now) {
-            Answer::Addr(addr) => self.connect_to(engine, key, addr, label, now),
+            Answer::Addr(addr) => self.connect_to(engine, key, addr, label, Some(Attempt { tried: 1 }), now),
             // Parked until the lookup answers (under the engine's connect timeout); a lookup
             // that could not go to the background has answered already.
             Answer::Pending => {
@@ -490,9 +483,17 @@ impl Driver {
         }
     }
 
-    /// Starts the connect of `key` to `addr`, the first address tried for a host name.
-    fn connect_to(&mut self, engine: &mut Engine, key: Key, addr: SocketAddr, label: Arc<str>, now: Instant) {
-        let attempt = Some(Attempt { tried: 1 });
+    /// Starts the connect of `key` to `addr`: an IP literal (`attempt` `None`), or the first
+    /// address tried for a host name.
+    fn connect_to(
+        &mut self,
+        engine: &mut Engine,
+        key: Key,
+        addr: SocketAddr,
+        label: Arc<str>,
+        attempt: Option<Attempt>,
+        now: Instant,
+    ) {
         if let Err((source, attempt)) = self.open(engine, key, addr, Arc::clone(&label), attempt) {
             self.connect_failed(engine, key, label, source, attempt, now);
         }
@@ -508,7 +509,10 @@ impl Driver {
                 }
                 engine.on_resolving(key, false, now);
                 match &done.result {
-                    Ok(addr) => self.connect_to(engine, key, *addr, Arc::clone(&done.label), now),
+                    Ok(addr) => {
+                        let attempt = Some(Attempt { tried: 1 });
+                        self.connect_to(engine, key, *addr, Arc::clone(&done.label), attempt, now)
+                    }
                     Err(e) => {
                         let source = io::Error::new(e.kind(), e.to_string());
                         engine.on_connect_failed(
@@ -701,7 +705,8 @@ fn ip_literal(host: &str, port: u16) -> Option<io::Result<SocketAddr>> {
     let addr = addr.parse::<std::net::Ipv6Addr>().ok()?;
     let scope = match zone.parse::<u32>() {
         Ok(index) => Ok(index),
-        Err(_) if cfg!(target_os = "linux") && !zone.contains('/') && zone != "." && zone != ".." => {
+        // `Url::parse` let only unreserved characters through, and not `.` or `..`: no path.
+        Err(_) if cfg!(target_os = "linux") => {
             std::fs::read_to_string(format!("/sys/class/net/{zone}/ifindex"))
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok())

@@ -125,24 +125,23 @@ impl Resolver {
             failures: 0,
             waiting: Vec::new(),
         });
-        let usable = !entry.addrs.is_empty() && !entry.all_failed();
+        let cached = (!entry.addrs.is_empty() && !entry.all_failed()).then(|| entry.addrs[entry.next]);
         let stale = entry.resolved_at.is_none_or(|t| now.saturating_duration_since(t) >= REFRESH_AFTER);
-        if usable && !stale {
-            return Answer::Addr(entry.addrs[entry.next]);
+        if let Some(addr) = cached
+            && !stale
+        {
+            return Answer::Addr(addr);
         }
-        let answer = if usable {
-            // Stale but working: used while the new answer is fetched.
-            Some(Answer::Addr(entry.addrs[entry.next]))
-        } else {
+        // Stale but working: used while the new answer is fetched. Else the connection waits.
+        if cached.is_none() {
             entry.waiting.push(key);
             self.parked += 1;
-            None
-        };
+        }
         if !entry.in_flight {
             entry.in_flight = true;
             self.start(wake, Arc::clone(label));
         }
-        answer.unwrap_or(Answer::Pending)
+        cached.map_or(Answer::Pending, Answer::Addr)
     }
 
     /// A lookup ran on the loop thread (no background possible): its answer waits in

@@ -284,8 +284,10 @@ pub(crate) fn md5(data: &[u8]) -> [u8; 16] {
     ];
     let mut h: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
     for block in padded(data, false).chunks_exact(64) {
-        let m: Vec<u32> =
-            block.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+        let mut m = [0u32; 16];
+        for (x, w) in m.iter_mut().zip(block.chunks_exact(4)) {
+            *x = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        }
         let [mut a, mut b, mut c, mut d] = h;
         for i in 0..64 {
             let (f, g) = match i / 16 {

@@ -351,10 +351,10 @@ impl Engine {
         let key = HostKey::new(req.url.host_key().clone());
         let mut wire = self.wire_pool.pop().unwrap_or_default();
         req.encode(&mut wire);
-        // The head ends with the first empty line (header values hold no CR/LF); an
-        // `Authorization` line goes right before it.
+        // The wire is the head's lines, an empty line and the body: an `Authorization` line
+        // goes right before the empty line.
         let auth = req.digest.as_ref().map(|creds| {
-            let at = wire.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 2);
+            let at = wire.len() - req.body.len() - 2;
             Box::new(DigestAuth { creds: Arc::clone(creds), at, len: 0, challenged: false })
         });
         let pending = Pending {
