@@ -107,6 +107,10 @@ pub(crate) struct Driver {
     events_full: bool,
     /// The last poll filed finished name lookups (and started their connects).
     looked_up: bool,
+    /// A busy-poll spin read a socket directly since the last poll: epoll's ready list still
+    /// holds that socket (its data arrived unannounced), so a zero-timeout poll would spend its
+    /// time re-polling it; the pre-write check peeks instead (see `check_before_write`).
+    read_around_poller: bool,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock>>,
     scratch: Box<[u8]>,
@@ -133,6 +137,7 @@ impl Driver {
             unfinished: Vec::new(),
             waker: None,
             woken: false,
+            read_around_poller: false,
             spin_until: None,
             events_full: false,
             looked_up: false,
@@ -243,6 +248,7 @@ impl Driver {
             match sole {
                 // A due timer waits for a full pass: the poller's news first (see `turn`).
                 Some(key) if !pass.is_multiple_of(POLLER_EVERY) && !engine.timer_due(now) => {
+                    self.read_around_poller = true;
                     self.read_all(engine, key, false, now);
                     self.after_io(engine, now);
                     if !engine.is_busy(key) {
@@ -290,6 +296,7 @@ impl Driver {
                 Err(e) => return Err(e),
             }
         }
+        self.read_around_poller = false;
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
         let mut n = 0;
@@ -409,14 +416,17 @@ impl Driver {
     /// What the poll reports is read at once, so the engine learns of the FIN (or the reset,
     /// or the unsolicited bytes) before the write, exactly as from the peek. When the poll
     /// cannot vouch for every socket (a full event buffer, reads paused at the budget, a
-    /// failed poll), and on other systems, the socket is peeked.
+    /// failed poll), and on other systems, the socket is peeked. So it is after a busy-poll
+    /// spin read the socket around the poller: epoll's ready list then still holds it, and a
+    /// zero-timeout poll that re-polls and unlinks it (for the next response to link again)
+    /// cost 0.15–0.8 µs more per round trip than the peek (`benches/turnaround.rs`).
     fn check_before_write(
         &mut self,
         engine: &mut Engine,
         conn: Key,
         checked: &mut bool,
     ) -> Option<ProbeOutcome> {
-        if cfg!(target_os = "linux") {
+        if cfg!(target_os = "linux") && !self.read_around_poller {
             let mut vouched = *checked;
             if !vouched && self.unfinished.is_empty() {
                 vouched = self.poll_events(engine, Some(Duration::ZERO)).is_ok()
@@ -1070,5 +1080,46 @@ mod tests {
         assert!(written_after_fin.is_empty(), "{:?}", String::from_utf8_lossy(&written_after_fin));
         let s = e.stats();
         assert_eq!((s.connects, s.fins_caught_by_peek, s.retries, s.failed), (3, 1, 0, 0), "{s:?}");
+    }
+
+    /// Busy-poll reads the awaited socket around the poller, so the pre-write check peeks the
+    /// chosen socket instead of polling (epoll's ready list still holds it): a FIN that arrived
+    /// after the response stops the write just the same.
+    #[test]
+    fn after_a_busy_poll_read_the_pre_write_peek_stops_the_write_on_a_fin() {
+        let mut d = Driver::new().unwrap();
+        let cfg = Config { warm_spares: false, busy_poll: Some(Duration::from_secs(2)), ..Config::default() };
+        let mut e = Engine::new(cfg);
+        let device = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = |p: &str| format!("http://{}{p}", device.local_addr().unwrap());
+        e.submit(&Request::get(&url("/")).build().unwrap(), Instant::now());
+        d.turn(&mut e, Some(Instant::now()), false).unwrap();
+        let (mut s, _) = device.accept().unwrap();
+        let t = std::thread::spawn(move || {
+            read_head(&mut s);
+            s.write_all(OK).unwrap();
+            s
+        });
+        // The response arrives while the loop spins on the socket (a 2 s budget).
+        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
+        let mut dev_conn = t.join().unwrap();
+        assert!(d.read_around_poller, "the response was read by the spin, not through the poller");
+        dev_conn.shutdown(Shutdown::Write).unwrap();
+
+        e.submit(&Request::get(&url("/next")).build().unwrap(), Instant::now());
+        let server = std::thread::spawn(move || {
+            dev_conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut rest = Vec::new();
+            let _ = dev_conn.read_to_end(&mut rest);
+            let (mut s, _) = device.accept().unwrap();
+            read_head(&mut s);
+            s.write_all(OK).unwrap();
+            rest
+        });
+        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
+        let written_after_fin = server.join().unwrap();
+        assert!(written_after_fin.is_empty(), "{:?}", String::from_utf8_lossy(&written_after_fin));
+        let s = e.stats();
+        assert_eq!((s.connects, s.fins_caught_by_peek, s.retries, s.failed), (2, 1, 0, 0), "{s:?}");
     }
 }
