@@ -73,7 +73,8 @@ impl Scenario {
 pub struct Config {
     pub scenarios: Vec<Scenario>,
     pub clients: Vec<&'static Kind>,
-    pub rounds: usize,
+    /// Interleaved rounds, by scenario index.
+    pub rounds: [usize; 4],
     /// Measured commands per client, by scenario index.
     pub commands: [usize; 4],
     /// Unmeasured commands per client before the rounds.
@@ -93,8 +94,12 @@ impl Config {
         Config {
             scenarios: Scenario::ALL.to_vec(),
             clients: clients::ALL.iter().collect(),
-            rounds: 10,
-            commands: [20_000, 5_000, 400, 5_000],
+            // (a) decides the keep-alive targets, which sit within a few per cent of the
+            // blocking floor while the machine's speed drifts by ±20 % from round to round: 30
+            // rounds of 2,000 commands average that drift out better than 10 (rounds much
+            // shorter than 2,000 commands inherit the state the previous client left behind).
+            rounds: [30, 10, 10, 10],
+            commands: [60_000, 5_000, 400, 5_000],
             warmup: 200,
             idle_ms: 5,
             gap_offsets: vec![-2, -1, 0, 1, 3],
@@ -119,7 +124,7 @@ impl Config {
     }
 
     fn quick(mut self) -> Config {
-        self.rounds = 4;
+        self.rounds = [4; 4];
         self.commands = [3_000, 600, 100, 600];
         self.warmup = 50;
         self.out = None;
@@ -133,7 +138,11 @@ impl Config {
     }
 
     pub fn per_round(&self, sc: Scenario) -> usize {
-        self.commands[sc.index()].div_ceil(self.rounds)
+        self.commands[sc.index()].div_ceil(self.rounds(sc))
+    }
+
+    pub fn rounds(&self, sc: Scenario) -> usize {
+        self.rounds[sc.index()]
     }
 
     /// Whether the run goes across an emulated link.
@@ -156,8 +165,9 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
   --scenarios LIST     comma-separated: keepalive,fin,idle,rst (or a,b,c,d); default all
   --clients LIST       comma-separated client keys (see --list); default all
   --list               print the client keys and exit
-  --rounds N           interleaved rounds (default 10)
-  --keepalive N        measured commands per client in (a) (default 20000)
+  --rounds N           interleaved rounds in every scenario (default 30 in (a) on loopback, 10 in the
+                       others)
+  --keepalive N        measured commands per client in (a) (default 60000; 20000 across a link)
   --fin N              ... in (b) (default 5000)
   --idle N             ... in (c) (default 400)
   --rst N              ... in (d) (default 5000)
@@ -179,6 +189,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         cfg = cfg.quick();
     }
     let mut out_given = false;
+    let mut keepalive_counts_given = false;
     let mut it = args.iter();
     let num = |v: Option<&String>, flag: &str| -> Result<usize, String> {
         v.ok_or(format!("{flag} needs a value"))?.parse().map_err(|e| format!("{flag}: {e}"))
@@ -210,8 +221,14 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
                     .map(|s| clients::find(s.trim()).ok_or(format!("unknown client {s:?} (see --list)")))
                     .collect::<Result<_, _>>()?;
             }
-            "--rounds" => cfg.rounds = num(it.next(), a)?.max(1),
-            "--keepalive" => cfg.commands[0] = num(it.next(), a)?,
+            "--rounds" => {
+                cfg.rounds = [num(it.next(), a)?.max(1); 4];
+                keepalive_counts_given = true;
+            }
+            "--keepalive" => {
+                cfg.commands[0] = num(it.next(), a)?;
+                keepalive_counts_given = true;
+            }
             "--fin" => cfg.commands[1] = num(it.next(), a)?,
             "--idle" => cfg.commands[2] = num(it.next(), a)?,
             "--rst" => cfg.commands[3] = num(it.next(), a)?,
@@ -241,6 +258,12 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     }
     if cfg.on_link() && !out_given && !cfg.quick {
         cfg.out = Some(results_path("RESULTS-link.md"));
+    }
+    // Across the link a command costs a millisecond round trip, which dwarfs the machine's
+    // drift: (a) keeps 10 rounds of 2,000 there (three times as many would add 12 minutes).
+    if cfg.on_link() && !keepalive_counts_given && !cfg.quick {
+        cfg.rounds[0] = 10;
+        cfg.commands[0] = 20_000;
     }
     Ok(Some(cfg))
 }
@@ -381,8 +404,8 @@ fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Res
     }
     let base: Vec<(u64, u64)> = (0..n).map(|i| counts(&device, i)).collect();
     let per_round = cfg.per_round(sc);
-    for round in 0..cfg.rounds {
-        eprint!("\r  {} round {}/{}   ", sc.key(), round + 1, cfg.rounds);
+    for round in 0..cfg.rounds(sc) {
+        eprint!("\r  {} round {}/{}   ", sc.key(), round + 1, cfg.rounds(sc));
         for k in 0..n {
             // Without its relay the link is gone: every command would fail, some after a timeout.
             if link.is_some_and(Link::relay_ended) {
@@ -483,7 +506,7 @@ fn main() -> ExitCode {
             "scenario {} ({} commands per client, {} rounds)",
             sc.key(),
             cfg.commands[sc.index()],
-            cfg.rounds
+            cfg.rounds(sc)
         );
         match run_scenario(&cfg, sc, link.as_ref().map(|(l, _)| l)) {
             Ok(r) => results.push(r),

@@ -208,9 +208,10 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
     );
     let _ = writeln!(
         o,
-        "- Interleaved rounds against noise: {} rounds; in each, every client sends its share of \
-         commands in turn, the order rotated by one per round. Nothing is pinned.",
-        cfg.rounds
+        "- Interleaved rounds against noise: {} rounds in (a), {} in (b), {} in (c), {} in (d); in \
+         each, every client sends its share of commands in turn, the order rotated by one per \
+         round. Nothing is pinned.",
+        cfg.rounds[0], cfg.rounds[1], cfg.rounds[2], cfg.rounds[3]
     );
     let _ = writeln!(
         o,
@@ -256,8 +257,8 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
         let _ = writeln!(
             o,
             "{} measured commands per client ({} rounds × {}), scenario wall time {:.1} s.\n",
-            cfg.per_round(r.scenario) * cfg.rounds,
-            cfg.rounds,
+            cfg.per_round(r.scenario) * cfg.rounds(r.scenario),
+            cfg.rounds(r.scenario),
             cfg.per_round(r.scenario),
             r.elapsed.as_secs_f64()
         );
