@@ -1095,14 +1095,25 @@ mod tests {
         e.submit(&Request::get(&url("/")).build().unwrap(), Instant::now());
         d.turn(&mut e, Some(Instant::now()), false).unwrap();
         let (mut s, _) = device.accept().unwrap();
+        let (got_request, go) = (mpsc::channel(), mpsc::channel::<()>());
         let t = std::thread::spawn(move || {
             read_head(&mut s);
+            got_request.0.send(()).unwrap();
+            go.1.recv().unwrap();
             s.write_all(OK).unwrap();
             s
         });
-        // The response arrives while the loop spins on the socket (a 2 s budget).
-        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
+        // Turn until the request is out (no response can arrive yet), then have the response
+        // queued in the client's socket (on loopback, by the time `write_all` returns), so the
+        // spin's first pass reads it directly (not its every-64th pass through the poller).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got_request.1.try_recv().is_err() {
+            assert!(Instant::now() < deadline, "the request never arrived");
+            d.turn(&mut e, Some(Instant::now() + Duration::from_millis(1)), false).unwrap();
+        }
+        go.0.send(()).unwrap();
         let mut dev_conn = t.join().unwrap();
+        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
         assert!(d.read_around_poller, "the response was read by the spin, not through the poller");
         dev_conn.shutdown(Shutdown::Write).unwrap();
 

@@ -1119,6 +1119,35 @@ fn deadline_holds_while_a_server_streams_without_end() {
     healthy_request(&mut c, &healthy).unwrap();
 }
 
+/// Some embedded servers write a response a few bytes (or a header line) at a time, with Nagle
+/// off: a segment each. The client reads them all, pieces of the head and body alike, and keeps
+/// the connection.
+#[test]
+fn a_response_written_in_tiny_pieces_is_read_whole_and_the_connection_kept() {
+    let _shared = shared();
+    let mut head = String::from("HTTP/1.1 200 OK\r\n");
+    for i in 0..12 {
+        head.push_str(&format!("X-Field-{i}: value {i}\r\n"));
+    }
+    let plain = format!("{head}Content-Length: 34\r\n\r\n{{\"ioId\":25602,\"value\":1,\"ok\":true}}");
+    let chunked =
+        format!("{head}Transfer-Encoding: chunked\r\n\r\n6\r\n{{\"ok\":\r\n5\r\ntrue}}\r\n0\r\n\r\n");
+    for (wire, body, piece) in [
+        (plain.clone(), &b"{\"ioId\":25602,\"value\":1,\"ok\":true}"[..], 1),
+        (plain, &b"{\"ioId\":25602,\"value\":1,\"ok\":true}"[..], 7),
+        (chunked, &b"{\"ok\":true}"[..], 3),
+    ] {
+        let dev = DeviceServer::start(move |_| Reply::raw(wire.clone()).in_pieces(piece));
+        let mut c = client();
+        for _ in 0..3 {
+            let resp = c.get(&dev.url("/io-state")).unwrap_or_else(|e| panic!("pieces of {piece}: {e}"));
+            assert_eq!((resp.status(), resp.body()), (200, body), "pieces of {piece}");
+            assert_eq!(resp.header("x-field-11"), Some("value 11"));
+        }
+        assert_eq!(dev.connections_accepted(), 1, "pieces of {piece}: the connection was kept");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Responses to no request
 // ---------------------------------------------------------------------------------------------

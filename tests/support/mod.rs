@@ -102,6 +102,10 @@ pub struct Reply {
     /// Never answer; keep the socket open until the server is dropped or
     /// the client closes.
     pub stall: bool,
+    /// Write the bytes in pieces of this many bytes, one `write` each
+    /// (TCP_NODELAY is on: a segment each), as some embedded servers do.
+    /// 0: all at once.
+    pub piece: usize,
 }
 
 impl Reply {
@@ -128,7 +132,7 @@ impl Reply {
 
     /// Arbitrary bytes, then keep-alive.
     pub fn raw(bytes: impl Into<Vec<u8>>) -> Reply {
-        Reply { bytes: bytes.into(), after: After::KeepAlive, delay: Duration::ZERO, stall: false }
+        Reply { bytes: bytes.into(), after: After::KeepAlive, delay: Duration::ZERO, stall: false, piece: 0 }
     }
 
     pub fn then(self, after: After) -> Reply {
@@ -137,6 +141,11 @@ impl Reply {
 
     pub fn delayed(self, delay: Duration) -> Reply {
         Reply { delay, ..self }
+    }
+
+    /// Written `piece` bytes per `write` (see [`Reply::piece`]).
+    pub fn in_pieces(self, piece: usize) -> Reply {
+        Reply { piece, ..self }
     }
 
     pub fn stall() -> Reply {
@@ -502,7 +511,11 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
         if reply.stall {
             return c.stall();
         }
-        if !c.sleep(reply.delay) || !c.write_all(&reply.bytes) {
+        if !c.sleep(reply.delay) {
+            return;
+        }
+        let piece = if reply.piece == 0 { reply.bytes.len().max(1) } else { reply.piece };
+        if !reply.bytes.chunks(piece).all(|p| c.write_all(p)) {
             return;
         }
         idle = None;
