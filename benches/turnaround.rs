@@ -11,7 +11,7 @@
 //! both kernels' loopback path, and nothing else; on a 2-core machine the two spinning threads
 //! each own a core.
 //!
-//! Four clients, on four connections to the same device, send the same GET one after another,
+//! Five clients, on five connections to the same device, send the same GET one after another,
 //! interleaved in blocks (the order fixed, blocks short, so drift hits all alike):
 //! - `raw spin`: a non-blocking socket, write, spin on `read` (the busy-poll floor of
 //!   `compare/`);
@@ -22,7 +22,9 @@
 //!   pre-write check as finwatch makes it after a spin has read the socket around the poller
 //!   (the least the FIN guarantee costs here);
 //! - `finwatch busy-poll`: `Client::execute` with `busy_poll(200 µs)`, a prepared request, one
-//!   reused response.
+//!   reused response;
+//! - `finwatch busy-poll, get(url)`: another such client, through the convenience API
+//!   (`Client::get` with the URL string; a new response per command).
 //!
 //! Why the two checks differ (2026-11-25, this VM, twelve runs of this bench and of a variant:
 //! `epoll_wait(0)` +0.76–2.2 µs per round trip over the raw loop, the peek +0.46–1.2 µs and
@@ -45,7 +47,7 @@ use finwatch::{Client, Request, Response};
 /// A small JSON answer (34-byte body).
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 34\r\n\r\n{\"ioId\":25602,\"value\":1,\"ok\":true}";
 const PATH: &str = "/unico/v1/interface/io-state?ioId=25602";
-const CLIENTS: usize = 4;
+const CLIENTS: usize = 5;
 const SPIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// The device: one thread spinning over its (at most three) connections, answering each
@@ -202,10 +204,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut raw = raw.map(|r| r.expect("checked above"));
     let mut client = Client::builder().busy_poll(Duration::from_micros(200)).build()?;
-    let request = Request::get(&format!("http://{addr}{PATH}")).build()?;
+    let mut getter = Client::builder().busy_poll(Duration::from_micros(200)).build()?;
+    let url = format!("http://{addr}{PATH}");
+    let request = Request::get(&url).build()?;
     let mut response = Response::default();
 
-    let names = ["raw spin", "raw spin + epoll_wait(0) check", "raw spin + peek check", "finwatch busy-poll"];
+    let names = [
+        "raw spin",
+        "raw spin + epoll_wait(0) check",
+        "raw spin + peek check",
+        "finwatch busy-poll",
+        "finwatch busy-poll, get(url)",
+    ];
     let mut means: [Vec<f64>; CLIENTS] = Default::default();
     // One unmeasured block first: connections made, caches and branch predictors warm.
     for b in 0..=blocks {
@@ -214,7 +224,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..block {
                 match raw.get_mut(i) {
                     Some(r) => r.command()?,
-                    None => client.execute(&request, &mut response)?,
+                    None if i == 3 => client.execute(&request, &mut response)?,
+                    None => {
+                        let got = getter.get(&url)?;
+                        if got.body().len() != 34 {
+                            return Err(format!("get: {} bytes of body", got.body().len()).into());
+                        }
+                    }
                 }
             }
             if b > 0 {
@@ -224,7 +240,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     assert_eq!((response.status(), response.body().len()), (200, 34));
     stop.store(true, Ordering::Relaxed);
-    drop((raw, client));
+    drop((raw, client, getter));
     server.join().expect("device thread")?;
 
     println!(

@@ -35,6 +35,48 @@ pub struct Client {
     driver: Driver,
     /// Completions collected while a blocking call waited for its own.
     ready: VecDeque<Completion>,
+    /// The requests `get`, `put`, `post` and `delete` built lately, for the next call with the
+    /// same method and URL.
+    recent: Recent,
+}
+
+/// How many requests [`Recent`] keeps: a control loop talks to a few URLs over and over.
+const RECENT: usize = 8;
+
+/// The requests the convenience methods built lately, by method and URL string. A control
+/// loop calls `get(url)` with the same few URLs many times a second; parsing the URL and
+/// building the request again each time was most of what `get` cost over `execute` (it
+/// allocated 12 times per command, 3 of them for the response). A hit puts the call's body in
+/// the kept request and sends it: what goes on the wire is what a fresh `Request` would have
+/// been. Bounded: `RECENT` entries (URL and request, no body), replaced in turn.
+#[derive(Default)]
+struct Recent {
+    entries: Vec<(String, Request)>,
+    next: usize,
+}
+
+impl Recent {
+    /// The kept request for `method url`, built now if it is not kept (the oldest entry makes
+    /// way); an invalid URL is the builder's error, and nothing is kept.
+    fn get(&mut self, method: Method, url: &str) -> Result<&mut Request> {
+        let found = self.entries.iter().position(|(u, r)| r.method == method && u == url);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let entry = (url.to_string(), Request::builder(method, url).build()?);
+                if self.entries.len() < RECENT {
+                    self.entries.push(entry);
+                    self.entries.len() - 1
+                } else {
+                    let i = self.next;
+                    self.next = (i + 1) % RECENT;
+                    self.entries[i] = entry;
+                    i
+                }
+            }
+        };
+        Ok(&mut self.entries[i].1)
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -85,7 +127,7 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn get(&mut self, url: &str) -> Result<Response> {
-        self.send(Request::get(url).build()?)
+        self.send_recent(Method::GET, url, Vec::new())
     }
 
     /// `PUT url` with `body`, blocking. PUT is idempotent, so it may be retried after a lost
@@ -99,7 +141,7 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn put(&mut self, url: &str, body: impl Into<Vec<u8>>) -> Result<Response> {
-        self.send(Request::put(url, body).build()?)
+        self.send_recent(Method::PUT, url, body.into())
     }
 
     /// `POST url` with `body`, blocking. POST is not idempotent: it is retried only if the
@@ -117,7 +159,7 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn post(&mut self, url: &str, body: impl Into<Vec<u8>>) -> Result<Response> {
-        self.send(Request::post(url, body).build()?)
+        self.send_recent(Method::POST, url, body.into())
     }
 
     /// `DELETE url`, blocking.
@@ -129,7 +171,18 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn delete(&mut self, url: &str) -> Result<Response> {
-        self.send(Request::builder(Method::DELETE, url).build()?)
+        self.send_recent(Method::DELETE, url, Vec::new())
+    }
+
+    /// `method url` with `body`, through the request kept from an earlier call with the same
+    /// method and URL (see [`Recent`]).
+    fn send_recent(&mut self, method: Method, url: &str, body: Vec<u8>) -> Result<Response> {
+        let request = self.recent.get(method, url)?;
+        request.body = body;
+        let id = self.engine.submit(request, Instant::now());
+        // Encoded: the body is not kept (it may be large, and it is the caller's data).
+        request.body = Vec::new();
+        self.wait_for(id)
     }
 
     /// Sends a request and blocks until its response or error. It queues behind requests
@@ -152,6 +205,11 @@ impl Client {
     /// ```
     pub fn send(&mut self, request: Request) -> Result<Response> {
         let id = self.submit(request);
+        self.wait_for(id)
+    }
+
+    /// Runs the loop until request `id` completes; other completions are kept for `poll`.
+    fn wait_for(&mut self, id: RequestId) -> Result<Response> {
         loop {
             self.driver.turn(&mut self.engine, None, false)?;
             while let Some(c) = self.engine.poll_completion() {
@@ -820,7 +878,7 @@ impl ClientBuilder {
         cfg.limits.max_headers = cfg.limits.max_headers.min(MAX_HEADERS_CAP);
         let lookup = self.lookup.map_or_else(crate::resolve::system_lookup, |Lookup(f)| f);
         let driver = Driver::with_lookup(lookup).map_err(Error::Io)?;
-        Ok(Client { engine: Engine::new(cfg), driver, ready: VecDeque::new() })
+        Ok(Client { engine: Engine::new(cfg), driver, ready: VecDeque::new(), recent: Recent::default() })
     }
 
     /// Looks host names up with `lookup` instead of the system resolver: a table of devices, a

@@ -545,3 +545,49 @@ fn a_callers_resolver_names_the_devices() {
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one lookup per name");
     assert_eq!(dev.requests()[0].header("Host"), Some("valve-7"));
 }
+
+/// `get`, `put`, `post` and `delete` keep the requests they built for the next call with the
+/// same method and URL (a bounded set, replaced in turn): whatever was kept or replaced, every
+/// call puts exactly its own method, target and body on the wire, and `Content-Length` is the
+/// body's.
+#[test]
+fn convenience_calls_send_their_own_method_target_and_body_whatever_was_kept() {
+    let dev = DeviceServer::keep_alive();
+    let mut c = client();
+    let mut sent = Vec::new();
+    // 12 URLs (more than are kept) × 4 methods, in an order that keeps replacing entries, twice.
+    for round in 0..2 {
+        for i in 0..12 {
+            let target = format!("/io/{i}?round={}", round % 2);
+            let url = dev.url(&target);
+            let body = format!("{{\"io\":{i},\"round\":{round}}}");
+            let (method, resp) = match (i + round) % 4 {
+                0 => ("GET", c.get(&url)),
+                1 => ("PUT", c.put(&url, body.clone())),
+                2 => ("POST", c.post(&url, body.as_str())),
+                _ => ("DELETE", c.delete(&url)),
+            };
+            assert_eq!(resp.unwrap().status(), 200);
+            let body = if matches!(method, "PUT" | "POST") { body.into_bytes() } else { Vec::new() };
+            sent.push((method.to_string(), target, body));
+        }
+    }
+    let got: Vec<_> = dev
+        .requests()
+        .into_iter()
+        .map(|r| {
+            let length = r.header("content-length").map(str::to_string);
+            ((r.method, r.target, r.body), length)
+        })
+        .collect();
+    assert_eq!(got.len(), sent.len());
+    for ((got, length), want) in got.into_iter().zip(sent) {
+        assert_eq!(got, want);
+        let want_length =
+            if matches!(want.0.as_str(), "PUT" | "POST") { Some(want.2.len().to_string()) } else { None };
+        assert_eq!(length, want_length, "{} {}", want.0, want.1);
+    }
+    // An invalid URL is refused, and leaves the kept requests as they were.
+    assert!(matches!(c.get("http://[::1"), Err(Error::InvalidUrl { .. })));
+    assert_eq!(c.get(&dev.url("/io/3?round=1")).unwrap().status(), 200);
+}
