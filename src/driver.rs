@@ -1057,16 +1057,29 @@ mod tests {
             assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
             conns.push(t.join().unwrap());
         }
-        let [mut dev_conn, mut other_conn] = <[TcpStream; 2]>::try_from(conns).unwrap();
+        let [dev_conn, mut other_conn] = <[TcpStream; 2]>::try_from(conns).unwrap();
         // First a stray byte on the other connection, then the device's FIN on its own: both
         // queued in the client's kernel before the next command (on loopback, by the time
         // these calls return).
         other_conn.write_all(b"x").unwrap();
         dev_conn.shutdown(Shutdown::Write).unwrap();
 
-        e.submit(&Request::get(&url(&device, "/next")).build().unwrap(), Instant::now());
+        let next = url(&device, "/next");
+        let s = next_request_on_a_new_connection(&mut d, &mut e, &next, device, dev_conn);
+        assert_eq!((s.connects, s.fins_caught_by_peek, s.retries, s.failed), (3, 1, 0, 0), "{s:?}");
+    }
+
+    /// Sends `url` after the device closed `dev_conn` (FIN): the device must get nothing on
+    /// `dev_conn` but the client's close, and the request on a new connection, which it answers.
+    fn next_request_on_a_new_connection(
+        d: &mut Driver,
+        e: &mut Engine,
+        url: &str,
+        device: TcpListener,
+        mut dev_conn: TcpStream,
+    ) -> crate::Stats {
+        e.submit(&Request::get(url).build().unwrap(), Instant::now());
         let server = std::thread::spawn(move || {
-            // The old connection gets nothing but the client's close; the request comes on a new one.
             dev_conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut rest = Vec::new();
             let _ = dev_conn.read_to_end(&mut rest);
@@ -1075,11 +1088,10 @@ mod tests {
             s.write_all(OK).unwrap();
             rest
         });
-        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
+        assert_eq!(run_until_done(d, e).unwrap().status(), 200);
         let written_after_fin = server.join().unwrap();
         assert!(written_after_fin.is_empty(), "{:?}", String::from_utf8_lossy(&written_after_fin));
-        let s = e.stats();
-        assert_eq!((s.connects, s.fins_caught_by_peek, s.retries, s.failed), (3, 1, 0, 0), "{s:?}");
+        e.stats()
     }
 
     /// Busy-poll reads the awaited socket around the poller, so the pre-write check peeks the
@@ -1112,25 +1124,13 @@ mod tests {
             d.turn(&mut e, Some(Instant::now() + Duration::from_millis(1)), false).unwrap();
         }
         go.0.send(()).unwrap();
-        let mut dev_conn = t.join().unwrap();
+        let dev_conn = t.join().unwrap();
         assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
         assert!(d.read_around_poller, "the response was read by the spin, not through the poller");
         dev_conn.shutdown(Shutdown::Write).unwrap();
 
-        e.submit(&Request::get(&url("/next")).build().unwrap(), Instant::now());
-        let server = std::thread::spawn(move || {
-            dev_conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut rest = Vec::new();
-            let _ = dev_conn.read_to_end(&mut rest);
-            let (mut s, _) = device.accept().unwrap();
-            read_head(&mut s);
-            s.write_all(OK).unwrap();
-            rest
-        });
-        assert_eq!(run_until_done(&mut d, &mut e).unwrap().status(), 200);
-        let written_after_fin = server.join().unwrap();
-        assert!(written_after_fin.is_empty(), "{:?}", String::from_utf8_lossy(&written_after_fin));
-        let s = e.stats();
+        let next = url("/next");
+        let s = next_request_on_a_new_connection(&mut d, &mut e, &next, device, dev_conn);
         assert_eq!((s.connects, s.fins_caught_by_peek, s.retries, s.failed), (2, 1, 0, 0), "{s:?}");
     }
 }
