@@ -189,7 +189,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         cfg = cfg.quick();
     }
     let mut out_given = false;
-    let mut keepalive_counts_given = false;
+    let (mut rounds_given, mut keepalive_given) = (false, false);
     let mut it = args.iter();
     let num = |v: Option<&String>, flag: &str| -> Result<usize, String> {
         v.ok_or(format!("{flag} needs a value"))?.parse().map_err(|e| format!("{flag}: {e}"))
@@ -223,11 +223,11 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             }
             "--rounds" => {
                 cfg.rounds = [num(it.next(), a)?.max(1); 4];
-                keepalive_counts_given = true;
+                rounds_given = true;
             }
             "--keepalive" => {
                 cfg.commands[0] = num(it.next(), a)?;
-                keepalive_counts_given = true;
+                keepalive_given = true;
             }
             "--fin" => cfg.commands[1] = num(it.next(), a)?,
             "--idle" => cfg.commands[2] = num(it.next(), a)?,
@@ -261,9 +261,13 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     }
     // Across the link a command costs a millisecond round trip, which dwarfs the machine's
     // drift: (a) keeps 10 rounds of 2,000 there (three times as many would add 12 minutes).
-    if cfg.on_link() && !keepalive_counts_given && !cfg.quick {
-        cfg.rounds[0] = 10;
-        cfg.commands[0] = 20_000;
+    if cfg.on_link() && !cfg.quick {
+        if !rounds_given {
+            cfg.rounds[0] = 10;
+        }
+        if !keepalive_given {
+            cfg.commands[0] = 20_000;
+        }
     }
     Ok(Some(cfg))
 }
@@ -550,4 +554,30 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Config {
+        let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        parse_args(&args).expect("valid arguments").expect("a run, not --help")
+    }
+
+    /// (a) runs 30 × 2,000 on loopback and 10 × 2,000 across a link, unless told otherwise;
+    /// `--rounds` and `--keepalive` each override only their own half.
+    #[test]
+    fn keep_alive_counts_default_by_network_and_yield_to_the_options() {
+        let c = parse("");
+        assert_eq!((c.rounds, c.commands[0]), ([30, 10, 10, 10], 60_000));
+        let c = parse("--link-delay-us 500");
+        assert_eq!((c.rounds[0], c.commands[0]), (10, 20_000));
+        let c = parse("--link-delay-us 500 --rounds 4");
+        assert_eq!((c.rounds, c.commands[0]), ([4; 4], 20_000));
+        let c = parse("--link-delay-us 500 --keepalive 6000");
+        assert_eq!((c.rounds[0], c.commands[0]), (10, 6_000));
+        let c = parse("--rounds 5 --keepalive 1000");
+        assert_eq!((c.rounds, c.commands[0], c.per_round(Scenario::KeepAlive)), ([5; 4], 1_000, 200));
+    }
 }
