@@ -364,6 +364,24 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
             let (a, b) = if p99 { (sums[i].p99?, sums[f].p99?) } else { (sums[i].p50?, sums[f].p50?) };
             Some(a as f64 / b as f64)
         };
+        // For information: the ratio round by round (each round's p50 to the floor's in the
+        // same round, seconds apart), whose median drift between rounds does not move.
+        let paired = |i: usize, floor: &str| -> String {
+            let Some(f) = idx(floor).filter(|&f| ran(r, f)) else { return String::new() };
+            let (mine, theirs) = (&r.records[i].round_p50, &r.records[f].round_p50);
+            if mine.len() != theirs.len() || mine.is_empty() {
+                return String::new();
+            }
+            let mut ratios: Vec<f64> = mine.iter().zip(theirs).map(|(&a, &b)| a as f64 / b as f64).collect();
+            ratios.sort_by(f64::total_cmp);
+            format!(
+                " [round by round: median {:.2}×, {:.2}–{:.2}× over {} rounds]",
+                ratios[ratios.len() / 2],
+                ratios[0],
+                ratios[ratios.len() - 1],
+                ratios.len()
+            )
+        };
         let letter = format!("({})", r.scenario.letter());
         if r.scenario == Scenario::KeepAlive {
             for key in MAIN_ROWS {
@@ -372,9 +390,10 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
                     (ratio_of(i, FLOOR_BLOCKING, false), ratio_of(i, FLOOR_BLOCKING, true))
                 {
                     lines.push(format!(
-                        "- {letter} {}: p50 {p50:.2}× the blocking floor (≤ 1.15×: {}), p99 {p99:.2}× (≤ 1.5×: {})",
+                        "- {letter} {}: p50 {p50:.2}× the blocking floor (≤ 1.15×: {}){}, p99 {p99:.2}× (≤ 1.5×: {})",
                         label(i),
                         mark(p50 <= 1.15),
+                        paired(i, FLOOR_BLOCKING),
                         mark(p99 <= 1.5)
                     ));
                 }
@@ -383,9 +402,10 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
                 && let Some(p50) = ratio_of(i, FLOOR_SPIN, false)
             {
                 lines.push(format!(
-                    "- {letter} {}: p50 {p50:.2}× the busy-poll floor (≤ 1.15×: {})",
+                    "- {letter} {}: p50 {p50:.2}× the busy-poll floor (≤ 1.15×: {}){}",
                     label(i),
-                    mark(p50 <= 1.15)
+                    mark(p50 <= 1.15),
+                    paired(i, FLOOR_SPIN)
                 ));
             }
         }
@@ -448,7 +468,10 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
         o,
         "Held to them: `finwatch` and `finwatch (execute)` (the busy-poll row to the busy-poll \
          floor); the other finwatch rows are listed for information. \"Other client\": not a floor, \
-         not finwatch. Failed commands are counted for (b), (c) and (d) (target: none).\n"
+         not finwatch. Failed commands are counted for (b), (c) and (d) (target: none). In \
+         brackets, for information and not checked: the ratio of the round p50s, round by round \
+         (a client's round and the floor's run seconds apart, so the machine's drift between \
+         rounds cancels out of each ratio).\n"
     );
     for l in lines {
         let _ = writeln!(o, "{l}");
@@ -595,7 +618,8 @@ mod tests {
         let r = keepalive(&cfg, &[100_000, 30_000, 110_000, 120_000, 36_000, 115_000]);
         let out = targets(&cfg, &[r]);
         for expected in [
-            "- (a) finwatch: p50 1.10× the blocking floor (≤ 1.15×: met), p99 1.10× (≤ 1.5×: met)",
+            "- (a) finwatch: p50 1.10× the blocking floor (≤ 1.15×: met) [round by round: median 1.10×, \
+             1.10–1.10× over 1 rounds], p99 1.10× (≤ 1.5×: met)",
             "- (a) finwatch (execute): p50 1.20× the blocking floor (≤ 1.15×: **missed**)",
             "- (a) finwatch (execute, busy-poll): p50 1.20× the busy-poll floor (≤ 1.15×: **missed**)",
             "- (a) finwatch: ahead of every other client at p50 and p99",
@@ -604,6 +628,26 @@ mod tests {
         ] {
             assert!(out.contains(expected), "{expected}\nnot in\n{out}");
         }
+    }
+
+    /// The bracketed figure pairs each round of a client with the same round of the floor: a
+    /// machine twice as slow in one round moves the pooled p50s, not the round-by-round ratio.
+    #[test]
+    fn the_round_by_round_ratio_pairs_rounds() {
+        let mut cfg = Config::full();
+        cfg.clients =
+            ["floor-blocking", "finwatch"].iter().map(|k| crate::clients::find(k).unwrap()).collect();
+        let mut r = keepalive(&cfg, &[100_000, 110_000]);
+        // Two more rounds, the machine twice and then three times as slow for both.
+        for (rec, ns) in r.records.iter_mut().zip([100_000u64, 110_000]) {
+            for slow in [2, 3] {
+                rec.add_round(vec![ns * slow; 10]);
+                rec.ok += 10;
+            }
+        }
+        let out = targets(&cfg, &[r]);
+        let line = "[round by round: median 1.10×, 1.10–1.10× over 3 rounds]";
+        assert!(out.contains(line), "{line}\nnot in\n{out}");
     }
 
     #[test]
