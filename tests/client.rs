@@ -347,6 +347,12 @@ fn polling_during_pauses_retires_ahead_of_the_device_and_keeps_a_spare_ready() {
     pause(&mut c, Instant::now() + GAP);
     let learned = c.learned_idle_close(&dev.url("/")).expect("an idle close was seen");
     assert!(learned < GAP + GAP, "{learned:?}");
+    // A connection kept from now on says when it goes and why.
+    assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);
+    let kept = c.connections().into_iter().find(|i| i.state == "Open(Idle)").expect("an idle connection");
+    assert_eq!(kept.retire_reason, Some(finwatch::RetireReason::LearnedIdleClose), "{kept:?}");
+    assert!(kept.retire_in.is_some_and(|t| t < learned), "{kept:?}");
+    pause(&mut c, Instant::now() + GAP);
     let before = c.stats();
     for _ in 0..COMMANDS {
         assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);

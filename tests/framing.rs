@@ -105,6 +105,7 @@ fn keep_alive_timeout_retires_the_connection_before_the_server_does() {
     assert_eq!(conns.len(), 1);
     let retire_in = conns[0].retire_in.unwrap();
     assert!(retire_in < Duration::from_secs(1), "retire in {retire_in:?}, the server closes at 1 s");
+    assert_eq!(conns[0].retire_reason, Some(finwatch::RetireReason::KeepAliveTimeout));
     // Driven past that time, the client closes the connection itself, and so the warm spare
     // it opened in its place (fresh connections get the announced timeout too).
     let first = conns[0].id;

@@ -189,6 +189,7 @@ pub struct Stats {
 /// assert_eq!((c.id, c.state, c.served), (resp.meta().connection_id, "Open(Idle)", 1));
 /// assert_eq!(c.host, base.trim_start_matches("http://"));
 /// assert!(c.idle_for.is_some() && c.retire_in.is_some());
+/// assert_eq!(c.retire_reason, Some(finwatch::RetireReason::IdleTimeout));
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +206,9 @@ pub struct ConnectionInfo {
     pub idle_for: Option<Duration>,
     /// When it will be retired if still idle, from now.
     pub retire_in: Option<Duration>,
+    /// Why it will be retired then: the client's idle timeout, the server's announced
+    /// `Keep-Alive: timeout`, or the idle close learned from the device.
+    pub retire_reason: Option<RetireReason>,
     /// Time since its connect started.
     pub age: Duration,
 }
@@ -713,6 +717,7 @@ impl Engine {
                     _ => None,
                 },
                 retire_in: c.retire_at.map(|(t, _)| t.saturating_duration_since(now)),
+                retire_reason: c.retire_at.map(|(_, why)| why),
                 age: now.saturating_duration_since(c.created),
             })
             .collect()
