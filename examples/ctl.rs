@@ -1212,12 +1212,12 @@ mod tests {
 
     #[test]
     fn success_line_shape() {
-        let meta = Meta { connection_id: 3, reused: false, retries: 0 };
+        let meta = Meta { connection_id: 3, reused: false, retries: 0, reauthenticated: false };
         assert_eq!(
             success_line(0, 200, br#"{"on":true}"#, meta, 412),
             r#"{"i":0,"status":200,"body_b64":"eyJvbiI6dHJ1ZX0=","conn":3,"reused":false,"us":412}"#
         );
-        let meta = Meta { connection_id: 7, reused: true, retries: 1 };
+        let meta = Meta { connection_id: 7, reused: true, retries: 1, reauthenticated: false };
         assert_eq!(
             success_line(12, 404, b"", meta, 0),
             r#"{"i":12,"status":404,"body_b64":"","conn":7,"reused":true,"us":0}"#

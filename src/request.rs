@@ -387,7 +387,8 @@ impl RequestBuilder {
     /// `Authorization` (the device refused the first, so that is safe even for a POST), and
     /// later requests to the device carry one from the start (the nonce is kept per device
     /// and counted), so a control loop pays the extra round trip once, and again only when
-    /// the device changes its nonce. A second `401` is the caller's (wrong credentials).
+    /// the device changes its nonce. A second `401` is the caller's (wrong credentials). A
+    /// response to a request sent again says so ([`crate::Meta::reauthenticated`]).
     /// Algorithms `SHA-256` (preferred) and `MD5`, with or without `-sess`; `qop=auth` or none.
     /// Neither part may contain control characters. Each send computes its answer (a few
     /// hashes and small strings: microseconds, and not allocation-free like the rest of

@@ -49,6 +49,10 @@ pub struct Meta {
     pub reused: bool,
     /// How many times the request was retried on a fresh connection after a lost one.
     pub retries: u32,
+    /// The device answered a first attempt with a Digest challenge (`401`), and this is the
+    /// response to the request sent again with the answer: one round trip more (see
+    /// [`crate::RequestBuilder::digest_auth`]).
+    pub reauthenticated: bool,
 }
 
 impl Response {

@@ -479,9 +479,11 @@ fn digest_authentication_costs_one_round_trip_in_all() {
     });
     let mut c = client();
     let put = Request::put(&dev.url("/io"), "1").digest_auth("op", "pw").build().unwrap();
-    assert_eq!(c.send(put).unwrap().status(), 200);
+    let resp = c.send(put).unwrap();
+    assert_eq!((resp.status(), resp.meta().reauthenticated), (200, true), "the PUT was challenged");
     let get = Request::get(&dev.url("/io-state")).digest_auth("op", "pw").build().unwrap();
-    assert_eq!(c.send(get).unwrap().status(), 200);
+    let resp = c.send(get).unwrap();
+    assert_eq!((resp.status(), resp.meta().reauthenticated), (200, false), "answered in advance");
     let seen: Vec<(String, Option<String>)> = dev
         .requests()
         .iter()

@@ -927,7 +927,8 @@ impl Engine {
         let Some(p) = self.reqs.get(ex.req) else { return };
         let (req_id, wants_close) = (p.id, p.wants_close);
         let reused = p.on.is_some_and(|(_, reused)| reused);
-        let meta = Meta { connection_id: c.id, reused, retries: p.retries };
+        let reauthenticated = p.auth.as_ref().is_some_and(|a| a.challenged);
+        let meta = Meta { connection_id: c.id, reused, retries: p.retries, reauthenticated };
         let (resp, persistence) = ex.reader.finish(meta);
 
         // What the response says about the connection's future.
