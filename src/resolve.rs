@@ -7,6 +7,8 @@
 //! under its connect timeout like any handshake, while the loop goes on, and the thread's
 //! answer comes back through a channel, with a wake-up through the client's waker (an eventfd
 //! on Linux: no extra descriptor, and no `SIGPIPE` if the client is gone when the answer comes).
+//! The thread holds the waker weakly: a lookup that never returns keeps nothing of a dropped
+//! client open (the thread itself ends when the lookup does; it is not joined).
 //!
 //! Answers are cached per host key (`name:port`) with all their addresses. A cached name is
 //! looked up again (in the background, the cached address used meanwhile) once its answer is
@@ -158,10 +160,15 @@ impl Resolver {
         if let Some(wake) = wake {
             let (tx, lookup) = (self.tx.clone(), Arc::clone(&self.lookup));
             let (label2, name2) = (Arc::clone(&label), name.clone());
+            // Weak: a lookup that hangs (an mDNS name nobody answers, a caller's resolver that
+            // blocks) must not keep a dropped client's eventfd open until it returns.
+            let wake = Arc::downgrade(&wake);
             let job = move || {
                 let result = lookup(&name2, port);
-                // The client is gone if the channel is: nobody to wake.
-                if tx.send(Finished { label: label2, result }).is_ok() {
+                // The client is gone if the channel or the waker is: nobody to wake.
+                if tx.send(Finished { label: label2, result }).is_ok()
+                    && let Some(wake) = wake.upgrade()
+                {
                     let _ = wake.lookup_done();
                 }
             };
@@ -386,7 +393,9 @@ mod tests {
             r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k3, now),
             Answer::Pending
         ));
-        assert_eq!(count.load(Ordering::SeqCst) + usize::from(r.has_pending_lookup()), 2);
+        assert!(r.has_pending_lookup());
+        let done = wait_done(&mut poll, &mut r);
+        assert_eq!((done[0].waiting.as_slice(), count.load(Ordering::SeqCst)), (&[k3][..], 2));
     }
 
     #[test]
@@ -412,6 +421,32 @@ mod tests {
             matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, later), Answer::Addr(a) if a == addr(1))
         );
         assert!(!r.has_pending_lookup());
+    }
+
+    /// A lookup that hangs holds nothing of its client's: once the client lets go of its
+    /// waker, the eventfd is closed, though the thread still waits in the lookup.
+    #[test]
+    fn a_hanging_lookup_does_not_keep_the_waker_alive() {
+        let (release, hold) = mpsc::channel::<()>();
+        let hold = Mutex::new(hold);
+        let f: LookupFn = Arc::new(move |_: &str, _: u16| {
+            let _ = hold.lock().unwrap().recv_timeout(Duration::from_secs(10));
+            Ok(vec![addr(1)])
+        });
+        let (_poll, wake) = poller();
+        let mut r = Resolver::new(f);
+        let label: Arc<str> = Arc::from("d.local:80");
+        let k = Key::from_usize(1);
+        assert!(matches!(
+            r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, Instant::now()),
+            Answer::Pending
+        ));
+        assert!(r.has_pending_lookup());
+        assert_eq!(Arc::strong_count(&wake), 1, "the lookup thread holds no strong reference");
+        let weak = Arc::downgrade(&wake);
+        drop((r, wake));
+        assert!(weak.upgrade().is_none(), "the waker (and its eventfd) is gone");
+        release.send(()).unwrap();
     }
 
     #[test]
