@@ -50,7 +50,7 @@ const PATH: &str = "/unico/v1/interface/io-state?ioId=25602";
 const CLIENTS: usize = 5;
 const SPIN_LIMIT: Duration = Duration::from_secs(1);
 
-/// The device: one thread spinning over its (at most three) connections, answering each
+/// The device: one thread spinning over its (at most `CLIENTS`) connections, answering each
 /// request head with `RESPONSE`.
 fn device(listener: TcpListener, stop: Arc<AtomicBool>) -> io::Result<()> {
     listener.set_nonblocking(true)?;

@@ -264,7 +264,7 @@ impl ResponseReader {
         // one per byte, and the verdict depends on the bytes received, not on how they were
         // split into reads.
         let has_break = self.head[old..].contains(&b'\n');
-        let mut end = if has_break {
+        let mut parse_to = if has_break {
             self.head.len()
         } else if old < EAGER_HEAD_BYTES && !self.head[..old].contains(&b'\n') {
             self.head.len().min(EAGER_HEAD_BYTES)
@@ -288,19 +288,19 @@ impl ResponseReader {
         let mut parsed = httparse::Response::new(&mut []);
         let mut outcome = config.parse_response_with_uninit_headers(
             &mut parsed,
-            &self.head[..end],
+            &self.head[..parse_to],
             &mut storage[..max_headers],
         );
         // Parsed through the line still arriving (the common case costs one parse and no search
         // for the last line break); an error counts only if it lies before that line.
         if has_break && outcome.is_err() {
             let last_break = self.head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            if last_break < end {
-                end = last_break;
+            if last_break < parse_to {
+                parse_to = last_break;
                 parsed = httparse::Response::new(&mut []);
                 outcome = config.parse_response_with_uninit_headers(
                     &mut parsed,
-                    &self.head[..end],
+                    &self.head[..parse_to],
                     &mut storage[..max_headers],
                 );
             }
