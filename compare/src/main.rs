@@ -299,11 +299,23 @@ struct Runner {
 impl Runner {
     /// Sends `n` commands, alternating PUT and GET; with `gaps`, waits the next gap (measured
     /// from the end of the previous command) before each. Returns the successful latencies.
+    ///
+    /// The process's CPU time is read around the whole batch when commands follow each other,
+    /// and around each command only when gaps separate them (the harness's own waiting must
+    /// not count). Not around each back-to-back command: reading `CLOCK_PROCESS_CPUTIME_ID`
+    /// while the device thread is still on its CPU (it has just answered) takes that CPU's
+    /// runqueue lock, and the device's way back to sleep stalls on it. How often that happens
+    /// depends on how soon after the response a client returns, so it slowed clients unequally:
+    /// in (a) it put one finwatch busy-poll command in six into a +16 µs mode the busy-poll
+    /// floor hardly saw (PERFORMANCE.md, 2026-11-26).
     fn run(&mut self, n: usize, gaps: &[u64], record: Option<&mut Record>) -> Vec<u64> {
         let mut samples = Vec::with_capacity(n);
         let mut gap_samples = Vec::new();
         let mut errors = Vec::new();
         let mut last_end = Instant::now();
+        let measured = record.is_some();
+        let per_command_cpu = measured && !gaps.is_empty();
+        let batch_cpu_start = (measured && gaps.is_empty()).then(process_cpu_ns);
         let mut cpu = 0;
         for k in 0..n {
             let gap = (!gaps.is_empty()).then(|| self.sent % gaps.len());
@@ -319,11 +331,13 @@ impl Runner {
                 (Method::Get, self.get_url.as_str(), &[][..])
             };
             self.sent += 1;
-            let cpu_start = process_cpu_ns();
+            let cpu_start = if per_command_cpu { process_cpu_ns() } else { 0 };
             let start = Instant::now();
             let result = self.client.command(method, url, body);
             last_end = Instant::now();
-            cpu += process_cpu_ns() - cpu_start;
+            if per_command_cpu {
+                cpu += process_cpu_ns() - cpu_start;
+            }
             match result {
                 Ok(len) if len == device::BODY.len() => {
                     let ns = (last_end - start).as_nanos() as u64;
@@ -335,6 +349,9 @@ impl Runner {
                 Ok(len) => errors.push(format!("body of {len} bytes, expected {}", device::BODY.len())),
                 Err(e) => errors.push(e),
             }
+        }
+        if let Some(start) = batch_cpu_start {
+            cpu = process_cpu_ns().saturating_sub(start);
         }
         if let Some(record) = record {
             record.ok += samples.len() as u64;

@@ -221,8 +221,10 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
          round: its spread shows how much noise the run had (its low end is the \
          least disturbed estimate). `CPU µs/cmd`: CPU time of the whole process (client, its \
          helper threads, and the device thread) per command, from `CLOCK_PROCESS_CPUTIME_ID` \
-         read around each command: less sensitive to scheduling noise than latency; spinning \
-         clients burn their wait as CPU.{}",
+         read around each round's batch of commands (in (c), around each command, so that the \
+         pauses do not count; a read between back-to-back commands would slow the next one: \
+         PERFORMANCE.md): less sensitive to scheduling noise than latency; spinning clients \
+         burn their wait as CPU.{}",
         if cfg.on_link() { " Across the link it includes the relay thread's CPU." } else { "" }
     );
     let _ = writeln!(
