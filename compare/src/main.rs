@@ -307,7 +307,7 @@ impl Runner {
     /// runqueue lock, and the device's way back to sleep stalls on it. How often that happens
     /// depends on how soon after the response a client returns, so it slowed clients unequally:
     /// in (a) it put one finwatch busy-poll command in six into a +16 µs mode the busy-poll
-    /// floor hardly saw (PERFORMANCE.md, 2026-11-26).
+    /// floor hardly saw (PERFORMANCE.md, "the harness's own CPU clock").
     fn run(&mut self, n: usize, gaps: &[u64], record: Option<&mut Record>) -> Vec<u64> {
         let mut samples = Vec::with_capacity(n);
         let mut gap_samples = Vec::new();
