@@ -424,13 +424,14 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
             }
             let mut behind = Vec::new();
             for &j in &others {
+                let mut at = Vec::new();
                 for (what, mine, theirs) in
                     [("p50", sums[i].p50, sums[j].p50), ("p99", sums[i].p99, sums[j].p99)]
                 {
                     if let (Some(a), Some(b)) = (mine, theirs)
                         && a >= b
                     {
-                        behind.push(format!(
+                        at.push(format!(
                             "{} at {what} ({} against {} µs)",
                             label(j),
                             us(Some(a)),
@@ -438,6 +439,23 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
                         ));
                     }
                 }
+                // For information, not part of the verdict: the other client's figures leave out
+                // the commands it lost, which are those a gamble on a closing connection failed.
+                if !at.is_empty() && r.records[j].failed > 0 {
+                    let (p50, p99) = r.records[j].with_lost();
+                    let shown = |p: Option<Option<u64>>| match p {
+                        Some(Some(ns)) => format!("{} µs", us(Some(ns))),
+                        _ => "never".to_string(),
+                    };
+                    let last = at.len() - 1;
+                    at[last].push_str(&format!(
+                        " [with its {} lost commands counted as never answered: p50 {}, p99 {}]",
+                        r.records[j].failed,
+                        shown(p50),
+                        shown(p99)
+                    ));
+                }
+                behind.extend(at);
             }
             let failed = r.records[i].failed;
             let lost = if r.scenario != Scenario::KeepAlive && failed > 0 {
@@ -473,7 +491,9 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
          not finwatch. Failed commands are counted for (b), (c) and (d) (target: none). In \
          brackets, for information and not checked: the ratio of the round p50s, round by round \
          (a client's round and the floor's run seconds apart, so the machine's drift between \
-         rounds cancels out of each ratio).\n"
+         rounds cancels out of each ratio); and where finwatch is behind a client that lost \
+         commands, that client's p50 and p99 with its lost commands counted as never answered \
+         (its own figures are over the commands it did not lose).\n"
     );
     for l in lines {
         let _ = writeln!(o, "{l}");
@@ -630,6 +650,26 @@ mod tests {
         ] {
             assert!(out.contains(expected), "{expected}\nnot in\n{out}");
         }
+    }
+
+    /// Behind a client that lost commands, the verdict stands, and that client's figures with
+    /// its lost commands counted as never answered are shown beside it.
+    #[test]
+    fn a_client_that_lost_commands_is_also_shown_with_them_counted() {
+        let mut cfg = Config::full();
+        cfg.clients = ["floor-blocking", "finwatch", "hyper"]
+            .iter()
+            .map(|k| crate::clients::find(k).unwrap())
+            .collect();
+        let mut r = keepalive(&cfg, &[100_000, 150_000, 110_000]);
+        r.scenario = Scenario::Idle;
+        // hyper: 10 answered in 110 µs, 4 lost: its p50 is still answered, its p99 never.
+        r.records[2].failed = 4;
+        let out = targets(&cfg, &[r]);
+        let line = "- (c) finwatch: **behind** hyper (legacy Client, current-thread) at p50 (150.0 against \
+                    110.0 µs), hyper (legacy Client, current-thread) at p99 (150.0 against 110.0 µs) \
+                    [with its 4 lost commands counted as never answered: p50 110.0 µs, p99 never]";
+        assert!(out.contains(line), "{line}\nnot in\n{out}");
     }
 
     /// The bracketed figure pairs each round of a client with the same round of the floor: a

@@ -24,6 +24,18 @@ pub fn nearest_rank(sorted: &[u64], p: Pct) -> Option<u64> {
     Some(sorted[rank as usize - 1])
 }
 
+/// Nearest-rank percentile over the answered commands in ascending `sorted` and `lost` more
+/// that were never answered (ranked above every answered one): `Some(None)` when the rank
+/// falls among the lost ones, `None` without any command.
+pub fn nearest_rank_with_lost(sorted: &[u64], lost: u64, p: Pct) -> Option<Option<u64>> {
+    let n = sorted.len() as u64 + lost;
+    if n == 0 {
+        return None;
+    }
+    let rank = (p.num * n).div_ceil(p.den).clamp(1, n);
+    Some(sorted.get(rank as usize - 1).copied())
+}
+
 /// What one client did in one scenario, over all rounds.
 #[derive(Debug, Default)]
 pub struct Record {
@@ -86,6 +98,14 @@ impl Record {
         (n > 0).then(|| self.cpu_ns / n)
     }
 
+    /// p50 and p99 with every failed command counted as never answered (ranked slowest): what
+    /// the latency of a command looks like to a caller who needs the answer.
+    pub fn with_lost(&self) -> (Option<Option<u64>>, Option<Option<u64>>) {
+        let mut s = self.samples.clone();
+        s.sort_unstable();
+        (nearest_rank_with_lost(&s, self.failed, P50), nearest_rank_with_lost(&s, self.failed, P99))
+    }
+
     pub fn summary(&self) -> Summary {
         let mut s = self.samples.clone();
         s.sort_unstable();
@@ -140,6 +160,17 @@ mod tests {
         assert_eq!(nearest_rank(&[1, 2, 3], P50), Some(2));
         assert_eq!(nearest_rank(&[1, 2, 3, 4], P50), Some(2));
         assert_eq!(nearest_rank(&[], P50), None);
+    }
+
+    #[test]
+    fn lost_commands_rank_above_every_answered_one() {
+        let v: Vec<u64> = (1..=75).collect();
+        // 100 commands, 25 lost: the p50 is the 50th answered, the p99 never came.
+        assert_eq!(nearest_rank_with_lost(&v, 25, P50), Some(Some(50)));
+        assert_eq!(nearest_rank_with_lost(&v, 25, P99), Some(None));
+        assert_eq!(nearest_rank_with_lost(&v, 0, P99), nearest_rank(&v, P99).map(Some));
+        assert_eq!(nearest_rank_with_lost(&[], 3, P50), Some(None));
+        assert_eq!(nearest_rank_with_lost(&[], 0, P50), None);
     }
 
     #[test]
