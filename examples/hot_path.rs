@@ -11,13 +11,14 @@
 //! machine's drift hardly moves (the syscalls themselves and the wake-ups are left out), for
 //! judging a change to the hot path when `compare/`'s pooled p50s are too noisy to.
 
+#[path = "common/epoll_device.rs"]
+mod epoll_device;
+
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use epoll_device::EpollDevice;
 use finwatch::{Client, Request, Response};
 use mio::{Events, Interest, Poll, Token};
 
@@ -25,76 +26,8 @@ const PATH: &str = "/unico/v1/interface/io-state?ioId=25602";
 /// A small JSON answer (34-byte body).
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 34\r\n\r\n{\"ioId\":25602,\"value\":1,\"ok\":true}";
 const BODY_LEN: usize = 34;
-const LISTENER: Token = Token(usize::MAX);
 /// Every wait is bounded: a device that stops answering fails the run instead of hanging it.
 const WAIT: Duration = Duration::from_secs(2);
-
-/// A single-threaded device that sleeps in `epoll_wait` and answers each request head.
-struct Device {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl Device {
-    fn start() -> io::Result<Device> {
-        let std_listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = std_listener.local_addr()?;
-        std_listener.set_nonblocking(true)?;
-        let mut listener = mio::net::TcpListener::from_std(std_listener);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || -> io::Result<()> {
-            let mut poll = Poll::new()?;
-            poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-            let mut events = Events::with_capacity(16);
-            let mut conns: Vec<(mio::net::TcpStream, Vec<u8>)> = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !stopping.load(Ordering::Relaxed) {
-                poll.poll(&mut events, Some(Duration::from_millis(20)))?;
-                for e in events.iter() {
-                    if e.token() == LISTENER {
-                        while let Ok((mut s, _)) = listener.accept() {
-                            s.set_nodelay(true)?;
-                            poll.registry().register(&mut s, Token(conns.len()), Interest::READABLE)?;
-                            conns.push((s, Vec::new()));
-                        }
-                        continue;
-                    }
-                    let Some((s, pending)) = conns.get_mut(e.token().0) else { continue };
-                    loop {
-                        match s.read(&mut buf) {
-                            Ok(0) => break,
-                            Ok(n) => pending.extend_from_slice(&buf[..n]),
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(_) => break,
-                        }
-                    }
-                    // GETs only: a request ends with its blank line.
-                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        pending.drain(..end + 4);
-                        s.write_all(RESPONSE)?;
-                    }
-                }
-            }
-            Ok(())
-        });
-        Ok(Device { addr, stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            match t.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("device: {e}"),
-                Err(_) => eprintln!("device thread panicked"),
-            }
-        }
-    }
-}
 
 /// The minimal mio loop of `compare/` (floor 3): write, `epoll_wait`, read until the response's
 /// known length is in.
@@ -161,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(n) => n.parse().map_err(|_| format!("not a number of commands: {n}"))?,
         None => 30_000,
     };
-    let device = Device::start()?;
+    let device = EpollDevice::start(RESPONSE, false)?;
     let start = Instant::now();
     match which.as_str() {
         "finwatch" => finwatch_loop(device.addr, commands)?,
