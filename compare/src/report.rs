@@ -210,7 +210,10 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
         o,
         "- Interleaved rounds against noise: {} rounds in (a), {} in (b), {} in (c), {} in (d); in \
          each, every client sends its share of commands in turn, the order rotated by one per \
-         round. Nothing is pinned.",
+         round. In (a), the clients that opened a connection for most of their warm-up commands \
+         (no reuse: minreq, attohttpc) take all their rounds after the others': the closed \
+         sockets they leave behind, 2,000 per round, slowed the clients measured after them, \
+         the event loops most (PERFORMANCE.md). Nothing is pinned.",
         cfg.rounds[0], cfg.rounds[1], cfg.rounds[2], cfg.rounds[3]
     );
     let _ = writeln!(
