@@ -331,11 +331,11 @@ impl Runner {
                 (Method::Get, self.get_url.as_str(), &[][..])
             };
             self.sent += 1;
-            let cpu_start = if per_command_cpu { process_cpu_ns() } else { 0 };
+            let cpu_start = per_command_cpu.then(process_cpu_ns);
             let start = Instant::now();
             let result = self.client.command(method, url, body);
             last_end = Instant::now();
-            if per_command_cpu {
+            if let Some(cpu_start) = cpu_start {
                 cpu += process_cpu_ns() - cpu_start;
             }
             match result {
@@ -489,7 +489,7 @@ fn start_link(delay: Duration) -> std::io::Result<(Link, Vec<Duration>)> {
 /// all their rounds after the others'. A client without connection reuse leaves a closed
 /// socket behind per command, 2,000 per round in (a); interleaved with the others, that
 /// residue slowed them, the event loops most (with minreq and attohttpc in the rotation the
-/// minimal mio loop was 1.06–1.13× the blocking floor, without them 1.00–1.04×; PERFORMANCE.md).
+/// minimal mio loop was 1.06–1.13× the blocking floor, without them 1.00–1.03×; PERFORMANCE.md).
 /// In the other scenarios every client, or many, opens connections anyway.
 fn groups(sc: Scenario, accepted: &[u64], warmup: usize) -> Vec<Vec<usize>> {
     let all: Vec<usize> = (0..accepted.len()).collect();
@@ -604,7 +604,6 @@ mod tests {
         parse_args(&args).expect("valid arguments").expect("a run, not --help")
     }
 
-    /// (a) runs 30 × 2,000 on loopback and 10 × 2,000 across a link, unless told otherwise;
     /// In (a) the clients that open a connection per command take their rounds last; elsewhere,
     /// and without a warm-up to tell them by, every client is in one rotation.
     #[test]
@@ -619,6 +618,7 @@ mod tests {
         }
     }
 
+    /// (a) runs 30 × 2,000 on loopback and 10 × 2,000 across a link, unless told otherwise;
     /// `--rounds` and `--keepalive` each override only their own half.
     #[test]
     fn keep_alive_counts_default_by_network_and_yield_to_the_options() {

@@ -16,12 +16,7 @@ pub const P999: Pct = Pct { num: 999, den: 1000 };
 /// Nearest-rank percentile of ascending `sorted`: the smallest value with at least `p` of the
 /// samples at or below it (rank ⌈p·n⌉, 1-based). `None` without samples.
 pub fn nearest_rank(sorted: &[u64], p: Pct) -> Option<u64> {
-    let n = sorted.len() as u64;
-    if n == 0 {
-        return None;
-    }
-    let rank = (p.num * n).div_ceil(p.den).clamp(1, n);
-    Some(sorted[rank as usize - 1])
+    nearest_rank_with_lost(sorted, 0, p).flatten()
 }
 
 /// Nearest-rank percentile over the answered commands in ascending `sorted` and `lost` more
