@@ -599,3 +599,88 @@ fn convenience_calls_send_their_own_method_target_and_body_whatever_was_kept() {
     assert!(matches!(c.get("http://[::1"), Err(Error::InvalidUrl { .. })));
     assert_eq!(c.get(&dev.url("/io/3?round=1")).unwrap().status(), 200);
 }
+
+/// A device whose stack runs Nagle's algorithm (TCP_NODELAY off, lwIP's default) and writes each
+/// response in two pieces, head then body, as many embedded servers do: its body leaves only
+/// once the head is acknowledged. Serves keep-alive connections one after the other, each until
+/// the client closes it; every read is bounded.
+#[cfg(target_os = "linux")]
+fn nagle_device() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        const BODY: &[u8] = br#"{"ioId":25602,"value":1}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            BODY.len()
+        );
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_nodelay(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            loop {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    buf.drain(..end + 4);
+                    s.write_all(head.as_bytes()).unwrap();
+                    s.write_all(BODY).unwrap();
+                }
+            }
+        }
+    });
+    (addr, handle)
+}
+
+/// With such a device Linux's delayed ACK (40 ms at least, once a connection carries requests
+/// and responses) holds every response after the first: a plain client, measured first against
+/// the same device, shows it. finwatch acknowledges a response that stopped short at once, so
+/// the device's body follows at once. (Not a speed goal: the difference is the kernel's 40 ms
+/// timer per command, which the bound below leaves a factor of 4 of room.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_response_split_by_the_devices_nagle_does_not_wait_for_a_delayed_ack() {
+    const N: usize = 8;
+    let (addr, device) = nagle_device();
+    let get = format!("GET /io-state HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+
+    let plain = {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = Instant::now();
+        for _ in 0..N {
+            s.write_all(get.as_bytes()).unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !got.ends_with(b"}") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "the device closed");
+                got.extend_from_slice(&chunk[..n]);
+            }
+        }
+        start.elapsed()
+    };
+    assert!(
+        plain >= Duration::from_millis(35) * (N as u32 - 2),
+        "this kernel did not delay the ACKs ({plain:?} for {N} GETs): nothing to show"
+    );
+
+    let mut c = client();
+    let url = format!("http://{addr}/io-state");
+    let req = Request::get(&url).build().unwrap();
+    let start = Instant::now();
+    for _ in 0..N {
+        let resp = c.send(req.clone()).unwrap();
+        assert_eq!(resp.body(), br#"{"ioId":25602,"value":1}"#);
+    }
+    let fin = start.elapsed();
+    assert_eq!(c.stats().connects, 1, "one keep-alive connection");
+    assert!(fin * 4 < plain, "finwatch took {fin:?} for {N} GETs, a plain client {plain:?}");
+    drop(c);
+    device.join().unwrap();
+}
