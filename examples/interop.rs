@@ -1,0 +1,841 @@
+//! finwatch against HTTP servers no one on the team wrote, checked on the wire:
+//! `interop/run.sh` (installs what it needs, then runs `cargo run --release --example interop`).
+//!
+//! Starts, on loopback ports of its own, nginx (keep-alive closed after 20 ms idle and after 5
+//! requests; PUT through its DAV module; gzip, so chunked), lighttpd (1 s idle, 5 requests),
+//! BusyBox `httpd` (a connection per request, the web server of many embedded devices),
+//! Python's `http.server` (HTTP/1.0) and a Python device in the manner of the incident (HTTP/1.1
+//! keep-alive, closes a connection idle for 20 ms with a FIN and no `Connection: close`, headers
+//! and body in separate writes, a chunked answer). Against each, one `finwatch::Client` with its
+//! defaults sends back-to-back GETs, GETs paced around the server's idle timeout, PUTs, a
+//! 94 KB download, HEADs and a chunked (gzip) download, and checks every answer.
+//!
+//! `tcpdump` records the loopback traffic meanwhile, and the capture is then read here: for
+//! every connection, no request byte may leave the client after the server's FIN was on the
+//! wire (the incident's packet 18). A byte within 20 µs of the FIN is reported as a race (the
+//! FIN was still being delivered; no check before a write can see it, on any network), one
+//! later as a violation. Capturing needs root (or CAP_NET_RAW); without it the run says so and
+//! checks the answers only.
+//!
+//! Prints a Markdown table; exits non-zero on any failed command, wrong answer or violation.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use std::{env, fs, thread};
+
+use finwatch::{Client, Method, Request, Response};
+
+/// The incident device, in Python: HTTP/1.1 keep-alive, idle connections closed (FIN, no
+/// header) after argv[2] seconds, headers and body written separately, `/chunked` in 7-byte
+/// chunks, PUT answered after reading its body.
+const PY_DEVICE: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = float(sys.argv[2])
+    def log_message(self, *a):
+        pass
+    def log_error(self, *a):
+        pass
+    def answer(self, body, chunked):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 7):
+                part = body[i:i + 7]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+    def do_GET(self):
+        self.answer(b'{"ioId":25602,"value":1}', self.path.startswith("/chunked"))
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.answer(b'{"ok":true}', False)
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+const STATE_PATH: &str = "/unico/v1/interface/io-state";
+const STATE_BODY: &[u8] = b"{\"ioId\":25602,\"value\":1}\n";
+const PUT_PATH: &str = "/unico/v1/interface/io";
+const PUT_BODY: &str = r#"{"ioId":25602,"value":1}"#;
+/// A write this soon after the server's FIN (capture timestamps) crossed it on the wire.
+const RACE: Duration = Duration::from_micros(20);
+/// Every request's deadline, and the bound on every wait for a process.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// A child process, killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One server under test.
+struct Server {
+    name: &'static str,
+    version: String,
+    /// How it ends connections, for the table.
+    closes: &'static str,
+    port: u16,
+    /// Its idle timeout, if it has one worth pacing commands around.
+    idle: Option<Duration>,
+    /// Pacing around `idle`: how many commands (a 1 s timer makes each one slow).
+    paced: usize,
+    /// PUT succeeds (2xx) rather than being refused with an error status.
+    put_ok: bool,
+    /// Serves the static files (the 94 KB download, HEAD, gzip).
+    files: bool,
+    /// Answers `/chunked` with a chunked body.
+    chunked_path: bool,
+    /// Compresses on `Accept-Encoding: gzip`, chunked.
+    gzip: bool,
+    _proc: Proc,
+}
+
+/// What one server's run produced.
+#[derive(Default)]
+struct Outcome {
+    commands: usize,
+    ok: usize,
+    /// Latency of each back-to-back GET, µs.
+    gets_us: Vec<u64>,
+    problems: Vec<String>,
+    stats: Option<finwatch::Stats>,
+    wire: Wire,
+}
+
+/// What the capture showed for one server's port.
+#[derive(Default, Clone)]
+struct Wire {
+    connections: usize,
+    server_fins: usize,
+    server_resets: usize,
+    /// Client packets with payload after the server's FIN: (connection's client port, µs after).
+    after_fin: Vec<(u16, u64)>,
+}
+
+fn main() -> ExitCode {
+    let _ = env_logger::try_init();
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("interop: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<bool, String> {
+    let dir = env::temp_dir().join(format!("finwatch-interop-{}", std::process::id()));
+    let _cleanup = RemoveDir(dir.clone());
+    let www = dir.join("www");
+    fs::create_dir_all(www.join("unico/v1/interface")).map_err(|e| format!("{}: {e}", www.display()))?;
+    fs::write(www.join(STATE_PATH.trim_start_matches('/')), STATE_BODY).map_err(|e| e.to_string())?;
+    let big = big_file();
+    fs::write(www.join("big.txt"), &big).map_err(|e| e.to_string())?;
+    fs::write(www.join("state.json"), STATE_BODY.repeat(40)).map_err(|e| e.to_string())?;
+
+    let servers = vec![
+        nginx(&dir, &www)?,
+        lighttpd(&dir, &www)?,
+        busybox(&www)?,
+        python_http_server(&www)?,
+        python_device(&dir)?,
+    ];
+    // A second incident device, for the control: a naive pooled client that writes its next
+    // request without looking. The capture must show its requests crossing FINs, or it is blind.
+    let control = python_device(&dir)?;
+    let ports: Vec<u16> = servers.iter().chain([&control]).map(|s| s.port).collect();
+    let capture = Capture::start(&dir, &ports);
+    if let Err(e) = &capture {
+        eprintln!("interop: no capture ({e}); the answers are checked, the wire is not");
+    }
+
+    let mut outcomes = Vec::new();
+    for s in &servers {
+        outcomes.push(exercise(s, &big));
+    }
+    let (control_sent, control_answered) = naive_pool(control.port);
+    let wires = match capture {
+        Ok(c) => Some(c.finish()?),
+        Err(_) => None,
+    };
+
+    let mut ok = true;
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| server | how it ends connections | commands | ok | back-to-back GET p50 µs | retries | connections | FINs seen idle | retired ahead | on the wire: connections | server FINs | request bytes after a FIN (race ≤ 20 µs) | server RSTs |"
+    );
+    let _ = writeln!(table, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for (s, o) in servers.iter().zip(&mut outcomes) {
+        if let Some(w) = wires.as_ref().and_then(|w| w.iter().find(|(p, _)| *p == s.port)) {
+            o.wire = w.1.clone();
+        }
+        let st = o.stats.unwrap_or_default();
+        let late: Vec<_> = o.wire.after_fin.iter().filter(|(_, us)| *us > RACE.as_micros() as u64).collect();
+        let wire = if wires.is_some() {
+            format!(
+                "{} | {} | {} ({}) | {}",
+                o.wire.connections,
+                o.wire.server_fins,
+                late.len(),
+                o.wire.after_fin.len() - late.len(),
+                o.wire.server_resets
+            )
+        } else {
+            "not captured | | | ".to_string()
+        };
+        let _ = writeln!(
+            table,
+            "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {wire} |",
+            s.name,
+            s.version,
+            s.closes,
+            o.commands,
+            o.ok,
+            p50(&mut o.gets_us),
+            st.retries,
+            st.connects,
+            st.fins_seen_idle,
+            st.retired_before_idle_close
+        );
+        for (port, us) in late {
+            o.problems.push(format!("request bytes on connection :{port} {us} µs after the server's FIN"));
+        }
+        if !o.problems.is_empty() {
+            ok = false;
+        }
+    }
+    let mut blind = None;
+    if let Some(w) = wires.as_ref().and_then(|w| w.iter().find(|(p, _)| *p == control.port)) {
+        let w = &w.1;
+        let late = w.after_fin.iter().filter(|(_, us)| *us > RACE.as_micros() as u64).count();
+        let _ = writeln!(
+            table,
+            "| control: a naive pool writing without looking, Python device | {} | {control_sent} | {control_answered} | – | – | – | – | – | {} | {} | {late} ({}) | {} |",
+            control.closes,
+            w.connections,
+            w.server_fins,
+            w.after_fin.len() - late,
+            w.server_resets
+        );
+        if late == 0 {
+            ok = false;
+            blind =
+                Some("the capture saw no request of the control client after a FIN: the wire check is blind");
+        }
+    }
+    println!("{table}");
+    if let Some(b) = blind {
+        println!("- **control**: {b}");
+    }
+    for (s, o) in servers.iter().zip(&outcomes) {
+        for p in &o.problems {
+            println!("- **{}**: {p}", s.name);
+        }
+    }
+    if ok {
+        println!(
+            "Every command answered correctly{}.",
+            if wires.is_some() { ", and no request byte followed a FIN" } else { "" }
+        );
+    }
+    Ok(ok)
+}
+
+/// Sends every kind of command to `s` through one client, and checks each answer.
+fn exercise(s: &Server, big: &[u8]) -> Outcome {
+    let mut o = Outcome::default();
+    let mut gets = Vec::new();
+    let mut client = match Client::builder().request_timeout(DEADLINE).connect_timeout(DEADLINE).build() {
+        Ok(c) => c,
+        Err(e) => {
+            o.problems.push(format!("no client: {e}"));
+            return o;
+        }
+    };
+    let base = format!("http://127.0.0.1:{}", s.port);
+    let get = |path: &str| Request::get(&format!("{base}{path}")).build();
+    let mut check =
+        |what: &str, req: finwatch::Result<Request>, want: &dyn Fn(&Response) -> Result<(), String>| {
+            o.commands += 1;
+            let result = req.and_then(|r| client.send(r));
+            match result {
+                Ok(resp) => match want(&resp) {
+                    Ok(()) => o.ok += 1,
+                    Err(e) => o.problems.push(format!("{what}: {e}")),
+                },
+                Err(e) => o
+                    .problems
+                    .push(format!("{what}: {e} (may have been processed: {})", e.may_have_been_processed())),
+            }
+        };
+    let state_ok = |r: &Response| -> Result<(), String> {
+        match (r.status(), r.body()) {
+            (200, b) if b.starts_with(b"{\"ioId\":25602") => Ok(()),
+            (st, b) => Err(format!("status {st}, {} body bytes", b.len())),
+        }
+    };
+    for _ in 0..200 {
+        let start = Instant::now();
+        check("back-to-back GET", get(STATE_PATH), &state_ok);
+        gets.push(start.elapsed().as_micros() as u64);
+    }
+    for _ in 0..20 {
+        let req = Request::put(&format!("{base}{PUT_PATH}"), PUT_BODY)
+            .header("Content-Type", "application/json")
+            .build();
+        let put_ok = s.put_ok;
+        check("PUT", req, &move |r: &Response| match r.status() {
+            200..=299 if put_ok => Ok(()),
+            400..=599 if !put_ok => Ok(()), // refused, but answered: the connection goes on
+            st => Err(format!("status {st}")),
+        });
+    }
+    if s.files {
+        for _ in 0..20 {
+            check("94 KB GET", get("/big.txt"), &|r: &Response| {
+                if r.status() == 200 && r.body() == big {
+                    Ok(())
+                } else {
+                    Err(format!("status {}, {} of {} bytes", r.status(), r.body().len(), big.len()))
+                }
+            });
+        }
+        for _ in 0..5 {
+            let req = Request::builder(Method::HEAD, &format!("{base}/big.txt")).build();
+            check("HEAD", req, &|r: &Response| {
+                let len = r.header("content-length").and_then(|v| v.parse::<usize>().ok());
+                if r.status() == 200 && r.body().is_empty() && len == Some(big.len()) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "status {}, {} body bytes, Content-Length {len:?}",
+                        r.status(),
+                        r.body().len()
+                    ))
+                }
+            });
+        }
+    }
+    if s.chunked_path {
+        for _ in 0..20 {
+            check("chunked GET", get("/chunked"), &|r: &Response| {
+                if r.status() == 200 && r.body() == b"{\"ioId\":25602,\"value\":1}" {
+                    Ok(())
+                } else {
+                    Err(format!("status {}, body {:?}", r.status(), String::from_utf8_lossy(r.body())))
+                }
+            });
+        }
+    }
+    if s.gzip {
+        let want = STATE_BODY.repeat(40).len() as u32;
+        for _ in 0..20 {
+            let req = Request::get(&format!("{base}/state.json")).header("Accept-Encoding", "gzip").build();
+            check("gzip (chunked) GET", req, &move |r: &Response| gzip_ok(r, want));
+        }
+    }
+    if let Some(idle) = s.idle {
+        // Around the idle timeout: well inside, just inside, at, just after, well after.
+        let gaps = [0.75, 0.95, 1.0, 1.05, 1.5].map(|f: f64| idle.mul_f64(f));
+        for i in 0..s.paced {
+            thread::sleep(gaps[i % gaps.len()]); // the pacing under test, not a synchronisation
+            check("GET paced around the idle timeout", get(STATE_PATH), &state_ok);
+        }
+    }
+    o.stats = Some(client.stats());
+    o.gets_us = gets;
+    o
+}
+
+fn p50(v: &mut [u64]) -> String {
+    v.sort_unstable();
+    v.get(v.len().saturating_sub(1) / 2).map_or("–".into(), |x| x.to_string())
+}
+
+/// The incident's client, for the control: keeps one connection and writes each request on it
+/// without looking, 30 ms apart (the device closes connections idle for 20 ms); a request that
+/// gets no answer is lost, and the next one connects anew. Returns (sent, answered).
+fn naive_pool(port: u16) -> (usize, usize) {
+    use std::io::Write as _;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let request = format!("GET {STATE_PATH} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut stream: Option<TcpStream> = None;
+    let (mut sent, mut answered) = (0, 0);
+    for _ in 0..10 {
+        sent += 1;
+        let s = match stream.take() {
+            Some(s) => s,
+            None => match TcpStream::connect_timeout(&addr, DEADLINE) {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+        };
+        let _ = s.set_read_timeout(Some(DEADLINE));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let ok = (&s).write_all(request.as_bytes()).is_ok()
+            && loop {
+                match (&s).read(&mut buf) {
+                    Ok(0) | Err(_) => break false,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                if got.ends_with(b"}") {
+                    break true;
+                }
+            };
+        if ok {
+            answered += 1;
+            stream = Some(s);
+        }
+        thread::sleep(Duration::from_millis(30)); // the pacing under test
+    }
+    (sent, answered)
+}
+
+/// A gzip body (chunked on the wire) whose trailer says it holds `want` bytes.
+fn gzip_ok(r: &Response, want: u32) -> Result<(), String> {
+    let b = r.body();
+    let chunked = r.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let gz = r.header("content-encoding") == Some("gzip");
+    if r.status() != 200 || !gz || !chunked || b.len() < 18 || b[..2] != [0x1f, 0x8b] {
+        return Err(format!("status {}, gzip {gz}, chunked {chunked}, {} body bytes", r.status(), b.len()));
+    }
+    let isize = u32::from_le_bytes([b[b.len() - 4], b[b.len() - 3], b[b.len() - 2], b[b.len() - 1]]);
+    if isize != want {
+        return Err(format!("gzip trailer says {isize} bytes, the file has {want}"));
+    }
+    Ok(())
+}
+
+/// 94 KB of printable, line-broken, non-repeating text.
+fn big_file() -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    let mut out = Vec::with_capacity(96 * 1024);
+    for i in 0..96_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.push(if i % 77 == 76 { b'\n' } else { b'a' + (x % 26) as u8 });
+    }
+    out
+}
+
+fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
+    let bin = find("nginx")?;
+    let port = free_port()?;
+    let d = dir.join("nginx");
+    fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    let conf = format!(
+        "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{}}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
+           uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           types {{ application/json json; text/plain txt; }}\n\
+           keepalive_timeout 20ms; keepalive_requests 5;\n\
+           gzip on; gzip_min_length 0; gzip_types *;\n\
+           server {{\n\
+             listen 127.0.0.1:{port}; root {www};\n\
+             location /unico/v1/interface/ {{ dav_methods PUT; create_full_put_path on; }}\n\
+           }}\n\
+         }}\n",
+        d = d.display(),
+        www = www.display()
+    );
+    fs::write(d.join("nginx.conf"), conf).map_err(|e| e.to_string())?;
+    let conf = d.join("nginx.conf");
+    let proc =
+        spawn(Command::new(&bin).arg("-p").arg(&d).arg("-e").arg(d.join("error.log")).arg("-c").arg(conf))?;
+    wait_listening(port, &d.join("error.log"))?;
+    Ok(Server {
+        name: "nginx",
+        version: version(&bin, &["-v"]).trim_start_matches("nginx version: nginx/").to_string(),
+        closes: "keep-alive; FIN after 20 ms idle; `Connection: close` on the 5th response",
+        port,
+        idle: Some(Duration::from_millis(20)),
+        paced: 40,
+        put_ok: true,
+        files: true,
+        chunked_path: false,
+        gzip: true,
+        _proc: proc,
+    })
+}
+
+fn lighttpd(dir: &Path, www: &Path) -> Result<Server, String> {
+    let bin = find("lighttpd")?;
+    let port = free_port()?;
+    let d = dir.join("lighttpd");
+    fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    let conf = format!(
+        "server.document-root = \"{www}\"\nserver.bind = \"127.0.0.1\"\nserver.port = {port}\n\
+         server.errorlog = \"{d}/error.log\"\nserver.max-keep-alive-idle = 1\n\
+         server.max-keep-alive-requests = 5\n\
+         mimetype.assign = (\".json\" => \"application/json\", \".txt\" => \"text/plain\")\n",
+        www = www.display(),
+        d = d.display()
+    );
+    fs::write(d.join("lighttpd.conf"), conf).map_err(|e| e.to_string())?;
+    let proc = spawn(Command::new(&bin).arg("-D").arg("-f").arg(d.join("lighttpd.conf")))?;
+    wait_listening(port, &d.join("error.log"))?;
+    Ok(Server {
+        name: "lighttpd",
+        version: version(&bin, &["-v"])
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("lighttpd/")
+            .to_string(),
+        closes: "keep-alive; FIN after 1 s idle; `Connection: close` on the 5th response",
+        port,
+        idle: Some(Duration::from_secs(1)),
+        paced: 5,
+        put_ok: false,
+        files: true,
+        chunked_path: false,
+        gzip: false,
+        _proc: proc,
+    })
+}
+
+fn busybox(www: &Path) -> Result<Server, String> {
+    let bin = find("busybox")?;
+    let port = free_port()?;
+    let proc = spawn(
+        Command::new(&bin).args(["httpd", "-f", "-p"]).arg(format!("127.0.0.1:{port}")).arg("-h").arg(www),
+    )?;
+    wait_listening(port, Path::new("(busybox httpd logs nothing)"))?;
+    let v = version(&bin, &[]);
+    Ok(Server {
+        name: "BusyBox httpd",
+        version: v.split_whitespace().nth(1).unwrap_or("").to_string(),
+        closes: "a connection per request (`Connection: close`)",
+        port,
+        idle: None,
+        paced: 0,
+        put_ok: false,
+        files: true,
+        chunked_path: false,
+        gzip: false,
+        _proc: proc,
+    })
+}
+
+fn python_http_server(www: &Path) -> Result<Server, String> {
+    let bin = find("python3")?;
+    let port = free_port()?;
+    let proc = spawn(
+        Command::new(&bin)
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(www),
+    )?;
+    wait_listening(port, Path::new("(python3 -m http.server)"))?;
+    Ok(Server {
+        name: "Python http.server",
+        version: version(&bin, &["--version"]).trim_start_matches("Python ").to_string(),
+        closes: "HTTP/1.0: FIN after every response",
+        port,
+        idle: None,
+        paced: 0,
+        put_ok: false,
+        files: true,
+        chunked_path: false,
+        gzip: false,
+        _proc: proc,
+    })
+}
+
+fn python_device(dir: &Path) -> Result<Server, String> {
+    let bin = find("python3")?;
+    let port = free_port()?;
+    let script = dir.join("device.py");
+    fs::write(&script, PY_DEVICE).map_err(|e| e.to_string())?;
+    let proc = spawn(Command::new(&bin).arg(&script).arg(port.to_string()).arg("0.02"))?;
+    wait_listening(port, Path::new("(the Python device)"))?;
+    Ok(Server {
+        name: "Python device",
+        version: version(&bin, &["--version"]).trim_start_matches("Python ").to_string(),
+        closes: "HTTP/1.1 keep-alive; FIN after 20 ms idle, no header (the incident)",
+        port,
+        idle: Some(Duration::from_millis(20)),
+        paced: 40,
+        put_ok: true,
+        files: false,
+        chunked_path: true,
+        gzip: false,
+        _proc: proc,
+    })
+}
+
+/// `name` on the PATH, or in the sbin directories a non-root PATH lacks.
+fn find(name: &str) -> Result<PathBuf, String> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("{name} not found: interop/run.sh installs it"))
+}
+
+fn spawn(cmd: &mut Command) -> Result<Proc, String> {
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.spawn().map(Proc).map_err(|e| format!("{what}: {e}"))
+}
+
+/// The first line a `--version`-like invocation prints (on stdout or stderr).
+fn version(bin: &Path, args: &[&str]) -> String {
+    Command::new(bin)
+        .args(args)
+        .output()
+        .map(|o| {
+            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// A loopback port nothing listens on now (the OS's choice; the server binds it next).
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Polls until something accepts on `port`, within [`DEADLINE`].
+fn wait_listening(port: u16, log: &Path) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let until = Instant::now() + DEADLINE;
+    while Instant::now() < until {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let detail = fs::read_to_string(log).unwrap_or_else(|_| log.display().to_string());
+    Err(format!("nothing listens on port {port} after {DEADLINE:?}: {}", detail.trim()))
+}
+
+/// Removes the run's temporary directory when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        if env::var_os("INTEROP_KEEP").is_some() {
+            eprintln!(
+                "interop: kept {} (the capture, the servers' configuration and logs)",
+                self.0.display()
+            );
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `tcpdump` writing the servers' loopback traffic to a file.
+struct Capture {
+    proc: Proc,
+    file: PathBuf,
+    ports: Vec<u16>,
+    /// A port nothing listens on, also captured: a connection attempt to it marks the end.
+    marker: u16,
+}
+
+impl Capture {
+    fn start(dir: &Path, ports: &[u16]) -> Result<Capture, String> {
+        let bin = find("tcpdump")?;
+        let file = dir.join("wire.pcap");
+        let marker = free_port()?;
+        let filter =
+            ports.iter().chain([&marker]).map(|p| format!("port {p}")).collect::<Vec<_>>().join(" or ");
+        let mut child = Command::new(&bin)
+            .args(["-i", "lo", "-U", "-n", "-s", "128", "-w"])
+            .arg(&file)
+            .arg(format!("tcp and ({filter})"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("tcpdump: {e}"))?;
+        // Capturing once it says it listens; its first words otherwise say why not.
+        let stderr = child.stderr.take().ok_or("tcpdump: no stderr")?;
+        let proc = Proc(child);
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+            let _ = tx.send(first);
+            for _ in lines {} // keep draining until tcpdump exits
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(line) if line.contains("listening on") => {
+                Ok(Capture { proc, file, ports: ports.to_vec(), marker })
+            }
+            Ok(line) => Err(format!("tcpdump: {line}")),
+            Err(_) => Err("tcpdump said nothing".into()),
+        }
+    }
+
+    /// Stops the capture and reads it. tcpdump lags behind the kernel and stops reading at
+    /// SIGINT, so it is stopped only once it has written the marker: a connection attempt (SYN,
+    /// RST) to the marker port, made after the last command.
+    fn finish(mut self) -> Result<Vec<(u16, Wire)>, String> {
+        let _ = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.marker)));
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let bytes = fs::read(&self.file).map_err(|e| e.to_string())?;
+            if pcap::analyse(&bytes, &[self.marker]).is_ok_and(|w| w.iter().any(|(_, w)| w.connections > 0)) {
+                break;
+            }
+            if Instant::now() >= until {
+                return Err("tcpdump did not write the end marker: the capture is incomplete".into());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let pid = self.proc.0.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let until = Instant::now() + DEADLINE;
+        while self.proc.0.try_wait().map_err(|e| e.to_string())?.is_none() {
+            if Instant::now() >= until {
+                return Err("tcpdump did not stop".into());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let mut bytes = Vec::new();
+        fs::File::open(&self.file).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
+        pcap::analyse(&bytes, &self.ports)
+    }
+}
+
+/// Just enough of the pcap format (and Ethernet, IPv4/IPv6, TCP) to follow connections.
+mod pcap {
+    use std::collections::HashMap;
+
+    use super::Wire;
+
+    struct Conn {
+        fin_at: Option<u64>,
+    }
+
+    pub(super) fn analyse(b: &[u8], ports: &[u16]) -> Result<Vec<(u16, Wire)>, String> {
+        if b.len() < 24 {
+            return Err("capture file too short".into());
+        }
+        let magic = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let (le, nanos) = match magic {
+            0xa1b2_c3d4 => (true, false),
+            0xa1b2_3c4d => (true, true),
+            0xd4c3_b2a1 => (false, false),
+            0x4d3c_b2a1 => (false, true),
+            m => return Err(format!("not a pcap file (magic {m:#x})")),
+        };
+        let u32_at = |o: usize| {
+            let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+            if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+        };
+        let link = u32_at(20);
+        let mut wires: HashMap<u16, Wire> = ports.iter().map(|&p| (p, Wire::default())).collect();
+        let mut conns: HashMap<(u16, u16), Conn> = HashMap::new();
+        let mut o = 24;
+        while o + 16 <= b.len() {
+            let (sec, frac, caplen) = (u32_at(o) as u64, u32_at(o + 4) as u64, u32_at(o + 8) as usize);
+            let t_us = sec * 1_000_000 + if nanos { frac / 1000 } else { frac };
+            // A record still being written ends the file for now.
+            let Some(pkt) = b.get(o + 16..o + 16 + caplen) else { break };
+            o += 16 + caplen;
+            let Some(tcp) = tcp_of(pkt, link) else { continue };
+            let (src, dst, flags, payload) = tcp;
+            let (server, client, from_server) = if wires.contains_key(&src) {
+                (src, dst, true)
+            } else if wires.contains_key(&dst) {
+                (dst, src, false)
+            } else {
+                continue;
+            };
+            let w = wires.get_mut(&server).expect("a server port");
+            const FIN: u8 = 0x01;
+            const SYN: u8 = 0x02;
+            const RST: u8 = 0x04;
+            const ACK: u8 = 0x10;
+            if !from_server && flags & SYN != 0 && flags & ACK == 0 {
+                w.connections += 1;
+                conns.insert((server, client), Conn { fin_at: None });
+                continue;
+            }
+            let c = conns.entry((server, client)).or_insert(Conn { fin_at: None });
+            if from_server && flags & FIN != 0 && c.fin_at.is_none() {
+                w.server_fins += 1;
+                c.fin_at = Some(t_us);
+            }
+            if from_server && flags & RST != 0 {
+                w.server_resets += 1;
+            }
+            if !from_server
+                && payload > 0
+                && let Some(fin) = c.fin_at
+            {
+                w.after_fin.push((client, t_us.saturating_sub(fin)));
+            }
+        }
+        let mut v: Vec<_> = wires.into_iter().collect();
+        v.sort_by_key(|(p, _)| *p);
+        Ok(v)
+    }
+
+    /// (source port, destination port, flags, payload length) of a TCP segment.
+    fn tcp_of(p: &[u8], link: u32) -> Option<(u16, u16, u8, usize)> {
+        let ip = match link {
+            1 if p.len() >= 14 => match u16::from_be_bytes([p[12], p[13]]) {
+                0x0800 | 0x86dd => &p[14..],
+                _ => return None,
+            },
+            113 if p.len() >= 16 => &p[16..], // Linux cooked capture
+            _ => return None,
+        };
+        let (tcp, len) = match ip.first()? >> 4 {
+            4 => {
+                let ihl = (ip[0] & 0x0f) as usize * 4;
+                if ip.len() < ihl || ip[9] != 6 {
+                    return None;
+                }
+                let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+                (&ip[ihl..], total.checked_sub(ihl)?)
+            }
+            6 => {
+                if ip.len() < 40 || ip[6] != 6 {
+                    return None;
+                }
+                (&ip[40..], u16::from_be_bytes([ip[4], ip[5]]) as usize)
+            }
+            _ => return None,
+        };
+        if tcp.len() < 14 {
+            return None;
+        }
+        let off = (tcp[12] >> 4) as usize * 4;
+        Some((
+            u16::from_be_bytes([tcp[0], tcp[1]]),
+            u16::from_be_bytes([tcp[2], tcp[3]]),
+            tcp[13],
+            len.checked_sub(off)?,
+        ))
+    }
+}

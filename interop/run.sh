@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# finwatch against HTTP servers no one on the team wrote (nginx, lighttpd, BusyBox httpd,
+# Python's http.server and a Python device that closes idle connections), with the loopback
+# traffic captured by tcpdump and checked: every answer right, and no request byte after a
+# server's FIN. Installs the servers and tcpdump (Debian packages) if missing; the capture needs
+# root, so the run goes through sudo when not root (without it, only the answers are checked).
+#   interop/run.sh            (INTEROP_KEEP=1 keeps the capture and the servers' logs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
+
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v lighttpd >/dev/null || [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
+command -v busybox >/dev/null || need+=(busybox)
+command -v python3 >/dev/null || need+=(python3)
+command -v tcpdump >/dev/null || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || need+=(tcpdump)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "interop/run.sh: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -qq "${need[@]}" >/dev/null \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq "${need[@]}" >/dev/null; }
+fi
+# The nginx package starts a system-wide server on port 80 where it can; this run starts its
+# own on a port of its own and leaves that one alone.
+
+cargo build --quiet --release --example interop
+exec $sudo ${INTEROP_KEEP:+env INTEROP_KEEP=1} target/release/examples/interop "$@"
