@@ -106,6 +106,25 @@ struct Server {
     _proc: Proc,
 }
 
+impl Server {
+    /// A static-file server without an idle timeout worth pacing around, refusing PUT.
+    fn new(name: &'static str, version: String, closes: &'static str, port: u16, proc: Proc) -> Server {
+        Server {
+            name,
+            version,
+            closes,
+            port,
+            idle: None,
+            paced: 0,
+            put_ok: false,
+            files: true,
+            chunked_path: false,
+            gzip: false,
+            _proc: proc,
+        }
+    }
+}
+
 /// What one server's run produced.
 #[derive(Default)]
 struct Outcome {
@@ -466,18 +485,14 @@ fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
     let proc =
         spawn(Command::new(&bin).arg("-p").arg(&d).arg("-e").arg(d.join("error.log")).arg("-c").arg(conf))?;
     wait_listening(port, &d.join("error.log"))?;
+    let version = version(&bin, &["-v"]).trim_start_matches("nginx version: nginx/").to_string();
+    let closes = "keep-alive; FIN after 20 ms idle; `Connection: close` on the 5th response";
     Ok(Server {
-        name: "nginx",
-        version: version(&bin, &["-v"]).trim_start_matches("nginx version: nginx/").to_string(),
-        closes: "keep-alive; FIN after 20 ms idle; `Connection: close` on the 5th response",
-        port,
         idle: Some(Duration::from_millis(20)),
         paced: 40,
         put_ok: true,
-        files: true,
-        chunked_path: false,
         gzip: true,
-        _proc: proc,
+        ..Server::new("nginx", version, closes, port, proc)
     })
 }
 
@@ -497,23 +512,13 @@ fn lighttpd(dir: &Path, www: &Path) -> Result<Server, String> {
     fs::write(d.join("lighttpd.conf"), conf).map_err(|e| e.to_string())?;
     let proc = spawn(Command::new(&bin).arg("-D").arg("-f").arg(d.join("lighttpd.conf")))?;
     wait_listening(port, &d.join("error.log"))?;
+    let version = version(&bin, &["-v"]);
+    let version = version.split_whitespace().next().unwrap_or("").trim_start_matches("lighttpd/").to_string();
+    let closes = "keep-alive; FIN after 1 s idle; `Connection: close` on the 5th response";
     Ok(Server {
-        name: "lighttpd",
-        version: version(&bin, &["-v"])
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("lighttpd/")
-            .to_string(),
-        closes: "keep-alive; FIN after 1 s idle; `Connection: close` on the 5th response",
-        port,
         idle: Some(Duration::from_secs(1)),
         paced: 5,
-        put_ok: false,
-        files: true,
-        chunked_path: false,
-        gzip: false,
-        _proc: proc,
+        ..Server::new("lighttpd", version, closes, port, proc)
     })
 }
 
@@ -524,20 +529,9 @@ fn busybox(www: &Path) -> Result<Server, String> {
         Command::new(&bin).args(["httpd", "-f", "-p"]).arg(format!("127.0.0.1:{port}")).arg("-h").arg(www),
     )?;
     wait_listening(port, Path::new("(busybox httpd logs nothing)"))?;
-    let v = version(&bin, &[]);
-    Ok(Server {
-        name: "BusyBox httpd",
-        version: v.split_whitespace().nth(1).unwrap_or("").to_string(),
-        closes: "a connection per request (`Connection: close`)",
-        port,
-        idle: None,
-        paced: 0,
-        put_ok: false,
-        files: true,
-        chunked_path: false,
-        gzip: false,
-        _proc: proc,
-    })
+    let version = version(&bin, &[]).split_whitespace().nth(1).unwrap_or("").to_string();
+    let closes = "a connection per request (`Connection: close`)";
+    Ok(Server::new("BusyBox httpd", version, closes, port, proc))
 }
 
 fn python_http_server(www: &Path) -> Result<Server, String> {
@@ -549,19 +543,8 @@ fn python_http_server(www: &Path) -> Result<Server, String> {
             .arg(www),
     )?;
     wait_listening(port, Path::new("(python3 -m http.server)"))?;
-    Ok(Server {
-        name: "Python http.server",
-        version: version(&bin, &["--version"]).trim_start_matches("Python ").to_string(),
-        closes: "HTTP/1.0: FIN after every response",
-        port,
-        idle: None,
-        paced: 0,
-        put_ok: false,
-        files: true,
-        chunked_path: false,
-        gzip: false,
-        _proc: proc,
-    })
+    let version = version(&bin, &["--version"]).trim_start_matches("Python ").to_string();
+    Ok(Server::new("Python http.server", version, "HTTP/1.0: FIN after every response", port, proc))
 }
 
 fn python_device(dir: &Path) -> Result<Server, String> {
@@ -571,18 +554,15 @@ fn python_device(dir: &Path) -> Result<Server, String> {
     fs::write(&script, PY_DEVICE).map_err(|e| e.to_string())?;
     let proc = spawn(Command::new(&bin).arg(&script).arg(port.to_string()).arg("0.02"))?;
     wait_listening(port, Path::new("(the Python device)"))?;
+    let version = version(&bin, &["--version"]).trim_start_matches("Python ").to_string();
+    let closes = "HTTP/1.1 keep-alive; FIN after 20 ms idle, no header (the incident)";
     Ok(Server {
-        name: "Python device",
-        version: version(&bin, &["--version"]).trim_start_matches("Python ").to_string(),
-        closes: "HTTP/1.1 keep-alive; FIN after 20 ms idle, no header (the incident)",
-        port,
         idle: Some(Duration::from_millis(20)),
         paced: 40,
         put_ok: true,
         files: false,
         chunked_path: true,
-        gzip: false,
-        _proc: proc,
+        ..Server::new("Python device", version, closes, port, proc)
     })
 }
 
