@@ -544,10 +544,20 @@ impl Engine {
             }
             None => Behaviour::default(),
         };
-        let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, None);
-        c.retire_at = Some(retire_at);
-        self.timers.push(retire_at.0, Timer::Retire(conn));
+        // The request waiting for this connection takes it first: the idle limits are about
+        // time spent idle, and it has spent none. (Armed first, a limit the margins reduce to
+        // nothing, `idle_timeout(0)` or a device's tiny idle close, had every new connection past
+        // its retire time as it connected, and the request opened another: a connect storm.)
+        c.retire_at = None;
         self.dispatch(&host, now);
+        if let Some(c) = self.conns.get_mut(conn)
+            && matches!(c.state, ConnState::Open(Open::Idle { .. }))
+        {
+            // Nothing took it (a warm spare): it waits under the idle limits.
+            let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, None);
+            c.retire_at = Some(retire_at);
+            self.timers.push(retire_at.0, Timer::Retire(conn));
+        }
     }
 
     /// The connect failed (refused, unreachable, name did not resolve, …).

@@ -941,3 +941,43 @@ fn a_digest_next_nonce_is_taken() {
     let next = probe_and_capture(&mut w, conn);
     assert_eq!((digest_param(&next, "nonce"), digest_param(&next, "nc")), ("n9", "00000001"));
 }
+
+/// A connection opened for a waiting request carries it, whatever the idle limits say: they are
+/// about time spent idle, and it has spent none. With `idle_timeout(0)` a new connection used to
+/// be past its retire time the moment it connected, so the request opened another, and another:
+/// a connect storm (1.5 million connections in 30 s against a Node.js server announcing
+/// `Keep-Alive: timeout=0`) until the deadline failed the request.
+#[test]
+fn a_connection_past_its_retire_time_at_connect_still_carries_the_waiting_request() {
+    let mut w = World::with(Config { idle_timeout: Duration::ZERO, warm_spares: false, ..Config::default() });
+    for _ in 0..3 {
+        w.submit(Method::GET, "http://10.0.0.5/io");
+        let conn = w.connect_and_send(); // exactly one Connect, then the request's Probe and Write
+        w.e.on_data(conn, OK, w.now);
+        assert!(w.completions()[0].result.is_ok());
+        w.advance(Duration::from_micros(1));
+    }
+    // Idle limit 0: nothing is reused, and nothing is opened that no request needed.
+    assert_eq!((w.e.stats().connects, w.e.stats().reuses), (3, 0));
+}
+
+/// A server announcing `Keep-Alive: timeout=0` (Node.js, Apache: a timeout under a second,
+/// counted in whole seconds) keeps its connections for some part of a second: treated as not
+/// announced, the connection is reused for the next command, and no spare is opened.
+#[test]
+fn keep_alive_timeout_zero_is_not_taken_as_single_use() {
+    let mut w = World::with(Config::default());
+    w.submit(Method::GET, "http://10.0.0.5/io");
+    let conn = w.connect_and_send();
+    w.e.on_data(
+        conn,
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=0\r\nContent-Length: 2\r\n\r\nok",
+        w.now,
+    );
+    assert!(w.completions()[0].result.is_ok());
+    assert_eq!(w.actions(), vec![], "neither retired nor a spare opened");
+    w.advance(Duration::from_millis(1));
+    w.submit(Method::GET, "http://10.0.0.5/io");
+    w.probe_alive(conn);
+    assert_eq!(w.e.stats().connects, 1);
+}

@@ -512,7 +512,12 @@ fn parse_keep_alive<'a>(values: impl Iterator<Item = &'a [u8]>) -> (Option<Durat
         let (k, v) = (param[..eq].trim_ascii(), param[eq + 1..].trim_ascii());
         let Some(n) = parse_decimal(v) else { continue };
         if k.eq_ignore_ascii_case(b"timeout") {
-            timeout = Some(Duration::from_secs(n.min(86_400)));
+            // Servers that count their keep-alive timeout in milliseconds announce it in whole
+            // seconds, rounded down (Node.js, Apache): `timeout=0` says "under a second", not
+            // "never reuse" (taken literally, every command would pay a handshake against a
+            // server that keeps connections for hundreds of milliseconds). Not announced, then:
+            // the pre-write check and the learned idle close cover it, as for any server.
+            timeout = (n > 0).then(|| Duration::from_secs(n.min(86_400)));
         } else if k.eq_ignore_ascii_case(b"max") {
             max = Some(n.min(u64::from(u32::MAX)) as u32);
         }
