@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # finwatch against HTTP servers no one on the team wrote (nginx, lighttpd, BusyBox httpd,
-# Python's http.server and a Python device that closes idle connections), with the loopback
+# Python's http.server, a Python device that closes idle connections, Node.js), with the loopback
 # traffic captured by tcpdump and checked: every answer right, and no request byte after a
 # server's FIN. Installs the servers and tcpdump (Debian packages) if missing; the capture needs
 # root, so the run goes through sudo when not root (without it, only the answers are checked).
@@ -16,6 +16,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v lighttpd >/dev/null || [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
 command -v busybox >/dev/null || need+=(busybox)
 command -v python3 >/dev/null || need+=(python3)
+command -v node >/dev/null || command -v nodejs >/dev/null || need+=(nodejs)
 command -v tcpdump >/dev/null || [ -x /usr/bin/tcpdump ] || [ -x /usr/sbin/tcpdump ] || need+=(tcpdump)
 if [ ${#need[@]} -gt 0 ]; then
     echo "interop/run.sh: installing ${need[*]}" >&2
