@@ -2,7 +2,8 @@
 //! `interop/run.sh` (installs what it needs, then runs `cargo run --release --example interop`).
 //!
 //! Starts, on loopback ports of its own, nginx (keep-alive closed after 20 ms idle and after 5
-//! requests; PUT through its DAV module; gzip, so chunked), lighttpd (1 s idle, 5 requests),
+//! requests; PUT through its DAV module; gzip, so chunked), Apache (`KeepAliveTimeout 20ms`,
+//! announced as `Keep-Alive: timeout=0`), lighttpd (1 s idle, 5 requests),
 //! BusyBox `httpd` (a connection per request, the web server of many embedded devices),
 //! Python's `http.server` (HTTP/1.0), a Python device in the manner of the incident (HTTP/1.1
 //! keep-alive, closes a connection idle for 20 ms with a FIN and no `Connection: close`, headers
@@ -195,6 +196,7 @@ fn run() -> Result<bool, String> {
 
     let servers = vec![
         nginx(&dir, &www)?,
+        apache(&dir, &www)?,
         lighttpd(&dir, &www)?,
         busybox(&www)?,
         python_http_server(&www)?,
@@ -524,6 +526,41 @@ fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
         put_ok: true,
         gzip: true,
         ..Server::new("nginx", version, closes, port, proc)
+    })
+}
+
+fn apache(dir: &Path, www: &Path) -> Result<Server, String> {
+    let bin = find("apache2")?;
+    let port = free_port()?;
+    let d = dir.join("apache");
+    fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    // Debian's layout: modules in /usr/lib/apache2/modules (mpm and unixd as Debian builds them).
+    let modules = "/usr/lib/apache2/modules";
+    let types = if Path::new("/etc/mime.types").exists() { "/etc/mime.types" } else { "/dev/null" };
+    let conf = format!(
+        "ServerRoot \"{d}\"\nListen 127.0.0.1:{port}\nServerName localhost\n\
+         LoadModule mpm_event_module {modules}/mod_mpm_event.so\n\
+         LoadModule authz_core_module {modules}/mod_authz_core.so\n\
+         LoadModule mime_module {modules}/mod_mime.so\n\
+         TypesConfig {types}\nPidFile \"{d}/httpd.pid\"\nErrorLog \"{d}/error.log\"\n\
+         DocumentRoot \"{www}\"\n<Directory \"{www}\">\n  Require all granted\n</Directory>\n\
+         KeepAlive On\nKeepAliveTimeout 20ms\nMaxKeepAliveRequests 100\n",
+        d = d.display(),
+        www = www.display()
+    );
+    fs::write(d.join("httpd.conf"), conf).map_err(|e| e.to_string())?;
+    // -X: one process in the foreground, so that killing it stops the server.
+    let proc = spawn(Command::new(&bin).arg("-X").arg("-f").arg(d.join("httpd.conf")))?;
+    wait_listening(port, &d.join("error.log"))?;
+    let version = version(&bin, &["-v"]);
+    let version =
+        version.split('/').nth(1).and_then(|v| v.split_whitespace().next()).unwrap_or("").to_string();
+    let closes =
+        "keep-alive; `KeepAliveTimeout 20ms`, announced as `Keep-Alive: timeout=0`; FIN after 20 ms idle";
+    Ok(Server {
+        idle: Some(Duration::from_millis(20)),
+        paced: 40,
+        ..Server::new("Apache httpd", version, closes, port, proc)
     })
 }
 

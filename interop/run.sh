@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# finwatch against HTTP servers no one on the team wrote (nginx, lighttpd, BusyBox httpd,
+# finwatch against HTTP servers no one on the team wrote (nginx, Apache, lighttpd, BusyBox httpd,
 # Python's http.server, a Python device that closes idle connections, Node.js), with the loopback
 # traffic captured by tcpdump and checked: every answer right, and no request byte after a
 # server's FIN. Installs the servers and tcpdump (Debian packages) if missing; the capture needs
@@ -14,6 +14,7 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v lighttpd >/dev/null || [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
+command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || need+=(apache2)
 command -v busybox >/dev/null || need+=(busybox)
 command -v python3 >/dev/null || need+=(python3)
 command -v node >/dev/null || command -v nodejs >/dev/null || need+=(nodejs)
