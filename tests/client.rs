@@ -684,3 +684,25 @@ fn a_response_split_by_the_devices_nagle_does_not_wait_for_a_delayed_ack() {
     drop(c);
     device.join().unwrap();
 }
+
+/// Node.js and Apache announce a keep-alive timeout under a second as `Keep-Alive: timeout=0`
+/// (whole seconds, rounded down). Each new connection used to be past its retire time as it
+/// connected, so a request opened connection after connection until its deadline (1.5 million
+/// in 30 s against Node.js). Now: one connection, reused.
+#[test]
+fn keep_alive_timeout_zero_neither_storms_nor_forbids_reuse() {
+    let dev = DeviceServer::start(|r| {
+        let mut reply = Reply::raw(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=0\r\nContent-Length: 2\r\n\r\nok",
+        );
+        if r.method == "HEAD" {
+            reply.bytes.truncate(reply.bytes.len() - 2);
+        }
+        reply
+    });
+    let mut c = Client::builder().request_timeout(Duration::from_secs(2)).build().unwrap();
+    for _ in 0..5 {
+        assert_eq!(c.get(&dev.url("/io-state")).unwrap().body(), b"ok");
+    }
+    assert_eq!((c.stats().connects, c.stats().reuses), (1, 4));
+}
