@@ -91,9 +91,20 @@ fn read(limits: Limits, head_request: bool, eof: bool, pieces: &[&[u8]]) -> Outc
 /// - a `Write` only ever follows an `Alive` probe of that connection;
 /// - a request that may not be retried is fully written at most once, plus once per Digest
 ///   `401` challenge it received (the device refused it: sending it again is safe);
-/// - every request completes exactly once, and all do once time runs past their deadlines.
+/// - every request completes exactly once, and all do once time runs past their deadlines;
+/// - a connection that connects never makes the engine open another (it takes a waiting request
+///   or waits idle): no connect storm.
+///
+/// Each input runs twice: with the default idle limit, and with `idle_timeout` 0, under which
+/// every connection is past its idle limit the moment it connects (the trigger of a connect
+/// storm once found against a server announcing `Keep-Alive: timeout=0`).
 pub fn engine(data: &[u8]) {
-    let mut h = Harness::new();
+    engine_with(data, Config::default().idle_timeout);
+    engine_with(data, Duration::ZERO);
+}
+
+fn engine_with(data: &[u8], idle_timeout: Duration) {
+    let mut h = Harness::new(idle_timeout);
     let mut input = data.iter().copied();
     while let Some(op) = input.next() {
         let arg = input.next().unwrap_or(0);
@@ -135,8 +146,13 @@ const RESPONSES: [&[u8]; 7] = [
 ];
 
 impl Harness {
-    fn new() -> Harness {
-        let cfg = Config { max_in_flight_per_host: 2, max_connections_per_host: 3, ..Config::default() };
+    fn new(idle_timeout: Duration) -> Harness {
+        let cfg = Config {
+            max_in_flight_per_host: 2,
+            max_connections_per_host: 3,
+            idle_timeout,
+            ..Config::default()
+        };
         Harness {
             e: Engine::new(cfg),
             now: Instant::now(),
@@ -173,6 +189,8 @@ impl Harness {
             1 => {
                 if let Some(k) = self.conn(arg) {
                     self.e.on_connected(k, self.now);
+                    let opened = self.drain(None);
+                    assert_eq!(opened, 0, "a connection that connected made the engine open {opened} more");
                 }
             }
             2 => {
@@ -257,10 +275,16 @@ impl Harness {
         self.drain(probed_alive);
     }
 
-    fn drain(&mut self, probed_alive: Option<Key>) {
+    /// Checks and applies the engine's actions and completions; returns how many connections it
+    /// opened.
+    fn drain(&mut self, probed_alive: Option<Key>) -> usize {
+        let mut opened = 0;
         while let Some(a) = self.e.poll_action() {
             match a {
-                Action::Connect { conn, .. } => self.conns.push(conn),
+                Action::Connect { conn, .. } => {
+                    self.conns.push(conn);
+                    opened += 1;
+                }
                 Action::Write { conn } => {
                     assert_eq!(Some(conn), probed_alive, "a write that no Alive probe preceded");
                     assert!(!self.dead.contains(&conn), "a write on a connection after FIN/RST");
@@ -277,6 +301,7 @@ impl Harness {
         while let Some(c) = self.e.poll_completion() {
             assert!(self.completed.insert(c.id), "request {:?} completed twice", c.id);
         }
+        opened
     }
 }
 
