@@ -6,6 +6,7 @@
 //! TCP_NODELAY, and then behaves as the scenario's [`Mode`] says. A request that says
 //! `Connection: close` is answered and the connection closed, in every mode.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,10 @@ pub enum Mode {
     IdleClose(Duration),
     /// Resets it (SO_LINGER 0, then close: RST) right after the response.
     Rst,
+    /// Keeps it open, with Nagle's algorithm on (no TCP_NODELAY), and writes each response in
+    /// two `write`s, head then body, as embedded stacks do: the body waits in the kernel until
+    /// the head is acknowledged.
+    Split,
 }
 
 pub const BODY: &[u8] = br#"{"ioId":25602,"state":true,"ok":true}"#;
@@ -158,6 +163,8 @@ struct Conn {
     continued: bool,
     /// Idle deadline (IdleClose mode): set when the connection becomes idle.
     idle_until: Option<Instant>,
+    /// Split mode: the lengths of the pieces of `output`, each written by a `write` of its own.
+    pieces: VecDeque<usize>,
 }
 
 struct Server {
@@ -270,7 +277,7 @@ impl Server {
                 Err(e) => return Err(e),
             };
             self.counters[port].accepted.fetch_add(1, Ordering::Relaxed);
-            stream.set_nodelay(true)?;
+            stream.set_nodelay(!matches!(self.mode, Mode::Split))?;
             let slot = self.free.pop().unwrap_or_else(|| {
                 self.conns.push(None);
                 self.conns.len() - 1
@@ -289,6 +296,7 @@ impl Server {
                 close_after: None,
                 continued: false,
                 idle_until,
+                pieces: VecDeque::new(),
             });
             // The request may already be there (edge-triggered: no event would come for it).
             self.read(slot);
@@ -337,13 +345,21 @@ impl Server {
             if c.input.len() < total {
                 if head.expect_continue && !c.continued {
                     c.continued = true;
-                    c.output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+                    c.output.extend_from_slice(CONTINUE);
+                    if self.mode == Mode::Split {
+                        c.pieces.push_back(CONTINUE.len());
+                    }
                 }
                 break;
             }
             c.input.drain(..total);
             c.continued = false;
             c.output.extend_from_slice(&self.response);
+            if self.mode == Mode::Split {
+                let head = find(&self.response, b"\r\n\r\n").map_or(self.response.len(), |i| i + 4);
+                c.pieces.extend([head, self.response.len() - head]);
+            }
             self.counters[c.port].served.fetch_add(1, Ordering::Relaxed);
             c.close_after = match self.mode {
                 Mode::Fin => Some(Close::Fin),
@@ -359,8 +375,18 @@ impl Server {
         let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
         let mut written = 0;
         while written < c.output.len() {
-            match c.stream.write(&c.output[written..]) {
-                Ok(n) => written += n,
+            // Split mode: no write crosses the end of a piece.
+            let end = c.pieces.front().map_or(c.output.len(), |&p| written + p);
+            match c.stream.write(&c.output[written..end]) {
+                Ok(n) => {
+                    written += n;
+                    if let Some(p) = c.pieces.front_mut() {
+                        *p -= n;
+                        if *p == 0 {
+                            c.pieces.pop_front();
+                        }
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.close(slot, Close::Fin),

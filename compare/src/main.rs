@@ -1,6 +1,8 @@
 //! The comparison harness (issue "Performance", point 1): finwatch against three hand-written
 //! floors and six other Rust HTTP clients, in one run, on loopback, against the same simulated
-//! device, in four scenarios (keep-alive, FIN after every response, idle close, RST).
+//! device, in five scenarios (keep-alive, FIN after every response, idle close, RST, and
+//! keep-alive with a device whose Nagle's algorithm holds each response's body until its head
+//! is acknowledged).
 //!
 //! `cargo run --release -p compare -- --help` for the options; `compare/run.sh` installs what
 //! the build needs and runs everything, writing `compare/RESULTS.md`.
@@ -37,10 +39,15 @@ pub enum Scenario {
     Fin,
     Idle,
     Rst,
+    /// Keep-alive, but the device's stack runs Nagle's algorithm and writes each response in
+    /// two pieces (head, then body), as embedded stacks do: the body leaves once the head is
+    /// acknowledged.
+    Split,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [Scenario::KeepAlive, Scenario::Fin, Scenario::Idle, Scenario::Rst];
+    const ALL: [Scenario; 5] =
+        [Scenario::KeepAlive, Scenario::Fin, Scenario::Idle, Scenario::Rst, Scenario::Split];
 
     fn key(self) -> &'static str {
         match self {
@@ -48,6 +55,7 @@ impl Scenario {
             Scenario::Fin => "fin",
             Scenario::Idle => "idle",
             Scenario::Rst => "rst",
+            Scenario::Split => "split",
         }
     }
 
@@ -61,6 +69,7 @@ impl Scenario {
             Scenario::Fin => "b",
             Scenario::Idle => "c",
             Scenario::Rst => "d",
+            Scenario::Split => "e",
         }
     }
 
@@ -74,9 +83,9 @@ pub struct Config {
     pub scenarios: Vec<Scenario>,
     pub clients: Vec<&'static Kind>,
     /// Interleaved rounds, by scenario index.
-    pub rounds: [usize; 4],
+    pub rounds: [usize; 5],
     /// Measured commands per client, by scenario index.
-    pub commands: [usize; 4],
+    pub commands: [usize; 5],
     /// Unmeasured commands per client before the rounds.
     pub warmup: usize,
     /// The device's idle timeout in scenario (c).
@@ -98,8 +107,9 @@ impl Config {
             // blocking floor while the machine's speed drifts by ±20 % from round to round: 30
             // rounds of 2,000 commands average that drift out better than 10 (rounds much
             // shorter than 2,000 commands inherit the state the previous client left behind).
-            rounds: [30, 10, 10, 10],
-            commands: [60_000, 5_000, 400, 5_000],
+            // (e): a client that waits for the delayed ACK pays 40 ms a command.
+            rounds: [30, 10, 10, 10, 5],
+            commands: [60_000, 5_000, 400, 5_000, 100],
             warmup: 200,
             idle_ms: 5,
             gap_offsets: vec![-2, -1, 0, 1, 3],
@@ -124,8 +134,8 @@ impl Config {
     }
 
     fn quick(mut self) -> Config {
-        self.rounds = [4; 4];
-        self.commands = [3_000, 600, 100, 600];
+        self.rounds = [4; 5];
+        self.commands = [3_000, 600, 100, 600, 40];
         self.warmup = 50;
         self.out = None;
         self.quick = true;
@@ -162,16 +172,18 @@ compare: latency of finwatch vs. floors and other HTTP clients against one simul
 USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIONS])
 
   --quick              small counts (4 rounds; 3000/600/100/600 commands), writes no file
-  --scenarios LIST     comma-separated: keepalive,fin,idle,rst (or a,b,c,d); default all
+  --scenarios LIST     comma-separated: keepalive,fin,idle,rst,split (or a,b,c,d,e); default all
   --clients LIST       comma-separated client keys (see --list); default all
   --list               print the client keys and exit
-  --rounds N           interleaved rounds in every scenario (default 30 in (a) on loopback, 10 in the
-                       others)
+  --rounds N           interleaved rounds in every scenario (default 30 in (a) on loopback, 5 in (e),
+                       10 in the others)
   --keepalive N        measured commands per client in (a) (default 60000; 20000 across a link)
   --fin N              ... in (b) (default 5000)
   --idle N             ... in (c) (default 400)
   --rst N              ... in (d) (default 5000)
-  --warmup N           unmeasured commands per client first (default 200; at most 20 in (c))
+  --split N            ... in (e) (default 100: a client that waits for the delayed ACK pays
+                       40 ms a command)
+  --warmup N           unmeasured commands per client first (default 200; at most 20 in (c), 5 in (e))
   --idle-ms N          the device's idle timeout in (c) (default 5)
   --gaps LIST          client gaps in (c) as offsets from N ms, cycled (default -2,-1,0,1,3)
   --link-delay-us N    run across an emulated link with N µs delay each way (root only):
@@ -222,7 +234,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--rounds" => {
-                cfg.rounds = [num(it.next(), a)?.max(1); 4];
+                cfg.rounds = [num(it.next(), a)?.max(1); 5];
                 rounds_given = true;
             }
             "--keepalive" => {
@@ -232,6 +244,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             "--fin" => cfg.commands[1] = num(it.next(), a)?,
             "--idle" => cfg.commands[2] = num(it.next(), a)?,
             "--rst" => cfg.commands[3] = num(it.next(), a)?,
+            "--split" => cfg.commands[4] = num(it.next(), a)?,
             "--warmup" => cfg.warmup = num(it.next(), a)?,
             "--idle-ms" => cfg.idle_ms = num(it.next(), a)? as u64,
             "--gaps" => {
@@ -396,6 +409,7 @@ fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Res
         Scenario::Fin => Mode::Fin,
         Scenario::Idle => Mode::IdleClose(Duration::from_millis(cfg.idle_ms)),
         Scenario::Rst => Mode::Rst,
+        Scenario::Split => Mode::Split,
     };
     let n = cfg.clients.len();
     let device = Device::start(mode, n, link.map(|l| l.device_net().clone()))?;
@@ -419,7 +433,11 @@ fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Res
         }
     }
     let gaps = if sc == Scenario::Idle { cfg.gaps_ms() } else { Vec::new() };
-    let warmup = if sc == Scenario::Idle { cfg.warmup.min(20) } else { cfg.warmup };
+    let warmup = match sc {
+        Scenario::Idle => cfg.warmup.min(20),
+        Scenario::Split => cfg.warmup.min(5),
+        _ => cfg.warmup,
+    };
     for r in runners.iter_mut().flatten() {
         r.run(warmup, &[], None);
     }
@@ -623,14 +641,14 @@ mod tests {
     #[test]
     fn keep_alive_counts_default_by_network_and_yield_to_the_options() {
         let c = parse("");
-        assert_eq!((c.rounds, c.commands[0]), ([30, 10, 10, 10], 60_000));
+        assert_eq!((c.rounds, c.commands[0]), ([30, 10, 10, 10, 5], 60_000));
         let c = parse("--link-delay-us 500");
         assert_eq!((c.rounds[0], c.commands[0]), (10, 20_000));
         let c = parse("--link-delay-us 500 --rounds 4");
-        assert_eq!((c.rounds, c.commands[0]), ([4; 4], 20_000));
+        assert_eq!((c.rounds, c.commands[0]), ([4; 5], 20_000));
         let c = parse("--link-delay-us 500 --keepalive 6000");
         assert_eq!((c.rounds[0], c.commands[0]), (10, 6_000));
         let c = parse("--rounds 5 --keepalive 1000");
-        assert_eq!((c.rounds, c.commands[0], c.per_round(Scenario::KeepAlive)), ([5; 4], 1_000, 200));
+        assert_eq!((c.rounds, c.commands[0], c.per_round(Scenario::KeepAlive)), ([5; 5], 1_000, 200));
     }
 }
