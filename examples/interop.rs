@@ -906,3 +906,84 @@ mod pcap {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::pcap;
+
+    const SERVER: u16 = 8080;
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+
+    /// A little-endian microsecond pcap with Ethernet frames of IPv4/TCP segments:
+    /// (µs, source port, destination port, flags, payload length).
+    fn capture(packets: &[(u32, u16, u16, u8, usize)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for &(t, src, dst, flags, payload) in packets {
+            let mut frame = vec![0u8; 12];
+            frame.extend_from_slice(&[0x08, 0x00]);
+            let total = (20 + 20 + payload) as u16;
+            let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 6, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
+            ip[2..4].copy_from_slice(&total.to_be_bytes());
+            frame.extend_from_slice(&ip);
+            let mut tcp = vec![0u8; 20];
+            tcp[0..2].copy_from_slice(&src.to_be_bytes());
+            tcp[2..4].copy_from_slice(&dst.to_be_bytes());
+            tcp[12] = 5 << 4;
+            tcp[13] = flags;
+            frame.extend_from_slice(&tcp);
+            frame.extend(std::iter::repeat_n(b'x', payload));
+            for v in [t / 1_000_000, t % 1_000_000, frame.len() as u32, frame.len() as u32] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&frame);
+        }
+        b
+    }
+
+    #[test]
+    fn a_request_after_the_servers_fin_is_found_with_its_delay() {
+        let c = 40_000; // the client's port
+        let wire = capture(&[
+            (0, c, SERVER, SYN, 0),
+            (10, SERVER, c, SYN | ACK, 0),
+            (20, c, SERVER, ACK | 0x08, 30), // request
+            (50, SERVER, c, ACK | 0x08, 60), // response
+            (1_000, SERVER, c, FIN | ACK, 0),
+            (1_100, c, SERVER, ACK | 0x08, 30), // the incident: a request 100 µs after the FIN
+            (1_150, SERVER, c, RST, 0),
+            (2_000, 40_001, 9999, SYN, 0), // another port: not ours
+        ]);
+        let w = pcap::analyse(&wire, &[SERVER]).unwrap();
+        assert_eq!(w.len(), 1);
+        let (port, w) = &w[0];
+        assert_eq!(*port, SERVER);
+        assert_eq!((w.connections, w.server_fins, w.server_resets), (1, 1, 1));
+        assert_eq!(w.after_fin, vec![(c, 100)]);
+    }
+
+    #[test]
+    fn requests_before_the_fin_and_acks_after_it_are_not_counted() {
+        let c = 40_002;
+        let wire = capture(&[
+            (0, c, SERVER, SYN, 0),
+            (20, c, SERVER, ACK | 0x08, 30),
+            (50, SERVER, c, ACK | 0x08, 60),
+            (1_000, SERVER, c, FIN | ACK, 0),
+            (1_010, c, SERVER, ACK, 0),       // the ACK of the FIN
+            (1_020, c, SERVER, FIN | ACK, 0), // the client closes too
+        ]);
+        let w = pcap::analyse(&wire, &[SERVER]).unwrap();
+        assert!(w[0].1.after_fin.is_empty());
+        // A record cut short at the end of the file (tcpdump still writing) ends the read.
+        let mut cut = wire.clone();
+        cut.truncate(wire.len() - 5);
+        assert_eq!(pcap::analyse(&cut, &[SERVER]).unwrap()[0].1.connections, 1);
+        assert!(pcap::analyse(b"not a pcap file, long enough", &[SERVER]).is_err());
+    }
+}
