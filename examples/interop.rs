@@ -615,14 +615,26 @@ fn python_http_server(www: &Path) -> Result<Server, String> {
     Ok(Server::new("Python http.server", version, "HTTP/1.0: FIN after every response", port, proc))
 }
 
-fn python_device(dir: &Path) -> Result<Server, String> {
-    let bin = find("python3")?;
+/// A server whose program is `source`, written to `dir/file` and run by `bin` with the port
+/// and `args`, once it listens; with the interpreter's own `--version`.
+fn scripted(
+    bin: PathBuf,
+    dir: &Path,
+    file: &str,
+    source: &str,
+    args: &[&str],
+) -> Result<(u16, Proc, String), String> {
     let port = free_port()?;
-    let script = dir.join("device.py");
-    fs::write(&script, PY_DEVICE).map_err(|e| e.to_string())?;
-    let proc = spawn(Command::new(&bin).arg(&script).arg(port.to_string()).arg("0.02"))?;
-    wait_listening(port, Path::new("(the Python device)"))?;
-    let version = version(&bin, &["--version"]).trim_start_matches("Python ").to_string();
+    let script = dir.join(file);
+    fs::write(&script, source).map_err(|e| e.to_string())?;
+    let proc = spawn(Command::new(&bin).arg(&script).arg(port.to_string()).args(args))?;
+    wait_listening(port, Path::new(file))?;
+    Ok((port, proc, version(&bin, &["--version"])))
+}
+
+fn python_device(dir: &Path) -> Result<Server, String> {
+    let (port, proc, version) = scripted(find("python3")?, dir, "device.py", PY_DEVICE, &["0.02"])?;
+    let version = version.trim_start_matches("Python ").to_string();
     let closes = "HTTP/1.1 keep-alive; FIN after 20 ms idle, no header (the incident)";
     Ok(Server {
         idle: Some(Duration::from_millis(20)),
@@ -636,12 +648,8 @@ fn python_device(dir: &Path) -> Result<Server, String> {
 
 fn node(dir: &Path) -> Result<Server, String> {
     let bin = find("node").or_else(|_| find("nodejs"))?;
-    let port = free_port()?;
-    let script = dir.join("server.js");
-    fs::write(&script, NODE_SERVER).map_err(|e| e.to_string())?;
-    let proc = spawn(Command::new(&bin).arg(&script).arg(port.to_string()))?;
-    wait_listening(port, Path::new("(the Node.js server)"))?;
-    let version = version(&bin, &["--version"]).trim_start_matches('v').to_string();
+    let (port, proc, version) = scripted(bin, dir, "server.js", NODE_SERVER, &[])?;
+    let version = version.trim_start_matches('v').to_string();
     let closes = "keep-alive, `keepAliveTimeout` 20 ms announced as `Keep-Alive: timeout=0`";
     Ok(Server {
         idle: Some(Duration::from_secs(1)),

@@ -751,7 +751,6 @@ fn probe(stream: &mio::net::TcpStream) -> ProbeOutcome {
     }
 }
 
-/// A non-blocking TCP socket with its connect started.
 /// Acknowledges at once what `stream` has received, instead of when the kernel's delayed-ACK
 /// timer says (Linux: `TCP_QUICKACK`, which sends the pending ACK and leaves delayed-ACK mode
 /// until our next write; elsewhere nothing). Called when a read leaves a response incomplete.
@@ -774,6 +773,7 @@ fn ack_now(stream: &mio::net::TcpStream) {
     let _ = stream;
 }
 
+/// A non-blocking TCP socket with its connect started.
 fn open_socket(addr: SocketAddr, nodelay: bool) -> io::Result<mio::net::TcpStream> {
     #[cfg(target_os = "linux")]
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;

@@ -357,8 +357,7 @@ impl Server {
             c.continued = false;
             c.output.extend_from_slice(&self.response);
             if self.mode == Mode::Split {
-                let head = find(&self.response, b"\r\n\r\n").map_or(self.response.len(), |i| i + 4);
-                c.pieces.extend([head, self.response.len() - head]);
+                c.pieces.extend([self.response.len() - BODY.len(), BODY.len()]);
             }
             self.counters[c.port].served.fetch_add(1, Ordering::Relaxed);
             c.close_after = match self.mode {
