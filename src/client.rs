@@ -179,7 +179,7 @@ impl Client {
     fn send_recent(&mut self, method: Method, url: &str, body: Vec<u8>) -> Result<Response> {
         let request = self.recent.get(method, url)?;
         request.body = body;
-        let id = self.engine.submit(request, Instant::now());
+        let id = self.engine.submit(request, self.driver.now());
         // Encoded: the body is not kept (it may be large, and it is the caller's data).
         request.body = Vec::new();
         self.wait_for(id)
@@ -242,7 +242,7 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn submit(&mut self, request: Request) -> RequestId {
-        self.engine.submit(&request, Instant::now())
+        self.engine.submit(&request, self.driver.now())
     }
 
     /// Queues a borrowed request without blocking (its bytes are encoded at once, into a
@@ -268,7 +268,7 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn submit_ref(&mut self, request: &Request) -> RequestId {
-        self.engine.submit(request, Instant::now())
+        self.engine.submit(request, self.driver.now())
     }
 
     /// Gives a response the caller is done with back to the client, whose buffers then carry a
@@ -309,7 +309,7 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn execute(&mut self, request: &Request, response: &mut Response) -> Result<()> {
-        let id = self.engine.submit(request, Instant::now());
+        let id = self.engine.submit(request, self.driver.now());
         loop {
             self.driver.turn(&mut self.engine, None, false)?;
             while let Some(c) = self.engine.poll_completion() {
@@ -355,7 +355,8 @@ impl Client {
     pub fn poll(&mut self, timeout: Option<Duration>, out: &mut Vec<Completion>) -> Result<usize> {
         let start = out.len();
         out.extend(self.ready.drain(..));
-        let until = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to represent (`Duration::MAX`) is no limit.
+        let until = timeout.and_then(|t| self.driver.now().checked_add(t));
         loop {
             if out.len() > start || (self.engine.pending() == 0 && timeout.is_none()) {
                 return Ok(out.len() - start);
@@ -368,7 +369,7 @@ impl Client {
             while let Some(c) = self.engine.poll_completion() {
                 out.push(c);
             }
-            if self.driver.take_woken() || until.is_some_and(|u| Instant::now() >= u) {
+            if self.driver.take_woken() || until.is_some_and(|u| self.driver.now() >= u) {
                 return Ok(out.len() - start);
             }
         }
@@ -428,7 +429,7 @@ impl Client {
     pub fn next_deadline(&mut self) -> Option<Instant> {
         if self.driver.has_backlog() {
             // Work the fd will not signal again (a paused read, a full event buffer): now.
-            return Some(Instant::now());
+            return Some(self.driver.now());
         }
         self.engine.poll_timeout()
     }
@@ -454,7 +455,7 @@ impl Client {
     /// ```
     pub fn abort_all(&mut self) -> usize {
         let n = self.engine.pending();
-        let now = Instant::now();
+        let now = self.driver.now();
         self.engine.abort_all(now);
         self.driver.run_actions(&mut self.engine, now);
         while let Some(c) = self.engine.poll_completion() {
@@ -563,7 +564,7 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        self.engine.connections(Instant::now())
+        self.engine.connections(self.driver.now())
     }
 }
 

@@ -8,57 +8,20 @@
 //! Readiness is edge-triggered: after a readable event the driver reads until `WouldBlock`, 0
 //! (the FIN) or an error, or the next event never comes.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, Socket, Type};
-
 use crate::error::Error;
+use crate::os::mio::MioKernel;
+use crate::os::{Kernel, Ready};
 use crate::proto::engine::{Action, Engine, ProbeOutcome};
 use crate::proto::slab::Key;
 use crate::resolve::{Answer, LookupFn, Resolver};
 
-/// `EINPROGRESS`: a non-blocking connect has started (`io::ErrorKind::InProgress` is unstable).
-#[cfg(target_os = "linux")]
-const EINPROGRESS: i32 = 115;
-#[cfg(not(target_os = "linux"))]
-const EINPROGRESS: i32 = 36;
-
-/// The token of the client's [`mio::Waker`]: never a slab key (index `u32::MAX`).
-const WAKE: Token = Token(usize::MAX);
-
-/// The client's waker, and why it fired: a caller's [`crate::Waker::wake`], or a name lookup
-/// that finished on its thread (which must not look like the caller's wake-up to a `poll`).
-/// One `mio::Waker` serves both: a poller may have only one.
-#[derive(Debug)]
-pub(crate) struct Wake {
-    waker: mio::Waker,
-    caller: AtomicBool,
-    lookup: AtomicBool,
-}
-
-impl Wake {
-    pub(crate) fn new(registry: &mio::Registry, token: Token) -> io::Result<Wake> {
-        let waker = mio::Waker::new(registry, token)?;
-        Ok(Wake { waker, caller: AtomicBool::new(false), lookup: AtomicBool::new(false) })
-    }
-
-    /// The caller's wake-up: a `poll` in progress returns.
-    pub(crate) fn wake(&self) -> io::Result<()> {
-        self.caller.store(true, Ordering::Release);
-        self.waker.wake()
-    }
-
-    /// A name lookup finished: the loop files it and goes on.
-    pub(crate) fn lookup_done(&self) -> io::Result<()> {
-        self.lookup.store(true, Ordering::Release);
-        self.waker.wake()
-    }
-}
+pub(crate) use crate::os::Wake;
 
 /// Reads per readiness event and connection before the loop moves on (64 KiB each): a server
 /// that sends without pause must not keep the loop from its timers and other devices.
@@ -67,9 +30,12 @@ const READ_BUDGET: usize = 16;
 /// While busy-polling one socket, the poller is asked on every this many passes.
 const POLLER_EVERY: u32 = 64;
 
-/// One readiness event, copied out of mio's buffer so the loop can act on it.
+/// One readiness event, with the key of the connection its socket belonged to when the event
+/// was collected: an event of a socket closed since, whose slot went to another connection,
+/// is recognised as stale. (The kernel's token is the slot index alone: a generation packed
+/// into it was cut off on 32-bit targets, where `usize` is 32 bits.)
 #[derive(Debug, Clone, Copy)]
-struct Ready {
+struct Event {
     key: Key,
     readable: bool,
     /// The event reported FIN or an error.
@@ -77,9 +43,9 @@ struct Ready {
     writable: bool,
 }
 
-struct Sock {
+struct Sock<S> {
     key: Key,
-    stream: mio::net::TcpStream,
+    stream: S,
     /// The host's key (`host:port`), for error messages.
     host: Arc<str>,
     /// While connecting to a host name: its walk through the name's addresses (a refused or
@@ -92,10 +58,11 @@ struct Attempt {
     tried: usize,
 }
 
-pub(crate) struct Driver {
-    poll: Poll,
-    events: Events,
-    ready: Vec<Ready>,
+pub(crate) struct Driver<K: Kernel = MioKernel> {
+    k: K,
+    /// The kernel's last batch of events, and the same as the driver acts on them.
+    kernel_ready: Vec<Ready>,
+    ready: Vec<Event>,
     /// Connections whose reads stopped at [`READ_BUDGET`] with data left: resumed next turn.
     unfinished: Vec<(Key, bool)>,
     waker: Option<Arc<Wake>>,
@@ -112,12 +79,12 @@ pub(crate) struct Driver {
     /// time re-polling it; the pre-write check peeks instead (see `check_before_write`).
     read_around_poller: bool,
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
-    socks: Vec<Option<Sock>>,
+    socks: Vec<Option<Sock<K::Stream>>>,
     scratch: Box<[u8]>,
     resolver: Resolver,
 }
 
-impl Driver {
+impl Driver<MioKernel> {
     /// A driver with the system resolver (the tests' default).
     #[cfg(test)]
     fn new() -> io::Result<Driver> {
@@ -130,10 +97,23 @@ impl Driver {
     }
 
     fn with(events: usize, lookup: LookupFn) -> io::Result<Driver> {
-        Ok(Driver {
-            poll: Poll::new()?,
-            events: Events::with_capacity(events),
-            ready: Vec::with_capacity(events),
+        Ok(Driver::over(MioKernel::new(events)?, lookup))
+    }
+
+    /// The poller's file descriptor, for embedding in another event loop.
+    #[cfg(unix)]
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.k.raw_fd()
+    }
+}
+
+impl<K: Kernel> Driver<K> {
+    /// A driver over kernel `k` (the real one, or the simulator).
+    pub(crate) fn over(k: K, lookup: LookupFn) -> Driver<K> {
+        Driver {
+            k,
+            kernel_ready: Vec::new(),
+            ready: Vec::new(),
             unfinished: Vec::new(),
             waker: None,
             woken: false,
@@ -144,7 +124,18 @@ impl Driver {
             socks: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
             resolver: Resolver::new(lookup),
-        })
+        }
+    }
+
+    /// The driver's clock: the kernel's (virtual under the simulator).
+    pub(crate) fn now(&self) -> Instant {
+        self.k.now()
+    }
+
+    /// The kernel, for the simulator's checks.
+    #[allow(dead_code)]
+    pub(crate) fn kernel_mut(&mut self) -> &mut K {
+        &mut self.k
     }
 
     /// One turn of the loop. First due timers and the engine's queued actions run: the requests
@@ -169,7 +160,7 @@ impl Driver {
         until: Option<Instant>,
         stop_on_wake: bool,
     ) -> io::Result<()> {
-        let now = Instant::now();
+        let now = self.k.now();
         if self.unfinished.is_empty() && !engine.timer_due(now) {
             self.after_io(engine, now);
         } else {
@@ -189,13 +180,13 @@ impl Driver {
             // Spin instead of sleeping: no thread wake-up between the response's arrival and
             // its processing. The budget holds per wait for a completion, across turns (a
             // blocking call runs many), and never past the nearest deadline.
-            let stop = *self.spin_until.get_or_insert(Instant::now() + budget);
+            let stop = *self.spin_until.get_or_insert(self.k.now() + budget);
             if self.spin(engine, wake.map_or(stop, |w| w.min(stop)), stop_on_wake)? {
                 self.end_wait(engine);
                 return Ok(());
             }
         }
-        let now = Instant::now();
+        let now = self.k.now();
         let left = wake.map(|w| w.saturating_duration_since(now));
         match left {
             // epoll_wait counts whole milliseconds (mio rounds a shorter timeout up to 1 ms): the
@@ -218,7 +209,7 @@ impl Driver {
     fn step(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
         self.resume_reads(engine);
         self.poll_events(engine, timeout)?;
-        self.after_io(engine, Instant::now());
+        self.after_io(engine, self.k.now());
         Ok(())
     }
 
@@ -240,7 +231,7 @@ impl Driver {
         let mut sole = engine.sole_awaited();
         let mut pass = 0u32;
         loop {
-            let now = Instant::now();
+            let now = self.k.now();
             if now >= stop {
                 return Ok(false);
             }
@@ -286,43 +277,42 @@ impl Driver {
     }
 
     fn poll_events(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
-        loop {
-            match self.poll.poll(&mut self.events, timeout) {
-                Ok(()) => break,
+        let mut kernel_ready = std::mem::take(&mut self.kernel_ready);
+        let waited = loop {
+            match self.k.wait(&mut kernel_ready, timeout) {
+                Ok(w) => break w,
                 // A zero-timeout poll is asked again: the pre-write check relies on it having
                 // run. A waiting one returns, and its caller's loop goes round.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted && timeout == Some(Duration::ZERO) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.kernel_ready = kernel_ready;
+                    return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+                }
             }
-        }
+        };
         self.read_around_poller = false;
+        let mut looked_up = false;
+        if waited.woken
+            && let Some(w) = &self.waker
+        {
+            self.woken |= w.caller.swap(false, Ordering::AcqRel);
+            looked_up |= w.lookup.swap(false, Ordering::AcqRel);
+        }
         let mut ready = std::mem::take(&mut self.ready);
         ready.clear();
-        let mut n = 0;
-        let mut looked_up = false;
-        for e in self.events.iter() {
-            n += 1;
-            if e.token() == WAKE {
-                if let Some(w) = &self.waker {
-                    self.woken |= w.caller.swap(false, Ordering::AcqRel);
-                    looked_up |= w.lookup.swap(false, Ordering::AcqRel);
-                }
-                continue;
-            }
-            ready.push(Ready {
-                key: Key::from_usize(e.token().0),
-                readable: e.is_readable() || e.is_read_closed() || e.is_error(),
-                closing: e.is_read_closed() || e.is_error(),
-                writable: e.is_writable(),
-            });
+        for r in &kernel_ready {
+            // The slot's tenant now: the event belongs to it (a later close and reuse of the
+            // slot within this batch is caught by the key comparison in `sock`).
+            let Some(Some(s)) = self.socks.get(r.token) else { continue };
+            ready.push(Event { key: s.key, readable: r.readable, closing: r.closing, writable: r.writable });
         }
-        self.events_full = n == self.events.capacity();
+        self.kernel_ready = kernel_ready;
+        self.events_full = waited.full;
         for r in &ready {
             if self.sock(r.key).is_none() {
                 continue; // stale: the socket is gone
             }
-            let now = Instant::now();
+            let now = self.k.now();
             if engine.is_connecting(r.key) {
                 self.check_connect(engine, r, now);
                 if engine.is_connecting(r.key) {
@@ -339,7 +329,8 @@ impl Driver {
         self.ready = ready;
         self.looked_up = looked_up;
         if looked_up {
-            self.finish_lookups(engine, Instant::now());
+            let now = self.k.now();
+            self.finish_lookups(engine, now);
         }
         Ok(())
     }
@@ -348,7 +339,7 @@ impl Driver {
     fn resume_reads(&mut self, engine: &mut Engine) {
         let unfinished = std::mem::take(&mut self.unfinished);
         for &(key, closing) in &unfinished {
-            self.read_all(engine, key, closing, Instant::now());
+            self.read_all(engine, key, closing, self.k.now());
         }
     }
 
@@ -357,7 +348,7 @@ impl Driver {
         if let Some(w) = &self.waker {
             return Ok(w.clone());
         }
-        let w = Arc::new(Wake::new(self.poll.registry(), WAKE)?);
+        let w = Arc::new(Wake::new(self.k.notifier()?));
         self.waker = Some(w.clone());
         Ok(w)
     }
@@ -365,13 +356,6 @@ impl Driver {
     /// Whether the waker fired since the last call.
     pub(crate) fn take_woken(&mut self) -> bool {
         std::mem::take(&mut self.woken)
-    }
-
-    /// The poller's file descriptor, for embedding in another event loop.
-    #[cfg(unix)]
-    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.poll.as_raw_fd()
     }
 
     /// Runs the engine's queued actions. `now`: the time of the pass (the actions of one pass
@@ -426,7 +410,7 @@ impl Driver {
         conn: Key,
         checked: &mut bool,
     ) -> Option<ProbeOutcome> {
-        if cfg!(target_os = "linux") && !self.read_around_poller {
+        if self.k.caps().zero_wait_is_exact && !self.read_around_poller {
             let mut vouched = *checked;
             if !vouched && self.unfinished.is_empty() {
                 vouched = self.poll_events(engine, Some(Duration::ZERO)).is_ok()
@@ -443,18 +427,23 @@ impl Driver {
         if !engine.is_probing(conn) {
             return None;
         }
-        Some(match self.sock(conn) {
-            Some(s) => probe(&s.stream),
-            None => ProbeOutcome::Error(io::Error::from(io::ErrorKind::NotConnected)),
+        let Some(s) = self.socks.get_mut(conn.index()).and_then(|s| s.as_mut()).filter(|s| s.key == conn)
+        else {
+            return Some(ProbeOutcome::Error(io::Error::from(io::ErrorKind::NotConnected)));
+        };
+        Some(loop {
+            break match self.k.peek(&mut s.stream) {
+                Ok(0) => ProbeOutcome::Fin,
+                Ok(_) => ProbeOutcome::Data,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ProbeOutcome::Alive,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => ProbeOutcome::Error(e),
+            };
         })
     }
 
-    fn sock(&self, key: Key) -> Option<&Sock> {
+    fn sock(&self, key: Key) -> Option<&Sock<K::Stream>> {
         self.socks.get(key.index())?.as_ref().filter(|s| s.key == key)
-    }
-
-    fn sock_mut(&mut self, key: Key) -> Option<&mut Sock> {
-        self.socks.get_mut(key.index())?.as_mut().filter(|s| s.key == key)
     }
 
     /// `label`: the host's key (`host:port`), which names it in errors and in the resolver.
@@ -546,14 +535,10 @@ impl Driver {
         host: Arc<str>,
         attempt: Option<Attempt>,
     ) -> Result<(), (io::Error, Option<Attempt>)> {
-        let mut stream = match open_socket(addr, engine.config().nodelay) {
+        let stream = match self.k.open(addr, engine.config().nodelay, key.index()) {
             Ok(s) => s,
             Err(e) => return Err((e, attempt)),
         };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(key.to_usize()), interest) {
-            return Err((e, attempt));
-        }
         if self.socks.len() <= key.index() {
             self.socks.resize_with(key.index() + 1, || None);
         }
@@ -589,24 +574,21 @@ impl Driver {
     }
 
     /// A connecting socket became writable (or failed): did the handshake succeed?
-    fn check_connect(&mut self, engine: &mut Engine, r: &Ready, now: Instant) {
+    fn check_connect(&mut self, engine: &mut Engine, r: &Event, now: Instant) {
         let key = r.key;
-        let Some(s) = self.sock_mut(key) else { return };
+        let writable_means_connected = self.k.caps().writable_means_connected;
+        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
+        else {
+            return;
+        };
         // Linux reports a socket in SYN_SENT neither readable nor writable (`tcp_poll`), and a
         // failed connect with `EPOLLERR`: writable without an error or a hang-up means
         // connected, and `SO_ERROR` and `getpeername` would only confirm it (two syscalls per
         // connection). Elsewhere, and for any other event, ask.
-        let outcome = if cfg!(target_os = "linux") && r.writable && !r.closing {
+        let outcome = if writable_means_connected && r.writable && !r.closing {
             Ok(true)
         } else {
-            match s.stream.take_error() {
-                Ok(Some(e)) | Err(e) => Err(e),
-                Ok(None) => match s.stream.peer_addr() {
-                    Ok(_) => Ok(true),
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false), // spurious wake-up
-                    Err(e) => Err(e),
-                },
-            }
+            self.k.connect_result(&mut s.stream)
         };
         match outcome {
             Ok(true) => {
@@ -643,14 +625,14 @@ impl Driver {
             if !engine.knows(key) {
                 return;
             }
-            match s.stream.read(&mut self.scratch) {
+            match self.k.read(&mut s.stream, &mut self.scratch) {
                 Ok(0) => return engine.on_fin(key, now),
                 Ok(n) => {
                     engine.on_data(key, &self.scratch[..n], now);
                     // The socket is empty and the response is not complete: acknowledge what
                     // came at once, or a device holding the rest until then waits 40 ms.
                     if n < self.scratch.len() && engine.is_busy(key) {
-                        ack_now(&s.stream);
+                        self.k.ack_now(&mut s.stream);
                     }
                     // A short read emptied the socket: anything that arrives later raises a new
                     // event, which the pre-write poll relies on. A full buffer may have left
@@ -670,13 +652,16 @@ impl Driver {
     }
 
     fn flush(&mut self, engine: &mut Engine, key: Key, now: Instant) {
-        let Some(s) = self.sock_mut(key) else { return };
+        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
+        else {
+            return;
+        };
         loop {
             let out = engine.output(key);
             if out.is_empty() {
                 return;
             }
-            match s.stream.write(out) {
+            match self.k.write(&mut s.stream, out) {
                 Ok(0) => return engine.on_error(key, io::ErrorKind::WriteZero.into(), now),
                 Ok(n) => engine.on_written(key, n, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -695,13 +680,7 @@ impl Driver {
             if s.attempt.is_some() {
                 self.resolver.failed(&s.host, usize::MAX);
             }
-            // Dropping the stream closes the socket; on Linux closing the last descriptor also
-            // removes it from the epoll set, so no EPOLL_CTL_DEL (a syscall per connection).
-            #[cfg(not(target_os = "linux"))]
-            let mut s = s;
-            #[cfg(not(target_os = "linux"))]
-            let _ = self.poll.registry().deregister(&mut s.stream);
-            drop(s);
+            self.k.close(s.stream);
         } else {
             // Not connecting yet: parked for a name lookup, perhaps.
             self.resolver.forget(key);
@@ -737,66 +716,12 @@ fn ip_literal(host: &str, port: u16) -> Option<io::Result<SocketAddr>> {
     Some(scope.map(|scope| SocketAddr::V6(std::net::SocketAddrV6::new(addr, port, 0, scope))))
 }
 
-/// The pre-write check: a non-blocking `MSG_PEEK` of one byte.
-fn probe(stream: &mio::net::TcpStream) -> ProbeOutcome {
-    let mut byte = [0u8; 1];
-    loop {
-        return match stream.peek(&mut byte) {
-            Ok(0) => ProbeOutcome::Fin,
-            Ok(_) => ProbeOutcome::Data,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ProbeOutcome::Alive,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => ProbeOutcome::Error(e),
-        };
-    }
-}
-
-/// Acknowledges at once what `stream` has received, instead of when the kernel's delayed-ACK
-/// timer says (Linux: `TCP_QUICKACK`, which sends the pending ACK and leaves delayed-ACK mode
-/// until our next write; elsewhere nothing). Called when a read leaves a response incomplete.
-///
-/// A device that writes its response in pieces (the head, then the body) with Nagle's
-/// algorithm on, as embedded stacks commonly do, keeps the second piece until the first is
-/// acknowledged. Linux delays that ACK by at least 40 ms on a connection that carries
-/// requests and responses, expecting to send it with our next request, which waits for this
-/// response: each response after the first then takes 40 ms more (reqwest, hyper, curl do the
-/// same). Against such a device (the Python device of `examples/interop.rs`, which also closes
-/// connections idle for 20 ms) a GET took 20 ms, ended by the device's idle close that pushed
-/// the body out with its FIN, where it takes ~0.2 ms with this. A response that arrives whole
-/// costs nothing here; a long body, one `setsockopt` per read that drains the socket.
-fn ack_now(stream: &mio::net::TcpStream) {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_quickack(true) {
-        log::debug!("TCP_QUICKACK: {e}");
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = stream;
-}
-
-/// A non-blocking TCP socket with its connect started.
-fn open_socket(addr: SocketAddr, nodelay: bool) -> io::Result<mio::net::TcpStream> {
-    #[cfg(target_os = "linux")]
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
-    #[cfg(not(target_os = "linux"))]
-    let socket = {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        s.set_nonblocking(true)?;
-        s
-    };
-    socket.set_tcp_nodelay(nodelay)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    Ok(mio::net::TcpStream::from_std(socket.into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Request;
     use crate::proto::engine::Config;
+    use std::io::{Read, Write};
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Mutex, mpsc};

@@ -257,6 +257,7 @@ mod error;
 /// Conversions to and from the `http` crate's types (feature `http`).
 #[cfg(feature = "http")]
 pub mod http_interop;
+mod os;
 mod proto;
 mod request;
 mod resolve;

@@ -336,7 +336,7 @@ mod tests {
 
     fn poller() -> (mio::Poll, Arc<Wake>) {
         let poll = mio::Poll::new().unwrap();
-        let wake = Arc::new(Wake::new(poll.registry(), TOKEN).unwrap());
+        let wake = Arc::new(Wake::new(Box::new(mio::Waker::new(poll.registry(), TOKEN).unwrap())));
         (poll, wake)
     }
 

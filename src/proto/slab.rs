@@ -12,12 +12,14 @@ pub struct Key {
 }
 
 impl Key {
-    /// Packs the key into a `usize` (used as the mio token on 64-bit targets).
+    /// Packs the key into a `usize` (tests only: a 32-bit `usize` cannot hold it).
+    #[cfg(test)]
     pub fn to_usize(self) -> usize {
         ((self.gen_ as u64) << 32 | self.idx as u64) as usize
     }
 
     /// The inverse of [`Key::to_usize`].
+    #[cfg(test)]
     pub fn from_usize(v: usize) -> Key {
         let v = v as u64;
         Key { idx: v as u32, gen_: (v >> 32) as u32 }
