@@ -180,7 +180,7 @@ impl<K: Kernel> Driver<K> {
             // Spin instead of sleeping: no thread wake-up between the response's arrival and
             // its processing. The budget holds per wait for a completion, across turns (a
             // blocking call runs many), and never past the nearest deadline.
-            let stop = *self.spin_until.get_or_insert(self.k.now() + budget);
+            let stop = *self.spin_until.get_or_insert(crate::proto::time::after(self.k.now(), budget));
             if self.spin(engine, wake.map_or(stop, |w| w.min(stop)), stop_on_wake)? {
                 self.end_wait(engine);
                 return Ok(());

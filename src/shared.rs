@@ -235,7 +235,13 @@ impl SharedClient {
             join: Mutex::new(None),
         });
         let for_loop = Arc::clone(&shared);
-        let join = thread::Builder::new().name("finwatch-loop".into()).spawn(move || run(&for_loop))?;
+        #[cfg(test)]
+        let panic_after = PANIC_AFTER_JOBS.with(|p| p.take());
+        let join = thread::Builder::new().name("finwatch-loop".into()).spawn(move || {
+            #[cfg(test)]
+            PANIC_AFTER_JOBS.with(|p| p.set(panic_after));
+            run(&for_loop)
+        })?;
         *lock(&shared.join) = Some(join);
         Ok(SharedClient { handle: Arc::new(Handle { shared }) })
     }
@@ -440,7 +446,7 @@ impl Shared {
     }
 
     fn shutdown(&self, grace: Duration) {
-        let until = Instant::now() + grace;
+        let until = crate::proto::time::after(Instant::now(), grace);
         {
             let mut st = lock(&self.state);
             if !st.finished {
@@ -453,7 +459,7 @@ impl Shared {
         if self.on_loop_thread() {
             return; // the loop finishes by itself once this callback returns
         }
-        let limit = until + JOIN_WAIT;
+        let limit = crate::proto::time::after(until, JOIN_WAIT);
         let mut st = lock(&self.state);
         while !st.finished {
             let left = limit.saturating_duration_since(Instant::now());
@@ -477,12 +483,50 @@ impl Shared {
     }
 }
 
-/// The loop thread: takes queued jobs, turns the client's event loop, delivers outcomes.
+/// The loop thread: takes queued jobs, turns the client's event loop, delivers outcomes. Once
+/// it ends, for whatever reason (a shutdown, a failed poll, or a panic in the client: a bug),
+/// every request it holds is answered and the handles refuse new ones: no caller ever waits on
+/// a dead loop.
 fn run(shared: &Shared) {
     let _ = shared.loop_thread.set(thread::current().id());
-    let mut jobs = VecDeque::new();
     let mut waiting: HashMap<RequestId, Reply> = HashMap::new();
+    if panic::catch_unwind(AssertUnwindSafe(|| turn_until_finished(shared, &mut waiting))).is_err() {
+        log::error!(
+            "the finwatch loop thread panicked (a bug; please report it); {} pending request(s) fail, \
+             and the SharedClient refuses new ones",
+            waiting.len()
+        );
+    }
+    for (_, reply) in waiting.drain() {
+        // After a shutdown never (`abort_all` completes every request); after a panic, the
+        // requests that were in the client: the device may have received them.
+        reply.deliver(Err(loop_lost()));
+    }
+    // Requests can still be queued only after a failed poll or a panic (`closing` was set, or
+    // the loop died, after it last took the queue); they were never submitted.
+    let left = std::mem::take(&mut lock(&shared.state).jobs);
+    for job in left {
+        if let Job::Submit(_, reply) = job {
+            reply.deliver(Err(Error::Shutdown { stage: Stage::Queued }));
+        }
+    }
+    let late_queries = {
+        let mut st = lock(&shared.state);
+        st.finished = true;
+        st.closing.get_or_insert_with(Instant::now);
+        std::mem::take(&mut st.jobs)
+    };
+    // Their callers see the channel close and read the client themselves.
+    drop(late_queries);
+    shared.finished.notify_all();
+}
+
+/// The loop proper: returns once the client has shut down.
+fn turn_until_finished(shared: &Shared, waiting: &mut HashMap<RequestId, Reply>) {
+    let mut jobs = VecDeque::new();
     let mut done: Vec<Completion> = Vec::new();
+    #[cfg(test)]
+    let mut panic_after = PANIC_AFTER_JOBS.with(|p| p.take());
     loop {
         let mut client = lock(&shared.client);
         let closing = {
@@ -491,6 +535,13 @@ fn run(shared: &Shared) {
             st.closing
         };
         for job in jobs.drain(..) {
+            #[cfg(test)]
+            if let Some(n) = &mut panic_after {
+                if *n == 0 {
+                    panic!("a bug in the loop (test)");
+                }
+                *n -= 1;
+            }
             match job {
                 Job::Submit(request, reply) => {
                     let id = client.submit(request);
@@ -533,26 +584,13 @@ fn run(shared: &Shared) {
             break;
         }
     }
-    for (_, reply) in waiting.drain() {
-        reply.deliver(Err(loop_lost())); // never happens: `abort_all` completes every request
-    }
-    // Requests can still be queued only after a failed poll (`closing` was set after the last
-    // time the loop took the queue); they were never submitted.
-    let left = std::mem::take(&mut lock(&shared.state).jobs);
-    for job in left {
-        if let Job::Submit(_, reply) = job {
-            reply.deliver(Err(Error::Shutdown { stage: Stage::Queued }));
-        }
-    }
-    let late_queries = {
-        let mut st = lock(&shared.state);
-        st.finished = true;
-        st.closing.get_or_insert_with(Instant::now);
-        std::mem::take(&mut st.jobs)
-    };
-    // Their callers see the channel close and read the client themselves.
-    drop(late_queries);
-    shared.finished.notify_all();
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests only: the next loop thread started from this thread panics before its (n+1)th job
+    /// (set on the thread that builds the client, handed to the loop thread it starts).
+    static PANIC_AFTER_JOBS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
 /// The outcome of a request whose reply was lost with the loop thread (a bug): the device may
@@ -563,4 +601,55 @@ fn loop_lost() -> Error {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loop thread that dies (here: a panic standing for a bug) answers the request it held
+    /// and refuses every later one at once: nobody blocks on a dead loop. (Before, a panic in
+    /// the loop left every later `send` waiting for ever.)
+    #[test]
+    fn no_caller_blocks_on_a_dead_loop_thread() {
+        let base = crate::__doc_device();
+        PANIC_AFTER_JOBS.with(|p| p.set(Some(1)));
+        let client = SharedClient::new().unwrap();
+        let ok = client.send(Request::get(&format!("{base}/a")).build().unwrap());
+        assert_eq!(ok.unwrap().status(), 200);
+        // The loop panics on taking this one: the caller gets an error, not a hang.
+        let (tx, rx) = mpsc::channel();
+        let c = client.clone();
+        let url = format!("{base}/b");
+        thread::spawn(move || tx.send(c.send(Request::get(&url).build().unwrap())));
+        let second = rx.recv_timeout(Duration::from_secs(10)).expect("send blocked on a dead loop");
+        assert!(second.is_err(), "{second:?}");
+        // Every later request fails at once, typed: never submitted, so never processed.
+        let third = client.send(Request::get(&format!("{base}/c")).build().unwrap()).unwrap_err();
+        assert!(matches!(third, Error::Shutdown { stage: Stage::Queued }), "{third:?}");
+        assert!(!third.may_have_been_processed());
+        let (tx, rx) = mpsc::channel();
+        client.submit_with(Request::get(&format!("{base}/d")).build().unwrap(), move |r| drop(tx.send(r)));
+        assert!(rx.recv_timeout(Duration::from_secs(10)).expect("callback never ran").is_err());
+        // Queries still answer (from the client itself).
+        let _ = client.stats();
+    }
+
+    /// `Duration::MAX`, the natural "no limit", as every timeout: no panic, and the request
+    /// completes (before, `submit` panicked on `Instant + Duration` and killed the loop thread).
+    #[test]
+    fn duration_max_timeouts_do_not_kill_the_loop() {
+        let base = crate::__doc_device();
+        let builder = Client::builder()
+            .connect_timeout(Duration::MAX)
+            .request_timeout(Duration::MAX)
+            .idle_timeout(Duration::MAX)
+            .busy_poll(Duration::MAX);
+        let client = SharedClient::from_builder(builder).unwrap();
+        for _ in 0..3 {
+            let req = Request::get(&format!("{base}/x")).timeout(Duration::MAX).build().unwrap();
+            assert_eq!(client.send(req).unwrap().status(), 200);
+        }
+        client.shutdown(Duration::MAX);
+    }
 }

@@ -28,6 +28,7 @@ use crate::proto::hash::{FastBuild, HostKey};
 use crate::proto::learn::{Behaviour, CLOSES_AFTER_RESPONSE};
 use crate::proto::retry::{Attempt, retry_is_safe};
 use crate::proto::slab::{Key, Slab};
+use crate::proto::time;
 use crate::proto::timers::{Timer, Timers};
 use crate::request::Request;
 use crate::response::{Meta, Response};
@@ -368,7 +369,7 @@ impl Engine {
             head_request: req.method.as_str() == "HEAD",
             retryable: req.is_retryable(),
             wants_close: req.wants_close(),
-            deadline: now + req.timeout.unwrap_or(self.cfg.request_timeout),
+            deadline: time::after(now, req.timeout.unwrap_or(self.cfg.request_timeout)),
             retries: 0,
             first_failure: None,
             on: None,
@@ -879,9 +880,13 @@ impl Engine {
             let id = self.next_conn_id;
             self.next_conn_id += 1;
             let (name, port) = (host.name.clone(), host.port);
-            let conn =
-                self.conns.insert(Conn::new(id, host_key.clone(), now, now + self.cfg.connect_timeout));
-            self.timers.push(now + self.cfg.connect_timeout, Timer::Connect(conn));
+            let conn = self.conns.insert(Conn::new(
+                id,
+                host_key.clone(),
+                now,
+                time::after(now, self.cfg.connect_timeout),
+            ));
+            self.timers.push(time::after(now, self.cfg.connect_timeout), Timer::Connect(conn));
             host.conns.push(conn);
             self.stats.connects += 1;
             self.actions.push_back(Action::Connect { conn, host: name, port, label: Arc::clone(host_key) });
@@ -1186,10 +1191,10 @@ impl Engine {
         }
         let id = self.next_conn_id;
         self.next_conn_id += 1;
-        let mut c = Conn::new(id, host_key.clone(), now, now + self.cfg.connect_timeout);
+        let mut c = Conn::new(id, host_key.clone(), now, time::after(now, self.cfg.connect_timeout));
         c.spare = true;
         let conn = self.conns.insert(c);
-        self.timers.push(now + self.cfg.connect_timeout, Timer::Connect(conn));
+        self.timers.push(time::after(now, self.cfg.connect_timeout), Timer::Connect(conn));
         host.conns.push(conn);
         self.stats.connects += 1;
         self.stats.warm_spares_opened += 1;

@@ -240,7 +240,9 @@ impl ResponseReader {
             return Err(Error::malformed("empty line before the status line"));
         }
         // Never buffer more than the limit (+1, to tell "exactly at the limit" from "over").
-        let room = (self.limits.max_head_bytes + 1).saturating_sub(old);
+        // Saturating: `usize::MAX` is a caller's natural "no limit", and `+ 1` wrapped it to 0 in
+        // release builds (no room: the loop spun on a head it never took in).
+        let room = self.limits.max_head_bytes.saturating_add(1).saturating_sub(old);
         let take = input.len().min(room);
         self.head.extend_from_slice(&input[..take]);
         // RFC 9112 §2.3: a message in a later minor version of HTTP/1 (`HTTP/1.2`) is processed
@@ -809,5 +811,31 @@ mod tests {
         }
         assert!(matches!(result, Err(Error::LimitExceeded { limit: Limit::HeadBytes, .. })));
         assert!(r.head.len() <= 33);
+    }
+
+    /// `usize::MAX` in every limit (a natural "no limit") overflows nothing: the response is
+    /// read as with the defaults. (`max_head_bytes + 1` wrapped to 0 in release builds, and the
+    /// loop spun on a head it never took in.)
+    #[test]
+    fn limits_of_usize_max_mean_no_limit() {
+        let max = usize::MAX;
+        let limits =
+            Limits { max_head_bytes: max, max_headers: max, max_body_bytes: max, max_interim_responses: max };
+        for response in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"[..],
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let mut r = ResponseReader::new(limits, false);
+            // One byte at a time, as a slow device sends it.
+            let mut progress = Progress::NeedMore;
+            for b in response {
+                assert_eq!(progress, Progress::NeedMore);
+                progress = r.feed(std::slice::from_ref(b)).unwrap();
+            }
+            assert_eq!(progress, Progress::Complete { extra: 0 });
+        }
+        let mut r = ResponseReader::new(limits, false);
+        r.feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody").unwrap();
+        assert!(r.feed_eof());
     }
 }

@@ -19,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use crate::proto::conn::RetireReason;
+use crate::proto::time;
 
 /// A close this soon after a response means the device closes after every response.
 pub(crate) const CLOSES_AFTER_RESPONSE: Duration = Duration::from_millis(2);
@@ -105,24 +106,24 @@ impl Behaviour {
         idle_limit: Duration,
         keep_alive: Option<Duration>,
     ) -> (Instant, RetireReason) {
-        let mut at = (since + idle_limit, RetireReason::IdleTimeout);
+        let mut at = (time::after(since, idle_limit), RetireReason::IdleTimeout);
         let rtt = self.rtt.unwrap_or_default();
         let margin = |t: Duration| {
             t.saturating_sub((t / 8).clamp(Duration::from_micros(500), Duration::from_secs(1)))
                 .saturating_sub(rtt)
         };
         if let Some(t) = keep_alive.or(self.announced)
-            && since + margin(t) < at.0
+            && time::after(since, margin(t)) < at.0
         {
-            at = (since + margin(t), RetireReason::KeepAliveTimeout);
+            at = (time::after(since, margin(t)), RetireReason::KeepAliveTimeout);
         }
         // A device that closes after every response is handled by making its connections
         // single-use; its idle close says nothing about a fresh connection.
         if let Some(t) = self.idle_close
             && !self.closes_after_response()
-            && since + margin(t) < at.0
+            && time::after(since, margin(t)) < at.0
         {
-            at = (since + margin(t), RetireReason::LearnedIdleClose);
+            at = (time::after(since, margin(t)), RetireReason::LearnedIdleClose);
         }
         at
     }

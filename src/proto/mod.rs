@@ -12,4 +12,5 @@ pub(crate) mod hash;
 pub(crate) mod learn;
 pub(crate) mod retry;
 pub(crate) mod slab;
+pub(crate) mod time;
 pub(crate) mod timers;
