@@ -1,0 +1,148 @@
+//! The host queue and dispatch: which queued request goes out on which connection, and when a
+//! connection (or a warm spare) is opened for it. Requests leave a host's queue in submission
+//! order.
+
+use super::*;
+
+impl Engine {
+    /// Starts queued requests of `host` on idle or new connections, in submission order.
+    pub(super) fn dispatch(&mut self, host_key: &HostKey, now: Instant) {
+        loop {
+            let Some(host) = self.hosts.get_mut(host_key) else { return };
+            if host.in_flight >= self.cfg.max_in_flight_per_host || host.queue.is_empty() {
+                return;
+            }
+            // A retry goes to a connection that has carried nothing yet (new, or a warm spare):
+            // another pooled one may be as stale as the one that just failed.
+            let front = host.queue.front().and_then(|&r| self.reqs.get(r));
+            let fresh_only = front.is_some_and(|p| p.retries > 0);
+            // A connection on probation is a test of whether the device still closes after every
+            // response; a FIN that is merely late fails it with the request on the wire. Only a
+            // request that may be sent again takes that test.
+            let may_probe = front.is_some_and(|p| p.retryable);
+            // The most recently used idle connection: the one least likely to have been closed.
+            let idle = host
+                .conns
+                .iter()
+                .filter_map(|&k| self.conns.get(k).map(|c| (k, c)))
+                .filter(|(_, c)| {
+                    c.may_carry_request(now) && !(fresh_only && c.served > 0) && (may_probe || !c.probation)
+                })
+                // A connection on probation that became usable goes first: that is the test.
+                .max_by_key(|(_, c)| match c.state {
+                    ConnState::Open(Open::Idle { since }) => (c.probation, Some(since)),
+                    _ => (false, None),
+                })
+                .map(|(k, _)| k);
+            if let Some(conn) = idle {
+                let r = host.queue.pop_front().expect("queue checked non-empty");
+                host.in_flight += 1;
+                let host_ends = host.behaviour.closes_after_response() || host.behaviour.announces_close();
+                self.assign(conn, r, host_ends);
+                continue;
+            }
+            let connecting = host
+                .conns
+                .iter()
+                .filter(|&&k| {
+                    self.conns.get(k).is_some_and(|c| matches!(c.state, ConnState::Connecting { .. }))
+                })
+                .count();
+            let startable = host.queue.len().min(self.cfg.max_in_flight_per_host - host.in_flight);
+            if connecting >= startable {
+                return;
+            }
+            if host.conns.len() >= self.cfg.max_connections_per_host {
+                // Idle connections past their retire time make room for a fresh one.
+                let stale = host.conns.iter().copied().find(|&k| {
+                    self.conns.get(k).is_some_and(|c| matches!(c.state, ConnState::Open(Open::Idle { .. })))
+                });
+                match stale {
+                    Some(k) => {
+                        let why = self.conns.get(k).and_then(|c| c.retire_at.map(|(_, w)| w));
+                        self.retire(k, why.unwrap_or(RetireReason::IdleTimeout), now);
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            let id = self.next_conn_id;
+            self.next_conn_id += 1;
+            let (name, port) = (host.name.clone(), host.port);
+            let conn = self.conns.insert(Conn::new(
+                id,
+                host_key.clone(),
+                now,
+                time::after(now, self.cfg.connect_timeout),
+            ));
+            self.timers.push(time::after(now, self.cfg.connect_timeout), Timer::Connect(conn));
+            host.conns.push(conn);
+            self.stats.connects += 1;
+            self.actions.push_back(Action::Connect { conn, host: name, port, label: Arc::clone(host_key) });
+            if let Some(t) = &mut self.trace {
+                t.record(now, id, host_key, TraceKind::Connecting { spare: false });
+            }
+        }
+    }
+
+    /// Puts request `r` on idle connection `conn` and asks for the pre-write peek. `host_ends`:
+    /// the device is known to end connections after a response (it closes after every one, or
+    /// its last response said so).
+    pub(super) fn assign(&mut self, conn: Key, r: Key, host_ends: bool) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let Some(p) = self.reqs.get_mut(r) else { return };
+        let reused = c.served > 0;
+        if c.spare && !reused {
+            self.stats.warm_spares_used += 1;
+        }
+        p.on = Some((conn, reused));
+        // Digest: answer the device's current challenge, with the next nonce count (counted
+        // here, in the order requests go out).
+        if let Some(a) = p.auth.as_deref_mut()
+            && let Some(session) = self.hosts.get_mut(&p.host).and_then(|h| h.digest.as_mut())
+        {
+            session.nc = session.nc.wrapping_add(1);
+            authorize(&mut p.wire, a, session);
+        }
+        let reader = match self.response_pool.pop() {
+            Some(spare) => ResponseReader::reuse(self.cfg.limits, p.head_request, spare),
+            None => ResponseReader::new(self.cfg.limits, p.head_request),
+        };
+        let ends = host_ends || p.wants_close || c.requests_left == Some(1);
+        let busy = ConnState::Open(Open::Busy(Exchange { req: r, phase: Phase::Probing, reader, ends }));
+        c.transition(busy, format_args!("request {}", p.id.0));
+        self.actions.push_back(Action::Probe { conn });
+    }
+
+    /// Opens a connection to `host` ahead of need, so the next command finds one connected:
+    /// unless one is already usable or on its way.
+    pub(super) fn open_spare(&mut self, host_key: &HostKey, now: Instant) {
+        if !self.cfg.warm_spares {
+            return;
+        }
+        let Some(host) = self.hosts.get_mut(host_key) else { return };
+        let ready = host.conns.iter().any(|&k| {
+            self.conns
+                .get(k)
+                .is_some_and(|c| c.may_carry_request(now) || matches!(c.state, ConnState::Connecting { .. }))
+        });
+        if ready || host.conns.len() >= self.cfg.max_connections_per_host {
+            return;
+        }
+        let id = self.next_conn_id;
+        self.next_conn_id += 1;
+        let mut c = Conn::new(id, host_key.clone(), now, time::after(now, self.cfg.connect_timeout));
+        c.spare = true;
+        let conn = self.conns.insert(c);
+        self.timers.push(time::after(now, self.cfg.connect_timeout), Timer::Connect(conn));
+        host.conns.push(conn);
+        self.stats.connects += 1;
+        self.stats.warm_spares_opened += 1;
+        log::debug!("conn={id} {host_key} opened as a warm spare");
+        if let Some(t) = &mut self.trace {
+            t.record(now, id, host_key, TraceKind::Connecting { spare: true });
+        }
+        let label = Arc::clone(host_key);
+        self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port, label });
+    }
+}

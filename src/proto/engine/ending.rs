@@ -1,0 +1,354 @@
+//! How exchanges and connections end: a complete response, a connection lost under a request,
+//! a failed connect, a deadline. The decisions themselves are in `proto::lifecycle`; this file
+//! gathers their facts and applies them.
+
+use super::*;
+
+impl Engine {
+    /// The response on `conn` is complete. `extra`: bytes followed it; `fin`: the peer closed.
+    pub(super) fn complete_exchange(&mut self, conn: Key, extra: bool, fin: bool, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let next = if fin { ConnState::PeerHalfClosed } else { ConnState::Open(Open::Idle { since: now }) };
+        let ConnState::Open(Open::Busy(ex)) = c.transition(next, "response complete") else { return };
+        c.served += 1;
+        let ex_phase = ex.phase;
+        let Some(p) = self.reqs.get(ex.req) else { return };
+        let (req_id, wants_close) = (p.id, p.wants_close);
+        let reused = p.on.is_some_and(|(_, reused)| reused);
+        let reauthenticated = p.auth.as_ref().is_some_and(|a| a.challenged);
+        let meta = Meta { connection_id: c.id, reused, retries: p.retries, reauthenticated };
+        let (resp, persistence) = ex.reader.finish(meta);
+
+        // What the response says about the connection's future.
+        if let Some(n) = persistence.max_requests {
+            c.requests_left = Some(n);
+        } else if let Some(n) = &mut c.requests_left {
+            *n = n.saturating_sub(1);
+        }
+        c.last_response = Some(now);
+        let behaviour = match self.hosts.get_mut(&c.host) {
+            Some(h) => {
+                h.behaviour.observe_announced(persistence.idle_timeout);
+                h.behaviour.observe_response_closes(matches!(
+                    persistence.close,
+                    Some(
+                        RetireReason::ServerSaidClose
+                            | RetireReason::Http10
+                            | RetireReason::CloseDelimitedBody
+                    )
+                ));
+                h.behaviour
+            }
+            None => Behaviour::default(),
+        };
+        let retire = if extra {
+            Some(RetireReason::UnsolicitedData)
+        } else if matches!(ex_phase, Phase::Writing { .. }) {
+            Some(RetireReason::EarlyResponse)
+        } else if let Some(why) = persistence.close {
+            Some(why)
+        } else if wants_close {
+            Some(RetireReason::RequestedClose)
+        } else if c.requests_left == Some(0) {
+            Some(RetireReason::KeepAliveMaxReached)
+        } else if behaviour.closes_after_response() {
+            // Single-use, except now and then a connection kept on probation: the learning
+            // came from one close, and a device that in fact keeps connections alive must not
+            // be denied reuse for ever.
+            let h = self.hosts.get_mut(&c.host);
+            let n = h.map_or(1, |h| {
+                h.single_use = h.single_use.wrapping_add(1);
+                h.single_use
+            });
+            if n.is_multiple_of(PROBATION_EVERY) {
+                c.probation = true;
+                None
+            } else {
+                Some(RetireReason::DeviceClosesAfterResponse)
+            }
+        } else {
+            None
+        };
+        // Kept for reuse: it gets a retire time and its timer (a connection that is closing now
+        // needs neither).
+        if retire.is_none() && !fin {
+            let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, persistence.idle_timeout);
+            c.retire_at = Some(retire_at);
+            self.timers.push(retire_at.0, Timer::Retire(conn));
+        }
+        let probation = c.probation && retire.is_none();
+        let host = c.host.clone();
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.in_flight -= 1;
+        }
+        if let Some(t) = &mut self.trace {
+            t.record(now, c.id, &host, TraceKind::Response { request: req_id.0, status: resp.status });
+        }
+        if resp.status == 401 && self.digest_challenged(ex.req, &resp) {
+            // Sent again, first in its queue, with the answer: not a completion.
+            self.recycle(resp);
+        } else if let Some(p) = self.reqs.remove(ex.req) {
+            // A server with one-time (or expiring) nonces names the next one (RFC 7616 §3.5):
+            // taking it saves the next request a 401.
+            if p.auth.is_some()
+                && let Some(nonce) = digest::next_nonce(resp.header_bytes("authentication-info"))
+                && let Some(session) = self.hosts.get_mut(&host).and_then(|h| h.digest.as_mut())
+            {
+                session.challenge.nonce = nonce;
+                session.nc = 0;
+            }
+            self.stats.succeeded += 1;
+            self.completions.push_back(Completion { id: p.id, result: Ok(resp) });
+            self.recycle_wire(p.wire);
+        }
+        if fin {
+            self.end_conn(conn, ConnState::PeerHalfClosed, "released after close-delimited response", now);
+        } else if let Some(why) = retire {
+            self.retire(conn, why, now);
+        } else {
+            self.dispatch(&host, now);
+            if probation {
+                // The next command must not wait for the probation to end.
+                self.open_spare(&host, now);
+            }
+        }
+    }
+
+    /// Closes `conn` on our initiative.
+    pub(super) fn retire(&mut self, conn: Key, why: RetireReason, now: Instant) {
+        self.stats.retired += 1;
+        if matches!(why, RetireReason::KeepAliveTimeout | RetireReason::LearnedIdleClose) {
+            self.stats.retired_before_idle_close += 1;
+        }
+        self.end_conn(conn, ConnState::Closed { reason: why }, why.as_str(), now);
+    }
+
+    pub(super) fn end_conn(&mut self, conn: Key, to: ConnState, why: &str, now: Instant) {
+        self.end_conn_with(conn, to, why, None, now);
+    }
+
+    /// The one way a connection ends: enter the terminal state, release the slot, ask the driver
+    /// to close the socket, and decide the fate of the request that was on it.
+    pub(super) fn end_conn_with(
+        &mut self,
+        conn: Key,
+        to: ConnState,
+        why: &str,
+        err: Option<io::Error>,
+        now: Instant,
+    ) {
+        let Some(mut c) = self.conns.remove(conn) else { return };
+        let cause = match to {
+            ConnState::Reset => LostCause::Reset,
+            ConnState::Closed { reason: RetireReason::UnsolicitedData } => LostCause::UnsolicitedData,
+            _ => LostCause::PeerClosed,
+        };
+        let device_closed = matches!(to, ConnState::PeerHalfClosed | ConnState::Reset);
+        let spare_reason = match &to {
+            ConnState::Closed { reason } => will_end(*reason),
+            _ => false,
+        };
+        if let Some(t) = &mut self.trace {
+            let state = match &c.state {
+                ConnState::PeerHalfClosed => "end of a close-delimited response",
+                s => s.name(),
+            };
+            let kind = match &to {
+                ConnState::PeerHalfClosed => TraceKind::PeerFin { state },
+                ConnState::Reset => TraceKind::PeerReset { state },
+                ConnState::Closed { reason } => TraceKind::Closed { reason: reason.as_str() },
+                _ => TraceKind::Closed { reason: "closed" },
+            };
+            t.record(now, c.id, &c.host, kind);
+        }
+        let old = c.transition(to, why);
+        self.actions.push_back(Action::Close { conn });
+        let host = c.host.clone();
+        // A device that closes a connection we were not reading a response from has shown
+        // when it closes idle connections (or that it closes after every response).
+        // A close while a request was being written or awaited, before any response byte (the
+        // keep-alive race), is an upper bound too. Within a couple of milliseconds of the last
+        // response it may instead be the device's reaction to that request; it is learned all
+        // the same (a client that turns around in microseconds would otherwise cross the FIN
+        // of a device that closes after every response again and again, as long as the FIN
+        // never arrives before its next write), and the next connection is kept on probation,
+        // which unlearns it within milliseconds if the device in fact keeps connections.
+        let since_response = c.last_response.map(|t| now.saturating_duration_since(t));
+        let mut raced = false;
+        let idle_close = match &old {
+            ConnState::Open(Open::Idle { .. }) => true,
+            ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Probing) => true,
+            ConnState::Open(Open::Busy(ex)) if !ex.reader.started() && since_response.is_some() => {
+                raced = since_response.is_some_and(|d| d <= CLOSES_AFTER_RESPONSE);
+                true
+            }
+            _ => false,
+        };
+        // PeerHalfClosed already: a close-delimited response ended with the FIN.
+        let ended_by_response = matches!(old, ConnState::PeerHalfClosed);
+        let mut want_spare =
+            c.served > 0 && (spare_reason || ended_by_response || (device_closed && idle_close));
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.conns.retain(|&k| k != conn);
+            if device_closed && raced && !h.behaviour.closes_after_response() {
+                // The next connection kept for reuse is the probation that tests the lesson.
+                h.single_use = PROBATION_EVERY - 1;
+            }
+            if device_closed
+                && idle_close
+                && let Some(d) = since_response
+                && h.behaviour.observe_close(d)
+            {
+                log::debug!(
+                    "{host}: the device closed a connection {d:?} after its response{}",
+                    if h.behaviour.closes_after_response() {
+                        " (it closes after every response)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        if let ConnState::Open(Open::Busy(ex)) = old {
+            want_spare = false; // the request goes back through dispatch, which connects
+            // A warm spare waited in the pool like a reused connection: the same race applies.
+            self.lost_exchange(ex, c.served > 0 || c.spare, cause, err, now);
+        }
+        self.dispatch(&host, now);
+        if want_spare {
+            self.open_spare(&host, now);
+        }
+        if self.hosts.len() > self.prune_hosts_at {
+            // Amortised: the next sweep waits until the map has grown well past what is live,
+            // so many active devices do not make every connection end walk the whole map.
+            self.hosts.retain(|_, h| !(h.conns.is_empty() && h.queue.is_empty() && h.in_flight == 0));
+            self.prune_hosts_at = MAX_IDLE_HOSTS.max(2 * self.hosts.len());
+        }
+    }
+
+    /// The connection under an exchange was lost: retry the request or fail it.
+    pub(super) fn lost_exchange(
+        &mut self,
+        ex: Exchange,
+        pooled: bool,
+        cause: LostCause,
+        err: Option<io::Error>,
+        now: Instant,
+    ) {
+        let r = ex.req;
+        let Some(p) = self.reqs.get_mut(r) else { return };
+        if let Some(h) = self.hosts.get_mut(&p.host) {
+            h.in_flight -= 1;
+        }
+        p.on = None;
+        let stage = match &ex.phase {
+            Phase::Probing if pooled => {
+                // A stale pooled connection, caught before a byte was written: not an attempt.
+                log::debug!("request {} returns to the head of its queue (stale connection)", p.id.0);
+                let host = p.host.clone();
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.queue.push_front(r);
+                }
+                return;
+            }
+            // A fresh connection the device closed before our first byte: an attempt.
+            Phase::Probing => Stage::Sending,
+            _ => ex.stage(),
+        };
+        let attempt = Attempt { stage, reused: pooled, retryable: p.retryable, retries: p.retries };
+        let loss = Error::ConnectionLost { cause, stage, source: err };
+        if retry_is_safe(attempt, self.cfg.max_retries) && p.deadline > now {
+            log::debug!("request {} retried on a fresh connection after: {loss}", p.id.0);
+            p.retries += 1;
+            if p.first_failure.is_none() && stage.may_have_been_processed() {
+                p.first_failure = Some(loss);
+            }
+            self.stats.retries += 1;
+            if let Some(t) = &mut self.trace {
+                t.record(now, 0, &p.host, TraceKind::Retried { request: p.id.0 });
+            }
+            let host = p.host.clone();
+            if let Some(h) = self.hosts.get_mut(&host) {
+                h.queue.push_front(r);
+                // The retry must not go back to an idle connection of the same age as the one
+                // that just failed: the first idle one it takes is probed, and a stale one is
+                // caught there, so only the ordering matters here.
+            }
+        } else {
+            self.fail(r, loss, now);
+        }
+    }
+
+    /// A connect failed: the request waiting for it (the head of the host's queue) fails with
+    /// `err`, unless another connection is coming for it; then the connection ends.
+    pub(super) fn connect_failed(&mut self, conn: Key, err: Error, why: &str, now: Instant) {
+        let Some(c) = self.conns.get(conn) else { return };
+        let host = c.host.clone();
+        self.stats.connect_failures += 1;
+        let other_coming = self.hosts.get(&host).is_some_and(|h| {
+            h.conns.iter().any(|&k| {
+                k != conn
+                    && self
+                        .conns
+                        .get(k)
+                        .is_some_and(|c| matches!(c.state, ConnState::Connecting { .. } | ConnState::Open(_)))
+            })
+        });
+        let waiter =
+            if other_coming { None } else { self.hosts.get_mut(&host).and_then(|h| h.queue.pop_front()) };
+        if let Some(r) = waiter {
+            self.fail(r, err, now);
+        }
+        self.end_conn(conn, ConnState::Closed { reason: RetireReason::ConnectFailed }, why, now);
+    }
+
+    /// The request's deadline passed.
+    pub(super) fn expire_request(&mut self, r: Key, now: Instant) {
+        let Some(p) = self.reqs.get(r) else { return };
+        let host = p.host.clone();
+        match p.on {
+            Some((conn, _)) => {
+                let stage = match self.conns.get(conn).map(|c| &c.state) {
+                    Some(ConnState::Open(Open::Busy(ex))) => ex.stage(),
+                    _ => Stage::Queued,
+                };
+                self.fail(r, Error::DeadlineExceeded { stage }, now);
+                // A late response would be read as the next request's: the connection goes.
+                self.retire(conn, RetireReason::DeadlineExceeded, now);
+            }
+            None => {
+                let connecting = self.hosts.get(&host).is_some_and(|h| {
+                    h.conns.iter().any(|&k| {
+                        self.conns.get(k).is_some_and(|c| matches!(c.state, ConnState::Connecting { .. }))
+                    })
+                });
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.queue.retain(|&q| q != r);
+                }
+                let stage = if connecting { Stage::Connecting } else { Stage::Queued };
+                self.fail(r, Error::DeadlineExceeded { stage }, now);
+            }
+        }
+    }
+
+    pub(super) fn fail(&mut self, r: Key, err: Error, now: Instant) {
+        let Some(p) = self.reqs.remove(r) else { return };
+        if p.on.is_some()
+            && let Some(h) = self.hosts.get_mut(&p.host)
+        {
+            h.in_flight -= 1;
+        }
+        let err = match p.first_failure {
+            Some(first) => Error::RetryFailed { first: Box::new(first), last: Box::new(err) },
+            None => err,
+        };
+        log::debug!("request {} failed: {err}", p.id.0);
+        self.stats.failed += 1;
+        if let Some(t) = &mut self.trace {
+            let conn = p.on.and_then(|(k, _)| self.conns.get(k)).map_or(0, |c| c.id);
+            t.record(now, conn, &p.host, TraceKind::Failed { request: p.id.0, error: err.to_string() });
+        }
+        self.completions.push_back(Completion { id: p.id, result: Err(err) });
+        self.recycle_wire(p.wire);
+    }
+}

@@ -1,0 +1,281 @@
+//! The engine's doors for what the driver saw: timers, connects, probes, writes, reads, FINs
+//! and errors. Each translates one event into the engine's terms and hands the decision on.
+
+use super::*;
+
+impl Engine {
+    /// The nearest instant at which [`Engine::on_timeout`] has work: a deadline, a connect
+    /// timeout or an idle connection's retire time.
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some((at, timer)) = self.timers.peek() {
+            if self.timer_is_live(at, timer).is_some() {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Whether a timer is due at `now` (the driver then reads what the network delivered before
+    /// it lets [`Engine::on_timeout`] act).
+    pub(crate) fn timer_due(&mut self, now: Instant) -> bool {
+        self.poll_timeout().is_some_and(|t| t <= now)
+    }
+
+    /// Enforces deadlines, connect timeouts and idle expiry that are due at `now`.
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(why) = self.timer_is_live(at, timer) else { continue };
+            match timer {
+                Timer::Request(r) => self.expire_request(r, now),
+                Timer::Connect(c) => {
+                    let Some(conn) = self.conns.get(c) else { continue };
+                    let host = conn.host.to_string();
+                    if conn.resolving {
+                        let source = io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the name lookup did not finish within the connect timeout",
+                        );
+                        self.connect_failed(c, Error::Resolve { host, source }, "name lookup timed out", now);
+                    } else {
+                        self.connect_failed(c, Error::ConnectTimedOut { host }, "connect timed out", now);
+                    }
+                }
+                Timer::Retire(c) => self.retire(c, why, now),
+            }
+        }
+        if self.timers.needs_compaction(self.reqs.len() + self.conns.len()) {
+            let reqs = self.reqs.iter().map(|(k, p)| (p.deadline, Timer::Request(k)));
+            let conns = self.conns.iter().filter_map(|(k, c)| match c.state {
+                ConnState::Connecting { deadline } => Some((deadline, Timer::Connect(k))),
+                ConnState::Open(Open::Idle { .. }) => c.retire_at.map(|(t, _)| (t, Timer::Retire(k))),
+                _ => None,
+            });
+            self.timers.rebuild(reqs.chain(conns));
+        }
+    }
+
+    /// Whether a timer entry still applies to its subject (and, for a retire timer, why).
+    pub(super) fn timer_is_live(&self, at: Instant, timer: Timer) -> Option<RetireReason> {
+        match timer {
+            Timer::Request(r) => {
+                self.reqs.get(r).filter(|p| p.deadline == at).map(|_| RetireReason::DeadlineExceeded)
+            }
+            Timer::Connect(c) => match self.conns.get(c)?.state {
+                ConnState::Connecting { deadline } if deadline == at => Some(RetireReason::ConnectFailed),
+                _ => None,
+            },
+            Timer::Retire(c) => {
+                let c = self.conns.get(c)?;
+                match (&c.state, c.retire_at) {
+                    (ConnState::Open(Open::Idle { .. }), Some((t, why))) if t == at => Some(why),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// The driver waits for a name lookup before it can start `conn`'s connect (`true`), or the
+    /// lookup has answered and the connect starts now (`false`): a connect timeout while
+    /// waiting is then a lookup that timed out, and the handshake is timed from the lookup's end.
+    pub(crate) fn on_resolving(&mut self, conn: Key, resolving: bool, now: Instant) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            if c.resolving && !resolving {
+                c.created = now;
+            }
+            c.resolving = resolving;
+        }
+    }
+
+    /// The non-blocking connect finished.
+    pub(crate) fn on_connected(&mut self, conn: Key, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        if !matches!(c.state, ConnState::Connecting { .. }) {
+            return;
+        }
+        c.transition(ConnState::Open(Open::Idle { since: now }), "connected");
+        if let Some(t) = &mut self.trace {
+            t.record(now, c.id, &c.host, TraceKind::Connected);
+        }
+        let host = c.host.clone();
+        let handshake = now.saturating_duration_since(c.created);
+        let behaviour = match self.hosts.get_mut(&host) {
+            Some(h) => {
+                h.behaviour.observe_handshake(handshake);
+                h.behaviour
+            }
+            None => Behaviour::default(),
+        };
+        // The request waiting for this connection takes it first: the idle limits are about
+        // time spent idle, and it has spent none. (Armed first, a limit the margins reduce to
+        // nothing, `idle_timeout(0)` or a device's tiny idle close, had every new connection past
+        // its retire time as it connected, and the request opened another: a connect storm.)
+        c.retire_at = None;
+        self.dispatch(&host, now);
+        if let Some(c) = self.conns.get_mut(conn)
+            && matches!(c.state, ConnState::Open(Open::Idle { .. }))
+        {
+            // Nothing took it (a warm spare): it waits under the idle limits.
+            let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, None);
+            c.retire_at = Some(retire_at);
+            self.timers.push(retire_at.0, Timer::Retire(conn));
+        }
+    }
+
+    /// The connect failed (refused, unreachable, name did not resolve, …).
+    pub(crate) fn on_connect_failed(&mut self, conn: Key, err: Error, now: Instant) {
+        let Some(c) = self.conns.get(conn) else { return };
+        if !matches!(c.state, ConnState::Connecting { .. }) {
+            return;
+        }
+        let why = format!("connect failed: {err}");
+        self.connect_failed(conn, err, &why, now);
+    }
+
+    /// The pre-write peek's result.
+    pub(crate) fn on_probe(&mut self, conn: Key, outcome: ProbeOutcome, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let ConnState::Open(Open::Busy(ex)) = &mut c.state else { return };
+        if !matches!(ex.phase, Phase::Probing) {
+            return;
+        }
+        match outcome {
+            ProbeOutcome::Alive => {
+                if c.served > 0 {
+                    self.stats.reuses += 1;
+                }
+                if c.probation
+                    && let Some(t) = c.last_response
+                    && let Some(h) = self.hosts.get_mut(&c.host)
+                    && h.behaviour.observe_alive(now.saturating_duration_since(t))
+                {
+                    log::debug!(
+                        "{}: a connection survived its probation; the device keeps connections",
+                        c.host
+                    );
+                }
+                c.probation = false;
+                ex.phase = Phase::Writing { written: 0 };
+                self.actions.push_back(Action::Write { conn });
+                if let Some(t) = &mut self.trace
+                    && let Some(p) = self.reqs.get(ex.req)
+                {
+                    let line = p.wire.split(|&b| b == b'\r').next().unwrap_or_default();
+                    let line = String::from_utf8_lossy(line).trim_end_matches(" HTTP/1.1").to_string();
+                    t.record(now, c.id, &c.host, TraceKind::Sent { request: p.id.0, line });
+                }
+            }
+            ProbeOutcome::Fin => {
+                self.stats.fins_seen_idle += 1;
+                self.stats.fins_caught_by_peek += 1;
+                self.end_conn(conn, ConnState::PeerHalfClosed, "FIN found by pre-write peek", now);
+            }
+            ProbeOutcome::Data => {
+                self.retire(conn, RetireReason::UnsolicitedData, now);
+            }
+            ProbeOutcome::Error(e) => {
+                self.stats.resets += 1;
+                let why = format!("socket error found by pre-write peek: {e}");
+                self.end_conn(conn, ConnState::Reset, &why, now);
+            }
+        }
+    }
+
+    /// `n` bytes of [`Engine::output`] were written.
+    pub(crate) fn on_written(&mut self, conn: Key, n: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let ConnState::Open(Open::Busy(ex)) = &mut c.state else { return };
+        let Phase::Writing { written } = &mut ex.phase else { return };
+        *written += n;
+        let Some(p) = self.reqs.get(ex.req) else { return };
+        if *written < p.wire.len() {
+            return;
+        }
+        ex.phase = Phase::Reading;
+        self.last_reading = Some(conn);
+        // The request is out and the loop waits for the response: if this connection is known
+        // to end with it, the next one connects now, in the shadow of this round trip, instead
+        // of after the response, on the next command's critical path.
+        if ex.ends {
+            let host = c.host.clone();
+            self.open_spare(&host, now);
+        }
+    }
+
+    /// Bytes arrived on `conn`.
+    pub(crate) fn on_data(&mut self, conn: Key, data: &[u8], now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        let progress = match &mut c.state {
+            ConnState::Open(Open::Busy(ex)) if !matches!(ex.phase, Phase::Probing) => ex.reader.feed(data),
+            ConnState::Open(_) => {
+                // Idle, or assigned but not written: a response to nothing. The stream is out
+                // of step; nothing more can be trusted on it.
+                return self.retire(conn, RetireReason::UnsolicitedData, now);
+            }
+            _ => return,
+        };
+        match progress {
+            Ok(Progress::NeedMore) => {}
+            Ok(Progress::Complete { extra }) => self.complete_exchange(conn, extra > 0, false, now),
+            Err(e) => {
+                if let Some(r) = self.busy_request(conn) {
+                    self.fail(r, e, now);
+                }
+                self.retire(conn, RetireReason::ProtocolError, now);
+            }
+        }
+    }
+
+    /// A read returned 0: the peer sent FIN.
+    pub(crate) fn on_fin(&mut self, conn: Key, now: Instant) {
+        let Some(c) = self.conns.get_mut(conn) else { return };
+        match &mut c.state {
+            ConnState::Connecting { .. } => {
+                let err = io::Error::new(io::ErrorKind::ConnectionAborted, "closed during connect");
+                let host = c.host.to_string();
+                self.on_connect_failed(conn, Error::ConnectFailed { host, source: err }, now);
+            }
+            ConnState::Open(Open::Idle { .. }) => {
+                self.stats.fins_seen_idle += 1;
+                self.end_conn(conn, ConnState::PeerHalfClosed, "FIN while idle", now);
+            }
+            ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Probing) => {
+                // Assigned, but nothing written yet: for the request this was an idle socket,
+                // and the check right before the write is what found its FIN.
+                self.stats.fins_seen_idle += 1;
+                self.stats.fins_caught_by_peek += 1;
+                self.end_conn(conn, ConnState::PeerHalfClosed, "FIN before the request was written", now);
+            }
+            ConnState::Open(Open::Busy(ex)) => {
+                self.stats.fins_while_busy += 1;
+                if matches!(ex.phase, Phase::Reading) && ex.reader.feed_eof() {
+                    self.complete_exchange(conn, false, true, now);
+                } else {
+                    self.end_conn(conn, ConnState::PeerHalfClosed, "FIN while busy", now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A read or write failed (RST, or another socket error).
+    pub(crate) fn on_error(&mut self, conn: Key, err: io::Error, now: Instant) {
+        let Some(c) = self.conns.get(conn) else { return };
+        match c.state {
+            ConnState::Connecting { .. } => {
+                let host = c.host.to_string();
+                self.on_connect_failed(conn, Error::ConnectFailed { host, source: err }, now);
+            }
+            ConnState::Open(_) => {
+                self.stats.resets += 1;
+                let why = format!("socket error: {err}");
+                self.end_conn_with(conn, ConnState::Reset, &why, Some(err), now);
+            }
+            _ => {}
+        }
+    }
+}

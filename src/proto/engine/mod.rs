@@ -1,0 +1,359 @@
+//! The sans-IO core: per-host queues, the connection pool, dispatch, retries and deadlines.
+//!
+//! The engine never touches a socket or a clock. The driver feeds it what happened (a connect
+//! finished, bytes arrived, a read returned 0, a peek's result, the time) and executes the
+//! [`Action`]s it asks for (connect, peek, write, close). Everything that decides whether a
+//! request may go out on a connection lives here, so it is tested without sockets.
+//!
+//! The contract with the driver:
+//! - before executing actions, report all pending readiness (so every FIN that has arrived is
+//!   known);
+//! - execute [`Action::Probe`] with a non-blocking `MSG_PEEK` and report it through
+//!   [`Engine::on_probe`] before anything else: only an `Alive` probe leads to a
+//!   [`Action::Write`];
+//! - write only what [`Engine::output`] returns: it is empty for every connection that is not
+//!   `Open(Busy)` with a request being written, so a `PeerHalfClosed` or `Reset` socket is never
+//!   written to.
+
+mod auth;
+mod dispatch;
+mod ending;
+mod events;
+mod types;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, LostCause, Stage};
+use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
+use crate::proto::digest::{self, Challenge, Credentials};
+use crate::proto::framing::{Limits, Progress, ResponseReader};
+use crate::proto::hash::{FastBuild, HostKey};
+use crate::proto::learn::{Behaviour, CLOSES_AFTER_RESPONSE};
+use crate::proto::retry::{Attempt, retry_is_safe};
+use crate::proto::slab::{Key, Slab};
+use crate::proto::time;
+use crate::proto::timers::{Timer, Timers};
+use crate::request::Request;
+use crate::response::{Meta, Response};
+use crate::trace::{Trace, TraceKind};
+
+use auth::{DigestAuth, DigestSession, authorize};
+pub use types::*;
+
+#[derive(Debug)]
+struct Pending {
+    id: RequestId,
+    host: HostKey,
+    wire: Vec<u8>,
+    head_request: bool,
+    retryable: bool,
+    wants_close: bool,
+    deadline: Instant,
+    retries: u32,
+    /// The first lost attempt, kept to report it if the retry fails too.
+    first_failure: Option<Error>,
+    /// The connection it is on, and whether that one was reused.
+    on: Option<(Key, bool)>,
+    /// Digest credentials, and where the `Authorization` line goes in `wire`.
+    auth: Option<Box<DigestAuth>>,
+}
+
+#[derive(Debug)]
+struct Host {
+    name: String,
+    port: u16,
+    queue: VecDeque<Key>,
+    conns: Vec<Key>,
+    in_flight: usize,
+    /// How the device closes connections, learned.
+    behaviour: Behaviour,
+    /// Responses from a device thought to close after every response; every
+    /// [`PROBATION_EVERY`]th connection is kept on probation to re-check that.
+    single_use: u32,
+    /// The device's last Digest challenge, answered in advance by later requests.
+    digest: Option<DigestSession>,
+}
+
+/// The core. See the module docs for the contract with the driver.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    cfg: Config,
+    conns: Slab<Conn>,
+    reqs: Slab<Pending>,
+    hosts: HashMap<HostKey, Host, FastBuild>,
+    actions: VecDeque<Action>,
+    completions: VecDeque<Completion>,
+    timers: Timers,
+    trace: Option<Trace>,
+    /// Request encoding buffers, reused.
+    wire_pool: Vec<Vec<u8>>,
+    /// Responses whose buffers can be reused for the next response.
+    response_pool: Vec<Response>,
+    /// Forget hosts with nothing open once there are more than this many hosts.
+    prune_hosts_at: usize,
+    /// The connection whose request most recently finished writing (for `sole_awaited`).
+    last_reading: Option<Key>,
+    next_conn_id: u64,
+    next_req_id: u64,
+    stats: Stats,
+}
+
+impl Engine {
+    pub(crate) fn new(cfg: Config) -> Engine {
+        Engine {
+            trace: cfg.trace.map(Trace::new),
+            cfg,
+            conns: Slab::default(),
+            reqs: Slab::default(),
+            hosts: HashMap::default(),
+            actions: VecDeque::new(),
+            completions: VecDeque::new(),
+            timers: Timers::default(),
+            wire_pool: Vec::new(),
+            response_pool: Vec::new(),
+            prune_hosts_at: MAX_IDLE_HOSTS,
+            last_reading: None,
+            next_conn_id: 1,
+            next_req_id: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Queues a request behind earlier ones to the same host.
+    pub(crate) fn submit(&mut self, req: &Request, now: Instant) -> RequestId {
+        let id = RequestId(self.next_req_id);
+        self.next_req_id += 1;
+        self.stats.submitted += 1;
+        let key = HostKey::new(req.url.host_key().clone());
+        let mut wire = self.wire_pool.pop().unwrap_or_default();
+        req.encode(&mut wire);
+        // The wire is the head's lines, an empty line and the body: an `Authorization` line
+        // goes right before the empty line.
+        let auth = req.digest.as_ref().map(|creds| {
+            let at = wire.len() - req.body.len() - 2;
+            Box::new(DigestAuth { creds: Arc::clone(creds), at, len: 0, challenged: false })
+        });
+        let pending = Pending {
+            id,
+            host: key.clone(),
+            wire,
+            head_request: req.method.as_str() == "HEAD",
+            retryable: req.is_retryable(),
+            wants_close: req.wants_close(),
+            deadline: time::after(now, req.timeout.unwrap_or(self.cfg.request_timeout)),
+            retries: 0,
+            first_failure: None,
+            on: None,
+            auth,
+        };
+        let deadline = pending.deadline;
+        let r = self.reqs.insert(pending);
+        self.timers.push(deadline, Timer::Request(r));
+        let host = self.hosts.entry(key.clone()).or_insert_with(|| Host {
+            name: req.url.host().to_string(),
+            port: req.url.port(),
+            queue: VecDeque::new(),
+            conns: Vec::new(),
+            in_flight: 0,
+            behaviour: Behaviour::default(),
+            single_use: 0,
+            digest: None,
+        });
+        host.queue.push_back(r);
+        log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);
+        self.dispatch(&key, now);
+        id
+    }
+
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub(crate) fn poll_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    pub(crate) fn has_completions(&self) -> bool {
+        !self.completions.is_empty()
+    }
+
+    /// Requests submitted and not yet completed.
+    pub(crate) fn pending(&self) -> usize {
+        self.reqs.len()
+    }
+
+    /// The connection whose response is all that is pending (its request fully written): what
+    /// a busy-polling loop may spin on directly.
+    /// O(1): with one request pending, if it awaits its response it is the one that most
+    /// recently finished writing.
+    pub(crate) fn sole_awaited(&self) -> Option<Key> {
+        if self.reqs.len() != 1 {
+            return None;
+        }
+        let conn = self.last_reading?;
+        match &self.conns.get(conn)?.state {
+            ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Reading) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// The bytes to write on `conn` now; empty unless it is `Open(Busy)` writing a request.
+    pub(crate) fn output(&self, conn: Key) -> &[u8] {
+        let Some(c) = self.conns.get(conn) else { return &[] };
+        let ConnState::Open(Open::Busy(ex)) = &c.state else { return &[] };
+        let Phase::Writing { written } = ex.phase else { return &[] };
+        self.reqs.get(ex.req).map_or(&[], |p| &p.wire[written..])
+    }
+
+    /// Whether a Connecting connection is awaiting its handshake (the driver checks SO_ERROR).
+    pub(crate) fn is_connecting(&self, conn: Key) -> bool {
+        matches!(self.conns.get(conn).map(|c| &c.state), Some(ConnState::Connecting { .. }))
+    }
+
+    /// A snapshot of the live connections.
+    pub(crate) fn connections(&self, now: Instant) -> Vec<ConnectionInfo> {
+        self.conns
+            .iter()
+            .map(|(_, c)| ConnectionInfo {
+                id: c.id,
+                host: c.host.to_string(),
+                state: c.state.name(),
+                served: c.served,
+                idle_for: match c.state {
+                    ConnState::Open(Open::Idle { since }) => Some(now.saturating_duration_since(since)),
+                    _ => None,
+                },
+                retire_in: c.retire_at.map(|(t, _)| t.saturating_duration_since(now)),
+                retire_reason: c.retire_at.map(|(_, why)| why),
+                age: now.saturating_duration_since(c.created),
+            })
+            .collect()
+    }
+
+    /// Fails every pending request with [`Error::Shutdown`] and closes every connection.
+    pub(crate) fn abort_all(&mut self, now: Instant) {
+        let reqs: Vec<Key> = self.reqs.iter().map(|(k, _)| k).collect();
+        for r in reqs {
+            let Some(p) = self.reqs.get(r) else { continue };
+            let stage = match p.on.and_then(|(c, _)| self.conns.get(c)).map(|c| &c.state) {
+                Some(ConnState::Open(Open::Busy(ex))) => ex.stage(),
+                _ => Stage::Queued,
+            };
+            let host = p.host.clone();
+            if let Some(h) = self.hosts.get_mut(&host) {
+                h.queue.retain(|&q| q != r);
+            }
+            self.fail(r, Error::Shutdown { stage }, now);
+        }
+        let conns: Vec<Key> = self.conns.iter().map(|(k, _)| k).collect();
+        for c in conns {
+            self.retire(c, RetireReason::Shutdown, now);
+        }
+    }
+
+    /// The trace, if recording.
+    pub(crate) fn trace(&self) -> Option<&Trace> {
+        self.trace.as_ref()
+    }
+
+    /// Takes the recorded trace, leaving an empty one (if recording).
+    pub(crate) fn take_trace(&mut self) -> Option<Trace> {
+        let cap = self.cfg.trace?;
+        self.trace.replace(Trace::new(cap))
+    }
+
+    /// Takes back a response the caller is done with, so its buffers carry a later one.
+    pub(crate) fn recycle(&mut self, resp: Response) {
+        if self.response_pool.len() < POOL_SIZE && resp.body.capacity() <= POOLED_BUFFER_MAX {
+            self.response_pool.push(resp);
+        }
+    }
+
+    fn recycle_wire(&mut self, mut wire: Vec<u8>) {
+        if self.wire_pool.len() < POOL_SIZE && wire.capacity() <= POOLED_BUFFER_MAX {
+            wire.clear();
+            self.wire_pool.push(wire);
+        }
+    }
+
+    /// The learned idle-close time of a host (`host:port` key).
+    pub(crate) fn learned_idle_close(&self, host: &str) -> Option<Duration> {
+        self.hosts.get(&HostKey::from(host))?.behaviour.idle_close()
+    }
+
+    /// Whether `conn` carries a request.
+    pub(crate) fn is_busy(&self, conn: Key) -> bool {
+        matches!(self.conns.get(conn).map(|c| &c.state), Some(ConnState::Open(Open::Busy(_))))
+    }
+
+    /// Whether `conn` carries a request that awaits its pre-write check.
+    pub(crate) fn is_probing(&self, conn: Key) -> bool {
+        matches!(
+            self.conns.get(conn).map(|c| &c.state),
+            Some(ConnState::Open(Open::Busy(Exchange { phase: Phase::Probing, .. })))
+        )
+    }
+
+    /// Whether `conn` is still a live connection of the engine's.
+    pub(crate) fn knows(&self, conn: Key) -> bool {
+        self.conns.get(conn).is_some()
+    }
+
+    /// The request on `conn` and whether it may be retried (for the fuzz harness's checks).
+    pub(crate) fn request_on(&self, conn: Key) -> Option<(RequestId, bool)> {
+        let r = self.busy_request(conn)?;
+        self.reqs.get(r).map(|p| (p.id, p.retryable))
+    }
+
+    /// The connection's log serial, for the driver's own log lines.
+    pub(crate) fn conn_id(&self, conn: Key) -> u64 {
+        self.conns.get(conn).map_or(0, |c| c.id)
+    }
+
+    fn busy_request(&self, conn: Key) -> Option<Key> {
+        match &self.conns.get(conn)?.state {
+            ConnState::Open(Open::Busy(ex)) => Some(ex.req),
+            _ => None,
+        }
+    }
+}
+
+/// One connection in this many, to a device thought to close after every response, is kept on
+/// probation to re-check it.
+const PROBATION_EVERY: u32 = 32;
+
+/// Buffers kept for reuse, and the largest one kept (a huge body is not hoarded).
+const POOL_SIZE: usize = 64;
+const POOLED_BUFFER_MAX: usize = 64 * 1024;
+
+/// Hosts with nothing open are forgotten (with what was learned of them) beyond this many.
+const MAX_IDLE_HOSTS: usize = 1024;
+
+/// Whether a retirement means the device's next command needs a new connection (so a warm
+/// spare is worth opening), as opposed to a fault.
+fn will_end(reason: RetireReason) -> bool {
+    matches!(
+        reason,
+        RetireReason::ServerSaidClose
+            | RetireReason::Http10
+            | RetireReason::CloseDelimitedBody
+            | RetireReason::KeepAliveMaxReached
+            | RetireReason::KeepAliveTimeout
+            | RetireReason::LearnedIdleClose
+            | RetireReason::DeviceClosesAfterResponse
+    )
+}
+
+#[cfg(test)]
+mod tests;
