@@ -240,7 +240,7 @@ impl<K: Kernel> Driver<K> {
                 // A due timer waits for a full pass: the poller's news first (see `turn`).
                 Some(key) if !pass.is_multiple_of(POLLER_EVERY) && !engine.timer_due(now) => {
                     self.read_around_poller = true;
-                    self.read_all(engine, key, false, now);
+                    self.read_all(engine, key, false, &mut None, now);
                     self.after_io(engine, now);
                     if !engine.is_busy(key) {
                         sole = engine.sole_awaited();
@@ -320,7 +320,7 @@ impl<K: Kernel> Driver<K> {
                 }
             }
             if r.readable {
-                self.read_all(engine, r.key, r.closing, now);
+                self.read_all(engine, r.key, r.closing, &mut None, now);
             }
             if r.writable {
                 self.flush(engine, r.key, now);
@@ -339,7 +339,7 @@ impl<K: Kernel> Driver<K> {
     fn resume_reads(&mut self, engine: &mut Engine) {
         let unfinished = std::mem::take(&mut self.unfinished);
         for &(key, closing) in &unfinished {
-            self.read_all(engine, key, closing, self.k.now());
+            self.read_all(engine, key, closing, &mut None, self.k.now());
         }
     }
 
@@ -612,7 +612,18 @@ impl<K: Kernel> Driver<K> {
     /// it now. Stopping at a complete response saves a syscall per command and loses nothing:
     /// the socket was empty, so whatever arrives later raises a new event, which the pre-write
     /// poll (or peek) reports.
-    fn read_all(&mut self, engine: &mut Engine, key: Key, closing: bool, now: Instant) {
+    ///
+    /// `write_error`: a write on this socket just failed (its error not yet reported). The reset
+    /// that failed it was consumed by the write, so a read then returns 0 as if for a FIN: that
+    /// 0 is reported as the write's error, the connection's true end.
+    fn read_all(
+        &mut self,
+        engine: &mut Engine,
+        key: Key,
+        closing: bool,
+        write_error: &mut Option<io::Error>,
+        now: Instant,
+    ) {
         let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
         else {
             return;
@@ -626,7 +637,12 @@ impl<K: Kernel> Driver<K> {
                 return;
             }
             match self.k.read(&mut s.stream, &mut self.scratch) {
-                Ok(0) => return engine.on_fin(key, now),
+                Ok(0) => {
+                    return match write_error.take() {
+                        Some(e) => engine.on_error(key, e, now),
+                        None => engine.on_fin(key, now),
+                    };
+                }
                 Ok(n) => {
                     engine.on_data(key, &self.scratch[..n], now);
                     // The socket is empty and the response is not complete: acknowledge what
@@ -651,23 +667,41 @@ impl<K: Kernel> Driver<K> {
         }
     }
 
+    /// Writes what the engine has for `key` until it is all out or the socket is full.
+    ///
+    /// A write error is reported only after what the socket still holds has been read: a device
+    /// that reads a request's head, answers early (`200`, `413`) and closes with the body unread
+    /// resets the connection under our write, and its answer sits in our receive queue ahead of
+    /// the RST (Linux returns queued data before the reset's error). That answer is the outcome;
+    /// reported first, the error made the engine retry a POST the device had acted on, or fail
+    /// it as "not processed".
     fn flush(&mut self, engine: &mut Engine, key: Key, now: Instant) {
         let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
         else {
             return;
         };
-        loop {
+        let err = loop {
             let out = engine.output(key);
             if out.is_empty() {
                 return;
             }
             match self.k.write(&mut s.stream, out) {
-                Ok(0) => return engine.on_error(key, io::ErrorKind::WriteZero.into(), now),
+                Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
                 Ok(n) => engine.on_written(key, n, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return engine.on_error(key, e, now),
+                Err(e) => break e,
             }
+        };
+        let mut err = Some(err);
+        self.read_all(engine, key, true, &mut err, now);
+        // The read found the outcome (a response, the reset), or paused at its budget (the
+        // resumed read will); otherwise the write's error is the news.
+        if let Some(err) = err
+            && engine.knows(key)
+            && !self.unfinished.iter().any(|&(k, _)| k == key)
+        {
+            engine.on_error(key, err, now);
         }
     }
 

@@ -24,8 +24,11 @@ pub enum Stage {
     Queued,
     /// The connection for the request was still being established; nothing was sent.
     Connecting,
-    /// Part of the request was written; the device cannot have seen all of it.
+    /// Less than the request's head was written: the device cannot have parsed it.
     Sending,
+    /// The request's head was written, not all of its body: the device may have acted on the
+    /// head (many act on it and answer early, `200` or `413`, before reading the body).
+    SendingBody,
     /// The whole request was written; no byte of the response had arrived.
     AwaitingResponse,
     /// Part of the response had arrived.
@@ -35,28 +38,30 @@ pub enum Stage {
 impl Stage {
     /// Whether a request that failed at this stage may have been acted on by the device.
     ///
-    /// A device that did not receive the whole request cannot have processed it (an HTTP server
-    /// acts on a complete message); once it had it, we cannot know. `true` exactly for
-    /// [`Stage::AwaitingResponse`] and [`Stage::ReadingResponse`].
+    /// A device that did not receive the whole request head cannot have processed it; once it
+    /// had the head, it may have acted on it, whatever became of the body (embedded servers
+    /// commonly act on the head, answer and close with the body unread). `true` exactly for
+    /// [`Stage::SendingBody`], [`Stage::AwaitingResponse`] and [`Stage::ReadingResponse`].
     ///
     /// ```
     /// use finwatch::Stage;
     /// for stage in [Stage::Queued, Stage::Connecting, Stage::Sending] {
     ///     assert!(!stage.may_have_been_processed());
     /// }
-    /// for stage in [Stage::AwaitingResponse, Stage::ReadingResponse] {
+    /// for stage in [Stage::SendingBody, Stage::AwaitingResponse, Stage::ReadingResponse] {
     ///     assert!(stage.may_have_been_processed());
     /// }
     /// ```
     pub fn may_have_been_processed(self) -> bool {
-        matches!(self, Stage::AwaitingResponse | Stage::ReadingResponse)
+        matches!(self, Stage::SendingBody | Stage::AwaitingResponse | Stage::ReadingResponse)
     }
 
     fn as_str(self) -> &'static str {
         match self {
             Stage::Queued => "while queued",
             Stage::Connecting => "while connecting",
-            Stage::Sending => "while sending the request",
+            Stage::Sending => "while sending the request head",
+            Stage::SendingBody => "while sending the request body, after its head",
             Stage::AwaitingResponse => "after the request was sent, before any response byte",
             Stage::ReadingResponse => "while reading the response",
         }

@@ -123,6 +123,13 @@ pub(crate) struct Exchange {
     /// The connection is known to end with this exchange (decided when the request was put
     /// on it): its successor connects as soon as the request is written.
     pub(crate) ends: bool,
+    /// The length of the request's head on the wire: once that much is written, the device may
+    /// act on the request, whatever becomes of its body.
+    pub(crate) head_len: usize,
+    /// Probed alive, but an earlier request to the same host has not been written yet: it is
+    /// probed again (time passes) and written once that one is out, so requests to a device go
+    /// out in submission order with more than one in flight.
+    pub(crate) held: bool,
 }
 
 impl Exchange {
@@ -134,6 +141,7 @@ impl Exchange {
         }
         match self.phase {
             Phase::Probing => Stage::Queued,
+            Phase::Writing { written } if written >= self.head_len => Stage::SendingBody,
             Phase::Writing { .. } => Stage::Sending,
             Phase::Reading => Stage::AwaitingResponse,
         }

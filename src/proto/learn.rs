@@ -95,6 +95,16 @@ impl Behaviour {
         self.idle_close.is_some_and(|d| d <= CLOSES_AFTER_RESPONSE)
     }
 
+    /// [`Behaviour::retire_at`] without the learned idle close: how long a connection kept on
+    /// probation past it may wait.
+    pub(crate) fn retire_at_unlearned(
+        &self,
+        since: Instant,
+        idle_limit: Duration,
+    ) -> (Instant, RetireReason) {
+        Behaviour { idle_close: None, ..*self }.retire_at(since, idle_limit, None)
+    }
+
     /// When a connection idle since `since` must be retired, and why: the earliest of our own
     /// idle limit, the server's `Keep-Alive: timeout` and the learned idle close, each of the
     /// last two with a margin so a request never crosses the device's FIN: an eighth of the

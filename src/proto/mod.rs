@@ -10,6 +10,7 @@ pub mod framing;
 pub mod fuzz;
 pub(crate) mod hash;
 pub(crate) mod learn;
+pub(crate) mod lifecycle;
 pub(crate) mod retry;
 pub(crate) mod slab;
 pub(crate) mod time;

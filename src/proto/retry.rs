@@ -2,12 +2,14 @@
 //!
 //! The rule, in order (DESIGN.md, RFC 9110 §9.2.2, RFC 9112 §9.3.1):
 //! 1. Never once a response byte has arrived: the device acted, and answered.
-//! 2. If the device cannot have received the whole request (nothing or part of it was written),
-//!    re-sending cannot apply it twice: retry, whatever the method.
-//! 3. If all of it was written and the connection was *reused*, the loss is most likely the
-//!    keep-alive race (the device closed the idle connection as our request crossed its FIN):
-//!    retry only an idempotent request, or one the caller marked retryable.
-//! 4. All of it written on a *fresh* connection: the device saw it and then failed; retrying
+//! 2. If the device cannot have parsed the request (nothing, or less than its complete head, was
+//!    written), re-sending cannot apply it twice: retry, whatever the method.
+//! 3. Once the head is out, the device may act on it, whatever became of the body (a device
+//!    that reads the head, answers early and closes with the body unread resets the
+//!    connection under the rest of our write). If the connection was *reused*, the loss is
+//!    most likely the keep-alive race (the device closed the idle connection as our request
+//!    crossed its FIN): retry only an idempotent request, or one the caller marked retryable.
+//! 4. The head written on a *fresh* connection: the device saw it and then failed; retrying
 //!    would hide a device fault and may double a command. Report it.
 //!
 //! Every retry goes to a fresh connection at the head of the host's queue, and the number of
@@ -36,7 +38,7 @@ pub(crate) fn retry_is_safe(a: Attempt, max_retries: u32) -> bool {
     match a.stage {
         Stage::ReadingResponse => false,
         Stage::Queued | Stage::Connecting | Stage::Sending => true,
-        Stage::AwaitingResponse => a.reused && a.retryable,
+        Stage::SendingBody | Stage::AwaitingResponse => a.reused && a.retryable,
     }
 }
 
@@ -68,6 +70,14 @@ mod tests {
         assert!(retry_is_safe(attempt(Stage::AwaitingResponse, true, true), 1));
         assert!(!retry_is_safe(attempt(Stage::AwaitingResponse, true, false), 1));
         assert!(!retry_is_safe(attempt(Stage::AwaitingResponse, false, true), 1));
+    }
+
+    #[test]
+    fn a_written_head_counts_as_sent_whatever_became_of_the_body() {
+        assert!(!retry_is_safe(attempt(Stage::SendingBody, true, false), 1));
+        assert!(!retry_is_safe(attempt(Stage::SendingBody, false, false), 1));
+        assert!(!retry_is_safe(attempt(Stage::SendingBody, false, true), 1));
+        assert!(retry_is_safe(attempt(Stage::SendingBody, true, true), 1));
     }
 
     #[test]

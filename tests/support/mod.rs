@@ -210,6 +210,13 @@ pub enum Cut {
     /// Hold the socket open without reading or writing until the server is
     /// dropped.
     Stall,
+    /// A plain `close()` right after `respond`, without waiting for the client
+    /// to read it, with the rest of the request unread: the kernel resets the
+    /// connection (RFC 9293 §3.6.1: data unread at close). What an embedded
+    /// server does when it answers a request early (`200`, or `413 Payload Too
+    /// Large`) and is done with it: the answer and the RST reach the client
+    /// while it is still writing the body.
+    Close,
 }
 
 /// The simulated device. Dropping it stops all its threads.
@@ -236,6 +243,8 @@ struct Shared {
     rsts_done: AtomicUsize,
     /// Requests cut by `ServerOptions::cut_request`.
     cuts: AtomicUsize,
+    /// Of those, the ones read up to the cut point (`after_bytes` of them arrived).
+    cuts_read: AtomicUsize,
     closed_by_client: AtomicUsize,
     closed_after_fin: AtomicUsize,
 }
@@ -264,6 +273,7 @@ impl DeviceServer {
             rsts: AtomicUsize::new(0),
             rsts_done: AtomicUsize::new(0),
             cuts: AtomicUsize::new(0),
+            cuts_read: AtomicUsize::new(0),
             closed_by_client: AtomicUsize::new(0),
             closed_after_fin: AtomicUsize::new(0),
         });
@@ -366,6 +376,12 @@ impl DeviceServer {
     /// cut is decided, before its bytes are read).
     pub fn requests_cut(&self) -> usize {
         self.shared.cuts.load(SeqCst)
+    }
+
+    /// Cut requests of which all `after_bytes` arrived before the cut: with
+    /// `after_bytes` past the head, requests the device acted on.
+    pub fn requests_cut_after_reading(&self) -> usize {
+        self.shared.cuts_read.load(SeqCst)
     }
 
     /// Connections the client closed (EOF or reset) while we were waiting
@@ -739,13 +755,23 @@ impl Conn<'_> {
                 Input::Timeout | Input::Gone { reset: false } => return,
             }
         }
+        self.shared.cuts_read.fetch_add(1, SeqCst);
         if !cut.respond.is_empty() {
+            if !self.write_all(cut.respond) {
+                return;
+            }
             // Pause so the client reads the bytes before the cut.
-            if !self.write_all(cut.respond) || !self.sleep(TICK) {
+            if cut.then != Cut::Close && !self.sleep(TICK) {
                 return;
             }
         }
         match cut.then {
+            Cut::Close => {
+                self.shared.rsts.fetch_add(1, SeqCst);
+                let shared = self.shared;
+                drop(self.stream);
+                shared.rsts_done.fetch_add(1, SeqCst);
+            }
             Cut::Rst => self.rst(),
             Cut::Fin => {
                 self.shared.fins.fetch_add(1, SeqCst);

@@ -5,8 +5,16 @@
 use super::*;
 
 impl Engine {
-    /// Starts queued requests of `host` on idle or new connections, in submission order.
+    /// Starts queued requests of `host` on idle or new connections, in submission order; then
+    /// lets held requests go whose turn has come.
     pub(super) fn dispatch(&mut self, host_key: &HostKey, now: Instant) {
+        self.start_queued(host_key, now);
+        if self.cfg.max_in_flight_per_host > 1 {
+            self.release_held(host_key);
+        }
+    }
+
+    fn start_queued(&mut self, host_key: &HostKey, now: Instant) {
         loop {
             let Some(host) = self.hosts.get_mut(host_key) else { return };
             if host.in_flight >= self.cfg.max_in_flight_per_host || host.queue.is_empty() {
@@ -49,7 +57,9 @@ impl Engine {
                 })
                 .count();
             let startable = host.queue.len().min(self.cfg.max_in_flight_per_host - host.in_flight);
-            if connecting >= startable {
+            // Suspended: a connect failed while another connection was open; the queue waits
+            // for that one until an exchange completes (`lifecycle::ConnectFailure`).
+            if connecting >= startable || (host.connects_suspended && !host.conns.is_empty()) {
                 return;
             }
             if host.conns.len() >= self.cfg.max_connections_per_host {
@@ -109,7 +119,15 @@ impl Engine {
             None => ResponseReader::new(self.cfg.limits, p.head_request),
         };
         let ends = host_ends || p.wants_close || c.requests_left == Some(1);
-        let busy = ConnState::Open(Open::Busy(Exchange { req: r, phase: Phase::Probing, reader, ends }));
+        let head_len = p.wire.len() - p.body_len;
+        let busy = ConnState::Open(Open::Busy(Exchange {
+            req: r,
+            phase: Phase::Probing,
+            reader,
+            ends,
+            head_len,
+            held: false,
+        }));
         c.transition(busy, format_args!("request {}", p.id.0));
         self.actions.push_back(Action::Probe { conn });
     }
@@ -144,5 +162,46 @@ impl Engine {
         }
         let label = Arc::clone(host_key);
         self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port, label });
+    }
+
+    /// Whether a request of `host` submitted before `req` has not been written yet (queued, or
+    /// assigned and awaiting its pre-write check).
+    pub(super) fn earlier_unsent(&self, host: &HostKey, req: Key) -> bool {
+        let Some(id) = self.reqs.get(req).map(|p| p.id) else { return false };
+        let Some(h) = self.hosts.get(host) else { return false };
+        let earlier = |r: Key| self.reqs.get(r).is_some_and(|p| p.id < id);
+        h.queue.iter().any(|&r| earlier(r))
+            || h.conns.iter().any(|&k| match self.conns.get(k).map(|c| &c.state) {
+                Some(ConnState::Open(Open::Busy(ex))) => {
+                    matches!(ex.phase, Phase::Probing) && earlier(ex.req)
+                }
+                _ => false,
+            })
+    }
+
+    /// Held requests of `host` whose turn has come (nothing earlier unsent) are checked again
+    /// (a pre-write check: time has passed since theirs) and then written. Oldest first.
+    pub(super) fn release_held(&mut self, host: &HostKey) {
+        let Some(h) = self.hosts.get(host) else { return };
+        let mut held: Vec<(RequestId, Key, Key)> = h
+            .conns
+            .iter()
+            .filter_map(|&k| match &self.conns.get(k)?.state {
+                ConnState::Open(Open::Busy(ex)) if ex.held => Some((self.reqs.get(ex.req)?.id, k, ex.req)),
+                _ => None,
+            })
+            .collect();
+        held.sort_unstable();
+        for (_, conn, req) in held {
+            if self.earlier_unsent(host, req) {
+                break;
+            }
+            if let Some(c) = self.conns.get_mut(conn)
+                && let ConnState::Open(Open::Busy(ex)) = &mut c.state
+            {
+                ex.held = false;
+                self.actions.push_back(Action::Probe { conn });
+            }
+        }
     }
 }

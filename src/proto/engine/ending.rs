@@ -41,37 +41,38 @@ impl Engine {
             }
             None => Behaviour::default(),
         };
-        let retire = if extra {
-            Some(RetireReason::UnsolicitedData)
-        } else if matches!(ex_phase, Phase::Writing { .. }) {
-            Some(RetireReason::EarlyResponse)
-        } else if let Some(why) = persistence.close {
-            Some(why)
-        } else if wants_close {
-            Some(RetireReason::RequestedClose)
-        } else if c.requests_left == Some(0) {
-            Some(RetireReason::KeepAliveMaxReached)
-        } else if behaviour.closes_after_response() {
-            // Single-use, except now and then a connection kept on probation: the learning
-            // came from one close, and a device that in fact keeps connections alive must not
-            // be denied reuse for ever.
-            let h = self.hosts.get_mut(&c.host);
-            let n = h.map_or(1, |h| {
-                h.single_use = h.single_use.wrapping_add(1);
-                h.single_use
-            });
-            if n.is_multiple_of(PROBATION_EVERY) {
-                c.probation = true;
-                None
-            } else {
-                Some(RetireReason::DeviceClosesAfterResponse)
-            }
-        } else {
-            None
+        let single_use = self.hosts.get(&c.host).map_or(0, |h| h.single_use);
+        let facts = AfterResponse {
+            fin,
+            extra,
+            still_writing: matches!(ex_phase, Phase::Writing { .. }),
+            says_close: persistence.close,
+            requested_close: wants_close,
+            max_reached: c.requests_left == Some(0),
+            closes_after_response: behaviour.closes_after_response(),
+            probation_due: single_use.wrapping_add(1).is_multiple_of(PROBATION_EVERY),
+        };
+        let keep = facts.decide();
+        // Single-use, except now and then a connection kept on probation: the learning came
+        // from one close, and a device that in fact keeps connections alive must not be denied
+        // reuse for ever. The count advances only where the decision was about that.
+        if matches!(
+            keep,
+            ConnFate::Keep { probation: true } | ConnFate::Retire(RetireReason::DeviceClosesAfterResponse)
+        ) && let Some(h) = self.hosts.get_mut(&c.host)
+        {
+            h.single_use = h.single_use.wrapping_add(1);
+        }
+        if keep == (ConnFate::Keep { probation: true }) {
+            c.probation = true;
+        }
+        let retire = match keep {
+            ConnFate::Retire(why) => Some(why),
+            ConnFate::Released | ConnFate::Keep { .. } => None,
         };
         // Kept for reuse: it gets a retire time and its timer (a connection that is closing now
         // needs neither).
-        if retire.is_none() && !fin {
+        if matches!(keep, ConnFate::Keep { .. }) {
             let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, persistence.idle_timeout);
             c.retire_at = Some(retire_at);
             self.timers.push(retire_at.0, Timer::Retire(conn));
@@ -80,6 +81,8 @@ impl Engine {
         let host = c.host.clone();
         if let Some(h) = self.hosts.get_mut(&host) {
             h.in_flight -= 1;
+            // An exchange completed: connects suspended after a refused one may resume.
+            h.connects_suspended = false;
         }
         if let Some(t) = &mut self.trace {
             t.record(now, c.id, &host, TraceKind::Response { request: req_id.0, status: resp.status });
@@ -128,7 +131,8 @@ impl Engine {
     }
 
     /// The one way a connection ends: enter the terminal state, release the slot, ask the driver
-    /// to close the socket, and decide the fate of the request that was on it.
+    /// to close the socket, then apply what [`Ending::decide`] says the end teaches and whether a
+    /// spare follows, and what [`Loss::decide`] says of the request that was on it.
     pub(super) fn end_conn_with(
         &mut self,
         conn: Key,
@@ -143,10 +147,9 @@ impl Engine {
             ConnState::Closed { reason: RetireReason::UnsolicitedData } => LostCause::UnsolicitedData,
             _ => LostCause::PeerClosed,
         };
-        let device_closed = matches!(to, ConnState::PeerHalfClosed | ConnState::Reset);
-        let spare_reason = match &to {
-            ConnState::Closed { reason } => will_end(*reason),
-            _ => false,
+        let by = match &to {
+            ConnState::Closed { reason } => EndedBy::Us(*reason),
+            _ => EndedBy::Device,
         };
         if let Some(t) = &mut self.trace {
             let state = match &c.state {
@@ -164,39 +167,31 @@ impl Engine {
         let old = c.transition(to, why);
         self.actions.push_back(Action::Close { conn });
         let host = c.host.clone();
-        // A device that closes a connection we were not reading a response from has shown
-        // when it closes idle connections (or that it closes after every response).
-        // A close while a request was being written or awaited, before any response byte (the
-        // keep-alive race), is an upper bound too. Within a couple of milliseconds of the last
-        // response it may instead be the device's reaction to that request; it is learned all
-        // the same (a client that turns around in microseconds would otherwise cross the FIN
-        // of a device that closes after every response again and again, as long as the FIN
-        // never arrives before its next write), and the next connection is kept on probation,
-        // which unlearns it within milliseconds if the device in fact keeps connections.
-        let since_response = c.last_response.map(|t| now.saturating_duration_since(t));
-        let mut raced = false;
-        let idle_close = match &old {
-            ConnState::Open(Open::Idle { .. }) => true,
-            ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Probing) => true,
-            ConnState::Open(Open::Busy(ex)) if !ex.reader.started() && since_response.is_some() => {
-                raced = since_response.is_some_and(|d| d <= CLOSES_AFTER_RESPONSE);
-                true
-            }
-            _ => false,
+        let was = match &old {
+            ConnState::Connecting { .. } => Was::Connecting,
+            ConnState::Open(Open::Idle { .. }) => Was::Idle,
+            ConnState::Open(Open::Busy(ex)) if matches!(ex.phase, Phase::Probing) => Was::Probing,
+            ConnState::Open(Open::Busy(ex)) if !ex.reader.started() => Was::Sending,
+            ConnState::Open(Open::Busy(_)) => Was::Reading,
+            // PeerHalfClosed already: a close-delimited response ended with the FIN.
+            ConnState::PeerHalfClosed | ConnState::Reset | ConnState::Closed { .. } => Was::Released,
         };
-        // PeerHalfClosed already: a close-delimited response ended with the FIN.
-        let ended_by_response = matches!(old, ConnState::PeerHalfClosed);
-        let mut want_spare =
-            c.served > 0 && (spare_reason || ended_by_response || (device_closed && idle_close));
+        let host_single_use = self.hosts.get(&host).is_some_and(|h| h.behaviour.closes_after_response());
+        let since_response = c.last_response.map(|t| now.saturating_duration_since(t));
+        let decision = Ending { was, by, served: c.served, since_response, host_single_use }.decide();
         if let Some(h) = self.hosts.get_mut(&host) {
             h.conns.retain(|&k| k != conn);
-            if device_closed && raced && !h.behaviour.closes_after_response() {
+            if c.probation && was == Was::Idle && by == EndedBy::Device {
+                // The device closed a connection kept past the lesson: it was right. Check it
+                // less often, and never less than every `RECHECK_LEARNED_MAX` retirements.
+                h.recheck_every =
+                    (h.recheck_every.max(RECHECK_LEARNED_EVERY / 2) * 2).min(RECHECK_LEARNED_MAX);
+            }
+            if decision.probation_next {
                 // The next connection kept for reuse is the probation that tests the lesson.
                 h.single_use = PROBATION_EVERY - 1;
             }
-            if device_closed
-                && idle_close
-                && let Some(d) = since_response
+            if let Some(d) = decision.lesson
                 && h.behaviour.observe_close(d)
             {
                 log::debug!(
@@ -210,12 +205,10 @@ impl Engine {
             }
         }
         if let ConnState::Open(Open::Busy(ex)) = old {
-            want_spare = false; // the request goes back through dispatch, which connects
-            // A warm spare waited in the pool like a reused connection: the same race applies.
             self.lost_exchange(ex, c.served > 0 || c.spare, cause, err, now);
         }
         self.dispatch(&host, now);
-        if want_spare {
+        if decision.spare {
             self.open_spare(&host, now);
         }
         if self.hosts.len() > self.prune_hosts_at {
@@ -226,7 +219,8 @@ impl Engine {
         }
     }
 
-    /// The connection under an exchange was lost: retry the request or fail it.
+    /// The connection under an exchange was lost: requeue, retry or fail the request, as
+    /// [`Loss::decide`] says.
     pub(super) fn lost_exchange(
         &mut self,
         ex: Exchange,
@@ -241,63 +235,72 @@ impl Engine {
             h.in_flight -= 1;
         }
         p.on = None;
-        let stage = match &ex.phase {
-            Phase::Probing if pooled => {
-                // A stale pooled connection, caught before a byte was written: not an attempt.
-                log::debug!("request {} returns to the head of its queue (stale connection)", p.id.0);
-                let host = p.host.clone();
-                if let Some(h) = self.hosts.get_mut(&host) {
-                    h.queue.push_front(r);
-                }
-                return;
-            }
-            // A fresh connection the device closed before our first byte: an attempt.
-            Phase::Probing => Stage::Sending,
-            _ => ex.stage(),
+        let loss = Loss {
+            stage: ex.stage(),
+            pooled,
+            retryable: p.retryable,
+            retries: p.retries,
+            max_retries: self.cfg.max_retries,
+            before_deadline: p.deadline > now,
         };
-        let attempt = Attempt { stage, reused: pooled, retryable: p.retryable, retries: p.retries };
-        let loss = Error::ConnectionLost { cause, stage, source: err };
-        if retry_is_safe(attempt, self.cfg.max_retries) && p.deadline > now {
-            log::debug!("request {} retried on a fresh connection after: {loss}", p.id.0);
+        let fate = loss.decide();
+        let host = p.host.clone();
+        if fate == LossFate::Fail {
+            let stage = loss.attempt_stage();
+            return self.fail(r, Error::ConnectionLost { cause, stage, source: err }, now);
+        }
+        if fate == LossFate::Requeue {
+            log::debug!("request {} returns to the head of its queue (stale connection)", p.id.0);
+        } else {
+            let stage = loss.attempt_stage();
+            let lost = Error::ConnectionLost { cause, stage, source: err };
+            log::debug!("request {} retried on a fresh connection after: {lost}", p.id.0);
             p.retries += 1;
             if p.first_failure.is_none() && stage.may_have_been_processed() {
-                p.first_failure = Some(loss);
+                p.first_failure = Some(lost);
             }
             self.stats.retries += 1;
             if let Some(t) = &mut self.trace {
                 t.record(now, 0, &p.host, TraceKind::Retried { request: p.id.0 });
             }
-            let host = p.host.clone();
-            if let Some(h) = self.hosts.get_mut(&host) {
-                h.queue.push_front(r);
-                // The retry must not go back to an idle connection of the same age as the one
-                // that just failed: the first idle one it takes is probed, and a stale one is
-                // caught there, so only the ordering matters here.
-            }
-        } else {
-            self.fail(r, loss, now);
+        }
+        // Either way at the head of its queue: it keeps its place in submission order. (A retry
+        // takes only a connection that has carried nothing: see `dispatch`.)
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.queue.push_front(r);
         }
     }
 
-    /// A connect failed: the request waiting for it (the head of the host's queue) fails with
-    /// `err`, unless another connection is coming for it; then the connection ends.
+    /// A connect failed: who fails is [`ConnectFailure::decide`]'s, then the connection ends.
     pub(super) fn connect_failed(&mut self, conn: Key, err: Error, why: &str, now: Instant) {
         let Some(c) = self.conns.get(conn) else { return };
         let host = c.host.clone();
         self.stats.connect_failures += 1;
-        let other_coming = self.hosts.get(&host).is_some_and(|h| {
-            h.conns.iter().any(|&k| {
-                k != conn
-                    && self
-                        .conns
-                        .get(k)
-                        .is_some_and(|c| matches!(c.state, ConnState::Connecting { .. } | ConnState::Open(_)))
-            })
-        });
-        let waiter =
-            if other_coming { None } else { self.hosts.get_mut(&host).and_then(|h| h.queue.pop_front()) };
-        if let Some(r) = waiter {
-            self.fail(r, err, now);
+        let Some(h) = self.hosts.get(&host) else {
+            return self.end_conn(conn, ConnState::Closed { reason: RetireReason::ConnectFailed }, why, now);
+        };
+        let (mut others_connecting, mut others_open) = (0, 0);
+        for &k in h.conns.iter().filter(|&&k| k != conn) {
+            match self.conns.get(k).map(|c| &c.state) {
+                Some(ConnState::Connecting { .. }) => others_connecting += 1,
+                Some(ConnState::Open(_)) => others_open += 1,
+                _ => {}
+            }
+        }
+        let startable = h.queue.len().min(self.cfg.max_in_flight_per_host.saturating_sub(h.in_flight));
+        match (ConnectFailure { startable, others_connecting, others_open }).decide() {
+            AfterConnectFailure::FailHead => {
+                if let Some(r) = self.hosts.get_mut(&host).and_then(|h| h.queue.pop_front()) {
+                    self.fail(r, err, now);
+                }
+            }
+            AfterConnectFailure::WaitForOpen => {
+                log::debug!("{host}: {err}; no new connection until an exchange completes");
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.connects_suspended = true;
+                }
+            }
+            AfterConnectFailure::Wait => {}
         }
         self.end_conn(conn, ConnState::Closed { reason: RetireReason::ConnectFailed }, why, now);
     }

@@ -45,7 +45,7 @@ impl Engine {
                         self.connect_failed(c, Error::ConnectTimedOut { host }, "connect timed out", now);
                     }
                 }
-                Timer::Retire(c) => self.retire(c, why, now),
+                Timer::Retire(c) => self.retire_idle(c, why, now),
             }
         }
         if self.timers.needs_compaction(self.reqs.len() + self.conns.len()) {
@@ -56,6 +56,40 @@ impl Engine {
                 _ => None,
             });
             self.timers.rebuild(reqs.chain(conns));
+        }
+    }
+
+    /// An idle connection's retire time came: retire it, or keep it on probation past a learned
+    /// idle close ([`IdleRetire::decide`]).
+    fn retire_idle(&mut self, conn: Key, why: RetireReason, now: Instant) {
+        let Some(c) = self.conns.get(conn) else { return };
+        let Some(h) = self.hosts.get_mut(&c.host) else { return self.retire(conn, why, now) };
+        let recheck_due = why == RetireReason::LearnedIdleClose && {
+            h.learned_retirements = h.learned_retirements.saturating_add(1);
+            h.learned_retirements >= h.recheck_every
+        };
+        if recheck_due {
+            h.learned_retirements = 0;
+        }
+        match (IdleRetire { reason: why, recheck_due }).decide() {
+            AtRetireTime::Retire => self.retire(conn, why, now),
+            AtRetireTime::Probation => {
+                let behaviour = h.behaviour;
+                let Some(c) = self.conns.get_mut(conn) else { return };
+                let ConnState::Open(Open::Idle { since }) = c.state else { return };
+                // Until the limits that do not come from the lesson: ours, the device's own.
+                let retire_at = behaviour.retire_at_unlearned(since, self.cfg.idle_timeout);
+                log::debug!(
+                    "conn={} {}: kept past the learned idle close {:?}, on probation, until {:?} from now",
+                    c.id,
+                    c.host,
+                    behaviour.idle_close(),
+                    retire_at.0.saturating_duration_since(now)
+                );
+                c.probation = true;
+                c.retire_at = Some(retire_at);
+                self.timers.push(retire_at.0, Timer::Retire(conn));
+            }
         }
     }
 
@@ -145,6 +179,25 @@ impl Engine {
         }
         match outcome {
             ProbeOutcome::Alive => {
+                // With more than one request in flight to a host, an earlier request can still
+                // be unsent here (its pooled connection turned out stale and it went back to the
+                // queue for a new one): this one waits, and is checked again when its turn
+                // comes, so requests to a device go out in the order they were submitted.
+                if self.cfg.max_in_flight_per_host > 1 {
+                    let req = ex.req;
+                    let host = c.host.clone();
+                    if self.earlier_unsent(&host, req) {
+                        if let Some(c) = self.conns.get_mut(conn)
+                            && let ConnState::Open(Open::Busy(ex)) = &mut c.state
+                        {
+                            log::trace!("conn={} waits for an earlier request to go out first", c.id);
+                            ex.held = true;
+                        }
+                        return;
+                    }
+                }
+                let Some(c) = self.conns.get_mut(conn) else { return };
+                let ConnState::Open(Open::Busy(ex)) = &mut c.state else { return };
                 if c.served > 0 {
                     self.stats.reuses += 1;
                 }
@@ -153,6 +206,10 @@ impl Engine {
                     && let Some(h) = self.hosts.get_mut(&c.host)
                     && h.behaviour.observe_alive(now.saturating_duration_since(t))
                 {
+                    // The lesson was wrong: the next retirement by it is a probation again, so
+                    // that the estimate keeps rising while connections keep surviving.
+                    h.recheck_every = 1;
+                    h.learned_retirements = 0;
                     log::debug!(
                         "{}: a connection survived its probation; the device keeps connections",
                         c.host
@@ -167,6 +224,10 @@ impl Engine {
                     let line = p.wire.split(|&b| b == b'\r').next().unwrap_or_default();
                     let line = String::from_utf8_lossy(line).trim_end_matches(" HTTP/1.1").to_string();
                     t.record(now, c.id, &c.host, TraceKind::Sent { request: p.id.0, line });
+                }
+                if self.cfg.max_in_flight_per_host > 1 {
+                    let host = c.host.clone();
+                    self.release_held(&host);
                 }
             }
             ProbeOutcome::Fin => {

@@ -31,8 +31,11 @@ use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
 use crate::proto::digest::{self, Challenge, Credentials};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
 use crate::proto::hash::{FastBuild, HostKey};
-use crate::proto::learn::{Behaviour, CLOSES_AFTER_RESPONSE};
-use crate::proto::retry::{Attempt, retry_is_safe};
+use crate::proto::learn::Behaviour;
+use crate::proto::lifecycle::{
+    AfterConnectFailure, AfterResponse, AtRetireTime, ConnFate, ConnectFailure, EndedBy, Ending, IdleRetire,
+    Loss, LossFate, PROBATION_EVERY, RECHECK_LEARNED_EVERY, RECHECK_LEARNED_MAX, Was,
+};
 use crate::proto::slab::{Key, Slab};
 use crate::proto::time;
 use crate::proto::timers::{Timer, Timers};
@@ -48,6 +51,8 @@ struct Pending {
     id: RequestId,
     host: HostKey,
     wire: Vec<u8>,
+    /// The body's length: the wire's tail (an `Authorization` line may grow the head).
+    body_len: usize,
     head_request: bool,
     retryable: bool,
     wants_close: bool,
@@ -73,6 +78,13 @@ struct Host {
     /// Responses from a device thought to close after every response; every
     /// [`PROBATION_EVERY`]th connection is kept on probation to re-check that.
     single_use: u32,
+    /// Connections retired by the learned idle close since the last probation of it; at
+    /// `recheck_every`, one is kept on probation instead, to re-check the lesson.
+    learned_retirements: u32,
+    recheck_every: u32,
+    /// A connect failed while another connection was open: no new connection until an
+    /// exchange completes (see `lifecycle::ConnectFailure`).
+    connects_suspended: bool,
     /// The device's last Digest challenge, answered in advance by later requests.
     digest: Option<DigestSession>,
 }
@@ -148,6 +160,7 @@ impl Engine {
             id,
             host: key.clone(),
             wire,
+            body_len: req.body.len(),
             head_request: req.method.as_str() == "HEAD",
             retryable: req.is_retryable(),
             wants_close: req.wants_close(),
@@ -168,6 +181,9 @@ impl Engine {
             in_flight: 0,
             behaviour: Behaviour::default(),
             single_use: 0,
+            learned_retirements: 0,
+            recheck_every: RECHECK_LEARNED_EVERY,
+            connects_suspended: false,
             digest: None,
         });
         host.queue.push_back(r);
@@ -329,31 +345,12 @@ impl Engine {
     }
 }
 
-/// One connection in this many, to a device thought to close after every response, is kept on
-/// probation to re-check it.
-const PROBATION_EVERY: u32 = 32;
-
 /// Buffers kept for reuse, and the largest one kept (a huge body is not hoarded).
 const POOL_SIZE: usize = 64;
 const POOLED_BUFFER_MAX: usize = 64 * 1024;
 
 /// Hosts with nothing open are forgotten (with what was learned of them) beyond this many.
 const MAX_IDLE_HOSTS: usize = 1024;
-
-/// Whether a retirement means the device's next command needs a new connection (so a warm
-/// spare is worth opening), as opposed to a fault.
-fn will_end(reason: RetireReason) -> bool {
-    matches!(
-        reason,
-        RetireReason::ServerSaidClose
-            | RetireReason::Http10
-            | RetireReason::CloseDelimitedBody
-            | RetireReason::KeepAliveMaxReached
-            | RetireReason::KeepAliveTimeout
-            | RetireReason::LearnedIdleClose
-            | RetireReason::DeviceClosesAfterResponse
-    )
-}
 
 #[cfg(test)]
 mod tests;

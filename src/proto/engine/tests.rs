@@ -176,7 +176,7 @@ fn fully_written_post_on_reused_connection_is_not_retried() {
 }
 
 #[test]
-fn partially_written_post_is_retried_because_the_device_cannot_have_it() {
+fn a_post_cut_short_in_its_head_is_retried_because_the_device_cannot_have_parsed_it() {
     let mut w = World::new();
     let c1 = w.exchange_on_new(Method::PUT);
     w.submit(Method::POST, "http://10.0.0.5/counter");
@@ -184,12 +184,36 @@ fn partially_written_post_is_retried_because_the_device_cannot_have_it() {
     w.e.on_probe(c1, ProbeOutcome::Alive, w.now);
     w.actions();
     let n = w.e.output(c1).len();
-    w.e.on_written(c1, n - 3, w.now);
+    // The body is "cmd": 4 bytes short of the whole is one short of the head's empty line.
+    w.e.on_written(c1, n - 4, w.now);
     w.e.on_error(c1, io::Error::from(io::ErrorKind::BrokenPipe), w.now);
     assert!(w.completions().is_empty());
     let c2 = w.connect_and_send();
     w.e.on_data(c2, OK, w.now);
     assert_eq!(w.completions()[0].result.as_ref().unwrap().meta().retries, 1);
+}
+
+/// The faults issue's first fault, at engine level: once a POST's head is written, a device may
+/// act on it whatever becomes of the body (many read the head, answer early and close with the
+/// body unread, which resets the connection under our write). Not retried, and the error says
+/// the device may have acted. (Before, a partly written body counted as unsent: retried, and
+/// applied twice.)
+#[test]
+fn a_post_whose_head_was_written_is_not_retried_whatever_became_of_its_body() {
+    let mut w = World::new();
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.submit(Method::POST, "http://10.0.0.5/counter");
+    assert_eq!(w.actions(), vec![Action::Probe { conn: c1 }]);
+    w.e.on_probe(c1, ProbeOutcome::Alive, w.now);
+    w.actions();
+    let n = w.e.output(c1).len();
+    w.e.on_written(c1, n - 3, w.now); // the whole head, none of the body
+    w.e.on_error(c1, io::Error::from(io::ErrorKind::ConnectionReset), w.now);
+    let err = w.one_error();
+    assert!(matches!(err, Error::ConnectionLost { stage: Stage::SendingBody, .. }), "{err:?}");
+    assert!(err.may_have_been_processed());
+    assert_eq!(w.e.stats().retries, 0);
+    assert!(w.actions().iter().all(|a| !matches!(a, Action::Connect { .. })), "no second attempt");
 }
 
 #[test]
@@ -980,4 +1004,197 @@ fn keep_alive_timeout_zero_is_not_taken_as_single_use() {
     w.submit(Method::GET, "http://10.0.0.5/io");
     w.probe_alive(conn);
     assert_eq!(w.e.stats().connects, 1);
+}
+
+// ---- the faults issue: connect failures, learning, order, durations ----
+
+fn connects(actions: &[Action]) -> Vec<Key> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refused() -> Error {
+    Error::ConnectFailed {
+        host: "10.0.0.5:80".into(),
+        source: io::Error::from(io::ErrorKind::ConnectionRefused),
+    }
+}
+
+/// `max_in_flight_per_host(2)`, four GETs, every connect refused: each failed connect fails the
+/// request it was for, with the connect error, and is not replaced for free. Before, a failed
+/// connect with a second one still connecting failed nobody and was replaced at once: 134,002
+/// connects in 0.8 s, and every request ended at its deadline.
+#[test]
+fn refused_connects_fail_their_requests_with_more_than_one_in_flight() {
+    let mut w = World::with(Config { max_in_flight_per_host: 2, warm_spares: false, ..Config::default() });
+    for i in 0..4 {
+        w.submit(Method::GET, &format!("http://10.0.0.5/{i}"));
+    }
+    let mut pending = connects(&w.actions());
+    assert_eq!(pending.len(), 2);
+    let mut opened = 2;
+    let mut failed = 0;
+    while let Some(conn) = pending.pop() {
+        w.e.on_connect_failed(conn, refused(), w.now);
+        for c in w.completions() {
+            let err = c.result.unwrap_err();
+            assert!(matches!(err, Error::ConnectFailed { .. }), "{err:?}");
+            assert!(!err.may_have_been_processed());
+            failed += 1;
+        }
+        let more = connects(&w.actions());
+        opened += more.len();
+        pending.extend(more);
+        assert!(opened <= 4, "more connects than requests");
+    }
+    assert_eq!(failed, 4);
+    assert_eq!(w.e.pending(), 0);
+    assert_eq!(w.e.stats().connects, 4);
+}
+
+/// A connect refused while another connection of the host is open (a device that takes one
+/// connection at a time): the waiting request is not failed, and no connect is tried again until
+/// an exchange completes; then it goes out on the open connection.
+#[test]
+fn a_refused_second_connection_waits_for_the_open_one() {
+    let mut w = World::with(Config { max_in_flight_per_host: 2, warm_spares: false, ..Config::default() });
+    w.submit(Method::GET, "http://10.0.0.5/a");
+    let a = w.connect_and_send();
+    w.submit(Method::GET, "http://10.0.0.5/b");
+    let b = connects(&w.actions());
+    assert_eq!(b.len(), 1);
+    w.e.on_connect_failed(b[0], refused(), w.now);
+    assert!(w.completions().is_empty(), "the request can still go out on the open connection");
+    assert!(connects(&w.actions()).is_empty(), "no new connect until an exchange completes");
+    w.e.on_data(a, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    w.probe_alive(a);
+    w.e.on_data(a, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    assert_eq!(w.e.stats().connects, 2);
+}
+
+/// A device that reset one connection 30 ms after its first response (a reboot), then keeps
+/// connections: commands 100 ms apart for 6 s must go back to reusing connections. Before, the
+/// learned idle close (30 ms) retired every connection before its next use, for good: 60
+/// connections for 60 GETs.
+#[test]
+fn a_learned_idle_close_that_was_wrong_is_corrected() {
+    let mut w = World::new();
+    let first = w.exchange_on_new(Method::GET);
+    w.advance(Duration::from_millis(30));
+    w.e.on_error(first, reset(), w.now);
+    w.actions();
+    assert_eq!(w.e.learned_idle_close("10.0.0.5:80"), Some(Duration::from_millis(30)));
+    let mut idle: Option<Key> = None;
+    for _ in 0..60 {
+        w.advance(Duration::from_millis(100));
+        w.submit(Method::GET, "http://10.0.0.5/io");
+        let actions = w.actions();
+        let conn = match connects(&actions).as_slice() {
+            [c] => {
+                w.e.on_connected(*c, w.now);
+                *c
+            }
+            [] => idle.expect("a request with neither an idle connection nor a connect"),
+            other => panic!("{other:?}"),
+        };
+        if !actions.iter().any(|a| matches!(a, Action::Probe { .. })) {
+            assert_eq!(w.actions(), vec![Action::Probe { conn }]);
+        }
+        w.e.on_probe(conn, ProbeOutcome::Alive, w.now);
+        w.actions();
+        let n = w.e.output(conn).len();
+        w.e.on_written(conn, n, w.now);
+        w.e.on_data(conn, OK, w.now);
+        assert!(w.completions()[0].result.is_ok());
+        idle = Some(conn);
+    }
+    let connects = w.e.stats().connects;
+    assert!(connects <= 8, "{connects} connections for 61 GETs: the wrong lesson was never corrected");
+    assert!(w.e.learned_idle_close("10.0.0.5:80").unwrap() >= Duration::from_millis(100));
+}
+
+/// With two in flight, a request whose pooled connection turns out stale goes back to its queue:
+/// a later request already checked alive waits for it, so the device gets them in the order they
+/// were submitted. Before, the later one was written first.
+#[test]
+fn requests_go_out_in_submission_order_with_more_than_one_in_flight() {
+    let mut w = World::with(Config { max_in_flight_per_host: 2, warm_spares: false, ..Config::default() });
+    // Two pooled connections.
+    w.submit(Method::GET, "http://10.0.0.5/setup-a");
+    w.submit(Method::GET, "http://10.0.0.5/setup-b");
+    let setup = connects(&w.actions());
+    for &c in &setup {
+        w.e.on_connected(c, w.now);
+    }
+    for &c in &setup {
+        w.e.on_probe(c, ProbeOutcome::Alive, w.now);
+    }
+    w.actions();
+    for &c in &setup {
+        let n = w.e.output(c).len();
+        w.e.on_written(c, n, w.now);
+        w.e.on_data(c, OK, w.now);
+    }
+    assert_eq!(w.completions().len(), 2);
+    let first = w.submit(Method::GET, "http://10.0.0.5/first");
+    let second = w.submit(Method::GET, "http://10.0.0.5/second");
+    let probes: Vec<Key> = w
+        .actions()
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Probe { conn } => Some(conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(probes.len(), 2);
+    let on = |w: &World, conn: Key| w.e.request_on(conn).map(|(id, _)| id);
+    let (stale, alive) =
+        if on(&w, probes[0]) == Some(first) { (probes[0], probes[1]) } else { (probes[1], probes[0]) };
+    // The first request's connection has the device's FIN; the second's is alive.
+    w.e.on_probe(stale, ProbeOutcome::Fin, w.now);
+    w.e.on_probe(alive, ProbeOutcome::Alive, w.now);
+    let actions = w.actions();
+    assert!(
+        !actions.contains(&Action::Write { conn: alive }),
+        "the second request went out first: {actions:?}"
+    );
+    let fresh = connects(&actions);
+    assert_eq!(fresh.len(), 1);
+    w.e.on_connected(fresh[0], w.now);
+    assert_eq!(w.actions(), vec![Action::Probe { conn: fresh[0] }]);
+    w.e.on_probe(fresh[0], ProbeOutcome::Alive, w.now);
+    // The first is written, and only then is the second checked again and written.
+    assert_eq!(w.actions(), vec![Action::Write { conn: fresh[0] }, Action::Probe { conn: alive }]);
+    assert_eq!(on(&w, fresh[0]), Some(first));
+    w.e.on_probe(alive, ProbeOutcome::Alive, w.now);
+    assert_eq!(w.actions(), vec![Action::Write { conn: alive }]);
+    assert_eq!(on(&w, alive), Some(second));
+}
+
+/// `Duration::MAX` as every timeout is "no limit": no panic, and the request goes out.
+#[test]
+fn duration_max_timeouts_are_no_limit() {
+    let cfg = Config {
+        connect_timeout: Duration::MAX,
+        request_timeout: Duration::MAX,
+        idle_timeout: Duration::MAX,
+        warm_spares: true,
+        ..Config::default()
+    };
+    let mut w = World::with(cfg);
+    let req = Request::get("http://10.0.0.5/").timeout(Duration::MAX).build().unwrap();
+    w.e.submit(&req, w.now);
+    let conn = w.connect_and_send();
+    w.e.on_data(conn, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    assert!(w.e.poll_timeout().is_none_or(|t| t > w.now + Duration::from_secs(365 * 24 * 3600)));
+    w.advance(Duration::from_secs(3600));
+    assert_eq!(w.e.connections(w.now).len(), 1, "nothing expires under no limit");
 }
