@@ -272,7 +272,8 @@ impl<B: IntoRequestBody> TryFrom<http::Request<B>> for Request {
         let url = parts.uri.to_string();
         if parts.uri.scheme().is_none() {
             return Err(Error::InvalidUrl {
-                url,
+                // `user:pw@host:80` is an authority-form URI, without a scheme.
+                url: crate::url::redact_userinfo(&url).into_owned(),
                 reason: "relative URI: finwatch needs an absolute http://host[:port]/path URI",
             });
         }
