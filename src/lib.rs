@@ -209,8 +209,11 @@
 //! is answered by sending the request once more (the device refused it, so even a POST is
 //! safe), and later requests to that device carry the answer from the start, so a control loop
 //! pays the extra round trip once per nonce, not per command. Credentials in the URL are
-//! refused, and the error shows the URL with `***` for the password; `Debug` output never shows
-//! them.
+//! refused, and the error shows the URL with `***` for the password. `Debug` output never shows
+//! a credential: not the password of Digest credentials, nor the value of a header field that
+//! carries one by its name ([`is_sensitive_header`]: `Authorization`, `Proxy-Authorization`,
+//! `Cookie`, `Set-Cookie`, `X-Api-Key`, `X-Auth-Token`, …) or that the caller marked with
+//! [`RequestBuilder::sensitive_header`], in a [`Request`] or a [`Response`].
 //!
 //! # Feature `http`
 //!
@@ -273,7 +276,7 @@ pub use error::{Error, Limit, LostCause, Result, Stage};
 pub use proto::conn::RetireReason;
 pub use proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
 pub use proto::framing::{Limits, MAX_HEADERS_CAP};
-pub use request::{Method, Request, RequestBuilder};
+pub use request::{Method, Request, RequestBuilder, is_sensitive_header};
 pub use response::{Meta, Response};
 pub use shared::SharedClient;
 pub use trace::{Trace, TraceEvent, TraceKind};

@@ -127,3 +127,84 @@ fn a_url_password_is_not_in_the_error() {
         }
     }
 }
+
+#[test]
+fn request_debug_hides_every_secret_header_and_the_device_still_gets_them() {
+    use std::io::{Read as _, Write as _};
+    let secrets = [
+        ("Authorization", "Bearer s3cret-0"),
+        ("Proxy-Authorization", "Basic s3cret-1"),
+        ("Cookie", "sid=s3cret-2"),
+        ("X-Api-Key", "s3cret-3"),
+        ("Api-Key", "s3cret-4"),
+        ("X-Auth-Token", "s3cret-5"),
+        ("X-Client-Secret", "s3cret-6"),
+    ];
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/io", l.local_addr().unwrap());
+    let mut builder = Request::put(&url, "1").sensitive_header("X-Unico-Pin", "s3cret-7");
+    for (name, value) in secrets {
+        builder = builder.header(name, value);
+    }
+    assert!(!format!("{builder:?}").contains("s3cret"));
+    let req = builder.header("X-Request-Id", "42").build().unwrap();
+    let shown = format!("{req:?} {req:#?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert_eq!(shown.matches("<redacted>").count(), 2 * (secrets.len() + 1), "{shown}");
+    assert!(shown.contains(r#"("X-Request-Id", "42")"#), "{shown}");
+    // The device answers with a session cookie; it is sent what the caller wrote.
+    let device = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0; 4096];
+        while !got.windows(5).any(|w| w == b"\r\n\r\n1") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the request ended early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=s3cret-8; HttpOnly\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8(got).unwrap()
+    });
+    let resp = client().send(req).unwrap();
+    let wire = device.join().unwrap();
+    for (name, value) in secrets.iter().chain(&[("X-Unico-Pin", "s3cret-7")]) {
+        assert!(wire.contains(&format!("\r\n{name}: {value}\r\n")), "{name} not sent: {wire}");
+    }
+    assert_eq!(resp.header("Set-Cookie"), Some("sid=s3cret-8; HttpOnly"));
+    let shown = format!("{resp:?} {resp:#?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains(r#"("Set-Cookie", "<redacted>")"#) && shown.contains("status: 200"), "{shown}");
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_http_crates_sensitive_mark_carries_over_both_ways() {
+    use finwatch::http_interop::ResponseExt as _;
+    let mut pin = http::HeaderValue::from_static("s3cret-pin");
+    pin.set_sensitive(true);
+    let req = http::Request::get("http://10.0.0.5/io")
+        .header("X-Unico-Pin", pin)
+        .header("X-Request-Id", "42")
+        .body(())
+        .unwrap();
+    let req = Request::try_from(req).unwrap();
+    let shown = format!("{req:?}");
+    assert!(!shown.contains("s3cret") && shown.contains(r#"("x-request-id", "42")"#), "{shown}");
+    // A response's credentials are marked sensitive in its HeaderMap.
+    use std::io::{Read as _, Write as _};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", l.local_addr().unwrap());
+    let device = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let _ = s.read(&mut [0; 4096]).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=s3cret\r\nX-Io: 1\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+    });
+    let resp = client().get(&url).unwrap();
+    device.join().unwrap();
+    let map = resp.header_map().unwrap();
+    assert!(map["set-cookie"].is_sensitive() && !map["x-io"].is_sensitive());
+    assert_eq!(map["set-cookie"], "sid=s3cret");
+    assert!(!format!("{map:?}").contains("s3cret"), "{map:?}");
+}
