@@ -350,8 +350,10 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
             "-H" | "--header" => headers.push(parse_header(&value()?)?),
             "-u" | "--user" => {
                 let v = value()?;
-                let (name, password) =
-                    v.split_once(':').ok_or_else(|| format!("{flag} needs USER:PASSWORD, got {v:?}"))?;
+                // Never echoed: without its ':', the value may well be the password alone.
+                let (name, password) = v.split_once(':').ok_or_else(|| {
+                    format!("{flag} needs USER:PASSWORD (no ':' in the value, which is not shown)")
+                })?;
                 set_once(&mut user, (name.to_string(), password.to_string()), flag)?;
             }
             "--script" => set_once(&mut script_path, value()?, flag)?,
@@ -442,13 +444,16 @@ fn parse_number(flag: &str, text: &str, range: RangeInclusive<u64>) -> Result<u6
     }
 }
 
-/// `Name: value`, split on the first `:`; spaces and tabs around the value are dropped.
+/// `Name: value`, split on the first `:`; spaces and tabs around the value are dropped. A
+/// malformed one is not echoed: `Authorization Bearer …` without its `:` is a credential.
 fn parse_header(text: &str) -> Result<(String, String), String> {
     match text.split_once(':') {
         Some((name, value)) if !name.trim().is_empty() => {
             Ok((name.to_string(), value.trim_matches([' ', '\t']).to_string()))
         }
-        _ => Err(format!("malformed header {text:?}: expected 'Name: value'")),
+        _ => Err("malformed header: expected 'Name: value' (the value given is not shown: it may hold a \
+                  credential)"
+            .to_string()),
     }
 }
 
@@ -1166,9 +1171,11 @@ mod tests {
 
     #[test]
     fn malformed_headers() {
-        for bad in ["NoColon", ": value", "  : value", ""] {
+        for bad in ["NoColon", ": value", "  : value", "", "Authorization Bearer s3cret"] {
             let msg = parse_err(&["-H", bad, URL]);
             assert!(msg.starts_with("malformed header") && msg.contains("'Name: value'"), "{bad:?}: {msg}");
+            // The argument is never echoed: it may be a credential.
+            assert!(!msg.contains("s3cret") && !msg.contains("NoColon") && !msg.contains("value\""), "{msg}");
         }
         // Well-formed but refused by finwatch: checked before anything is sent.
         assert!(parse_err(&["-H", "Bad Name: 1", URL]).contains("invalid header name"));
@@ -1395,7 +1402,8 @@ mod tests {
 
         for (args, message) in [
             (&["--digest"][..], "--digest needs the credentials of -u/--user"),
-            (&["-u", "nocolon"][..], "-u needs USER:PASSWORD, got \"nocolon\""),
+            (&["-u", "nocolon"][..], "-u needs USER:PASSWORD (no ':' in the value, which is not shown)"),
+            (&["--user=s3cret"][..], "--user needs USER:PASSWORD (no ':' in the value, which is not shown)"),
             (&["--digest=1", "-u", "a:b"][..], "option --digest takes no value"),
         ] {
             let mut list: Vec<String> = args.iter().map(|a| a.to_string()).collect();

@@ -149,8 +149,17 @@ pub enum Limit {
 #[non_exhaustive]
 pub enum Error {
     /// The URL could not be used: not `http://host[:port]/path?query`.
+    ///
+    /// ```
+    /// let err = finwatch::Request::get("http://admin:s3cret@10.0.0.5/io").build().unwrap_err();
+    /// assert_eq!(err.to_string(), r#"invalid URL "http://admin:***@10.0.0.5/io": user info in URLs is not supported"#);
+    /// assert!(!format!("{err:?}").contains("s3cret"));
+    /// ```
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, except for the password of any user info, which is replaced by
+        /// `***` (`http://admin:***@10.0.0.5/`; the user name is kept), so that neither
+        /// `Display` nor `Debug` puts a password in a log. finwatch refuses user info, but a
+        /// password pasted into a URL is still a secret.
         url: String,
         /// What is wrong with it.
         reason: &'static str,
@@ -310,7 +319,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidUrl { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
+            // finwatch's own errors hold the URL redacted already; one made by a caller may not.
+            Error::InvalidUrl { url, reason } => {
+                write!(f, "invalid URL {:?}: {reason}", crate::url::redact_userinfo(url))
+            }
             Error::InvalidRequest { reason } => write!(f, "invalid request: {reason}"),
             Error::Resolve { host, source } => write!(f, "could not resolve {host}: {source}"),
             Error::ConnectFailed { host, source } => {

@@ -24,11 +24,14 @@
 //!
 //! Its body is any [`IntoRequestBody`]: `()`, `Vec<u8>`, `String`, `&[u8]`, `&str`, … (map other
 //! body types first: `request.map(Vec::from)` for `bytes::Bytes`). finwatch's per-request settings
-//! travel as a [`RequestOptions`] extension; other extensions are not looked at.
+//! travel as a [`RequestOptions`] extension; other extensions are not looked at. A header value
+//! marked with `HeaderValue::set_sensitive` becomes a
+//! [`crate::RequestBuilder::sensitive_header`]: redacted in the request's `Debug`.
 //!
 //! An `http::Response` made from a [`Response`] has its status, version (HTTP/1.0 or HTTP/1.1),
 //! header fields (names lowercased, as `http` stores them; values as received, byte for byte;
-//! repeated fields kept in order) and body. Its extensions hold the [`Meta`] (which connection
+//! repeated fields kept in order; those [`crate::is_sensitive_header`] matches marked sensitive)
+//! and body. Its extensions hold the [`Meta`] (which connection
 //! carried it, retries) and, if the device sent one, the [`ReasonPhrase`]. Converting fails with
 //! [`Error::MalformedResponse`] only for a status code that `http` cannot represent: the parser
 //! accepts any three digits, so a device answering `099` gets this error. That error says the
@@ -272,18 +275,26 @@ impl<B: IntoRequestBody> TryFrom<http::Request<B>> for Request {
         let url = parts.uri.to_string();
         if parts.uri.scheme().is_none() {
             return Err(Error::InvalidUrl {
-                url,
+                // `user:pw@host:80` is an authority-form URI, without a scheme.
+                url: crate::url::redact_userinfo(&url).into_owned(),
                 reason: "relative URI: finwatch needs an absolute http://host[:port]/path URI",
             });
         }
         let mut builder = Request::builder(method, &url);
         for (name, value) in &parts.headers {
+            let value_is_sensitive = value.is_sensitive();
             let value = std::str::from_utf8(value.as_bytes()).map_err(|_| {
                 Error::invalid_request(format!(
                     "header {name} is not UTF-8 (finwatch header values are text)"
                 ))
             })?;
-            builder = builder.header(name.as_str(), value);
+            // `http`'s mark for a secret value (`HeaderValue::set_sensitive`, HPACK's "never
+            // indexed", RFC 7541 §7.1.3) carries over: the value stays out of the `Debug`.
+            builder = if value_is_sensitive {
+                builder.sensitive_header(name.as_str(), value)
+            } else {
+                builder.header(name.as_str(), value)
+            };
         }
         if let Some(options) = parts.extensions.get::<RequestOptions>() {
             if let Some(timeout) = options.timeout {
@@ -450,7 +461,9 @@ pub trait ResponseExt: sealed::Sealed {
     fn http_version(&self) -> http::Version;
 
     /// The header fields as an `http::HeaderMap`: names lowercased, values byte for byte,
-    /// repeated fields in order. [`Error::MalformedResponse`] for a field `http` cannot hold
+    /// repeated fields in order; the values of fields that carry credentials
+    /// ([`crate::is_sensitive_header`]: `Set-Cookie`, …) are marked sensitive, so the map's
+    /// `Debug` does not show them. [`Error::MalformedResponse`] for a field `http` cannot hold
     /// (none that finwatch's parser accepts).
     ///
     /// ```
@@ -479,8 +492,10 @@ impl ResponseExt for Response {
         for (name, value) in self.headers() {
             let name = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| Error::malformed(format!("header name {name:?} is not a token")))?;
-            let value = http::HeaderValue::from_bytes(value)
+            let mut value = http::HeaderValue::from_bytes(value)
                 .map_err(|_| Error::malformed(format!("header {name} has a value http cannot hold")))?;
+            // `Set-Cookie` and the like stay out of the `HeaderMap`'s `Debug` too.
+            value.set_sensitive(crate::is_sensitive_header(name.as_str()));
             map.try_append(name, value).map_err(|_| Error::malformed("too many header fields"))?;
         }
         Ok(map)

@@ -110,11 +110,13 @@
 //!   responses are limited ([`Limits`]); going over is [`Error::LimitExceeded`] and the
 //!   connection is retired. Reads are bounded per turn, so a flooding device cannot starve the
 //!   timers.
-//! - **Bad input is refused before anything is sent**: non-`http` URLs, CR, LF, NUL or other
-//!   control bytes in methods, targets, header names or values, `Transfer-Encoding` on requests,
-//!   a `Content-Length` that disagrees with the body ([`Error::InvalidUrl`],
-//!   [`Error::InvalidRequest`]). Responses are framed strictly (RFC 9112 §6.3); anything
-//!   ambiguous is [`Error::MalformedResponse`] and the connection is never reused.
+//! - **Bad input is refused before anything is sent**: non-`http` URLs, a host the system
+//!   resolver would read as a number other than a dotted quad (`10.0.5`, `127.1`, `0x7f.0.0.1`,
+//!   `192.168.001.010`: see [`Url::parse`]), CR, LF, NUL or other control bytes in methods,
+//!   targets, header names or values, `Transfer-Encoding` on requests, a `Content-Length` that
+//!   disagrees with the body ([`Error::InvalidUrl`], [`Error::InvalidRequest`]). Responses are
+//!   framed strictly (RFC 9112 §6.3); anything ambiguous is [`Error::MalformedResponse`] and the
+//!   connection is never reused.
 //!
 //! # Connection states
 //!
@@ -207,7 +209,11 @@
 //! is answered by sending the request once more (the device refused it, so even a POST is
 //! safe), and later requests to that device carry the answer from the start, so a control loop
 //! pays the extra round trip once per nonce, not per command. Credentials in the URL are
-//! refused; `Debug` output never shows them.
+//! refused, and the error shows the URL with `***` for the password. `Debug` output never shows
+//! a credential: not the password of Digest credentials, nor the value of a header field that
+//! carries one by its name ([`is_sensitive_header`]: `Authorization`, `Proxy-Authorization`,
+//! `Cookie`, `Set-Cookie`, `X-Api-Key`, `X-Auth-Token`, …) or that the caller marked with
+//! [`RequestBuilder::sensitive_header`], in a [`Request`] or a [`Response`].
 //!
 //! # Feature `http`
 //!
@@ -271,7 +277,7 @@ pub use error::{Error, Limit, LostCause, Result, Stage};
 pub use proto::conn::RetireReason;
 pub use proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
 pub use proto::framing::{Limits, MAX_HEADERS_CAP};
-pub use request::{Method, Request, RequestBuilder};
+pub use request::{Method, Request, RequestBuilder, is_sensitive_header};
 pub use response::{Meta, Response};
 pub use shared::SharedClient;
 pub use trace::{Trace, TraceEvent, TraceKind};

@@ -126,7 +126,10 @@ impl Method {
 pub struct Request {
     pub(crate) method: Method,
     pub(crate) url: Url,
-    pub(crate) headers: Vec<(String, String)>,
+    /// Header fields in order: name, value, and whether the caller marked the value sensitive
+    /// ([`RequestBuilder::sensitive_header`]; names [`is_sensitive_header`] matches are
+    /// redacted whatever the flag says).
+    pub(crate) headers: Vec<(String, String, bool)>,
     pub(crate) body: Vec<u8>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retryable: bool,
@@ -134,14 +137,28 @@ pub struct Request {
     pub(crate) digest: Option<Arc<Credentials>>,
 }
 
-/// Credentials and `Authorization` values stay out of logs and panic messages.
+/// Credentials stay out of logs and panic messages: the value of a header field that carries
+/// one ([`is_sensitive_header`]) or that the caller marked ([`RequestBuilder::sensitive_header`])
+/// shows as `<redacted>`, Digest credentials as the user name only. The body shows as its length.
+///
+/// ```
+/// let req = finwatch::Request::get("http://10.0.0.5/io")
+///     .header("X-Api-Key", "k-123")
+///     .sensitive_header("X-Device-Pin", "0451")
+///     .header("Accept", "application/json")
+///     .build()?;
+/// let shown = format!("{req:?}");
+/// assert!(!shown.contains("k-123") && !shown.contains("0451"));
+/// assert!(shown.contains(r#"("X-Api-Key", "<redacted>")"#) && shown.contains("application/json"));
+/// # Ok::<(), finwatch::Error>(())
+/// ```
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
-            .map(|(n, v)| {
-                let v = if n.eq_ignore_ascii_case("authorization") { "<redacted>" } else { v.as_str() };
+            .map(|(n, v, sensitive)| {
+                let v = if *sensitive || is_sensitive_header(n) { REDACTED } else { v.as_str() };
                 (n.as_str(), v)
             })
             .collect();
@@ -273,7 +290,7 @@ impl Request {
     pub(crate) fn wants_close(&self) -> bool {
         self.headers
             .iter()
-            .any(|(n, v)| n.eq_ignore_ascii_case("connection") && has_token(v.as_bytes(), b"close"))
+            .any(|(n, v, _)| n.eq_ignore_ascii_case("connection") && has_token(v.as_bytes(), b"close"))
     }
 
     /// Appends the request's wire form to `out`.
@@ -282,13 +299,13 @@ impl Request {
         out.push(b' ');
         out.extend_from_slice(self.url.target().as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        let has = |name: &str| self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        let has = |name: &str| self.headers.iter().any(|(n, ..)| n.eq_ignore_ascii_case(name));
         if !has("host") {
             out.extend_from_slice(b"Host: ");
             out.extend_from_slice(self.url.authority().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        for (name, value) in &self.headers {
+        for (name, value, _) in &self.headers {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
@@ -341,10 +358,35 @@ impl RequestBuilder {
     /// assert!(Request::put("http://10.0.0.5/", "abc").header("Content-Length", "4").build().is_err());
     /// # Ok::<(), finwatch::Error>(())
     /// ```
-    pub fn header(mut self, name: &str, value: &str) -> RequestBuilder {
+    pub fn header(self, name: &str, value: &str) -> RequestBuilder {
+        self.push_header(name, value, false)
+    }
+
+    /// Adds a header field whose value is a secret, like `http`'s
+    /// `HeaderValue::set_sensitive`: it goes on the wire as [`RequestBuilder::header`] would
+    /// send it, and the request's `Debug` shows `<redacted>` in its place. Fields that carry
+    /// credentials by name are redacted without it ([`is_sensitive_header`]); this is for the
+    /// rest (a device PIN, a one-time code, a key under a name of the vendor's choosing).
+    ///
+    /// ```
+    /// use finwatch::Request;
+    /// let req = Request::put("http://10.0.0.5/unico/v1/interface/io", "1")
+    ///     .sensitive_header("X-Unico-Pin", "0451")
+    ///     .build()?;
+    /// assert!(!format!("{req:?}").contains("0451"));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn sensitive_header(self, name: &str, value: &str) -> RequestBuilder {
+        self.push_header(name, value, true)
+    }
+
+    fn push_header(mut self, name: &str, value: &str, sensitive: bool) -> RequestBuilder {
         if let Ok(req) = &mut self.inner {
             match check_header(name, value) {
-                Ok(()) => req.headers.push((name.to_string(), value.trim_matches([' ', '\t']).to_string())),
+                Ok(()) => {
+                    let value = value.trim_matches([' ', '\t']).to_string();
+                    req.headers.push((name.to_string(), value, sensitive));
+                }
                 Err(e) => self.inner = Err(e),
             }
         }
@@ -373,8 +415,8 @@ impl RequestBuilder {
             } else {
                 let mut value = String::from("Basic ");
                 base64_into(&mut value, format!("{user}:{password}").as_bytes());
-                req.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
-                req.headers.push(("Authorization".to_string(), value));
+                req.headers.retain(|(n, ..)| !n.eq_ignore_ascii_case("authorization"));
+                req.headers.push(("Authorization".to_string(), value, true));
                 req.digest = None;
             }
         }
@@ -407,7 +449,7 @@ impl RequestBuilder {
                 self.inner =
                     Err(Error::invalid_request("Digest credentials must not contain control characters"));
             } else {
-                req.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+                req.headers.retain(|(n, ..)| !n.eq_ignore_ascii_case("authorization"));
                 req.digest =
                     Some(Arc::new(Credentials { user: user.to_string(), password: password.to_string() }));
             }
@@ -477,14 +519,14 @@ impl RequestBuilder {
     /// ```
     pub fn build(self) -> Result<Request> {
         let req = self.inner?;
-        if req.digest.is_some() && req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization")) {
+        if req.digest.is_some() && req.headers.iter().any(|(n, ..)| n.eq_ignore_ascii_case("authorization")) {
             return Err(Error::invalid_request(
                 "an Authorization header and digest_auth cannot be combined (the answer to the challenge is the \
                  Authorization)",
             ));
         }
         let mut declared = None;
-        for (name, value) in &req.headers {
+        for (name, value, _) in &req.headers {
             if name.eq_ignore_ascii_case("content-length") {
                 // RFC 9110 §8.6: 1*DIGIT. `u64::from_str` alone would also take a leading `+`.
                 let n: u64 = Some(value)
@@ -507,6 +549,37 @@ impl RequestBuilder {
         }
         Ok(req)
     }
+}
+
+/// What `Debug` shows in place of a secret header value.
+pub(crate) const REDACTED: &str = "<redacted>";
+
+/// Whether a header field of this name carries a secret by its name, so that finwatch never
+/// shows its value (in the `Debug` of a [`Request`] or a [`crate::Response`]) whether or not it
+/// was marked with [`RequestBuilder::sensitive_header`]. Case-insensitive; the rule is:
+///
+/// - `Authorization` and `Proxy-Authorization` (RFC 9110 §11.6.2, §11.7.2), `Cookie` and
+///   `Set-Cookie` (RFC 6265: session identifiers are credentials);
+/// - any name containing `token`, `secret`, `password`, `passwd`, `credential`, `apikey`,
+///   `api-key` or `api_key` (`X-Auth-Token`, `X-CSRF-Token`, `X-Api-Key`, `Api-Key`,
+///   `X-Client-Secret`, …): the names vendors give keys.
+///
+/// It is deliberately a name rule, so it cannot know every vendor's key header: mark the others
+/// with [`RequestBuilder::sensitive_header`].
+///
+/// ```
+/// use finwatch::is_sensitive_header;
+/// assert!(is_sensitive_header("proxy-authorization") && is_sensitive_header("X-Auth-Token"));
+/// assert!(is_sensitive_header("x-apikey") && is_sensitive_header("Set-Cookie"));
+/// assert!(!is_sensitive_header("Content-Type") && !is_sensitive_header("X-Request-Id"));
+/// ```
+pub fn is_sensitive_header(name: &str) -> bool {
+    const EXACT: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
+    const PARTS: [&str; 8] =
+        ["token", "secret", "password", "passwd", "credential", "apikey", "api-key", "api_key"];
+    let contains =
+        |part: &str| name.as_bytes().windows(part.len()).any(|w| w.eq_ignore_ascii_case(part.as_bytes()));
+    EXACT.iter().any(|e| name.eq_ignore_ascii_case(e)) || PARTS.iter().any(|p| contains(p))
 }
 
 /// RFC 9110 §5.6.2 `tchar`.
@@ -625,6 +698,62 @@ mod tests {
             let err = Request::get("http://h/").basic_auth(user, password).build().unwrap_err();
             assert!(matches!(err, Error::InvalidRequest { .. }), "{user:?} {password:?}: {err:?}");
         }
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret_header_value() {
+        for name in [
+            "Authorization",
+            "proxy-authorization",
+            "Cookie",
+            "Set-Cookie",
+            "X-Api-Key",
+            "Api-Key",
+            "x-apikey",
+            "X-API_KEY",
+            "X-Auth-Token",
+            "X-CSRF-TOKEN",
+            "Private-Token",
+            "X-Client-Secret",
+            "X-Device-Password",
+            "X-Passwd",
+            "X-Credentials",
+        ] {
+            let req = Request::get("http://h/").header(name, "v4lue-s3cret").build().unwrap();
+            let shown = format!("{req:?}");
+            assert!(!shown.contains("v4lue") && !shown.contains("s3cret"), "{name}: {shown}");
+            assert!(shown.contains(&format!("({name:?}, \"<redacted>\")")), "{name}: {shown}");
+            // Redacted in `Debug` only: the device gets the value.
+            assert!(wire(&req).contains(&format!("\r\n{name}: v4lue-s3cret\r\n")), "{name}");
+            // And through the builder's `Debug` too.
+            let builder = Request::get("http://h/").header(name, "v4lue-s3cret");
+            assert!(!format!("{builder:?}").contains("s3cret"), "{name}");
+        }
+        // Ordinary fields stay readable.
+        for name in ["Accept", "Content-Type", "X-Request-Id", "X-Keycode", "Host"] {
+            let req = Request::get("http://h/").header(name, "plain").build().unwrap();
+            assert!(format!("{req:?}").contains(&format!("({name:?}, \"plain\")")), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_header_the_caller_marks_sensitive_is_redacted_but_sent() {
+        let req = Request::put("http://h/io", "1")
+            .sensitive_header("X-Unico-Pin", " 0451 ")
+            .header("X-Unico-Pin", "visible")
+            .build()
+            .unwrap();
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("0451"), "{shown}");
+        // The mark is per field: a second, unmarked field of that name is shown.
+        assert!(shown.contains(r#"("X-Unico-Pin", "<redacted>"), ("X-Unico-Pin", "visible")"#), "{shown}");
+        assert_eq!(
+            wire(&req),
+            "PUT /io HTTP/1.1\r\nHost: h\r\nX-Unico-Pin: 0451\r\nX-Unico-Pin: visible\r\nContent-Length: 1\r\n\r\n1"
+        );
+        // Checked like any header: no injection through the sensitive path either.
+        let err = Request::get("http://h/").sensitive_header("X-Pin", "1\r\nX-Evil: 1").build().unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest { .. }) && !err.to_string().contains("Evil"), "{err}");
     }
 
     #[test]

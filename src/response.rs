@@ -17,7 +17,7 @@ use std::ops::Range;
 /// println!("{} {} {}", resp.version(), resp.status(), resp.reason()); // HTTP/1.1 200 OK
 /// # Ok::<(), finwatch::Error>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Response {
     pub(crate) minor_version: u8,
     pub(crate) status: u16,
@@ -27,6 +27,50 @@ pub struct Response {
     pub(crate) headers: Vec<(Range<usize>, Range<usize>)>,
     pub(crate) body: Vec<u8>,
     pub(crate) meta: Meta,
+}
+
+/// Status, header fields and the body's length, the fields that carry credentials
+/// (`Set-Cookie`, any name [`crate::is_sensitive_header`] matches) as `<redacted>`: a response
+/// in a log or a panic message must not hand out a session. (The raw head is not shown: it
+/// holds those values too.)
+///
+/// ```
+/// # let device = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// # let url = format!("http://{}/login", device.local_addr()?);
+/// # std::thread::spawn(move || -> std::io::Result<()> {
+/// #     use std::io::{Read as _, Write as _};
+/// #     let (mut s, _) = device.accept()?;
+/// #     let _ = s.read(&mut [0; 4096])?;
+/// #     s.write_all(b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=s3cret\r\nContent-Length: 0\r\n\r\n")
+/// # });
+/// let resp = finwatch::Client::new()?.get(&url)?;
+/// assert_eq!(resp.header("set-cookie"), Some("sid=s3cret")); // the caller can read it
+/// let shown = format!("{resp:?}");
+/// assert!(!shown.contains("s3cret") && shown.contains(r#"("Set-Cookie", "<redacted>")"#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, std::borrow::Cow<'_, str>)> = self
+            .headers()
+            .map(|(name, value)| {
+                let value = if crate::is_sensitive_header(name) {
+                    std::borrow::Cow::Borrowed(crate::request::REDACTED)
+                } else {
+                    String::from_utf8_lossy(value)
+                };
+                (name, value)
+            })
+            .collect();
+        f.debug_struct("Response")
+            .field("version", &self.version())
+            .field("status", &self.status)
+            .field("reason", &self.reason())
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .field("meta", &self.meta)
+            .finish()
+    }
 }
 
 /// How the response travelled; for diagnosis and the `ctl` tool.

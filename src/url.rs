@@ -1,8 +1,12 @@
 //! `http://host[:port]/path?query` — the only URLs finwatch speaks.
 //!
 //! Deliberately small: a device URL has a scheme, an authority and a target. Anything else
-//! (`https`, user info, a malformed port) is rejected with [`Error::InvalidUrl`] instead of being
-//! guessed at, because a guessed URL sends a command to the wrong place.
+//! (`https`, user info, a malformed port, a host the resolver would read as a number other than a
+//! dotted quad) is rejected with [`Error::InvalidUrl`] instead of being guessed at, because a
+//! guessed URL sends a command to the wrong place. The module also owns how a URL is shown in an
+//! error: never with the password of its user info ([`redact_userinfo`]).
+
+use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 
@@ -39,7 +43,24 @@ impl Url {
     /// (RFC 9110 §4.2.1: it is never sent). The target must be visible ASCII (percent-encode
     /// the rest). Refused with [`Error::InvalidUrl`] (or [`Error::InvalidRequest`] for the
     /// target): other schemes (`https` included), user info, a port that is not 1–65535, an
-    /// invalid host or IPv6 literal.
+    /// invalid host or IPv6 literal, and a host that looks like an IPv4 address but is not a
+    /// dotted quad of four decimal octets 0–255 without leading zeros.
+    ///
+    /// That last rule is there because the system resolver (`getaddrinfo`, through
+    /// `inet_aton`) reads many other forms as an address: `10.0.5` is 10.0.0.5, `127.1` is
+    /// 127.0.0.1, `0x7f.0.0.1` and `2130706433` too, and `192.168.001.010` is 192.168.1.8
+    /// (a leading `0` is octal). A typo would command another device, and an allow-list that
+    /// checks [`Url::host`] would be bypassed. The trigger is the URL Standard's (WHATWG URL
+    /// §3.5 "ends in a number"): the host's last label, after one trailing dot, is decimal
+    /// digits, or `0x`/`0X` and hex digits (none included). Every form glibc reads as a number
+    /// is such a host; a real name never is (RFC 3696 §2: a top-level domain is not
+    /// all-numeric), so `device-01`, `cafe`, `deadbeef.local` and `123.example.com` go to the
+    /// resolver as before. Such a host is taken only as RFC 3986 §3.2.2 `IPv4address`: exactly
+    /// four decimal octets 0–255, no leading zeros (`0` itself is one), no trailing dot. IPv6
+    /// literals are parsed by the standard library, which is as strict (`[::ffff:10.0.5]` is
+    /// refused).
+    ///
+    /// The URL in the error never shows the password of user info ([`Error::InvalidUrl`]).
     ///
     /// ```
     /// use finwatch::Url;
@@ -48,10 +69,14 @@ impl Url {
     /// assert!(Url::parse("https://10.0.0.5/").is_err());
     /// assert!(Url::parse("http://admin@10.0.0.5/").is_err());
     /// assert!(Url::parse("http://10.0.0.5/a b").is_err());
+    /// // Read by the resolver as 10.0.0.5 and 192.168.1.8: refused.
+    /// assert!(Url::parse("http://10.0.5/").is_err());
+    /// assert!(Url::parse("http://192.168.001.010/").is_err());
+    /// assert_eq!(Url::parse("http://192.168.1.8/")?.host(), "192.168.1.8");
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn parse(url: &str) -> Result<Url> {
-        let bad = |reason| Error::InvalidUrl { url: url.to_string(), reason };
+        let bad = |reason| Error::InvalidUrl { url: redact_userinfo(url).into_owned(), reason };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme (http://)"))?;
         if scheme.eq_ignore_ascii_case("https") {
             return Err(bad("https is not supported (finwatch speaks plain HTTP/1.1)"));
@@ -103,6 +128,17 @@ impl Url {
         }
         if !authority.starts_with('[') && !host.bytes().all(is_reg_name_byte) {
             return Err(bad("invalid character in host"));
+        }
+        if !authority.starts_with('[') && ends_in_a_number(host) && !is_dotted_quad(host) {
+            let mut labels = host.strip_suffix('.').unwrap_or(host).split('.');
+            return Err(bad(if labels.all(|l| l.is_empty() || is_numeric_label(l)) {
+                "host looks like an IPv4 address but is not a dotted quad of four decimal octets 0-255 \
+                 without leading zeros: the system resolver reads such a host as a number (a leading 0 \
+                 as octal, 0x as hex, missing octets as zeros), which reaches another device"
+            } else {
+                "host ends in a number, as only an IPv4 address does (no top-level domain is \
+                 numeric), but is not a dotted quad of four decimal octets 0-255 without leading zeros"
+            }));
         }
         let port = match port_str {
             None | Some("") => 80,
@@ -202,6 +238,66 @@ fn is_reg_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
 }
 
+/// Whether a URL parser would take `host` for an IPv4 address: the URL Standard's "ends in a
+/// number" (WHATWG URL §3.5): its last label, after one trailing dot, is numeric.
+fn ends_in_a_number(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.rsplit('.').next().is_some_and(is_numeric_label)
+}
+
+/// A label `inet_aton` or the URL Standard's IPv4 number parser reads as a number: decimal
+/// digits (octal with a leading `0`), or `0x`/`0X` and hex digits, none included (the URL
+/// Standard reads a bare `0x` as 0).
+fn is_numeric_label(label: &str) -> bool {
+    match label.strip_prefix("0x").or_else(|| label.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    }
+}
+
+/// RFC 3986 §3.2.2 `IPv4address`: four `dec-octet`s (0–255, no leading zeros), nothing else.
+fn is_dotted_quad(host: &str) -> bool {
+    let dec_octet = |label: &str| match label.as_bytes() {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => {
+            rest.len() <= 2 && rest.iter().all(u8::is_ascii_digit) && label.parse::<u8>().is_ok()
+        }
+        _ => false,
+    };
+    let mut labels = 0;
+    host.split('.').all(|label| {
+        labels += 1;
+        dec_octet(label)
+    }) && labels == 4
+}
+
+/// `url` as it may be shown in an error or a log line: the password of its user info replaced
+/// by `***` (`http://admin:***@10.0.0.5/`), the user name kept (it says which credentials were
+/// meant, and is not a secret). finwatch refuses user info, so this is for error messages only.
+///
+/// A password may hold `/`, `?`, `#` or `@` unencoded, and then no parser can tell where the
+/// authority ends; so the rule is wide rather than exact: everything from the first `:` after
+/// `://` (after the `]` of an IPv6 literal) to the last `@` of the URL is replaced. A URL with
+/// an `@` in its path and a port (`http://h:8080/a@b`) loses its port and path in the message
+/// (`http://h:***@b`); it never shows a password. Without `://`, the rule applies to the whole
+/// string.
+pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let Some(at) = rest.rfind('@') else { return Cow::Borrowed(url) };
+    let from = match rest.strip_prefix('[').and_then(|r| r.find(']')) {
+        Some(close) if close + 1 < at => close + 2,
+        _ => 0,
+    };
+    match rest[from..at].find(':') {
+        Some(colon) => {
+            let colon = start + from + colon;
+            Cow::Owned(format!("{}:***{}", &url[..colon], &url[start + at..]))
+        }
+        None => Cow::Borrowed(url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +381,160 @@ mod tests {
         ] {
             assert!(Url::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    /// The reason of the `InvalidUrl` that `url` is refused with.
+    fn refusal(url: &str) -> &'static str {
+        match Url::parse(url) {
+            Err(Error::InvalidUrl { reason, .. }) => reason,
+            other => panic!("{url:?} should be refused as an invalid URL, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hosts_the_resolver_reads_as_other_numbers_are_refused() {
+        // Each checked on this machine (glibc 2.36): inet_aton and getaddrinfo read all of these
+        // as the address on the right.
+        for (host, glibc_reads) in [
+            ("10.0.5", "10.0.0.5"),
+            ("127.1", "127.0.0.1"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("0X7F.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("127.0.0.01", "127.0.0.1"),
+            ("192.168.001.010", "192.168.1.8"),
+            ("0xcafe", "0.0.202.254"),
+            ("1.2.65535", "1.2.255.255"),
+            ("0", "0.0.0.0"),
+            ("00", "0.0.0.0"),
+            ("0xffffffff", "255.255.255.255"),
+            ("0000000000000000000001", "0.0.0.1"),
+        ] {
+            let reason = refusal(&format!("http://{host}/io"));
+            assert!(
+                reason.starts_with("host looks like an IPv4 address but is not a dotted quad")
+                    && reason.contains("leading zeros")
+                    && reason.contains("octal"),
+                "{host:?} (glibc: {glibc_reads}): {reason}"
+            );
+        }
+        // Forms glibc refuses but the URL Standard reads as IPv4 (or fails on): never a name.
+        for host in [
+            "1.2.3.4.5",
+            "192.168.1.8.",
+            "127.0.0.1.",
+            "0x",
+            "0X",
+            "0x.0.0.1",
+            "1.2.3.0x",
+            "1..2",
+            ".1.2.3",
+            "256.1.1.1",
+            "1.2.3.256",
+            "4294967296",
+            "09.1.1.1",
+            "08",
+            "999.1.1.1",
+        ] {
+            let reason = refusal(&format!("http://{host}:8080/"));
+            assert!(reason.starts_with("host looks like an IPv4 address"), "{host:?}: {reason}");
+        }
+        // A name ending in a number: the URL Standard takes it for an IPv4 address.
+        for host in ["device.123", "a.0x1f", "example.01.", "x.0x"] {
+            let reason = refusal(&format!("http://{host}/"));
+            assert!(reason.starts_with("host ends in a number"), "{host:?}: {reason}");
+        }
+        // The message in full, through Display.
+        let err = Url::parse("http://10.0.5/io").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid URL \"http://10.0.5/io\": host looks like an IPv4 address but is not a dotted quad \
+             of four decimal octets 0-255 without leading zeros: the system resolver reads such a host as \
+             a number (a leading 0 as octal, 0x as hex, missing octets as zeros), which reaches another \
+             device"
+        );
+        assert!(!err.may_have_been_processed());
+    }
+
+    #[test]
+    fn strict_dotted_quads_are_taken() {
+        for host in ["192.168.1.8", "0.0.0.0", "255.255.255.255", "10.0.0.5", "127.0.0.1", "1.10.100.200"] {
+            let u = Url::parse(&format!("http://{host}:8080/io")).unwrap();
+            assert_eq!((u.host(), u.port()), (host, 8080));
+            assert_eq!(u.host().parse::<std::net::Ipv4Addr>().unwrap().to_string(), host);
+        }
+    }
+
+    #[test]
+    fn names_still_go_to_the_resolver() {
+        for host in [
+            "device-01",
+            "a1.b2",
+            "1a.example",
+            "cafe",
+            "CAFE",
+            "deadbeef",
+            "deadbeef.local",
+            "123.example.com",
+            "10.0.0.5.nip.io",
+            "0x7f.example",
+            "device.local.",
+            "localhost",
+            "x0",
+            "0xg",
+            "1e3",
+        ] {
+            let u = Url::parse(&format!("http://{host}/")).unwrap_or_else(|e| panic!("{host:?}: {e}"));
+            assert_eq!(u.host(), host);
+        }
+    }
+
+    #[test]
+    fn ipv6_literals_with_embedded_ipv4_are_strict() {
+        assert_eq!(Url::parse("http://[::ffff:10.0.0.5]/").unwrap().host(), "::ffff:10.0.0.5");
+        for bad in [
+            "http://[::ffff:10.0.5]/",
+            "http://[::ffff:010.0.0.5]/",
+            "http://[::ffff:0x7f.0.0.1]/",
+            "http://[::ffff:2130706433]/",
+            "http://[::ffff:256.0.0.1]/",
+            "http://[::ffff:1.2.3.4.]/",
+        ] {
+            assert_eq!(refusal(bad), "invalid IPv6 literal", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_an_error() {
+        // Refused for its user info; also when a password's `#`, `/` or `@` confuses the parser.
+        for (url, shown) in [
+            ("http://admin:s3cret@10.0.0.5/io", "http://admin:***@10.0.0.5/io"),
+            ("http://admin:s3cr#t@10.0.0.5/io", "http://admin:***@10.0.0.5/io"),
+            ("http://admin:s3/cret@10.0.0.5/io", "http://admin:***@10.0.0.5/io"),
+            ("http://admin:s3@c?ret@10.0.0.5/", "http://admin:***@10.0.0.5/"),
+            ("https://admin:s3cret@10.0.0.5/", "https://admin:***@10.0.0.5/"),
+            ("admin:s3cret@10.0.0.5/io", "admin:***@10.0.0.5/io"),
+            ("http://[::1]:s3cret@h/", "http://[::1]:***@h/"),
+        ] {
+            let err = Url::parse(url).unwrap_err();
+            let (display, debug) = (err.to_string(), format!("{err:?}"));
+            for text in [&display, &debug] {
+                assert!(!text.contains("s3") && !text.contains("cret"), "{url:?}: {text}");
+            }
+            assert!(display.contains(&format!("{shown:?}")), "{url:?}: {display}");
+            assert!(matches!(&err, Error::InvalidUrl { url, .. } if url == shown), "{err:?}");
+        }
+        // A user name alone is kept; a URL without user info is shown as given.
+        let user_only = Url::parse("http://admin@10.0.0.5/").unwrap_err().to_string();
+        assert!(user_only.contains("\"http://admin@10.0.0.5/\""), "{user_only}");
+        assert_eq!(redact_userinfo("http://10.0.5/a@b"), "http://10.0.5/a@b");
+        assert_eq!(redact_userinfo("http://h:8080/a@b"), "http://h:***@b");
+        assert_eq!(redact_userinfo("http://a:***@h/"), "http://a:***@h/");
+        assert_eq!(redact_userinfo("http://h/"), "http://h/");
+        assert_eq!(redact_userinfo(""), "");
+        assert_eq!(redact_userinfo("@:"), "@:");
+        assert_eq!(redact_userinfo("http://[::1@:x"), "http://[:***@:x");
+        assert_eq!(redact_userinfo("http://é:ü@h/"), "http://é:***@h/");
     }
 }
