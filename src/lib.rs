@@ -268,6 +268,7 @@ mod url;
 pub use client::{Client, ClientBuilder, Waker};
 pub use error::{Error, Limit, LostCause, Result, Stage};
 pub use proto::conn::RetireReason;
+pub use proto::digest::DigestPolicy;
 pub use proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
 pub use proto::framing::{Limits, MAX_HEADERS_CAP};
 pub use request::{Method, Request, RequestBuilder};
