@@ -206,8 +206,11 @@
 //! [`RequestBuilder::digest_auth`] answers a device's RFC 7616 Digest challenge: the first `401`
 //! is answered by sending the request once more (the device refused it, so even a POST is
 //! safe), and later requests to that device carry the answer from the start, so a control loop
-//! pays the extra round trip once per nonce, not per command. Credentials in the URL are
-//! refused; `Debug` output never shows them.
+//! pays the extra round trip once per nonce, not per command. A device's session is never
+//! downgraded (from `SHA-256` to `MD5`, or from `qop=auth` to none: the `401` is returned
+//! instead), and [`RequestBuilder::digest_policy`] can require `SHA-256` and `qop=auth` from
+//! the start ([`DigestPolicy`]). Credentials in the URL are refused; `Debug` output never
+//! shows them.
 //!
 //! # Feature `http`
 //!
@@ -234,7 +237,10 @@
 //! thread of their own (the loop never waits for a lookup; the connect timeout bounds it), are
 //! cached with all their addresses, and are looked up again after a minute (in the
 //! background) or once every address has failed; a refused address gives way to the name's
-//! next one. A FIN
+//! next one. The cache holds at most 1024 names (least recently used evicted, unused for an
+//! hour dropped); a lookup that hangs is given up after 10 s (the name may be looked up
+//! again), and at most 64 lookup threads are alive at once: beyond that a new name fails at
+//! once with [`Error::Resolve`]. A FIN
 //! still on the wire when a request is written (a truly simultaneous close) cannot be seen by any
 //! client; the retry rules above and the learned idle-close margin are what finwatch does about
 //! it.
