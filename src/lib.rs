@@ -208,11 +208,14 @@
 //! [`RequestBuilder::digest_auth`] answers a device's RFC 7616 Digest challenge: the first `401`
 //! is answered by sending the request once more (the device refused it, so even a POST is
 //! safe), and later requests to that device carry the answer from the start, so a control loop
-//! pays the extra round trip once per nonce, not per command. Credentials in the URL are
-//! refused, and the error shows the URL with `***` for the password. `Debug` output never shows
-//! a credential: not the password of Digest credentials, nor the value of a header field that
-//! carries one by its name ([`is_sensitive_header`]: `Authorization`, `Proxy-Authorization`,
-//! `Cookie`, `Set-Cookie`, `X-Api-Key`, `X-Auth-Token`, …) or that the caller marked with
+//! pays the extra round trip once per nonce, not per command. A device's session is never
+//! downgraded (from `SHA-256` to `MD5`, or from `qop=auth` to none: the `401` is returned
+//! instead), and [`RequestBuilder::digest_policy`] can require `SHA-256` and `qop=auth` from
+//! the start ([`DigestPolicy`]). Credentials in the URL are refused, and the error shows the
+//! URL with `***` for the password. `Debug` output never shows a credential: not the password
+//! of Digest credentials, nor the value of a header field that carries one by its name
+//! ([`is_sensitive_header`]: `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`,
+//! `X-Api-Key`, `X-Auth-Token`, …) or that the caller marked with
 //! [`RequestBuilder::sensitive_header`], in a [`Request`] or a [`Response`].
 //!
 //! # Feature `http`
@@ -240,7 +243,10 @@
 //! thread of their own (the loop never waits for a lookup; the connect timeout bounds it), are
 //! cached with all their addresses, and are looked up again after a minute (in the
 //! background) or once every address has failed; a refused address gives way to the name's
-//! next one. A FIN
+//! next one. The cache holds at most 1024 names (least recently used evicted, unused for an
+//! hour dropped); a lookup that hangs is given up after 10 s (the name may be looked up
+//! again), and at most 64 lookup threads are alive at once: beyond that a new name fails at
+//! once with [`Error::Resolve`]. A FIN
 //! still on the wire when a request is written (a truly simultaneous close) cannot be seen by any
 //! client; the retry rules above and the learned idle-close margin are what finwatch does about
 //! it.
@@ -275,6 +281,7 @@ mod url;
 pub use client::{Client, ClientBuilder, Waker};
 pub use error::{Error, Limit, LostCause, Result, Stage};
 pub use proto::conn::RetireReason;
+pub use proto::digest::DigestPolicy;
 pub use proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
 pub use proto::framing::{Limits, MAX_HEADERS_CAP};
 pub use request::{Method, Request, RequestBuilder, is_sensitive_header};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::proto::digest::Credentials;
+use crate::proto::digest::{self, Credentials, DigestPolicy};
 use crate::url::Url;
 
 /// An HTTP method. Any token is allowed (RFC 9110 §9.1); the common ones have constants.
@@ -135,6 +135,8 @@ pub struct Request {
     pub(crate) retryable: bool,
     /// Digest credentials: the engine answers the device's challenge with them.
     pub(crate) digest: Option<Arc<Credentials>>,
+    /// The policy for `digest` (kept apart so that the builder methods work in any order).
+    pub(crate) digest_policy: DigestPolicy,
 }
 
 /// Credentials stay out of logs and panic messages: the value of a header field that carries
@@ -170,6 +172,7 @@ impl std::fmt::Debug for Request {
             .field("timeout", &self.timeout)
             .field("retryable", &self.retryable)
             .field("digest_user", &self.digest.as_ref().map(|c| c.user.as_str()))
+            .field("digest_policy", &self.digest_policy)
             .finish()
     }
 }
@@ -198,6 +201,7 @@ impl Request {
                     timeout: None,
                     retryable: false,
                     digest: None,
+                    digest_policy: DigestPolicy::new(),
                 }),
             },
             Err(e) => RequestBuilder { inner: Err(e) },
@@ -432,7 +436,12 @@ impl RequestBuilder {
     /// the device changes its nonce. A second `401` is the caller's (wrong credentials). A
     /// response to a request sent again says so ([`crate::Meta::reauthenticated`]).
     /// Algorithms `SHA-256` (preferred) and `MD5`, with or without `-sess`; `qop=auth` or none.
-    /// Neither part may contain control characters. Each send computes its answer (a few
+    /// Neither part may contain control characters, and the URL's target neither `"` nor `\`
+    /// (percent-encode them: `%22`, `%5C`; [`RequestBuilder::build`] refuses them, because
+    /// Digest repeats the target in a quoted parameter, and a device that does not undo the
+    /// escapes there would refuse the answer). A device is never downgraded: see
+    /// [`DigestPolicy`], and [`RequestBuilder::digest_policy`] to require more. Each send
+    /// computes its answer (a few
     /// hashes and small strings: microseconds, and not allocation-free like the rest of
     /// [`crate::Client::execute`]).
     ///
@@ -450,8 +459,36 @@ impl RequestBuilder {
                     Err(Error::invalid_request("Digest credentials must not contain control characters"));
             } else {
                 req.headers.retain(|(n, ..)| !n.eq_ignore_ascii_case("authorization"));
-                req.digest =
-                    Some(Arc::new(Credentials { user: user.to_string(), password: password.to_string() }));
+                req.digest = Some(Arc::new(Credentials {
+                    user: user.to_string(),
+                    password: password.to_string(),
+                    policy: req.digest_policy,
+                }));
+            }
+        }
+        self
+    }
+
+    /// Which Digest challenges [`RequestBuilder::digest_auth`]'s credentials may answer (before
+    /// or after it, either order): for example only `SHA-256` with `qop=auth`, for a device
+    /// known to offer them. A challenge the policy refuses is not answered, and no answer to
+    /// the device's current challenge is sent in advance: the device's `401` is the response
+    /// (with a warning in the log). Without Digest credentials it has no effect.
+    ///
+    /// ```
+    /// use finwatch::{DigestPolicy, Request};
+    /// let req = Request::put("http://10.0.0.5/io", "1")
+    ///     .digest_auth("admin", "secret")
+    ///     .digest_policy(DigestPolicy::new().require_sha256(true))
+    ///     .build()?;
+    /// # let _ = req;
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn digest_policy(mut self, policy: DigestPolicy) -> RequestBuilder {
+        if let Ok(req) = &mut self.inner {
+            req.digest_policy = policy;
+            if let Some(c) = &mut req.digest {
+                Arc::make_mut(c).policy = policy;
             }
         }
         self
@@ -524,6 +561,12 @@ impl RequestBuilder {
                 "an Authorization header and digest_auth cannot be combined (the answer to the challenge is the \
                  Authorization)",
             ));
+        }
+        // Digest repeats the target in a quoted `uri` parameter (see `digest::check_target`).
+        if req.digest.is_some()
+            && let Err(why) = digest::check_target(req.url.target())
+        {
+            return Err(Error::invalid_request(why));
         }
         let mut declared = None;
         for (name, value, _) in &req.headers {

@@ -7,6 +7,23 @@
 //! supported: `auth-int` alone, `SHA-512-256`, `userhash=true`; such a challenge is left to
 //! the caller (the 401 is delivered). The hashes are written here (RFC 1321, FIPS 180-4) and
 //! checked against their published vectors and RFC 7616's worked example.
+//!
+//! Two defences beyond the RFC's letter:
+//!
+//! - **No downgrade.** The challenge is the server's to choose, and nothing authenticates it:
+//!   a device that is replaced, misconfigured, or a man in the middle can answer a client that
+//!   has been using `SHA-256` with `qop=auth` with an `MD5` challenge without `qop`, and
+//!   without `qop` the same `Authorization` value is valid for every request to the same URI
+//!   until the nonce changes (RFC 7616 §5.5: replay), while MD5 is the weaker hash to guess a
+//!   password from offline (§5.13 lists downgrade as the attack; §3.7 lets the client pick the
+//!   strongest). [`acceptable`] refuses any challenge weaker than the device's session, and
+//!   what the caller's [`DigestPolicy`] rules out; a refused challenge is not answered (its
+//!   `401` is the caller's response).
+//! - **Nothing injected.** Every quoted value is written as an RFC 9110 §5.6.4 quoted-string,
+//!   and a request target that would need escaping (`"`, `\`) is refused for Digest requests
+//!   before anything is sent ([`check_target`]).
+
+use std::fmt;
 
 /// A hash algorithm of the Digest scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,32 +56,234 @@ pub(crate) struct Challenge {
     pub qop_auth: bool,
 }
 
-/// The user's credentials.
+/// The user's credentials, and what they may answer.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Credentials {
     pub user: String,
     pub password: String,
+    pub policy: DigestPolicy,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("policy", &self.policy)
+            .finish()
     }
 }
 
-/// The best Digest challenge we can answer among the `WWW-Authenticate` values, if any.
-pub(crate) fn best_challenge<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Challenge> {
+/// Which Digest challenges a request's credentials may answer
+/// ([`crate::RequestBuilder::digest_policy`]).
+///
+/// Whatever the policy, a device's session is never downgraded: once a device's challenge
+/// was answered with `SHA-256`, a later challenge offering only `MD5` is refused, and once it
+/// was answered with `qop=auth`, one without `qop` is (the `401` is returned as the response,
+/// with a warning in the log). The device's session lives as long as the client remembers the
+/// device; a device that really went back to older firmware needs a new client.
+///
+/// The default accepts `MD5` and the RFC 2069 form without `qop` from a device that never
+/// offered better: old devices only do that. A device known to do better should be held to
+/// it:
+///
+/// ```
+/// use finwatch::{DigestPolicy, Request};
+/// let strict = DigestPolicy::new().require_sha256(true).require_qop(true);
+/// assert_eq!(strict, DigestPolicy::strict());
+/// let req = Request::get("http://10.0.0.5/io-state").digest_auth("admin", "secret").digest_policy(strict).build()?;
+/// # let _ = req;
+/// # Ok::<(), finwatch::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DigestPolicy {
+    require_sha256: bool,
+    require_qop: bool,
+}
+
+impl DigestPolicy {
+    /// The default: no downgrade of a device's session; `MD5` and no `qop` accepted from a
+    /// device that never offered better.
+    pub const fn new() -> DigestPolicy {
+        DigestPolicy { require_sha256: false, require_qop: false }
+    }
+
+    /// Only `SHA-256` (or `SHA-256-sess`) and `qop=auth`: both requirements below.
+    pub const fn strict() -> DigestPolicy {
+        DigestPolicy { require_sha256: true, require_qop: true }
+    }
+
+    /// Refuse challenges whose algorithm is `MD5` (or `MD5-sess`): the credentials answer only
+    /// `SHA-256` ones.
+    pub const fn require_sha256(mut self, yes: bool) -> DigestPolicy {
+        self.require_sha256 = yes;
+        self
+    }
+
+    /// Refuse challenges without `qop=auth` (the RFC 2069 form): without a nonce count and a
+    /// client nonce, the same `Authorization` value is accepted again for the same URI until
+    /// the nonce changes, so whoever sees it can replay the command.
+    pub const fn require_qop(mut self, yes: bool) -> DigestPolicy {
+        self.require_qop = yes;
+        self
+    }
+
+    /// Whether `SHA-256` is required.
+    pub const fn requires_sha256(&self) -> bool {
+        self.require_sha256
+    }
+
+    /// Whether `qop=auth` is required.
+    pub const fn requires_qop(&self) -> bool {
+        self.require_qop
+    }
+}
+
+/// Why a challenge is not answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The device's session used `SHA-256`; the challenge offers only `MD5`.
+    AlgorithmDowngrade,
+    /// The device's session used `qop=auth`; the challenge has none.
+    QopDowngrade,
+    /// The credentials require `SHA-256`.
+    Sha256Required,
+    /// The credentials require `qop=auth`.
+    QopRequired,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::AlgorithmDowngrade => "the Digest challenge offers only MD5 where the device's session used SHA-256 (a downgrade)",
+            Refusal::QopDowngrade => "the Digest challenge drops qop=auth, which the device's session used (a downgrade: replayable)",
+            Refusal::Sha256Required => "the Digest challenge offers only MD5 and the credentials require SHA-256",
+            Refusal::QopRequired => "the Digest challenge has no qop=auth and the credentials require it",
+        })
+    }
+}
+
+/// Whether `offered` may be answered, given the device's session (`previous`: the challenge
+/// last accepted from it) and the credentials' `policy`. Pure: the table in the tests is the
+/// specification. `-sess` and the nonce, realm and opaque are not compared: changing them is
+/// the server's right (a new nonce is the point of a new challenge), and `-sess` is not
+/// weaker. Since only an acceptable challenge replaces the session, the session only ever
+/// gets stronger: `previous` is the strongest the device has used.
+pub(crate) fn acceptable(
+    previous: Option<&Challenge>,
+    offered: &Challenge,
+    policy: DigestPolicy,
+) -> Result<(), Refusal> {
+    let sha = offered.algorithm == Algorithm::Sha256;
+    if let Some(p) = previous {
+        if p.algorithm == Algorithm::Sha256 && !sha {
+            return Err(Refusal::AlgorithmDowngrade);
+        }
+        if p.qop_auth && !offered.qop_auth {
+            return Err(Refusal::QopDowngrade);
+        }
+    }
+    if policy.require_sha256 && !sha {
+        return Err(Refusal::Sha256Required);
+    }
+    if policy.require_qop && !offered.qop_auth {
+        return Err(Refusal::QopRequired);
+    }
+    Ok(())
+}
+
+/// The challenge to answer among the `WWW-Authenticate` values of a `401` from `host`: the
+/// best (see [`best_challenge`]) of those [`acceptable`] after `previous` under `creds`'
+/// policy. `None` when there is none we can answer, or none acceptable: then the refusal of
+/// the best one is logged as a warning (the `401` goes to the caller).
+pub(crate) fn answerable<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+    previous: Option<&Challenge>,
+    creds: &Credentials,
+    host: &dyn fmt::Display,
+) -> Option<Challenge> {
     let mut best: Option<Challenge> = None;
+    let mut refused: Option<(Challenge, Refusal)> = None;
+    for c in challenges(values) {
+        match acceptable(previous, &c, creds.policy) {
+            Ok(()) => {
+                if best.as_ref().is_none_or(|b| rank(&c) > rank(b)) {
+                    best = Some(c);
+                }
+            }
+            Err(why) => {
+                if refused.as_ref().is_none_or(|(b, _)| rank(&c) > rank(b)) {
+                    refused = Some((c, why));
+                }
+            }
+        }
+    }
+    if best.is_none()
+        && let Some((c, why)) = refused
+    {
+        log::warn!(
+            "{host}: {why}; not answered, the 401 is the response (offered {:?}{})",
+            c.algorithm,
+            if c.qop_auth { ", qop=auth" } else { "" }
+        );
+    }
+    best
+}
+
+/// The server's preference is not ours (RFC 7616 §3.7: the client picks): `SHA-256` over
+/// `MD5`, then `qop=auth` over none.
+fn rank(c: &Challenge) -> (bool, bool) {
+    (c.algorithm == Algorithm::Sha256, c.qop_auth)
+}
+
+/// Whether a Digest answer for a device's session may go out with these credentials in
+/// advance (before the device asks): only if their policy accepts the session's challenge.
+pub(crate) fn may_answer(session: &Challenge, creds: &Credentials) -> bool {
+    acceptable(None, session, creds.policy).is_ok()
+}
+
+/// Refuses a request target that Digest would have to escape in its `uri` parameter.
+///
+/// RFC 7616 §3.4 sends `uri` as a quoted-string, whose `"` and `\` must be written as
+/// quoted-pairs (RFC 9110 §5.6.4), and the response hash is over the target as sent in the
+/// request line. A server that does not undo the escapes (many embedded ones compare the
+/// parameter with the request line byte for byte) refuses such an answer, and one that
+/// parses quoted-strings naively can be made to read parameters out of the target
+/// (`/a",username="admin`). Neither `"` nor `\` is allowed unescaped in a URI (RFC 3986
+/// §2: only its percent-encoded forms `%22` and `%5C` are), so refusing them costs a correct
+/// caller nothing: percent-encode them. Control characters, space and non-ASCII are refused
+/// already by [`crate::Url::parse`]; they are checked here too, since the `uri` parameter
+/// must never carry them.
+pub(crate) fn check_target(target: &str) -> Result<(), &'static str> {
+    if target.bytes().any(|b| matches!(b, b'"' | b'\\') || !(0x21..0x7f).contains(&b)) {
+        return Err("a Digest request's target must not contain '\"', '\\', spaces or control characters \
+                    (percent-encode them: %22, %5C)");
+    }
+    Ok(())
+}
+
+/// Every Digest challenge we can answer among the `WWW-Authenticate` values.
+fn challenges<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<Challenge> {
+    let mut out = Vec::new();
     for v in values {
         for (scheme, params) in parse_challenges(v) {
-            if !scheme.eq_ignore_ascii_case("digest") {
-                continue;
-            }
-            let Some(c) = challenge_from(&params) else { continue };
-            if best.as_ref().is_none_or(|b| b.algorithm == Algorithm::Md5 && c.algorithm == Algorithm::Sha256)
+            if scheme.eq_ignore_ascii_case("digest")
+                && let Some(c) = challenge_from(&params)
             {
-                best = Some(c);
+                out.push(c);
             }
+        }
+    }
+    out
+}
+
+/// The best Digest challenge we can answer among the `WWW-Authenticate` values, if any:
+/// `SHA-256` over `MD5`, then `qop=auth` over none; the first of equals.
+pub(crate) fn best_challenge<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Challenge> {
+    let mut best: Option<Challenge> = None;
+    for c in challenges(values) {
+        if best.as_ref().is_none_or(|b| rank(&c) > rank(b)) {
+            best = Some(c);
         }
     }
     best
@@ -91,6 +310,12 @@ fn challenge_from(params: &[(String, String)]) -> Option<Challenge> {
     let get = |name: &str| params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
     let realm = get("realm")?.to_string();
     let nonce = get("nonce")?.to_string();
+    // Echoed back in our quoted-strings, where a control character cannot be (RFC 9110 §5.6.4:
+    // not even as a quoted-pair, HTAB aside); a bare CR would end our header line on some
+    // servers. Unanswerable: the 401 is the caller's.
+    if [Some(realm.as_str()), Some(nonce.as_str()), get("opaque")].into_iter().flatten().any(has_ctl) {
+        return None;
+    }
     if get("userhash").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return None;
     }
@@ -233,14 +458,20 @@ pub(crate) fn authorization(
     } else {
         alg.hex(format!("{ha1}:{}:{ha2}", c.nonce).as_bytes())
     };
-    let mut v =
-        format!("Digest username=\"{}\", realm=\"{}\", uri=\"{uri}\", ", quote(&creds.user), quote(&c.realm));
+    // Every quoted value escaped (the target is checked by `check_target` before a Digest
+    // request is built; escaping it too means no target can add parameters here).
+    let mut v = format!(
+        "Digest username=\"{}\", realm=\"{}\", uri=\"{}\", ",
+        quote(&creds.user),
+        quote(&c.realm),
+        quote(uri)
+    );
     if let Some(a) = &c.algorithm_token {
         v.push_str(&format!("algorithm={a}, "));
     }
     v.push_str(&format!("nonce=\"{}\", ", quote(&c.nonce)));
     if c.qop_auth {
-        v.push_str(&format!("nc={nc}, cnonce=\"{cnonce}\", qop=auth, "));
+        v.push_str(&format!("nc={nc}, cnonce=\"{}\", qop=auth, ", quote(cnonce)));
     }
     v.push_str(&format!("response=\"{response}\""));
     if let Some(o) = &c.opaque {
@@ -249,9 +480,28 @@ pub(crate) fn authorization(
     v
 }
 
-/// Escapes `"` and `\` for a quoted-string.
+/// `s` as the inside of a quoted-string (RFC 9110 §5.6.4): `"` and `\` as quoted-pairs.
+/// Control characters other than HTAB cannot be in a quoted-string at all, escaped or not;
+/// none get here (credentials, targets and challenges with them are refused before), and
+/// should one, it is dropped: a wrong answer (a 401) rather than a broken header line.
 fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+    let mut out = String::with_capacity(s.len() + 2);
+    for ch in s.chars() {
+        match ch {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            c if c != '\t' && c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A control character other than HTAB (C0, DEL, C1).
+fn has_ctl(s: &str) -> bool {
+    s.chars().any(|c| c != '\t' && c.is_control())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -383,6 +633,10 @@ fn padded(data: &[u8], big_endian: bool) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn creds(user: &str, password: &str) -> Credentials {
+        Credentials { user: user.into(), password: password.into(), policy: DigestPolicy::new() }
+    }
+
     #[test]
     fn md5_matches_rfc_1321() {
         for (input, expected) in [
@@ -422,7 +676,7 @@ mod tests {
     /// RFC 7616 §3.9.1: the same request answered with MD5 and with SHA-256.
     #[test]
     fn rfc_7616_example() {
-        let creds = Credentials { user: "Mufasa".into(), password: "Circle of Life".into() };
+        let creds = creds("Mufasa", "Circle of Life");
         let header = br#"Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#;
         let header_md5 = br#"Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=MD5, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#;
         let cnonce = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
@@ -449,7 +703,7 @@ mod tests {
     /// qop=auth example, MD5 without an algorithm parameter).
     #[test]
     fn rfc_2617_example() {
-        let creds = Credentials { user: "Mufasa".into(), password: "Circle Of Life".into() };
+        let creds = creds("Mufasa", "Circle Of Life");
         let header = br#"Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#;
         let c = best_challenge([&header[..]].into_iter()).unwrap();
         assert_eq!((c.algorithm, c.sess, c.qop_auth), (Algorithm::Md5, false, true));
@@ -489,7 +743,7 @@ mod tests {
                 v.extend_from_slice(alphabet[(x % alphabet.len() as u64) as usize]);
             }
             if let Some(c) = best_challenge([v.as_slice()].into_iter()) {
-                let creds = Credentials { user: "u".into(), password: "p".into() };
+                let creds = creds("u", "p");
                 let _ = authorization(&c, &creds, "GET", "/", 1, "c");
             }
         }
@@ -527,10 +781,188 @@ mod tests {
         }
         // Legacy (no qop): the RFC 2069 response, no nc/cnonce.
         let c = best_challenge([&br#"Digest realm="r", nonce="n""#[..]].into_iter()).unwrap();
-        let v =
-            authorization(&c, &Credentials { user: "u".into(), password: "p".into() }, "PUT", "/io", 1, "c");
+        let v = authorization(&c, &creds("u", "p"), "PUT", "/io", 1, "c");
         assert!(!v.contains("nc=") && !v.contains("qop"), "{v}");
         let expect = hex(&md5(format!("{}:n:{}", hex(&md5(b"u:r:p")), hex(&md5(b"PUT:/io"))).as_bytes()));
         assert!(v.contains(&format!("response=\"{expect}\"")), "{v}");
+    }
+
+    fn challenge(algorithm: Algorithm, qop_auth: bool) -> Challenge {
+        Challenge {
+            realm: "r".into(),
+            nonce: "n".into(),
+            opaque: None,
+            algorithm,
+            sess: false,
+            algorithm_token: None,
+            qop_auth,
+        }
+    }
+
+    /// The downgrade rule and the policy, as a table: (previous session, offered, policy,
+    /// verdict).
+    #[test]
+    fn acceptable_refuses_downgrades_and_what_the_policy_rules_out() {
+        use Algorithm::{Md5, Sha256};
+        let (any, sha, qop, strict) = (
+            DigestPolicy::new(),
+            DigestPolicy::new().require_sha256(true),
+            DigestPolicy::new().require_qop(true),
+            DigestPolicy::strict(),
+        );
+        let none: Option<(Algorithm, bool)> = None;
+        type Row = (Option<(Algorithm, bool)>, (Algorithm, bool), DigestPolicy, Result<(), Refusal>);
+        let table: &[Row] = &[
+            // A first challenge: the policy alone decides; by default an old device's MD5
+            // without qop is answered.
+            (none, (Md5, false), any, Ok(())),
+            (none, (Md5, true), any, Ok(())),
+            (none, (Sha256, false), any, Ok(())),
+            (none, (Md5, true), sha, Err(Refusal::Sha256Required)),
+            (none, (Sha256, false), sha, Ok(())),
+            (none, (Sha256, false), qop, Err(Refusal::QopRequired)),
+            (none, (Md5, true), qop, Ok(())),
+            (none, (Md5, false), strict, Err(Refusal::Sha256Required)),
+            (none, (Sha256, false), strict, Err(Refusal::QopRequired)),
+            (none, (Sha256, true), strict, Ok(())),
+            // A device that only ever did MD5 without qop keeps being answered.
+            (Some((Md5, false)), (Md5, false), any, Ok(())),
+            // Upgrades are always fine.
+            (Some((Md5, false)), (Sha256, true), any, Ok(())),
+            (Some((Md5, false)), (Md5, true), any, Ok(())),
+            // Downgrades never, whatever the policy.
+            (Some((Sha256, true)), (Md5, true), any, Err(Refusal::AlgorithmDowngrade)),
+            (Some((Sha256, false)), (Md5, false), any, Err(Refusal::AlgorithmDowngrade)),
+            (Some((Sha256, true)), (Sha256, false), any, Err(Refusal::QopDowngrade)),
+            (Some((Md5, true)), (Md5, false), any, Err(Refusal::QopDowngrade)),
+            (Some((Sha256, true)), (Md5, false), any, Err(Refusal::AlgorithmDowngrade)),
+            (Some((Sha256, true)), (Sha256, true), any, Ok(())),
+            (Some((Sha256, true)), (Sha256, true), strict, Ok(())),
+            // The policy on top of a session the device set up before it applied.
+            (Some((Md5, true)), (Md5, true), sha, Err(Refusal::Sha256Required)),
+        ];
+        for &(prev, (alg, q), policy, expect) in table {
+            let previous = prev.map(|(a, pq)| challenge(a, pq));
+            let got = acceptable(previous.as_ref(), &challenge(alg, q), policy);
+            assert_eq!(got, expect, "previous {prev:?}, offered {alg:?} qop={q}, {policy:?}");
+        }
+        // -sess is not a downgrade either way.
+        let mut sess = challenge(Algorithm::Sha256, true);
+        sess.sess = true;
+        assert_eq!(acceptable(Some(&challenge(Algorithm::Sha256, true)), &sess, strict), Ok(()));
+        assert_eq!(acceptable(Some(&sess), &challenge(Algorithm::Sha256, true), strict), Ok(()));
+    }
+
+    /// The challenge answered is the best acceptable one, not the server's first or the best
+    /// of all: a server offering a weak one beside a strong one gets the strong one answered,
+    /// and a downgrade with nothing acceptable gets none.
+    #[test]
+    fn answerable_picks_the_best_acceptable_challenge() {
+        let md5_qop = &br#"Digest realm="r", nonce="n1", qop="auth", algorithm=MD5"#[..];
+        let sha_bare = &br#"Digest realm="r", nonce="n2", algorithm=SHA-256"#[..];
+        let sha_qop = &br#"Digest realm="r", nonce="n3", qop="auth", algorithm=SHA-256"#[..];
+        let md5_bare = &br#"Digest realm="r", nonce="n4""#[..];
+        let c = creds("u", "p");
+        let pick = |values: &[&[u8]], previous: Option<&Challenge>, c: &Credentials| {
+            answerable(values.iter().copied(), previous, c, &"dev:80").map(|x| x.nonce)
+        };
+        // Ranking: SHA-256 first, then qop.
+        assert_eq!(pick(&[md5_bare, sha_bare, sha_qop, md5_qop], None, &c).as_deref(), Some("n3"));
+        assert_eq!(pick(&[sha_bare, md5_qop], None, &c).as_deref(), Some("n2"));
+        assert_eq!(best_challenge([sha_bare, sha_qop].into_iter()).map(|x| x.nonce).as_deref(), Some("n3"));
+        // qop required: the MD5 one with qop beats the SHA-256 one without.
+        let mut needs_qop = creds("u", "p");
+        needs_qop.policy = DigestPolicy::new().require_qop(true);
+        assert_eq!(pick(&[sha_bare, md5_qop], None, &needs_qop).as_deref(), Some("n1"));
+        // After a SHA-256 session with qop: only SHA-256 with qop.
+        let session = challenge(Algorithm::Sha256, true);
+        assert_eq!(pick(&[md5_qop, sha_bare, md5_bare], Some(&session), &c), None);
+        assert_eq!(pick(&[md5_qop, sha_qop], Some(&session), &c).as_deref(), Some("n3"));
+        // Nothing answerable at all: None as before.
+        assert_eq!(pick(&[&b"Basic realm=\"r\""[..]], None, &c), None);
+        // In advance too: only a session the policy accepts.
+        let strict = Credentials { policy: DigestPolicy::strict(), ..creds("u", "p") };
+        assert!(!may_answer(&challenge(Algorithm::Md5, true), &strict));
+        assert!(may_answer(&challenge(Algorithm::Sha256, true), &strict));
+        assert!(may_answer(&challenge(Algorithm::Md5, false), &c));
+    }
+
+    /// The quoted-string parameters of an answer, parsed back the way a server would (our
+    /// own parser follows RFC 9110): exactly the parameters we meant, with the values we meant.
+    fn params_of(v: &str) -> Vec<(String, String)> {
+        let mut parsed = parse_challenges(v.as_bytes());
+        assert_eq!(parsed.len(), 1, "one scheme, no injected challenge: {v}");
+        let (scheme, params) = parsed.remove(0);
+        assert_eq!(scheme, "Digest");
+        params
+    }
+
+    fn names(params: &[(String, String)]) -> Vec<&str> {
+        params.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// A `"` or `\` anywhere a value is echoed (the target, the user, the server's realm,
+    /// nonce and opaque) cannot add or change a parameter: each comes back as written.
+    #[test]
+    fn quoted_values_cannot_inject_parameters() {
+        let evil = "/a\",username=\"admin\",x=\"\"";
+        let header = br#"Digest realm="r\"ealm\\", qop="auth", nonce="n\", username=\"root", opaque="o\"p""#;
+        let c = best_challenge([&header[..]].into_iter()).unwrap();
+        assert_eq!((c.realm.as_str(), c.nonce.as_str()), ("r\"ealm\\", "n\", username=\"root"));
+        let user = r#"op", realm="x"#;
+        let v = authorization(&c, &creds(user, "pw"), "GET", evil, 1, "cn\"once");
+        let params = params_of(&v);
+        assert_eq!(
+            names(&params),
+            ["username", "realm", "uri", "nonce", "nc", "cnonce", "qop", "response", "opaque"],
+            "{v}"
+        );
+        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("uri"), Some(evil));
+        assert_eq!(get("username"), Some(user));
+        assert_eq!(get("realm"), Some("r\"ealm\\"));
+        assert_eq!(get("nonce"), Some("n\", username=\"root"));
+        assert_eq!(get("opaque"), Some("o\"p"));
+        assert_eq!(get("cnonce"), Some("cn\"once"));
+        // Written as RFC 9110 quoted-pairs.
+        assert!(v.contains(r#"uri="/a\",username=\"admin\",x=\"\"","#), "{v}");
+        // The hash is over the values themselves (what a server that unescapes compares).
+        let ha1 = hex(&md5(format!("{user}:r\"ealm\\:pw").as_bytes()));
+        let ha2 = hex(&md5(format!("GET:{evil}").as_bytes()));
+        let nonce = "n\", username=\"root";
+        let expect = hex(&md5(format!("{ha1}:{nonce}:00000001:cn\"once:auth:{ha2}").as_bytes()));
+        assert_eq!(get("response"), Some(expect.as_str()));
+    }
+
+    /// A normal target goes out as it is: nothing to escape.
+    #[test]
+    fn normal_targets_are_written_as_they_are() {
+        let c = best_challenge([&br#"Digest realm="r", nonce="n", qop=auth"#[..]].into_iter()).unwrap();
+        for target in ["/", "/io-state?ioId=25602&x=%22%5C", "/unico/v1/interface/io;a=b", "/a'b~c!$*(),:@"] {
+            assert_eq!(check_target(target), Ok(()), "{target}");
+            let v = authorization(&c, &creds("u", "p"), "GET", target, 1, "c");
+            assert!(v.contains(&format!("uri=\"{target}\"")), "{v}");
+        }
+        for target in ["/a\"b", "/a\\b", "/a b", "/a\rb", "/a\nb", "/\u{1}", "/\u{7f}", "/é"] {
+            let err = check_target(target).unwrap_err();
+            assert!(err.contains("%22"), "{err}");
+        }
+    }
+
+    /// A control character in a value the answer would echo makes the challenge unanswerable
+    /// (it could end our header line); the answer never carries one.
+    #[test]
+    fn control_characters_are_never_echoed() {
+        for v in [
+            &b"Digest realm=\"r\", nonce=\"n\rX-Evil: 1\""[..],
+            b"Digest realm=\"r\x01\", nonce=\"n\"",
+            b"Digest realm=\"r\", nonce=\"n\", opaque=\"o\x7f\"",
+            b"Digest realm=\"r\", nonce=\"n\\\x00\"",
+        ] {
+            assert_eq!(best_challenge([v].into_iter()), None, "{}", String::from_utf8_lossy(v));
+        }
+        // A tab is allowed in a quoted-string.
+        assert!(best_challenge([&b"Digest realm=\"a\tb\", nonce=\"n\""[..]].into_iter()).is_some());
+        assert_eq!(quote("a\r\n\u{0}\"\\\tb"), "a\\\"\\\\\tb");
     }
 }

@@ -72,8 +72,9 @@ fn read(limits: Limits, head_request: bool, eof: bool, pieces: &[&[u8]]) -> Outc
     let (resp, persistence) = r.finish(Meta::default());
     // A Digest challenge in it is parsed and answered as the engine would (no panic, any bytes).
     if let Some(c) = digest::best_challenge(resp.header_bytes("www-authenticate")) {
-        let creds = Credentials { user: "u".into(), password: "p".into() };
+        let creds = Credentials { user: "u".into(), password: "p".into(), policy: Default::default() };
         let _ = digest::authorization(&c, &creds, "GET", "/", 1, "cnonce");
+        let _ = digest::answerable(resp.header_bytes("www-authenticate"), Some(&c), &creds, &"fuzz");
     }
     assert!(resp.body().len() <= limits.max_body_bytes);
     assert!(resp.head.len() <= limits.max_head_bytes);

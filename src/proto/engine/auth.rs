@@ -36,10 +36,13 @@ impl Engine {
         if a.challenged {
             return false;
         }
-        let Some(challenge) = digest::best_challenge(resp.header_bytes("www-authenticate")) else {
+        let Some(h) = self.hosts.get_mut(&p.host) else { return false };
+        // Only a challenge the credentials' policy allows, never a downgrade (digest.rs).
+        let previous = h.digest.as_ref().map(|s| &s.challenge);
+        let www = resp.header_bytes("www-authenticate");
+        let Some(challenge) = digest::answerable(www, previous, &a.creds, &p.host) else {
             return false;
         };
-        let Some(h) = self.hosts.get_mut(&p.host) else { return false };
         log::debug!("request {}: {} asks for Digest authentication; sending it again", p.id.0, p.host);
         a.challenged = true;
         p.on = None;

@@ -110,6 +110,7 @@ impl Engine {
         // here, in the order requests go out).
         if let Some(a) = p.auth.as_deref_mut()
             && let Some(session) = self.hosts.get_mut(&p.host).and_then(|h| h.digest.as_mut())
+            && digest::may_answer(&session.challenge, &a.creds)
         {
             session.nc = session.nc.wrapping_add(1);
             authorize(&mut p.wire, a, session);

@@ -853,7 +853,8 @@ fn unauthorized(nonce: &str) -> Vec<u8> {
 #[test]
 fn a_digest_challenge_is_answered_once_and_then_in_advance() {
     let mut w = World::new();
-    let creds = Credentials { user: "Mufasa".into(), password: "Circle of Life".into() };
+    let creds =
+        Credentials { user: "Mufasa".into(), password: "Circle of Life".into(), policy: Default::default() };
     let req = |method: Method, path: &str, body: &str| {
         Request::builder(method, &format!("http://10.0.0.5{path}"))
             .body(body)
