@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one fuzz target on stable Rust, seeded with the committed corpus.
 #
-#   fuzz/run.sh <response|engine> [seconds=60] [extra libFuzzer flags...]
+#   fuzz/run.sh <response|engine|sim> [seconds=60] [extra libFuzzer flags...]
 #
 # Stable works because the coverage instrumentation libFuzzer needs is plain `-C` flags
 # (-Cpasses=sancov-module, -Cllvm-args=-sanitizer-coverage-*), which cargo-fuzz passes for us; only a
@@ -15,7 +15,7 @@
 # Reproduce one input: fuzz/run.sh <target> 0 fuzz/artifacts/<target>/crash-...
 set -euo pipefail
 
-target=${1:?usage: fuzz/run.sh <response|engine> [seconds] [libFuzzer flags...]}
+target=${1:?usage: fuzz/run.sh <response|engine|sim> [seconds] [libFuzzer flags...]}
 secs=${2:-60}
 shift $(( $# < 2 ? $# : 2 ))
 sanitizer=${FUZZ_SANITIZER:-none}

@@ -386,6 +386,10 @@ pub mod __bench_engine {
 #[doc(hidden)]
 pub use proto::fuzz as __fuzz;
 
+/// The simulated kernel's harness (used by `fuzz/`, `tests/sim.rs`); not part of the API.
+#[doc(hidden)]
+pub use os::sim::harness as __sim;
+
 /// Test support for this crate's documentation examples; **not part of the API** (hidden, and
 /// not covered by semantic versioning). Do not use it in applications.
 ///

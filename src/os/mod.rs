@@ -15,7 +15,7 @@
 //! [`Kernel::connect_result`] → `read`/`peek`/`write` as `wait` reports → [`Kernel::close`].
 
 pub(crate) mod mio;
-// pub mod sim; (the simulated kernel: next commit)
+pub mod sim;
 
 use std::io;
 use std::net::SocketAddr;

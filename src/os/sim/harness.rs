@@ -1,0 +1,364 @@
+//! The simulator's entry points: a scenario in, `Engine` + `Driver<SimKernel>` driven exactly as
+//! `Client::poll` (between submissions) and `Client::send` (at the end) drive them, and the
+//! client's promises checked after every turn:
+//!
+//! - (a) no byte is written on a socket after the driver saw its FIN or RST (a read or peek
+//!   returned 0 or an error, or a wait reported it closing): checked in the kernel's `write`;
+//! - (b) no non-idempotent request (POST, PATCH) is acted on twice by the device (its ledger);
+//! - (c) a request the device acted on never fails with `may_have_been_processed() == false`;
+//! - (d) every request completes exactly once, and no later than its deadline plus [`SLACK`]
+//!   (a request whose timeout is `Duration::MAX` has none);
+//! - (e) connects are bounded: at most 4 per command plus 8 (a request may connect, retry once
+//!   on a fresh connection, and each may bring a warm spare; the 8 covers spares and idle
+//!   reconnects at the end): more is a connect storm;
+//! - (f) the loop makes progress: 10,000 turns in a row that move nothing (no byte, no
+//!   arrival, no clock jump, no completion) are a busy loop, and a turn that never returns is
+//!   caught by the kernel's syscall budget ([`super::MAX_SYSCALLS`]);
+//! - and nothing panics (a `Duration::MAX` timeout among the inputs, say).
+//!
+//! [`run`] panics on a violation, like `__fuzz::engine`; [`check`] returns it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use super::Scenario;
+use super::device::ns;
+use super::{DEVICE, Ns, SimKernel};
+use crate::driver::Driver;
+use crate::error::Error;
+use crate::proto::engine::{Config, Engine, RequestId};
+use crate::request::Request;
+use crate::resolve::LookupFn;
+
+pub use super::{Act, AfterResponse, Command, Cut, Ledger, Listen, Script, SimOptions};
+
+/// How late past its deadline a request may complete (the loop's wake-up granularity).
+pub const SLACK: Duration = Duration::from_millis(2);
+/// Turns in a row without progress that make a busy loop (invariant (f)).
+const IDLE_TURNS: u32 = 10_000;
+/// After the last command, how long the run may go on (virtual) for requests without a
+/// deadline before it stops.
+const HORIZON: Duration = Duration::from_secs(3600);
+
+/// What a run came to, when no invariant was violated.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Commands submitted.
+    pub commands: usize,
+    /// Completed with a response.
+    pub ok: usize,
+    /// Completed with an error.
+    pub failed: usize,
+    /// Requests the device acted on (with repeats).
+    pub acted: usize,
+    /// Sockets opened.
+    pub opens: u64,
+    /// Sockets opened before each command was submitted.
+    pub opens_at_submit: Vec<u64>,
+    /// Syscalls made.
+    pub syscalls: u64,
+    /// Turns of the loop.
+    pub turns: u64,
+    /// Virtual time the run took.
+    pub virtual_time: Duration,
+    /// Requests without a deadline (timeout `Duration::MAX`) left waiting for ever.
+    pub stalled: usize,
+    /// Each command's outcome: its status, or the error's kind.
+    pub outcomes: Vec<Option<Result<u16, &'static str>>>,
+}
+
+/// A broken promise: which invariant, and what happened.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    /// `"(a) write after FIN/RST"`, `"(b) ..."`, ..., or `"panic"`.
+    pub invariant: &'static str,
+    /// What happened, with the virtual time.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.invariant, self.detail)
+    }
+}
+
+/// Runs the scenario `input` decodes to; panics on a violated invariant (the fuzz target's and
+/// the regression tests' entry point).
+pub fn run(input: &[u8]) -> Report {
+    check(input).unwrap_or_else(|v| panic!("{v}"))
+}
+
+/// Runs the scenario `input` decodes to and returns the first violated invariant.
+pub fn check(input: &[u8]) -> Result<Report, Violation> {
+    check_scenario(&Scenario::decode(input))
+}
+
+/// Runs `scenario`; a panic inside the client (or the kernel's budget) is a violation too.
+pub fn check_scenario(scenario: &Scenario) -> Result<Report, Violation> {
+    match panic::catch_unwind(AssertUnwindSafe(|| Run::new(scenario).go())) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let invariant = if msg.contains("invariant (f)") { "(f) no progress" } else { "panic" };
+            Err(Violation { invariant, detail: msg })
+        }
+    }
+}
+
+/// One submitted command.
+struct Sub {
+    id: RequestId,
+    non_idempotent: bool,
+    /// Virtual deadline; `None` for `Duration::MAX`.
+    deadline: Option<Ns>,
+    /// Completed, and whether its error said the device cannot have acted on it.
+    done: Option<bool>,
+}
+
+struct Run<'a> {
+    s: &'a Scenario,
+    engine: Engine,
+    driver: Driver<SimKernel>,
+    subs: Vec<Sub>,
+    by_id: HashMap<RequestId, usize>,
+    /// Acts per command, from the ledger.
+    acts: Vec<u32>,
+    /// Ledger entries already counted.
+    ledger_seen: usize,
+    idle_turns: u32,
+    last: (u64, u64),
+    report: Report,
+}
+
+fn violation(invariant: &'static str, detail: String) -> Result<(), Violation> {
+    Err(Violation { invariant, detail })
+}
+
+impl<'a> Run<'a> {
+    fn new(s: &'a Scenario) -> Run<'a> {
+        let cfg = Config {
+            connect_timeout: s.connect_timeout,
+            request_timeout: s.request_timeout,
+            idle_timeout: s.idle_timeout,
+            max_retries: s.max_retries,
+            max_in_flight_per_host: s.max_in_flight,
+            busy_poll: s.busy_poll.then_some(super::scenario::BUSY_POLL),
+            warm_spares: s.warm_spares,
+            ..Config::default()
+        };
+        let lookup: LookupFn = Arc::new(|_: &str, _: u16| Err(io::Error::other("sim: IP literals only")));
+        let kernel = SimKernel::new(s.kernel.clone(), s.script.clone());
+        Run {
+            s,
+            engine: Engine::new(cfg),
+            driver: Driver::over(kernel, lookup),
+            subs: Vec::new(),
+            by_id: HashMap::new(),
+            acts: vec![0; s.commands.len()],
+            ledger_seen: 0,
+            idle_turns: 0,
+            last: (0, 0),
+            report: Report { outcomes: vec![None; s.commands.len()], ..Report::default() },
+        }
+    }
+
+    fn k(&mut self) -> &mut SimKernel {
+        self.driver.kernel_mut()
+    }
+
+    fn go(mut self) -> Result<Report, Violation> {
+        let url = format!("http://{DEVICE}/cmd");
+        let mut at = 0;
+        for (i, c) in self.s.commands.iter().enumerate() {
+            at += ns(c.gap);
+            self.run_until(at)?;
+            let mut b = Request::builder(self.s.method(i), &url).header("X-Cmd", &i.to_string());
+            if c.body > 0 {
+                b = b.body(vec![b'x'; c.body]);
+            }
+            if let Some(t) = c.timeout {
+                b = b.timeout(t);
+            }
+            let req = b.build().expect("a valid request");
+            let opens = self.k().opens;
+            self.report.opens_at_submit.push(opens);
+            let now = self.k().virtual_ns();
+            let timeout = c.timeout.unwrap_or(self.s.request_timeout);
+            let id = self.engine.submit(&req, self.driver.now());
+            let deadline = (timeout != Duration::MAX).then(|| now.saturating_add(ns(timeout)));
+            self.by_id.insert(id, i);
+            self.subs.push(Sub {
+                id,
+                non_idempotent: matches!(c.method, "POST" | "PATCH"),
+                deadline,
+                done: None,
+            });
+            self.report.commands += 1;
+        }
+        self.drain()?;
+        // What was in flight arrives (a head the device acts on after the client gave up).
+        let end = self.k().virtual_ns() + ns(Duration::from_secs(10));
+        self.k().settle(end);
+        self.check()?;
+        let k = self.driver.kernel_mut();
+        self.report.opens = k.opens;
+        self.report.syscalls = k.syscalls;
+        self.report.acted = k.device.ledger.len();
+        self.report.virtual_time = Duration::from_nanos(k.virtual_ns());
+        Ok(self.report)
+    }
+
+    /// `Client::poll(Some(until - now))`: turns until the virtual time `t`.
+    fn run_until(&mut self, t: Ns) -> Result<(), Violation> {
+        while self.k().virtual_ns() < t {
+            let until = self.k().instant(t);
+            let r = self.driver.turn(&mut self.engine, Some(until), true);
+            self.after_turn(r)?;
+        }
+        Ok(())
+    }
+
+    /// `Client::send`: turns without a timeout until nothing is pending.
+    fn drain(&mut self) -> Result<(), Violation> {
+        let start = self.k().virtual_ns();
+        while self.engine.pending() > 0 {
+            let r = self.driver.turn(&mut self.engine, None, false);
+            let forever = r.is_err() && self.k().waited_forever;
+            if forever || self.k().virtual_ns() - start > ns(HORIZON) {
+                let open: Vec<usize> =
+                    self.subs.iter().enumerate().filter(|(_, s)| s.done.is_none()).map(|(i, _)| i).collect();
+                if let Some(&i) = open.iter().find(|&&i| self.subs[i].deadline.is_some()) {
+                    return violation(
+                        "(d) completes by its deadline",
+                        format!(
+                            "cmd {i} is pending and the loop waits for ever (t={}us)",
+                            self.k().virtual_ns() / 1000
+                        ),
+                    );
+                }
+                self.report.stalled = open.len();
+                return Ok(());
+            }
+            self.after_turn(r)?;
+        }
+        Ok(())
+    }
+
+    fn after_turn(&mut self, r: std::io::Result<()>) -> Result<(), Violation> {
+        self.report.turns += 1;
+        if let Err(e) = r {
+            return violation("driver error", format!("turn failed: {e}"));
+        }
+        let mut completed = false;
+        while let Some(c) = self.engine.poll_completion() {
+            completed = true;
+            let now = self.k().virtual_ns();
+            let Some(&i) = self.by_id.get(&c.id) else {
+                return violation("(d) completes exactly once", format!("unknown request {:?}", c.id));
+            };
+            let sub = &mut self.subs[i];
+            if sub.done.is_some() {
+                return violation("(d) completes exactly once", format!("cmd {i} completed twice"));
+            }
+            if let Some(d) = sub.deadline
+                && now > d + ns(SLACK)
+            {
+                return violation(
+                    "(d) completes by its deadline",
+                    format!("cmd {i} completed at t={}us, deadline {}us", now / 1000, d / 1000),
+                );
+            }
+            sub.done = Some(c.result.as_ref().is_err_and(|e| !e.may_have_been_processed()));
+            let _ = sub.id;
+            self.report.outcomes[i] = Some(c.result.as_ref().map(|r| r.status()).map_err(Error::kind));
+            match &c.result {
+                Ok(_) => self.report.ok += 1,
+                Err(e) => {
+                    log::trace!("sim cmd {i}: {e}");
+                    self.report.failed += 1;
+                }
+            }
+        }
+        self.check()?;
+        let k = self.driver.kernel_mut();
+        let now = (k.progress, k.jumps);
+        if completed || now != self.last {
+            self.idle_turns = 0;
+        } else {
+            self.idle_turns += 1;
+            if self.idle_turns >= IDLE_TURNS {
+                return violation("(f) no progress", format!("{IDLE_TURNS} turns in a row moved nothing"));
+            }
+        }
+        self.last = now;
+        Ok(())
+    }
+
+    /// Invariants (a), (b), (c), (d: overdue), (e).
+    fn check(&mut self) -> Result<(), Violation> {
+        let k = self.driver.kernel_mut();
+        if let Some(v) = k.violations.first() {
+            return violation("(a) write after FIN/RST", v.clone());
+        }
+        let now = k.virtual_ns();
+        let (opens, ledger) = (k.opens, &k.device.ledger);
+        for act in &ledger[self.ledger_seen..] {
+            let Some(n) = self.acts.get_mut(act.cmd as usize) else { continue };
+            *n += 1;
+            let i = act.cmd as usize;
+            if *n > 1 && self.subs.get(i).is_some_and(|s| s.non_idempotent) {
+                return violation(
+                    "(b) non-idempotent acted on twice",
+                    format!(
+                        "cmd {i} ({}) acted on {n} times (t={}us, conn {})",
+                        act.method,
+                        act.at / 1000,
+                        act.conn
+                    ),
+                );
+            }
+        }
+        self.ledger_seen = ledger.len();
+        for (i, s) in self.subs.iter().enumerate() {
+            if s.done == Some(true) && self.acts[i] > 0 {
+                return violation(
+                    "(c) may_have_been_processed",
+                    format!(
+                        "cmd {i} failed with may_have_been_processed() == false, but the device acted on it"
+                    ),
+                );
+            }
+            if s.done.is_none()
+                && let Some(d) = s.deadline
+                && now > d + ns(SLACK)
+            {
+                return violation(
+                    "(d) completes by its deadline",
+                    format!("cmd {i} still pending at t={}us, deadline {}us", now / 1000, d / 1000),
+                );
+            }
+        }
+        let bound = 4 * self.subs.len() as u64 + 8;
+        if opens > bound {
+            return violation(
+                "(e) bounded connects",
+                format!("{opens} connects for {} commands", self.subs.len()),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The hand-written scenarios of the faults, by name (their seeds are
+/// `fuzz/seeds/sim/<name>`, written by `cargo test --test sim -- --ignored write_seeds`).
+pub fn named_scenarios() -> Vec<(&'static str, Scenario)> {
+    super::scenario::named()
+}

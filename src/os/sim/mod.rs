@@ -1,0 +1,495 @@
+//! The simulated kernel: a deterministic [`Kernel`] for tests and fuzzing.
+//!
+//! - `tcp.rs`: one connection as the client's socket sees it (state enum, one transition).
+//! - `device.rs`: scripted devices that parse requests and keep a ledger of what they acted on.
+//! - `scenario.rs`: a scenario (client config, kernel options, device script, commands) decoded
+//!   from arbitrary bytes, and encoded back for the committed seeds.
+//! - `harness.rs`: drives `Engine` + `Driver<SimKernel>` as `Client` does and checks the
+//!   invariants after every turn.
+//!
+//! Time is virtual: one real `Instant` taken at creation, plus an offset in nanoseconds. Every
+//! syscall costs [`SYSCALL`] and every clock read [`CLOCK_READ`], so a loop that spins until
+//! `now >= stop` ends; `wait` jumps the clock to the next scheduled event or its timeout. The
+//! network is a queue of events in virtual time (arrivals after the latency), processed at the
+//! start of every call, so what a syscall sees is what had arrived by then. Readiness is
+//! edge-triggered, as with epoll: an arrival queues the socket once on a ready list; `wait`
+//! re-checks a queued socket's condition, reports it if it still holds, and takes it off.
+//!
+//! Nothing here blocks, sleeps, reads the wall clock (beyond the epoch) or starts a thread.
+
+mod device;
+pub mod harness;
+mod scenario;
+mod tcp;
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use device::{Act, AfterResponse, Cut, Ledger, Listen, Script};
+pub use scenario::{Command, Scenario};
+
+use super::{Caps, Kernel, Notify, Ready, Waited};
+use device::{Device, ns};
+use tcp::{Input, Sock, State};
+
+/// Virtual nanoseconds since the kernel's epoch.
+pub(crate) type Ns = u64;
+
+/// What one syscall costs in virtual time (an `epoll_wait(0)` or a `recv` on Linux: 0.2–0.5 µs).
+const SYSCALL: Ns = 500;
+/// What one clock read costs: the busy-poll spin reads the clock without a syscall at times.
+const CLOCK_READ: Ns = 20;
+/// A run that makes more syscalls than this is a loop that does not wait: reported (it panics)
+/// instead of hanging the test. A normal scenario makes a few thousand.
+pub(crate) const MAX_SYSCALLS: u64 = 500_000;
+/// The same for clock reads, which a spin can make without a syscall.
+const MAX_CLOCK_READS: u64 = 5_000_000;
+/// A wait longer than this with nothing scheduled is a wait for ever.
+const FOREVER: Ns = 3600 * 1_000_000_000;
+
+/// The address of the simulated device (an IP literal: the resolver is bypassed).
+pub const DEVICE: &str = "10.0.0.1:80";
+
+/// A device timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    Accept,
+    Respond,
+    Idle,
+}
+
+/// Something that happens at a virtual time.
+#[derive(Debug)]
+pub(crate) enum Ev {
+    /// The client's SYN reaches the device.
+    Syn {
+        conn: usize,
+    },
+    /// The SYN-ACK reaches the client.
+    Connected {
+        conn: usize,
+    },
+    /// The connect fails at the client (ICMP unreachable).
+    ConnectFailed {
+        conn: usize,
+        kind: io::ErrorKind,
+    },
+    /// The client's bytes reach the device.
+    ToDevice {
+        conn: usize,
+        bytes: Vec<u8>,
+    },
+    /// The client's close (FIN or RST) reaches the device.
+    ClientClosed {
+        conn: usize,
+    },
+    /// The device's bytes reach the client.
+    ToClient {
+        conn: usize,
+        bytes: Vec<u8>,
+    },
+    /// The device's FIN reaches the client.
+    ClientFin {
+        conn: usize,
+    },
+    /// The device's RST (or a RST to a SYN) reaches the client.
+    ClientRst {
+        conn: usize,
+    },
+    /// The device consumed `n` bytes: the client's send buffer frees them.
+    Ack {
+        conn: usize,
+        n: usize,
+    },
+    Timer {
+        conn: usize,
+        epoch: u32,
+        timer: Timer,
+    },
+    Reboot,
+}
+
+/// The network: the clock and the queue of events.
+#[derive(Debug)]
+pub(crate) struct Net {
+    pub now: Ns,
+    latency: Ns,
+    queue: BTreeMap<(Ns, u64), Ev>,
+    seq: u64,
+}
+
+impl Net {
+    /// Schedules `ev` at `t`; events at the same time keep the order they were scheduled in.
+    pub(crate) fn at(&mut self, t: Ns, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((t, self.seq), ev);
+    }
+
+    /// Schedules `ev` one network latency from now.
+    pub(crate) fn after_latency(&mut self, ev: Ev) {
+        self.at(self.now.saturating_add(self.latency), ev);
+    }
+}
+
+/// The kernel's options, per scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimOptions {
+    /// `Caps::zero_wait_is_exact` (Linux epoll: true).
+    pub zero_wait_is_exact: bool,
+    /// `Caps::writable_means_connected` (Linux: true).
+    pub writable_means_connected: bool,
+    /// Events per `wait` (1–2 exercise the driver's `full` path).
+    pub events: usize,
+    /// The send buffer: `write` accepts at most this many unconsumed bytes.
+    pub sndbuf: usize,
+    /// One-way latency.
+    pub latency: Duration,
+    /// A RST discards received, unread bytes (Windows); otherwise they are read first (Linux).
+    pub discard_on_rst: bool,
+    /// `open` fails with `EMFILE` while this many sockets are open.
+    pub fd_limit: Option<usize>,
+}
+
+impl Default for SimOptions {
+    fn default() -> SimOptions {
+        SimOptions {
+            zero_wait_is_exact: true,
+            writable_means_connected: true,
+            events: 256,
+            sndbuf: 64 * 1024,
+            latency: Duration::from_micros(100),
+            discard_on_rst: false,
+            fd_limit: None,
+        }
+    }
+}
+
+/// A client socket of the simulated kernel (an index into its table; never reused).
+#[derive(Debug)]
+pub struct SimStream(usize);
+
+/// The simulated kernel: virtual clock, TCP model, one scripted device.
+#[derive(Debug)]
+pub struct SimKernel {
+    epoch: Instant,
+    opts: SimOptions,
+    net: Net,
+    /// Clock reads since the last call that folds them into `net.now`.
+    unfolded: Cell<Ns>,
+    clock_reads: Cell<u64>,
+    socks: Vec<Sock>,
+    ready: VecDeque<usize>,
+    pub(crate) device: Device,
+    device_addr: SocketAddr,
+    /// Counters the harness checks.
+    pub(crate) syscalls: u64,
+    pub(crate) opens: u64,
+    live: usize,
+    /// Bumped whenever something moves: bytes, connects, closes, arrivals.
+    pub(crate) progress: u64,
+    /// Waits that moved the clock to an event or a timeout.
+    pub(crate) jumps: u64,
+    /// A `wait` found nothing scheduled and no timeout: the real loop would sleep for ever.
+    pub(crate) waited_forever: bool,
+    /// Invariant (a): writes with bytes after the driver saw the socket's FIN or RST.
+    pub(crate) violations: Vec<String>,
+}
+
+impl SimKernel {
+    /// A kernel with one device at [`DEVICE`] running `script`.
+    pub(crate) fn new(opts: SimOptions, script: Script) -> SimKernel {
+        let mut net = Net { now: 0, latency: ns(opts.latency), queue: BTreeMap::new(), seq: 0 };
+        if let Some(t) = script.reboot_at {
+            net.at(ns(t), Ev::Reboot);
+        }
+        SimKernel {
+            epoch: Instant::now(),
+            opts,
+            net,
+            unfolded: Cell::new(0),
+            clock_reads: Cell::new(0),
+            socks: Vec::new(),
+            ready: VecDeque::new(),
+            device: Device::new(script),
+            device_addr: DEVICE.parse().expect("a socket address"),
+            syscalls: 0,
+            opens: 0,
+            live: 0,
+            progress: 0,
+            jumps: 0,
+            waited_forever: false,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Virtual nanoseconds since the epoch.
+    pub(crate) fn virtual_ns(&self) -> Ns {
+        self.net.now + self.unfolded.get()
+    }
+
+    /// The instant `t` virtual nanoseconds after the epoch.
+    pub(crate) fn instant(&self, t: Ns) -> Instant {
+        self.epoch + Duration::from_nanos(t)
+    }
+
+    /// Lets the network run to `t` without the driver (what was in flight arrives).
+    pub(crate) fn settle(&mut self, t: Ns) {
+        self.fold();
+        self.deliver(t);
+        self.net.now = self.net.now.max(t);
+    }
+
+    /// Start of every call: the clock reads since the last one, the call's own cost, and what
+    /// arrived meanwhile.
+    fn syscall(&mut self) {
+        self.syscalls += 1;
+        assert!(
+            self.syscalls <= MAX_SYSCALLS,
+            "invariant (f) violated: more than {MAX_SYSCALLS} syscalls at t={}us: the loop does not wait",
+            self.net.now / 1000
+        );
+        self.fold();
+        self.net.now += SYSCALL;
+        self.deliver(self.net.now);
+    }
+
+    fn fold(&mut self) {
+        self.net.now += self.unfolded.replace(0);
+    }
+
+    /// Processes every event scheduled at or before `t`, in order.
+    fn deliver(&mut self, t: Ns) {
+        while let Some(entry) = self.net.queue.first_entry() {
+            if entry.key().0 > t {
+                break;
+            }
+            let ((at, _), ev) = entry.remove_entry();
+            self.net.now = self.net.now.max(at);
+            self.apply(ev);
+        }
+    }
+
+    fn apply(&mut self, ev: Ev) {
+        let discard = self.opts.discard_on_rst;
+        let now = self.net.now;
+        self.progress += 1;
+        let to_client = |k: &mut SimKernel, conn: usize, input: Input| {
+            k.socks[conn].transition(conn, input, discard, now);
+            k.queue(conn);
+        };
+        match ev {
+            Ev::Syn { conn } => self.device.on_syn(&mut self.net, conn),
+            Ev::Connected { conn } => to_client(self, conn, Input::Connected),
+            Ev::ConnectFailed { conn, kind } => to_client(self, conn, Input::ConnectFailed(kind)),
+            Ev::ClientFin { conn } => to_client(self, conn, Input::Fin),
+            Ev::ClientRst { conn } => to_client(self, conn, Input::Rst),
+            Ev::ToDevice { conn, bytes } => self.device.on_bytes(&mut self.net, conn, &bytes),
+            Ev::ClientClosed { conn } => self.device.on_client_close(conn),
+            Ev::ToClient { conn, bytes } => {
+                let s = &mut self.socks[conn];
+                if matches!(s.state, State::Established) {
+                    s.rx.extend(bytes);
+                    self.queue(conn);
+                } else if s.state == State::Closed {
+                    // The client's kernel answers data for a closed socket with RST.
+                    self.device.on_client_close(conn);
+                }
+            }
+            Ev::Ack { conn, n } => {
+                let s = &mut self.socks[conn];
+                s.unacked = s.unacked.saturating_sub(n);
+                self.queue(conn);
+            }
+            Ev::Timer { conn, epoch, timer } => self.device.on_timer(&mut self.net, conn, epoch, timer),
+            Ev::Reboot => self.device.reboot(&mut self.net),
+        }
+    }
+
+    /// An arrival on `conn`: on the ready list once (edge-triggered).
+    fn queue(&mut self, conn: usize) {
+        let s = &mut self.socks[conn];
+        if !s.queued && s.state != State::Closed {
+            s.queued = true;
+            self.ready.push_back(conn);
+        }
+    }
+
+    /// Reports queued sockets whose condition holds, up to the event capacity; returns whether
+    /// the buffer filled.
+    fn report(&mut self, out: &mut Vec<Ready>) -> bool {
+        while let Some(conn) = self.ready.pop_front() {
+            let s = &mut self.socks[conn];
+            s.queued = false;
+            let (readable, closing, writable) = s.readiness(self.opts.sndbuf);
+            if !(readable || closing || writable) {
+                continue; // re-polled: nothing holds any more
+            }
+            s.seen_close |= closing;
+            out.push(Ready { token: s.token, readable, closing, writable });
+            if out.len() >= self.opts.events {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn sock(&mut self, s: &SimStream) -> &mut Sock {
+        &mut self.socks[s.0]
+    }
+}
+
+/// The client's waker has nothing to wake: the simulation has no other thread.
+#[derive(Debug)]
+struct NoNotify;
+
+impl Notify for NoNotify {
+    fn notify(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Kernel for SimKernel {
+    type Stream = SimStream;
+
+    fn caps(&self) -> Caps {
+        Caps {
+            zero_wait_is_exact: self.opts.zero_wait_is_exact,
+            writable_means_connected: self.opts.writable_means_connected,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        let reads = self.clock_reads.get() + 1;
+        self.clock_reads.set(reads);
+        assert!(
+            reads <= MAX_CLOCK_READS,
+            "invariant (f) violated: more than {MAX_CLOCK_READS} clock reads: the loop spins without end"
+        );
+        self.unfolded.set(self.unfolded.get() + CLOCK_READ);
+        self.instant(self.virtual_ns())
+    }
+
+    fn open(&mut self, addr: SocketAddr, _nodelay: bool, token: usize) -> io::Result<SimStream> {
+        self.syscall();
+        self.opens += 1;
+        self.progress += 1;
+        if self.opts.fd_limit.is_some_and(|l| self.live >= l) {
+            return Err(io::Error::from_raw_os_error(24)); // EMFILE
+        }
+        let device = addr == self.device_addr;
+        if device {
+            match self.device.script.listen {
+                Listen::RefuseAtOnce => return Err(io::ErrorKind::ConnectionRefused.into()),
+                Listen::UnreachableAtOnce => return Err(io::ErrorKind::NetworkUnreachable.into()),
+                _ => {}
+            }
+        }
+        let conn = self.socks.len();
+        self.socks.push(Sock::new(token));
+        self.live += 1;
+        log::trace!("sim t={}us open sock={conn} to {addr} token={token}", self.net.now / 1000);
+        if device {
+            self.net.after_latency(Ev::Syn { conn });
+        } else {
+            // No device there: its kernel answers the SYN with RST.
+            let rtt = 2 * self.net.latency;
+            self.net.at(self.net.now + rtt, Ev::ClientRst { conn });
+        }
+        Ok(SimStream(conn))
+    }
+
+    fn connect_result(&mut self, s: &mut SimStream) -> io::Result<bool> {
+        self.syscall();
+        let sock = self.sock(s);
+        match sock.state {
+            State::SynSent => Ok(false),
+            State::Failed => {
+                sock.seen_close = true;
+                Err(sock.err.take().unwrap_or(io::ErrorKind::NotConnected).into())
+            }
+            State::Closed => Err(io::ErrorKind::NotConnected.into()),
+            State::Established | State::PeerFin | State::Reset => Ok(true),
+        }
+    }
+
+    fn read(&mut self, s: &mut SimStream, buf: &mut [u8]) -> io::Result<usize> {
+        self.syscall();
+        let r = self.sock(s).recv(buf, false);
+        if matches!(r, Ok(n) if n > 0) {
+            self.progress += 1;
+        }
+        r
+    }
+
+    fn write(&mut self, s: &mut SimStream, buf: &[u8]) -> io::Result<usize> {
+        self.syscall();
+        let (now, sndbuf) = (self.net.now, self.opts.sndbuf);
+        let sock = &mut self.socks[s.0];
+        if sock.seen_close && !buf.is_empty() {
+            self.violations.push(format!(
+                "invariant (a) violated: t={}us write of {} bytes on sock={} after the driver saw its FIN/RST ({:?})",
+                now / 1000,
+                buf.len(),
+                s.0,
+                sock.state
+            ));
+        }
+        let n = sock.send(buf.len(), sndbuf)?;
+        self.progress += 1;
+        self.net.after_latency(Ev::ToDevice { conn: s.0, bytes: buf[..n].to_vec() });
+        Ok(n)
+    }
+
+    fn peek(&mut self, s: &mut SimStream) -> io::Result<usize> {
+        self.syscall();
+        let mut byte = [0u8; 1];
+        self.sock(s).recv(&mut byte, true)
+    }
+
+    fn ack_now(&mut self, _s: &mut SimStream) {
+        self.syscall();
+    }
+
+    fn close(&mut self, s: SimStream) {
+        self.syscall();
+        let now = self.net.now;
+        self.socks[s.0].transition(s.0, Input::Close, false, now);
+        self.live -= 1;
+        self.progress += 1;
+        self.net.after_latency(Ev::ClientClosed { conn: s.0 });
+    }
+
+    fn wait(&mut self, ready: &mut Vec<Ready>, timeout: Option<Duration>) -> io::Result<Waited> {
+        ready.clear();
+        self.syscall();
+        let limit = timeout.map(|t| self.net.now.saturating_add(ns(t)));
+        loop {
+            if self.report(ready) {
+                return Ok(Waited { full: true, woken: false });
+            }
+            if !ready.is_empty() || limit.is_some_and(|l| l <= self.net.now) {
+                return Ok(Waited::default());
+            }
+            let next = self.net.queue.first_key_value().map(|(k, _)| k.0);
+            let target = match (next, limit) {
+                (Some(n), Some(l)) => n.min(l),
+                (Some(n), None) => n,
+                (None, Some(l)) if l - self.net.now < FOREVER => l,
+                _ => {
+                    self.waited_forever = true;
+                    return Err(io::Error::other("sim: a wait for ever (nothing scheduled, no timeout)"));
+                }
+            };
+            self.jumps += 1;
+            self.deliver(target);
+            self.net.now = self.net.now.max(target);
+        }
+    }
+
+    fn notifier(&mut self) -> io::Result<Box<dyn Notify>> {
+        Ok(Box::new(NoNotify))
+    }
+}
