@@ -6,9 +6,8 @@
 //! - pseudo-random scenarios from a fixed-seed xorshift (deterministic);
 //! - the corpus (`fuzz/seeds/sim/`, `fuzz/regressions/sim/`) runs in `tests/regressions.rs`.
 //!
-//! `#[ignore]` is used here for ONE purpose only: a scenario that finds a bug the current code
-//! has (`ignore = "pending fix: ..."`). The lead un-ignores it with the fix; no other test may be
-//! ignored, and no invariant is weakened to make one pass. Run them with `--ignored`.
+//! Every hand-written scenario of a fault, and the random inputs kept in `fuzz/regressions/sim/`,
+//! failed on the code before that fault's fix (c3a02b4); see FAULTS.md for how each was found.
 
 use std::path::Path;
 use std::time::Duration;
@@ -32,20 +31,6 @@ fn run(name: &str) -> __sim::Report {
     assert_eq!(via_bytes.is_ok(), direct.is_ok(), "{name}: the encoded seed must behave the same");
     direct.unwrap_or_else(|v| panic!("{name}: {v}"))
 }
-
-/// The scenarios that fail on the current code (c3a02b4): their seeds live in
-/// `fuzz/regressions/sim-pending/` (not run by `cargo test`) until the fixes land; then they move
-/// to `fuzz/regressions/sim/` and leave this list.
-const PENDING: &[&str] = &[
-    "early_answer_200_then_rst_discarding",
-    "early_answer_413_then_rst_discarding",
-    "connect_storm_refused",
-    "emfile_second_connection",
-    "duration_max_request_timeout",
-    "duration_max_connect_timeout",
-    "duration_max_idle_timeout",
-    "learned_idle_close_recovers",
-];
 
 #[test]
 fn keep_alive_device_serves_every_method_on_one_connection() {
@@ -72,20 +57,17 @@ fn early_answer_then_rst_response_readable() {
 /// Fault #1 where the RST discards the unread response: the device acted on the POST's head,
 /// so the error must say it may have been processed, and it must not be retried.
 #[test]
-#[ignore = "pending fix: early answer then RST (POST retried, may_have_been_processed false)"]
 fn early_answer_200_then_rst_discarding() {
     run("early_answer_200_then_rst_discarding");
 }
 
 #[test]
-#[ignore = "pending fix: early answer then RST (POST retried, may_have_been_processed false)"]
 fn early_answer_413_then_rst_discarding() {
     run("early_answer_413_then_rst_discarding");
 }
 
 /// Fault #2: `max_in_flight_per_host(2)`, 4 GETs, nothing listens.
 #[test]
-#[ignore = "pending fix: connect storm with refused connects"]
 fn refused_connects_stay_bounded() {
     let r = run("connect_storm_refused");
     assert_eq!(r.failed, 4, "{r:?}");
@@ -99,28 +81,24 @@ fn emfile_on_the_first_connect_fails_the_requests() {
 
 /// `EMFILE` once one socket is open, two requests in flight.
 #[test]
-#[ignore = "pending fix: EMFILE hang"]
 fn emfile_on_a_second_connect_does_not_hang() {
     run("emfile_second_connection");
 }
 
 /// Fault #3: `Duration::MAX` must not panic.
 #[test]
-#[ignore = "pending fix: Duration::MAX panics"]
 fn duration_max_request_timeout() {
     let r = run("duration_max_request_timeout");
     assert_eq!(r.ok, 3, "{r:?}");
 }
 
 #[test]
-#[ignore = "pending fix: Duration::MAX panics"]
 fn duration_max_connect_timeout() {
     let r = run("duration_max_connect_timeout");
     assert_eq!(r.ok, 3, "{r:?}");
 }
 
 #[test]
-#[ignore = "pending fix: Duration::MAX panics"]
 fn duration_max_idle_timeout() {
     let r = run("duration_max_idle_timeout");
     assert_eq!(r.ok, 3, "{r:?}");
@@ -131,7 +109,6 @@ fn duration_max_idle_timeout() {
 /// connections (at most 3 connects in the last 30 commands, where every command on a fresh
 /// connection would make 30).
 #[test]
-#[ignore = "pending fix: learned idle close never recovers"]
 fn learned_idle_close_recovers() {
     let r = run("learned_idle_close_recovers");
     assert_eq!(r.ok, 60, "{r:?}");
@@ -161,14 +138,14 @@ fn random_input(seed: u64) -> Vec<u8> {
     bytes(seed, 10 + 2 * (1 + seed as usize % 12))
 }
 
-/// On the current code most seeds hit one of the pending faults (a `Duration::MAX` timeout is
-/// drawn in about half of them). One input per distinct failure is saved as
-/// `fuzz/regressions/sim-pending/random_seed<N>_<what>` (`N`: the seed of [`random_input`]).
+/// Pseudo-random scenarios, every invariant checked after every turn. On the code before the
+/// faults issue's fixes most seeds failed (a `Duration::MAX` timeout is drawn in about half of
+/// them); one input per distinct failure is kept as `fuzz/regressions/sim/random_seed<N>_<what>`
+/// (`N`: the seed of [`random_input`]).
 #[test]
-#[ignore = "pending fix: Duration::MAX panic, EMFILE hang, connect storm, early answer then RST"]
 fn pseudo_random_scenarios() {
     let mut failed = Vec::new();
-    for seed in 0..300 {
+    for seed in 0..2000 {
         if let Err(v) = __sim::check(&random_input(seed)) {
             failed.push(format!("seed {seed}: {v}"));
         }
@@ -176,19 +153,14 @@ fn pseudo_random_scenarios() {
     assert!(failed.is_empty(), "{} violations:\n{}", failed.len(), failed.join("\n"));
 }
 
-/// The committed seeds are the named scenarios' encodings: `fuzz/seeds/sim/<name>` for those
-/// that pass, `fuzz/regressions/sim-pending/<name>` for [`PENDING`]. With
+/// The committed seeds are the named scenarios' encodings: `fuzz/seeds/sim/<name>`. With
 /// `FINWATCH_WRITE_SEEDS=1` the files are (re)written instead of compared.
 #[test]
 fn named_scenarios_are_committed() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let write = std::env::var_os("FINWATCH_WRITE_SEEDS").is_some_and(|v| v == "1");
     for (name, s) in __sim::named_scenarios() {
-        let dir = if PENDING.contains(&name) {
-            root.join("regressions/sim-pending")
-        } else {
-            root.join("seeds/sim")
-        };
+        let dir = root.join("seeds/sim");
         let path = dir.join(name);
         let data = s.encode();
         if write {
