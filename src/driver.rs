@@ -2,8 +2,10 @@
 //!
 //! The driver turns readiness into engine events and engine actions into syscalls. It makes no
 //! protocol decision: whether a socket may be written is the engine's answer (`Engine::output`),
-//! and the driver writes exactly that. Tokens are generational slab keys, so a readiness event
-//! for a socket that was closed and whose slot was reused is ignored.
+//! and the driver writes exactly that. A socket's token is its slab index; its full key (with the
+//! slot's generation) is kept in the driver's table, and an event's key is taken from there when
+//! the event is collected, so a readiness event for a socket that was closed and whose slot was
+//! reused is ignored. (The token is not the whole key: a `usize` is 32 bits on ARMv7 and i686.)
 //!
 //! Readiness is edge-triggered: after a readable event the driver reads until `WouldBlock`, 0
 //! (the FIN) or an error, or the next event never comes.
@@ -28,7 +30,8 @@ const EINPROGRESS: i32 = 115;
 #[cfg(not(target_os = "linux"))]
 const EINPROGRESS: i32 = 36;
 
-/// The token of the client's [`mio::Waker`]: never a slab key (index `u32::MAX`).
+/// The token of the client's [`mio::Waker`]: never a socket's (slab indices stay below
+/// `u32::MAX`, which is `usize::MAX` on 32-bit targets: `slab::MAX_SLOTS`).
 const WAKE: Token = Token(usize::MAX);
 
 /// The client's waker, and why it fired: a caller's [`crate::Waker::wake`], or a name lookup
@@ -310,8 +313,13 @@ impl Driver {
                 }
                 continue;
             }
+            // The token is the slot index; the key, with its generation, is the table's now. A
+            // socket closed later in this batch, its slot reused, is then found stale by `sock`.
+            let Some(Some(sock)) = self.socks.get(e.token().0) else {
+                continue; // stale: the socket is gone
+            };
             ready.push(Ready {
-                key: Key::from_usize(e.token().0),
+                key: sock.key,
                 readable: e.is_readable() || e.is_read_closed() || e.is_error(),
                 closing: e.is_read_closed() || e.is_error(),
                 writable: e.is_writable(),
@@ -551,7 +559,7 @@ impl Driver {
             Err(e) => return Err((e, attempt)),
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(key.to_usize()), interest) {
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(key.index()), interest) {
             return Err((e, attempt));
         }
         if self.socks.len() <= key.index() {

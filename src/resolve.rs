@@ -366,7 +366,7 @@ mod tests {
         let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
+        let (k1, k2) = (Key::for_test(1, 0), Key::for_test(2, 0));
         let now = Instant::now();
         assert!(matches!(
             r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k1, now),
@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(done[0].waiting, vec![k1, k2]);
         assert_eq!(done[0].result.as_ref().ok(), Some(&addr(1)));
         // Cached (duplicates dropped): no second lookup.
-        let k3 = Key::from_usize(3);
+        let k3 = Key::for_test(3, 0);
         assert!(
             matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k3, now), Answer::Addr(a) if a == addr(1))
         );
@@ -404,7 +404,7 @@ mod tests {
         let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let k = Key::from_usize(1);
+        let k = Key::for_test(1, 0);
         let t0 = Instant::now();
         assert!(matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, t0), Answer::Pending));
         wait_done(&mut poll, &mut r);
@@ -436,7 +436,7 @@ mod tests {
         let (_poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let k = Key::from_usize(1);
+        let k = Key::for_test(1, 0);
         assert!(matches!(
             r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, Instant::now()),
             Answer::Pending
@@ -454,7 +454,7 @@ mod tests {
         let (f, count) = answers(vec![Ok(vec![addr(1)])]);
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let k = Key::from_usize(1);
+        let k = Key::for_test(1, 0);
         assert!(matches!(r.resolve(None, &label, "d.local", 80, k, Instant::now()), Answer::Pending));
         assert!(r.has_inline());
         let done = r.take_done(Instant::now());
@@ -468,7 +468,7 @@ mod tests {
         let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
+        let (k1, k2) = (Key::for_test(1, 0), Key::for_test(2, 0));
         let now = Instant::now();
         let _ = r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k1, now);
         let _ = r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k2, now);
