@@ -92,7 +92,9 @@ fn my_task_dir() -> String {
 // ---- the simulated devices: one mio thread ----
 
 const WAKE: Token = Token(usize::MAX);
-const CONN_BASE: usize = 1 << 32;
+/// Tokens from here on are connections, below are listeners: half the token space each (on
+/// 32-bit targets too, where `1 << 32` does not fit a `usize`); `WAKE` is neither.
+const CONN_BASE: usize = usize::MAX / 2 + 1;
 const BODY: &str = r#"{"ioId":25602,"on":true}"#;
 const RESPONSE_KEEP_ALIVE: &[u8] = concat!(
     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 24\r\n\r\n",

@@ -2,8 +2,10 @@
 //!
 //! The driver turns readiness into engine events and engine actions into syscalls. It makes no
 //! protocol decision: whether a socket may be written is the engine's answer (`Engine::output`),
-//! and the driver writes exactly that. Tokens are generational slab keys, so a readiness event
-//! for a socket that was closed and whose slot was reused is ignored.
+//! and the driver writes exactly that. A socket's token is its slab index; its full key (with the
+//! slot's generation) is kept in the driver's table, and an event's key is taken from there when
+//! the event is collected, so a readiness event for a socket that was closed and whose slot was
+//! reused is ignored. (The token is not the whole key: a `usize` is 32 bits on ARMv7 and i686.)
 //!
 //! Readiness is edge-triggered: after a readable event the driver reads until `WouldBlock`, 0
 //! (the FIN) or an error, or the next event never comes.

@@ -560,7 +560,7 @@ mod tests {
         let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
+        let (k1, k2) = (Key::for_test(1, 0), Key::for_test(2, 0));
         let now = Instant::now();
         assert!(matches!(
             r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k1, now),
@@ -575,7 +575,7 @@ mod tests {
         assert_eq!(done[0].waiting, vec![k1, k2]);
         assert_eq!(done[0].result.as_ref().ok(), Some(&addr(1)));
         // Cached (duplicates dropped): no second lookup.
-        let k3 = Key::from_usize(3);
+        let k3 = Key::for_test(3, 0);
         assert!(
             matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k3, now), Answer::Addr(a) if a == addr(1))
         );
@@ -598,7 +598,7 @@ mod tests {
         let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let k = Key::from_usize(1);
+        let k = Key::for_test(1, 0);
         let t0 = Instant::now();
         assert!(matches!(r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, t0), Answer::Pending));
         wait_done(&mut poll, &mut r);
@@ -630,7 +630,7 @@ mod tests {
         let (_poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let k = Key::from_usize(1);
+        let k = Key::for_test(1, 0);
         assert!(matches!(
             r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k, Instant::now()),
             Answer::Pending
@@ -648,7 +648,7 @@ mod tests {
         let (f, count) = answers(vec![Ok(vec![addr(1)])]);
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let k = Key::from_usize(1);
+        let k = Key::for_test(1, 0);
         assert!(matches!(r.resolve(None, &label, "d.local", 80, k, Instant::now()), Answer::Pending));
         assert!(r.has_inline());
         let done = r.take_done(Instant::now());
@@ -662,7 +662,7 @@ mod tests {
         let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
+        let (k1, k2) = (Key::for_test(1, 0), Key::for_test(2, 0));
         let now = Instant::now();
         let _ = r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k1, now);
         let _ = r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k2, now);
@@ -741,7 +741,7 @@ mod tests {
         // One name whose lookup hangs, with a connection waiting: never evicted.
         let mut r = Resolver::new(hung);
         let held: Arc<str> = Arc::from("held.local:80");
-        let kh = Key::from_usize(1);
+        let kh = Key::for_test(1, 0);
         let t0 = Instant::now();
         assert!(matches!(
             r.resolve(Some(Arc::clone(&wake)), &held, "held.local", 80, kh, t0),
@@ -750,7 +750,7 @@ mod tests {
         r.lookup = f;
         for i in 0..10_000u32 {
             let label: Arc<str> = Arc::from(format!("d{i}.local:80"));
-            let k = Key::from_usize(2);
+            let k = Key::for_test(2, 0);
             // Inline lookups (no waker): no thread per name.
             let now = t0 + Duration::from_millis(u64::from(i));
             assert!(matches!(r.resolve(None, &label, &format!("d{i}.local"), 80, k, now), Answer::Pending));
@@ -772,7 +772,7 @@ mod tests {
         let mut r = Resolver::new(f);
         let t0 = Instant::now();
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a.local:80"), Arc::from("b.local:80"));
-        let k = Key::from_usize(1);
+        let k = Key::for_test(1, 0);
         let _ = r.resolve(None, &a, "a.local", 80, k, t0);
         let _ = r.resolve(None, &b, "b.local", 80, k, t0);
         r.take_done(t0);
@@ -807,7 +807,7 @@ mod tests {
         let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let (k1, k2, k3) = (Key::from_usize(1), Key::from_usize(2), Key::from_usize(3));
+        let (k1, k2, k3) = (Key::for_test(1, 0), Key::for_test(2, 0), Key::for_test(3, 0));
         let t0 = Instant::now();
         let w = || Some(Arc::clone(&wake));
         assert!(matches!(r.resolve(w(), &label, "d.local", 80, k1, t0), Answer::Pending));
@@ -851,7 +851,7 @@ mod tests {
         let (mut poll, wake) = poller();
         let mut r = Resolver::new(f);
         let label: Arc<str> = Arc::from("d.local:80");
-        let (k1, k2) = (Key::from_usize(1), Key::from_usize(2));
+        let (k1, k2) = (Key::for_test(1, 0), Key::for_test(2, 0));
         let t0 = Instant::now();
         let _ = r.resolve(Some(Arc::clone(&wake)), &label, "d.local", 80, k1, t0);
         wait_calls(&calls, 1);
@@ -893,7 +893,7 @@ mod tests {
         r.insert("old.local:80", "old.local", 80, vec![addr(80)], t0);
         for i in 0..MAX_LOOKUP_THREADS {
             let label: Arc<str> = Arc::from(format!("d{i}.local:{}", i + 1));
-            let k = Key::from_usize(i);
+            let k = Key::for_test(i as u32, 0);
             let port = u16::try_from(i + 1).unwrap();
             let a = r.resolve(Some(Arc::clone(&wake)), &label, &format!("d{i}.local"), port, k, t0);
             assert!(matches!(a, Answer::Pending) && !r.has_inline());
@@ -901,7 +901,7 @@ mod tests {
         assert_eq!(r.threads.load(Ordering::SeqCst), MAX_LOOKUP_THREADS);
         // One more name: refused at once, with a clear error, and no thread.
         let extra: Arc<str> = Arc::from("extra.local:80");
-        let k = Key::from_usize(1000);
+        let k = Key::for_test(1000, 0);
         let a = r.resolve(Some(Arc::clone(&wake)), &extra, "extra.local", 80, k, t0);
         assert!(matches!(a, Answer::Pending) && r.has_inline());
         let done = r.take_done(t0);

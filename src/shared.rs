@@ -503,21 +503,21 @@ fn run(shared: &Shared) {
         reply.deliver(Err(loop_lost()));
     }
     // Requests can still be queued only after a failed poll or a panic (`closing` was set, or
-    // the loop died, after it last took the queue); they were never submitted.
-    let left = std::mem::take(&mut lock(&shared.state).jobs);
-    for job in left {
-        if let Job::Submit(_, reply) = job {
-            reply.deliver(Err(Error::Shutdown { stage: Stage::Queued }));
-        }
-    }
-    let late_queries = {
+    // the loop died, after it last took the queue); they were never submitted. Taken in the
+    // same lock that marks the loop finished, so none can slip in between and be dropped.
+    let left = {
         let mut st = lock(&shared.state);
         st.finished = true;
         st.closing.get_or_insert_with(Instant::now);
         std::mem::take(&mut st.jobs)
     };
-    // Their callers see the channel close and read the client themselves.
-    drop(late_queries);
+    for job in left {
+        match job {
+            Job::Submit(_, reply) => reply.deliver(Err(Error::Shutdown { stage: Stage::Queued })),
+            // Their callers see the channel close and read the client themselves.
+            Job::Stats(_) | Job::Connections(_) => {}
+        }
+    }
     shared.finished.notify_all();
 }
 

@@ -16,8 +16,8 @@ const EINPROGRESS: i32 = 115;
 #[cfg(not(target_os = "linux"))]
 const EINPROGRESS: i32 = 36;
 
-/// The token of the client's waker: never a socket's (the driver's slot indices stay below
-/// `u32::MAX - 1`, see `slab.rs`).
+/// The token of the client's waker: never a socket's (slab indices stay below `u32::MAX`, which
+/// is `usize::MAX` on 32-bit targets: `slab::MAX_SLOTS`).
 const WAKE: Token = Token(usize::MAX);
 
 /// mio's `Poll` and its event buffer.

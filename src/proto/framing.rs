@@ -838,4 +838,35 @@ mod tests {
         r.feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody").unwrap();
         assert!(r.feed_eof());
     }
+
+    /// A body length beyond 32 bits is never cut to its low bits (5_000_000_000 would become
+    /// 705_032_704, and 2^32 + 10 would be a 10-byte body, on a target with a 32-bit `usize`):
+    /// it is a limit error where `max_body_bytes` cannot reach it (any 32-bit target), and
+    /// otherwise a body still awaited after 10 bytes. Also with `usize::MAX` for "no limit".
+    #[test]
+    fn lengths_beyond_32_bits_are_never_truncated() {
+        let unlimited =
+            Limits { max_head_bytes: usize::MAX, max_body_bytes: usize::MAX, ..Limits::default() };
+        let beyond_32_bits = [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 4294967306\r\n\r\n0123456789"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5000000000\r\n\r\n0123456789",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000a\r\n0123456789",
+        ];
+        for input in beyond_32_bits {
+            let text = String::from_utf8_lossy(input);
+            let got = ResponseReader::new(unlimited, false).feed(input);
+            match (got, usize::BITS > 32) {
+                (Err(Error::LimitExceeded { limit: Limit::BodyBytes, max }), false) => {
+                    assert_eq!(max, usize::MAX)
+                }
+                (Ok(Progress::NeedMore), true) => {}
+                (other, _) => panic!("{text}: {other:?}"),
+            }
+            // The default limits refuse it, on every target.
+            let got = ResponseReader::new(Limits::default(), false).feed(input);
+            assert!(matches!(got, Err(Error::LimitExceeded { limit: Limit::BodyBytes, .. })), "{got:?}");
+        }
+        // A 20-digit length is invalid, not wrapped.
+        assert!(malformed(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551626\r\n\r\n"));
+    }
 }

@@ -3,6 +3,10 @@
 //! A key carries the slot's generation, so an action or readiness event that names a connection
 //! which has since been closed (and whose slot was reused) is recognised as stale and ignored,
 //! instead of being applied to an unrelated socket.
+//!
+//! Only the index goes to the poller (the mio token is `Key::index()`): a `usize` is 32 bits on
+//! ARMv7 and i686, too narrow for index and generation together. The driver keeps each socket's
+//! full key in its table and recovers an event's key from there (`Driver::poll_events`).
 
 /// A slot index plus the generation it was issued in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -11,23 +15,21 @@ pub struct Key {
     gen_: u32,
 }
 
+/// Slot indices stay below this (at most `u32::MAX` slots): `u32::MAX` as a `usize` is
+/// `usize::MAX` on 32-bit targets, the token of the driver's waker, so no index may be it.
+pub const MAX_SLOTS: usize = u32::MAX as usize;
+
 impl Key {
-    /// Packs the key into a `usize` (tests only: a 32-bit `usize` cannot hold it).
-    #[cfg(test)]
-    pub fn to_usize(self) -> usize {
-        ((self.gen_ as u64) << 32 | self.idx as u64) as usize
-    }
-
-    /// The inverse of [`Key::to_usize`].
-    #[cfg(test)]
-    pub fn from_usize(v: usize) -> Key {
-        let v = v as u64;
-        Key { idx: v as u32, gen_: (v >> 32) as u32 }
-    }
-
-    /// The slot index.
+    /// The slot index (the mio token of a connection's socket). Always below [`MAX_SLOTS`], so
+    /// never `usize::MAX`, on any target.
     pub fn index(self) -> usize {
         self.idx as usize
+    }
+
+    /// A key made by hand, for tests that need one without a slab.
+    #[cfg(test)]
+    pub(crate) const fn for_test(idx: u32, gen_: u32) -> Key {
+        Key { idx, gen_ }
     }
 }
 
@@ -60,7 +62,7 @@ impl<T> Slab<T> {
             e.value = Some(value);
             Key { idx, gen_: e.gen_ }
         } else {
-            let idx = self.entries.len() as u32;
+            let idx = next_index(self.entries.len()).expect("slab full: u32::MAX slots in use");
             self.entries.push(Entry { gen_: 0, value: Some(value) });
             Key { idx, gen_: 0 }
         }
@@ -94,6 +96,11 @@ impl<T> Slab<T> {
     }
 }
 
+/// The index of a new slot after `len` slots, if there is room (see [`MAX_SLOTS`]).
+fn next_index(len: usize) -> Option<u32> {
+    u32::try_from(len).ok().filter(|&i| (i as usize) < MAX_SLOTS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,8 +114,63 @@ mod tests {
         assert_eq!(a.index(), b.index());
         assert_eq!(s.get(a), None);
         assert_eq!(s.get(b), Some(&"b"));
-        assert_eq!(Key::from_usize(b.to_usize()), b);
         assert_eq!(s.remove(a), None);
         assert_eq!(s.len(), 1);
+    }
+
+    /// The poller carries only the index; the key comes back from the driver's table (here a
+    /// `Vec` indexed like `Driver::socks`). Keys of generation > 0 survive the round trip whole
+    /// on every target (the old packing of `gen << 32 | idx` into a `usize` lost the generation
+    /// on 32-bit targets, and every event of a reused slot was dropped as stale), and a key
+    /// whose slot was reused is recognised as stale.
+    #[test]
+    fn keys_of_reused_slots_survive_the_token_round_trip() {
+        let mut s = Slab::default();
+        let mut table: Vec<Option<Key>> = Vec::new();
+        let file = |table: &mut Vec<Option<Key>>, k: Key| {
+            if table.len() <= k.index() {
+                table.resize(k.index() + 1, None);
+            }
+            table[k.index()] = Some(k);
+        };
+        let first: Vec<Key> = (0..4).map(|i| s.insert(i)).collect();
+        // Slot 2 reused three times: generation 3.
+        let mut old = first[2];
+        for i in 10..13 {
+            s.remove(old).unwrap();
+            let new = s.insert(i);
+            assert_eq!(new.index(), old.index());
+            assert_ne!(new, old);
+            old = new;
+        }
+        let reused = old;
+        assert_eq!(reused.gen_, 3);
+        for &k in first.iter().chain([&reused]) {
+            if s.get(k).is_some() {
+                file(&mut table, k);
+            }
+        }
+        for &k in &[first[0], first[1], reused, first[3]] {
+            let token = k.index(); // what `mio::Token` carries
+            assert!(token < MAX_SLOTS && token != usize::MAX, "a token is never the waker's");
+            let back = table[token].expect("filed");
+            assert_eq!(back, k);
+            assert_eq!(s.get(back), s.get(k));
+        }
+        // The old tenant's key, recovered through its token, is now the new tenant's: the
+        // driver's `sock(old)` compares keys and finds the old one stale.
+        assert_ne!(table[first[2].index()], Some(first[2]));
+        assert_eq!(s.get(first[2]), None);
+    }
+
+    /// A slab never issues the index `u32::MAX` (on 32-bit targets that is `usize::MAX`, the
+    /// waker's token), nor one that does not fit in a `u32`.
+    #[test]
+    fn indices_stop_below_u32_max() {
+        assert_eq!(next_index(0), Some(0));
+        assert_eq!(next_index(MAX_SLOTS - 1), Some(u32::MAX - 1));
+        assert_eq!(next_index(MAX_SLOTS), None);
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(next_index(u32::MAX as usize + 1), None);
     }
 }

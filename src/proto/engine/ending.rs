@@ -10,7 +10,7 @@ impl Engine {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let next = if fin { ConnState::PeerHalfClosed } else { ConnState::Open(Open::Idle { since: now }) };
         let ConnState::Open(Open::Busy(ex)) = c.transition(next, "response complete") else { return };
-        c.served += 1;
+        c.served = c.served.saturating_add(1);
         let ex_phase = ex.phase;
         let Some(p) = self.reqs.get(ex.req) else { return };
         let (req_id, wants_close) = (p.id, p.wants_close);
