@@ -23,6 +23,9 @@ use crate::proto::engine::{Action, Engine, ProbeOutcome};
 use crate::proto::slab::Key;
 use crate::resolve::{Answer, LookupFn, Resolver};
 
+mod prewrite;
+use prewrite::{Check, Vouch};
+
 pub(crate) use crate::os::Wake;
 
 /// Reads per readiness event and connection before the loop moves on (64 KiB each): a server
@@ -392,39 +395,37 @@ impl<K: Kernel> Driver<K> {
     }
 
     /// The last check before a request is written on `conn`: has a FIN, an RST or a stray byte
-    /// arrived on it? `None`: the check ended the exchange itself (the engine was told).
-    ///
-    /// On Linux a zero-timeout `epoll_wait` answers it, for every socket at once, in 190 ns
-    /// where a `MSG_PEEK` of one socket takes 460 ns (PERFORMANCE.md). It is exact, not a hint:
-    /// epoll re-polls a socket before reporting it, so a registered socket that has data, a
-    /// FIN or an error *now* is reported (with edge-triggering, because anything that arrived
-    /// since it was last reported queued it), and one that is not reported has none of them.
-    /// What the poll reports is read at once, so the engine learns of the FIN (or the reset,
-    /// or the unsolicited bytes) before the write, exactly as from the peek. When the poll
-    /// cannot vouch for every socket (a full event buffer, reads paused at the budget, a
-    /// failed poll), and on other systems, the socket is peeked. So it is after a busy-poll
-    /// spin read the socket around the poller: epoll's ready list then still holds it, and a
-    /// zero-timeout poll that re-polls and unlinks it (for the next response to link again)
-    /// cost 0.15–0.8 µs more per round trip than the peek (`benches/turnaround.rs`).
+    /// arrived on it? `None`: the check ended the exchange itself (the engine was told). How it
+    /// checks is [`Vouch::decide`]'s (a zero-timeout poll for every socket at once, or a peek).
+    /// `checked`: a poll of this batch of actions vouched for every socket (reset by the actions
+    /// that take time: a connect, a write, a close).
     fn check_before_write(
         &mut self,
         engine: &mut Engine,
         conn: Key,
         checked: &mut bool,
     ) -> Option<ProbeOutcome> {
-        if self.k.caps().zero_wait_is_exact && !self.read_around_poller {
-            let mut vouched = *checked;
-            if !vouched && self.unfinished.is_empty() {
-                vouched = self.poll_events(engine, Some(Duration::ZERO)).is_ok()
+        let vouch = Vouch {
+            zero_wait_is_exact: self.k.caps().zero_wait_is_exact,
+            read_around_poller: self.read_around_poller,
+            batch_vouched: *checked,
+            reads_paused: !self.unfinished.is_empty(),
+        };
+        let vouched = match vouch.decide() {
+            Check::Trust => true,
+            Check::Peek => false,
+            Check::Poll => {
+                let vouched = self.poll_events(engine, Some(Duration::ZERO)).is_ok()
                     && !self.events_full
                     && self.unfinished.is_empty();
                 // A later probe of the batch may rely on this poll only if it found nothing: the
                 // reads (or connects) it caused took time.
                 *checked = vouched && self.ready.is_empty() && !self.looked_up;
+                vouched
             }
-            if vouched {
-                return engine.is_probing(conn).then_some(ProbeOutcome::Alive);
-            }
+        };
+        if vouched {
+            return engine.is_probing(conn).then_some(ProbeOutcome::Alive);
         }
         if !engine.is_probing(conn) {
             return None;
