@@ -69,7 +69,9 @@ pub(crate) struct Driver<K: Kernel = MioKernel> {
     kernel_ready: Vec<Ready>,
     ready: Vec<Event>,
     /// Connections whose reads stopped at [`READ_BUDGET`] with data left: resumed next turn.
-    unfinished: Vec<(Key, bool)>,
+    /// With whether the event said FIN or error, and a write's error not yet reported (the
+    /// resumed read reports it, see `flush`).
+    unfinished: Vec<(Key, bool, Option<io::Error>)>,
     waker: Option<Arc<Wake>>,
     /// The waker fired since the caller last asked.
     woken: bool,
@@ -342,9 +344,16 @@ impl<K: Kernel> Driver<K> {
 
     /// Continues reads that stopped at the budget (no new edge would announce their data).
     fn resume_reads(&mut self, engine: &mut Engine) {
-        let unfinished = std::mem::take(&mut self.unfinished);
-        for &(key, closing) in &unfinished {
-            self.read_all(engine, key, closing, &mut None, self.k.now());
+        for (key, closing, mut write_error) in std::mem::take(&mut self.unfinished) {
+            let now = self.k.now();
+            self.read_all(engine, key, closing, &mut write_error, now);
+            // Read to its end: the write's error, if the read found no other.
+            if let Some(e) = write_error
+                && engine.knows(key)
+                && !self.unfinished.iter().any(|u| u.0 == key)
+            {
+                engine.on_error(key, e, now);
+            }
         }
     }
 
@@ -666,7 +675,7 @@ impl<K: Kernel> Driver<K> {
             }
         }
         if engine.knows(key) {
-            self.unfinished.push((key, closing));
+            self.unfinished.push((key, closing, write_error.take()));
         }
     }
 
@@ -699,10 +708,9 @@ impl<K: Kernel> Driver<K> {
         let mut err = Some(err);
         self.read_all(engine, key, true, &mut err, now);
         // The read found the outcome (a response, the reset), or paused at its budget (the
-        // resumed read will); otherwise the write's error is the news.
+        // error went with it, for the resumed read); otherwise the write's error is the news.
         if let Some(err) = err
             && engine.knows(key)
-            && !self.unfinished.iter().any(|&(k, _)| k == key)
         {
             engine.on_error(key, err, now);
         }

@@ -246,6 +246,7 @@ impl Conn {
     }
 
     /// The one place a connection changes state.
+    #[inline]
     pub(crate) fn transition(&mut self, to: ConnState, reason: impl fmt::Display) -> ConnState {
         log::debug!("conn={} {} {} -> {} ({reason})", self.id, self.host, self.state, to);
         std::mem::replace(&mut self.state, to)
