@@ -14,6 +14,7 @@
 //! Call order per connection: [`Kernel::open`] → ([`Kernel::wait`] reports it writable) →
 //! [`Kernel::connect_result`] → `read`/`peek`/`write` as `wait` reports → [`Kernel::close`].
 
+pub mod faulty;
 pub(crate) mod mio;
 pub mod sim;
 

@@ -89,7 +89,13 @@ pub struct Script {
     pub reboot_at: Option<Duration>,
     /// Response body length.
     pub body_len: usize,
+    /// Commands (bit `n`: command `n`) whose connection the device closes (FIN) when it has
+    /// been idle for [`CLOSE_AFTER`] after their response, whatever else the script says.
+    pub close_after: u128,
 }
+
+/// How long after a response in [`Script::close_after`] the device closes its connection.
+pub const CLOSE_AFTER: Duration = Duration::from_millis(1);
 
 impl Default for Script {
     fn default() -> Script {
@@ -106,6 +112,7 @@ impl Default for Script {
             cut: None,
             reboot_at: None,
             body_len: 2,
+            close_after: 0,
         }
     }
 }
@@ -151,6 +158,8 @@ struct Link {
     held: Vec<u8>,
     /// Bumped on every activity: a timer of an older generation is stale.
     epoch: u32,
+    /// The command of the last request head.
+    last_cmd: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -191,8 +200,15 @@ impl Device {
                 }
                 let state =
                     if self.script.accept_delay.is_zero() { LinkState::Open } else { LinkState::Accepting };
-                self.links[conn] =
-                    Some(Link { state, head: Vec::new(), req: None, unread: 0, held: Vec::new(), epoch: 0 });
+                self.links[conn] = Some(Link {
+                    state,
+                    head: Vec::new(),
+                    req: None,
+                    unread: 0,
+                    held: Vec::new(),
+                    epoch: 0,
+                    last_cmd: u64::MAX,
+                });
                 if state == LinkState::Accepting {
                     net.at(
                         net.now + ns(self.script.accept_delay),
@@ -270,6 +286,7 @@ impl Device {
                     body_read: 0,
                     head_request: parsed.method == "HEAD",
                 });
+                link.last_cmd = parsed.cmd;
                 self.exchanges += 1;
                 log::trace!(
                     "sim t={}us device acts on cmd {} ({}) conn={conn}",
@@ -402,6 +419,16 @@ impl Device {
     fn after_response(&mut self, net: &mut Net, conn: usize) {
         let s = &self.script;
         let idle = s.idle_close.filter(|_| s.idle_close_limit.is_none_or(|l| self.idle_closes < l));
+        let close_after = s.close_after;
+        if let Some(link) = self.link(conn)
+            && link.state == LinkState::Open
+            && link.last_cmd < 128
+            && close_after >> link.last_cmd & 1 == 1
+        {
+            let epoch = link.epoch;
+            net.at(net.now + ns(CLOSE_AFTER), Ev::Timer { conn, epoch, timer: Timer::Quit });
+        }
+        let s = &self.script;
         match s.after_response {
             AfterResponse::Fin => self.close(net, conn, false),
             AfterResponse::Rst => self.close(net, conn, true),
@@ -431,6 +458,9 @@ impl Device {
             Timer::Respond if link.state == LinkState::Open => {
                 self.respond(net, conn, 200);
                 self.after_response(net, conn);
+            }
+            Timer::Quit if link.epoch == epoch && link.state == LinkState::Open && link.req.is_none() => {
+                self.close(net, conn, false);
             }
             Timer::Idle if link.epoch == epoch && link.state == LinkState::Open && link.req.is_none() => {
                 self.idle_closes += 1;

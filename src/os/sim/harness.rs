@@ -4,6 +4,13 @@
 //!
 //! - (a) no byte is written on a socket after the driver saw its FIN or RST (a read or peek
 //!   returned 0 or an error, or a wait reported it closing): checked in the kernel's `write`;
+//! - (a2) the product's promise, stronger: the first byte of a request (any attempt) is never
+//!   written on a socket whose FIN or RST had arrived in the kernel before the driver's last
+//!   `wait` or before the current turn began (the caller's call into the client), whether the
+//!   driver saw it or not. A FIN that arrives after both (between the pre-write check and the
+//!   write, or while the driver writes the other requests of a batch) is the race no check
+//!   can close, and exempt; so are bytes of a request already started (a FIN mid-body). A driver
+//!   that skipped its pre-write check breaks it (`fin_on_idle_while_away_*`);
 //! - (b) no non-idempotent request (POST, PATCH) is acted on twice by the device (its ledger);
 //! - (c) a request the device acted on never fails with `may_have_been_processed() == false`;
 //! - (d) every request completes exactly once, and no later than its deadline plus [`SLACK`]
@@ -14,7 +21,19 @@
 //! - (f) the loop makes progress: 10,000 turns in a row that move nothing (no byte, no
 //!   arrival, no clock jump, no completion) are a busy loop, and a turn that never returns is
 //!   caught by the kernel's syscall budget ([`super::MAX_SYSCALLS`]);
+//! - (g) submission order: the requests' *first starts* (the first time the first byte of any
+//!   attempt of a command was written, in the kernel's write order; commands are named by
+//!   their path, `/cmd/<n>`) follow submission order: no command starts before an earlier one
+//!   that starts later, and an earlier command that never starts has completed by the end of
+//!   the turn in which the later one started. Retries are exempt: a command's later starts
+//!   (its retries) may follow later commands' first starts. A start whose request line never
+//!   got out (the connection died within its first bytes) cannot be named: a violation with
+//!   such a start before it is not reported (it may have been the earlier command's first);
 //! - and nothing panics (a `Duration::MAX` timeout among the inputs, say).
+//!
+//! The kernel is the simulator wrapped in [`Faulty`], with the scenario's fault rates (none,
+//! `EINTR`, short writes, spurious readiness, truncated batches, `EMFILE`, or all): every
+//! invariant holds under them.
 //!
 //! [`run`] panics on a violation, like `__fuzz::engine`; [`check`] returns it.
 
@@ -30,6 +49,8 @@ use super::device::ns;
 use super::{DEVICE, Ns, SimKernel};
 use crate::driver::Driver;
 use crate::error::Error;
+use crate::os::faulty::Faulty;
+pub use crate::os::faulty::{FaultCounts, FaultRates};
 use crate::proto::engine::{Config, Engine, RequestId};
 use crate::request::Request;
 use crate::resolve::LookupFn;
@@ -69,6 +90,12 @@ pub struct Report {
     pub stalled: usize,
     /// Each command's outcome: its status, or the error's kind.
     pub outcomes: Vec<Option<Result<u16, &'static str>>>,
+    /// FINs on pooled connections that only the pre-write check caught (`Stats`).
+    pub fins_caught_by_check: u64,
+    /// Request starts written (every attempt).
+    pub starts: usize,
+    /// Faults the kernel injected.
+    pub faults: FaultCounts,
 }
 
 /// A broken promise: which invariant, and what happened.
@@ -121,12 +148,14 @@ struct Sub {
     deadline: Option<Ns>,
     /// Completed, and whether its error said the device cannot have acted on it.
     done: Option<bool>,
+    /// The kernel's turn count when its completion was seen.
+    done_turn: u64,
 }
 
 struct Run<'a> {
     s: &'a Scenario,
     engine: Engine,
-    driver: Driver<SimKernel>,
+    driver: Driver<Faulty<SimKernel>>,
     subs: Vec<Sub>,
     by_id: HashMap<RequestId, usize>,
     /// Acts per command, from the ledger.
@@ -155,7 +184,8 @@ impl<'a> Run<'a> {
             ..Config::default()
         };
         let lookup: LookupFn = Arc::new(|_: &str, _: u16| Err(io::Error::other("sim: IP literals only")));
-        let kernel = SimKernel::new(s.kernel.clone(), s.script.clone());
+        let kernel =
+            Faulty::new(SimKernel::new(s.kernel.clone(), s.script.clone()), s.faults, s.fault_seed());
         Run {
             s,
             engine: Engine::new(cfg),
@@ -171,15 +201,22 @@ impl<'a> Run<'a> {
     }
 
     fn k(&mut self) -> &mut SimKernel {
-        self.driver.kernel_mut()
+        &mut self.driver.kernel_mut().inner
     }
 
     fn go(mut self) -> Result<Report, Violation> {
-        let url = format!("http://{DEVICE}/cmd");
         let mut at = 0;
         for (i, c) in self.s.commands.iter().enumerate() {
-            at += ns(c.gap);
-            self.run_until(at)?;
+            if c.away {
+                // `send` returned; the caller sleeps without calling the client.
+                self.drain()?;
+                at = self.k().virtual_ns() + ns(c.gap);
+                self.k().settle(at);
+            } else {
+                at += ns(c.gap);
+                self.run_until(at)?;
+            }
+            let url = format!("http://{DEVICE}/cmd/{i}");
             let mut b = Request::builder(self.s.method(i), &url).header("X-Cmd", &i.to_string());
             if c.body > 0 {
                 b = b.body(vec![b'x'; c.body]);
@@ -200,6 +237,7 @@ impl<'a> Run<'a> {
                 non_idempotent: matches!(c.method, "POST" | "PATCH"),
                 deadline,
                 done: None,
+                done_turn: 0,
             });
             self.report.commands += 1;
         }
@@ -208,7 +246,11 @@ impl<'a> Run<'a> {
         let end = self.k().virtual_ns() + ns(Duration::from_secs(10));
         self.k().settle(end);
         self.check()?;
-        let k = self.driver.kernel_mut();
+        self.check_order()?;
+        self.report.fins_caught_by_check = self.engine.stats().fins_caught_by_peek;
+        self.report.faults = self.driver.kernel_mut().counts;
+        let k = &mut self.driver.kernel_mut().inner;
+        self.report.starts = k.starts.len();
         self.report.opens = k.opens;
         self.report.syscalls = k.syscalls;
         self.report.acted = k.device.ledger.len();
@@ -220,6 +262,7 @@ impl<'a> Run<'a> {
     fn run_until(&mut self, t: Ns) -> Result<(), Violation> {
         while self.k().virtual_ns() < t {
             let until = self.k().instant(t);
+            self.k().turn_started();
             let r = self.driver.turn(&mut self.engine, Some(until), true);
             self.after_turn(r)?;
         }
@@ -230,6 +273,7 @@ impl<'a> Run<'a> {
     fn drain(&mut self) -> Result<(), Violation> {
         let start = self.k().virtual_ns();
         while self.engine.pending() > 0 {
+            self.k().turn_started();
             let r = self.driver.turn(&mut self.engine, None, false);
             let forever = r.is_err() && self.k().waited_forever;
             if forever || self.k().virtual_ns() - start > ns(HORIZON) {
@@ -258,6 +302,7 @@ impl<'a> Run<'a> {
             return violation("driver error", format!("turn failed: {e}"));
         }
         let mut completed = false;
+        let turn = self.k().turns;
         while let Some(c) = self.engine.poll_completion() {
             completed = true;
             let now = self.k().virtual_ns();
@@ -277,6 +322,7 @@ impl<'a> Run<'a> {
                 );
             }
             sub.done = Some(c.result.as_ref().is_err_and(|e| !e.may_have_been_processed()));
+            sub.done_turn = turn;
             let _ = sub.id;
             self.report.outcomes[i] = Some(c.result.as_ref().map(|r| r.status()).map_err(Error::kind));
             match &c.result {
@@ -288,7 +334,7 @@ impl<'a> Run<'a> {
             }
         }
         self.check()?;
-        let k = self.driver.kernel_mut();
+        let k = self.k();
         let now = (k.progress, k.jumps);
         if completed || now != self.last {
             self.idle_turns = 0;
@@ -304,9 +350,9 @@ impl<'a> Run<'a> {
 
     /// Invariants (a), (b), (c), (d: overdue), (e).
     fn check(&mut self) -> Result<(), Violation> {
-        let k = self.driver.kernel_mut();
-        if let Some(v) = k.violations.first() {
-            return violation("(a) write after FIN/RST", v.clone());
+        let k = &mut self.driver.kernel_mut().inner;
+        if let Some((invariant, detail)) = k.violations.first() {
+            return violation(invariant, detail.clone());
         }
         let now = k.virtual_ns();
         let (opens, ledger) = (k.opens, &k.device.ledger);
@@ -352,6 +398,58 @@ impl<'a> Run<'a> {
                 "(e) bounded connects",
                 format!("{opens} connects for {} commands", self.subs.len()),
             );
+        }
+        Ok(())
+    }
+}
+
+impl Run<'_> {
+    /// Invariant (g), over the whole run: the commands' first starts follow submission order.
+    fn check_order(&mut self) -> Result<(), Violation> {
+        let starts = self.k().starts.clone();
+        let n = self.subs.len();
+        // Each command's first start (its position in the write order), and the position of
+        // the first start that could not be named.
+        let mut first: Vec<Option<usize>> = vec![None; n];
+        for (pos, st) in starts.iter().enumerate() {
+            if let Some(cmd) = st.cmd
+                && let Some(f) = first.get_mut(cmd as usize)
+                && f.is_none()
+            {
+                *f = Some(pos);
+            }
+        }
+        let unnamed = starts.iter().position(|st| st.cmd.is_none());
+        for j in 0..n {
+            let Some(pj) = first[j] else { continue };
+            if unnamed.is_some_and(|u| u < pj) {
+                continue;
+            }
+            let sj = starts[pj];
+            for (i, &fi) in first.iter().enumerate().take(j) {
+                let out_of_order = match fi {
+                    Some(pi) => pi > pj,
+                    // Never written: it must have ended (failed, by its deadline, say) by the
+                    // end of the turn that wrote the later one.
+                    None => self.subs[i].done.is_none() || self.subs[i].done_turn > sj.turn,
+                };
+                if out_of_order {
+                    let when = fi.map_or("never".to_string(), |p| {
+                        format!("at t={}us on sock {}", starts[p].at / 1000, starts[p].sock)
+                    });
+                    return violation(
+                        "(g) submission order",
+                        format!(
+                            "cmd {j} first written at t={}us on sock {} (turn {}), before cmd {i} (first written {when}, \
+                             completed in turn {:?})",
+                            sj.at / 1000,
+                            sj.sock,
+                            sj.turn,
+                            self.subs[i].done.map(|_| self.subs[i].done_turn)
+                        ),
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ mod device;
 pub mod harness;
 mod scenario;
 mod tcp;
+mod wire;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
@@ -34,6 +35,7 @@ pub use scenario::{Command, Scenario};
 use super::{Caps, Kernel, Notify, Ready, Waited};
 use device::{Device, ns};
 use tcp::{Input, Sock, State};
+use wire::Mark;
 
 /// Virtual nanoseconds since the kernel's epoch.
 pub(crate) type Ns = u64;
@@ -59,6 +61,8 @@ pub(crate) enum Timer {
     Accept,
     Respond,
     Idle,
+    /// The close of [`Script::close_after`].
+    Quit,
 }
 
 /// Something that happens at a virtual time.
@@ -167,6 +171,20 @@ impl Default for SimOptions {
     }
 }
 
+/// The first byte of a request written on a socket (every attempt of every command), in the
+/// order of the writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The simulated connection.
+    pub sock: usize,
+    /// The command (`None` while, or if for ever, its request line is not out).
+    pub cmd: Option<u64>,
+    /// Virtual time.
+    pub at: Ns,
+    /// The harness's turn it happened in.
+    pub turn: u64,
+}
+
 /// A client socket of the simulated kernel (an index into its table; never reused).
 #[derive(Debug)]
 pub struct SimStream(usize);
@@ -194,8 +212,15 @@ pub struct SimKernel {
     pub(crate) jumps: u64,
     /// A `wait` found nothing scheduled and no timeout: the real loop would sleep for ever.
     pub(crate) waited_forever: bool,
-    /// Invariant (a): writes with bytes after the driver saw the socket's FIN or RST.
-    pub(crate) violations: Vec<String>,
+    /// Invariants (a) and (a2) broken in `write`: which, and what happened.
+    pub(crate) violations: Vec<(&'static str, String)>,
+    /// Every request start, in write order (invariant (g), submission order).
+    pub(crate) starts: Vec<Start>,
+    /// Turns of the harness so far, and the syscall count when the current one began.
+    turns: u64,
+    turn_mark: u64,
+    /// The number of the driver's last `wait` call.
+    last_wait: u64,
 }
 
 impl SimKernel {
@@ -222,6 +247,10 @@ impl SimKernel {
             jumps: 0,
             waited_forever: false,
             violations: Vec::new(),
+            starts: Vec::new(),
+            turns: 0,
+            turn_mark: 0,
+            last_wait: 0,
         }
     }
 
@@ -233,6 +262,14 @@ impl SimKernel {
     /// The instant `t` virtual nanoseconds after the epoch.
     pub(crate) fn instant(&self, t: Ns) -> Instant {
         self.epoch + Duration::from_nanos(t)
+    }
+
+    /// The harness calls into the driver (`turn`): what arrived before counts as arrived before
+    /// anything the driver does in it.
+    pub(crate) fn turn_started(&mut self) {
+        self.fold();
+        self.turns += 1;
+        self.turn_mark = self.syscalls;
     }
 
     /// Lets the network run to `t` without the driver (what was in flight arrives).
@@ -276,8 +313,13 @@ impl SimKernel {
         let discard = self.opts.discard_on_rst;
         let now = self.net.now;
         self.progress += 1;
+        let stamp = self.syscalls;
         let to_client = |k: &mut SimKernel, conn: usize, input: Input| {
-            k.socks[conn].transition(conn, input, discard, now);
+            let s = &mut k.socks[conn];
+            s.transition(conn, input, discard, now);
+            if matches!(s.state, State::PeerFin | State::Reset | State::Failed) && s.closed_at.is_none() {
+                s.closed_at = Some(stamp);
+            }
             k.queue(conn);
         };
         match ev {
@@ -327,6 +369,7 @@ impl SimKernel {
             if !(readable || closing || writable) {
                 continue; // re-polled: nothing holds any more
             }
+            s.seen_before_report = s.seen_close;
             s.seen_close |= closing;
             out.push(Ready { token: s.token, readable, closing, writable });
             if out.len() >= self.opts.events {
@@ -338,6 +381,26 @@ impl SimKernel {
 
     fn sock(&mut self, s: &SimStream) -> &mut Sock {
         &mut self.socks[s.0]
+    }
+
+    /// The open socket registered under `token`.
+    fn by_token(&mut self, token: usize) -> Option<&mut Sock> {
+        self.socks.iter_mut().rev().find(|s| s.token == token && s.state != State::Closed)
+    }
+}
+
+impl crate::os::faulty::Observe for SimKernel {
+    /// The report did not reach the driver: it has not seen what it said.
+    fn withheld(&mut self, r: &crate::os::Ready) {
+        if let Some(s) = self.by_token(r.token) {
+            s.seen_close = s.seen_before_report;
+        }
+    }
+
+    fn redelivered(&mut self, r: &crate::os::Ready) {
+        if let Some(s) = self.by_token(r.token) {
+            s.seen_close |= r.closing;
+        }
     }
 }
 
@@ -427,17 +490,57 @@ impl Kernel for SimKernel {
     fn write(&mut self, s: &mut SimStream, buf: &[u8]) -> io::Result<usize> {
         self.syscall();
         let (now, sndbuf) = (self.net.now, self.opts.sndbuf);
+        // What arrived before the driver's last wait, or before this turn began, the driver had
+        // its chance to see before this write; what arrived since (between its pre-write check
+        // and this call, or while it wrote other sockets of the batch) is the race no check can
+        // close, and is exempt.
+        let vouch = self.turn_mark.max(self.last_wait);
         let sock = &mut self.socks[s.0];
         if sock.seen_close && !buf.is_empty() {
-            self.violations.push(format!(
-                "invariant (a) violated: t={}us write of {} bytes on sock={} after the driver saw its FIN/RST ({:?})",
-                now / 1000,
-                buf.len(),
-                s.0,
-                sock.state
+            self.violations.push((
+                "(a) write after FIN/RST seen",
+                format!(
+                    "t={}us write of {} bytes on sock={} after the driver saw its FIN/RST ({:?})",
+                    now / 1000,
+                    buf.len(),
+                    s.0,
+                    sock.state
+                ),
             ));
         }
+        let starting = sock.out.at_start();
         let n = sock.send(buf.len(), sndbuf)?;
+        if starting
+            && let Some(at) = sock.closed_at
+            && at <= vouch
+        {
+            self.violations.push((
+                "(a2) request written into an arrived FIN/RST",
+                format!(
+                    "t={}us a request's first {n} bytes written on sock={} ({:?}) whose FIN/RST arrived at syscall {at}, \
+                     before the driver's last wait (syscall {}) or the turn's start (syscall {}); this write is syscall {}",
+                    now / 1000,
+                    s.0,
+                    sock.state,
+                    self.last_wait,
+                    self.turn_mark,
+                    self.syscalls
+                ),
+            ));
+        }
+        for mark in sock.out.feed(&buf[..n]) {
+            match mark {
+                Mark::Start => {
+                    sock.current_start = Some(self.starts.len());
+                    self.starts.push(Start { sock: s.0, cmd: None, at: now, turn: self.turns });
+                }
+                Mark::Named(cmd) => {
+                    if let Some(i) = sock.current_start {
+                        self.starts[i].cmd = Some(cmd);
+                    }
+                }
+            }
+        }
         self.progress += 1;
         self.net.after_latency(Ev::ToDevice { conn: s.0, bytes: buf[..n].to_vec() });
         Ok(n)
@@ -465,6 +568,7 @@ impl Kernel for SimKernel {
     fn wait(&mut self, ready: &mut Vec<Ready>, timeout: Option<Duration>) -> io::Result<Waited> {
         ready.clear();
         self.syscall();
+        self.last_wait = self.syscalls;
         let limit = timeout.map(|t| self.net.now.saturating_add(ns(t)));
         loop {
             if self.report(ready) {

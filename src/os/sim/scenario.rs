@@ -16,13 +16,14 @@
 //! | 5 | idle close (3), idle-close limit (2), idle close by RST (1), early answer (2) |
 //! | 6 | cut: present, in response, RST, exchange (5) |
 //! | 7–8 | cut offset (u16, little-endian) |
-//! | 9 | reboot (3), response body length (2) |
-//! | 10.. | commands, 2 bytes each: method (3), body (3), own timeout (1); gap (3), timeout (3) |
+//! | 9 | reboot (3), response body length (2), kernel faults (3, see [`FAULTS`]) |
+//! | 10.. | commands, 2 bytes each: method (3), body (3), own timeout (1), caller away (1); gap (3), timeout (3), device closes its connection after the response (1) |
 
 use std::time::Duration;
 
 use super::SimOptions;
 use super::device::{AfterResponse, Cut, Listen, Script};
+use crate::os::faulty::FaultRates;
 use crate::request::Method;
 
 const MS: Duration = Duration::from_millis(1);
@@ -113,6 +114,18 @@ const REBOOT: [Option<Duration>; 8] = [
     Some(Duration::from_secs(2)),
 ];
 const BODY_LEN: [usize; 4] = [2, 0, 500, 100_000];
+/// The fault rates of the `Faulty` wrapper around the simulated kernel (percent): none, one
+/// kind at a time, or all together.
+pub const FAULTS: [FaultRates; 8] = [
+    FaultRates::NONE,
+    FaultRates { eintr: 10, ..FaultRates::NONE },
+    FaultRates { short_write: 50, ..FaultRates::NONE },
+    FaultRates { spurious: 20, ..FaultRates::NONE },
+    FaultRates::NONE,
+    FaultRates { truncate: 40, ..FaultRates::NONE },
+    FaultRates { emfile: 5, ..FaultRates::NONE },
+    FaultRates { eintr: 5, short_write: 30, spurious: 10, truncate: 20, emfile: 2 },
+];
 const METHODS: [&str; 8] = ["GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "POST", "GET"];
 const BODIES: [usize; 8] = [0, 10, 1000, 70_000, 300_000, 2 * 1024 * 1024, 1, 5000];
 const GAPS: [Duration; 8] = [
@@ -143,6 +156,11 @@ pub struct Command {
     pub gap: Duration,
     /// The request's own timeout (else the client's).
     pub timeout: Option<Duration>,
+    /// The caller was away before this command, as a control loop that calls `send` and sleeps
+    /// is: everything before it completed (the harness runs the loop until nothing is pending),
+    /// then `gap` passed without a call into the client, the network moving on its own (a
+    /// device's idle close arrives unseen), and then it was submitted.
+    pub away: bool,
 }
 
 /// Everything one simulated run is made of.
@@ -168,6 +186,8 @@ pub struct Scenario {
     pub script: Script,
     /// The commands, in submission order.
     pub commands: Vec<Command>,
+    /// Faults the kernel injects (`Faulty`).
+    pub faults: FaultRates,
 }
 
 impl Default for Scenario {
@@ -179,7 +199,7 @@ impl Default for Scenario {
 impl Command {
     /// A command of `method` with a body of `body` bytes, `gap` after the previous one.
     pub fn new(method: &'static str, body: usize, gap: Duration) -> Command {
-        Command { method, body, gap, timeout: None }
+        Command { method, body, gap, timeout: None, away: false }
     }
 }
 
@@ -236,7 +256,9 @@ impl Scenario {
             }),
             reboot_at: REBOOT[bits(b9, 0, 3)],
             body_len: BODY_LEN[bits(b9, 3, 2)],
+            close_after: 0,
         };
+        let mut script = script;
         let mut commands = Vec::new();
         let mut total = 0;
         let rest = data.get(10..).unwrap_or(&[]);
@@ -250,7 +272,11 @@ impl Scenario {
             }
             total += body;
             let timeout = (c0 & 0x40 != 0).then_some(REQUEST_TIMEOUT[bits(c1, 3, 3)]);
-            commands.push(Command { method, body, gap: GAPS[bits(c1, 0, 3)], timeout });
+            let away = c0 & 0x80 != 0;
+            if c1 & 0x40 != 0 {
+                script.close_after |= 1 << commands.len();
+            }
+            commands.push(Command { method, body, gap: GAPS[bits(c1, 0, 3)], timeout, away });
         }
         Scenario {
             max_in_flight: [1, 2, 3, 1][bits(b0, 4, 2)],
@@ -263,6 +289,7 @@ impl Scenario {
             kernel,
             script,
             commands,
+            faults: FAULTS[bits(b9, 5, 3)],
         }
     }
 
@@ -301,19 +328,34 @@ impl Scenario {
                 (1 | u8::from(c.in_response) << 1 | u8::from(c.rst) << 2 | (c.exchange as u8) << 3, at)
             }
         };
-        let b9 = idx(&REBOOT, &s.reboot_at) | idx(&BODY_LEN, &s.body_len) << 3;
+        let b9 =
+            idx(&REBOOT, &s.reboot_at) | idx(&BODY_LEN, &s.body_len) << 3 | idx(&FAULTS, &self.faults) << 5;
         let [a0, a1] = at.to_le_bytes();
         let mut out = vec![b0, b1, b2, b3, b4, b5, b6, a0, a1, b9];
         assert!(self.commands.len() <= MAX_COMMANDS, "at most {MAX_COMMANDS} commands");
-        for c in &self.commands {
+        for (i, c) in self.commands.iter().enumerate() {
             let body = if matches!(c.method, "PUT" | "POST" | "PATCH") { idx(&BODIES, &c.body) } else { 0 };
             let t = c.timeout.map_or(0, |t| idx(&REQUEST_TIMEOUT, &t));
-            out.push(idx(&METHODS, &c.method) | body << 3 | u8::from(c.timeout.is_some()) << 6);
-            out.push(idx(&GAPS, &c.gap) | t << 3);
+            out.push(
+                idx(&METHODS, &c.method)
+                    | body << 3
+                    | u8::from(c.timeout.is_some()) << 6
+                    | u8::from(c.away) << 7,
+            );
+            let close = u8::from((s.close_after >> i) & 1 == 1);
+            out.push(idx(&GAPS, &c.gap) | t << 3 | close << 6);
         }
         let back = Scenario::decode(&out);
         assert_eq!(&back, self, "the scenario does not survive encoding (a body past the total?)");
         out
+    }
+
+    /// The seed of the kernel's faults: a hash of the scenario (the same scenario, the same
+    /// faults at the same calls).
+    pub(crate) fn fault_seed(&self) -> u64 {
+        format!("{self:?}")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
     }
 
     /// The request method of command `i`.
@@ -398,6 +440,35 @@ pub(crate) fn named() -> Vec<(&'static str, Scenario)> {
     s.script.idle_close_limit = Some(1);
     s.script.idle_close_rst = true;
     v.push(("learned_idle_close_recovers", s));
+    // The headline promise: the device closes an idle pooled connection (FIN, 5 ms after the
+    // response) while the caller is away; the next command, submitted after the FIN arrived,
+    // must not be written into it. Only the pre-write check can find that FIN (no wait ran
+    // since it arrived): the zero-timeout poll (Linux) or the peek.
+    for (name, exact) in [("fin_on_idle_while_away_epoll", true), ("fin_on_idle_while_away_peek", false)] {
+        let mut s = with(vec![
+            Command::new("GET", 0, Duration::ZERO),
+            Command { away: true, ..Command::new("PUT", 10, ms(10)) },
+        ]);
+        s.script.idle_close = Some(ms(5));
+        s.script.idle_close_limit = Some(1);
+        s.kernel.zero_wait_is_exact = exact;
+        s.warm_spares = false;
+        v.push((name, s));
+    }
+    // Submission order with two in flight: two commands on two connections; the device closes
+    // the second's (the most recently used) 1 ms after its response, while the caller is away.
+    // Of the next two commands, submitted together, the first gets that connection, the second
+    // the other one, alive. The first goes back to its queue
+    // for a new connection; the second, checked alive, must wait for it to be written.
+    let mut s = with(vec![
+        Command::new("GET", 0, Duration::ZERO),
+        Command::new("GET", 0, Duration::ZERO),
+        Command { away: true, ..Command::new("PUT", 10, ms(10)) },
+        Command::new("PUT", 10, Duration::ZERO),
+    ]);
+    s.max_in_flight = 2;
+    s.script.close_after = 1 << 1; // the connection of command 1, the most recently used
+    v.push(("order_with_two_in_flight_and_a_stale_connection", s));
     v
 }
 

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::io;
 
 use super::Ns;
+use super::wire::Outgoing;
 
 /// Where a client socket is, from its `open` to its `close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,16 @@ pub(crate) struct Sock {
     /// The driver has seen this socket's FIN or RST: a read or peek returned 0 or an error, or
     /// a `wait` reported it `closing`. From then on a write with bytes is a violation.
     pub seen_close: bool,
+    /// `seen_close` before the last `wait` reported this socket (restored if the report was
+    /// withheld from the driver: see `Faulty`).
+    pub seen_before_report: bool,
+    /// When the device's FIN or RST (or a failed connect) arrived: the kernel's syscall count
+    /// at delivery. The pre-write invariant compares it with the driver's last chances to see it.
+    pub closed_at: Option<u64>,
+    /// The request stream written on it: where each request starts.
+    pub out: Outgoing,
+    /// The request being written: its index in the kernel's list of request starts.
+    pub current_start: Option<usize>,
     /// Bytes the driver wrote on it in all.
     pub written: u64,
 }
@@ -81,6 +92,10 @@ impl Sock {
             unacked: 0,
             queued: false,
             seen_close: false,
+            seen_before_report: false,
+            closed_at: None,
+            out: Outgoing::default(),
+            current_start: None,
             written: 0,
         }
     }
