@@ -344,6 +344,9 @@ impl<K: Kernel> Driver<K> {
 
     /// Continues reads that stopped at the budget (no new edge would announce their data).
     fn resume_reads(&mut self, engine: &mut Engine) {
+        if self.unfinished.is_empty() {
+            return; // the common case, every pass: not even an empty iterator
+        }
         for (key, closing, mut write_error) in std::mem::take(&mut self.unfinished) {
             let now = self.k.now();
             self.read_all(engine, key, closing, &mut write_error, now);

@@ -119,6 +119,7 @@ impl Kernel for MioKernel {
         drop(s);
     }
 
+    #[inline]
     fn wait(&mut self, ready: &mut Vec<Ready>, timeout: Option<Duration>) -> io::Result<Waited> {
         ready.clear();
         self.poll.poll(&mut self.events, timeout)?;
