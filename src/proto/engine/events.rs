@@ -204,16 +204,23 @@ impl Engine {
                 if c.probation
                     && let Some(t) = c.last_response
                     && let Some(h) = self.hosts.get_mut(&c.host)
-                    && h.behaviour.observe_alive(now.saturating_duration_since(t))
                 {
-                    // The lesson was wrong: the next retirement by it is a probation again, so
-                    // that the estimate keeps rising while connections keep surviving.
-                    h.recheck_every = 1;
-                    h.learned_retirements = 0;
-                    log::debug!(
-                        "{}: a connection survived its probation; the device keeps connections",
-                        c.host
-                    );
+                    let alive_for = now.saturating_duration_since(t);
+                    let lesson = h.behaviour.idle_close();
+                    if h.behaviour.observe_alive(alive_for) {
+                        log::debug!(
+                            "{}: a connection survived its probation {alive_for:?} after its response; \
+                             the device keeps connections at least that long",
+                            c.host
+                        );
+                        // Well past the lesson (not the jitter of a close measured late), the
+                        // lesson was wrong: the next retirement by it is a probation again, so
+                        // the estimate keeps rising while connections keep surviving.
+                        if lesson.is_some_and(|l| alive_for > l + l / 4) {
+                            h.recheck_every = 1;
+                            h.learned_retirements = 0;
+                        }
+                    }
                 }
                 c.probation = false;
                 ex.phase = Phase::Writing { written: 0 };
