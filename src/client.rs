@@ -661,6 +661,8 @@ impl std::os::fd::AsRawFd for Client {
 pub struct ClientBuilder {
     cfg: Config,
     lookup: Option<Lookup>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
 }
 
 /// A caller's resolver ([`ClientBuilder::resolver`]).
@@ -683,6 +685,16 @@ impl ClientBuilder {
     /// ```
     pub fn new() -> ClientBuilder {
         ClientBuilder::default()
+    }
+
+    /// How `https://` devices are authenticated (feature `tls`): a CA, a pin of the device's
+    /// public key, or (dangerously) nothing. Without it, every TLS device is refused with
+    /// [`Error::Tls`], saying what to add. The connect timeout covers the TLS handshake too: a
+    /// connection is up, for a request or as a warm spare, once its handshake is complete.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// How long a TCP handshake may take (default 3 s). When it passes, the first request waiting
@@ -878,7 +890,12 @@ impl ClientBuilder {
         let mut cfg = self.cfg;
         cfg.limits.max_headers = cfg.limits.max_headers.min(MAX_HEADERS_CAP);
         let lookup = self.lookup.map_or_else(crate::resolve::system_lookup, |Lookup(f)| f);
-        let driver = Driver::with_lookup(lookup).map_err(Error::Io)?;
+        #[allow(unused_mut)]
+        let mut driver = Driver::with_lookup(lookup).map_err(Error::Io)?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            driver.set_tls(tls.connector()?);
+        }
         Ok(Client { engine: Engine::new(cfg), driver, ready: VecDeque::new(), recent: Recent::default() })
     }
 

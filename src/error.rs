@@ -235,6 +235,31 @@ pub enum Error {
     },
     /// The event loop itself failed (the poller). The client may not be usable.
     Io(io::Error),
+    /// The TLS handshake with the device failed (`https://`, feature `tls`): no application
+    /// byte was sent. `reason` says why (an expired certificate, a name or address the
+    /// certificate is not for, an unknown issuer, a pin that does not match, the device's alert).
+    Tls {
+        /// `https://host:port` as in the URL.
+        host: String,
+        /// What failed.
+        failure: TlsFailure,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// What failed in a TLS handshake (in [`Error::Tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The handshake itself: no common version or cipher suite, a device's alert, a malformed
+    /// message, a connection closed during it.
+    Handshake,
+    /// The device's certificate was refused: expired, not yet valid, not for this name or
+    /// address, issued by a CA that is not trusted.
+    CertificateRefused,
+    /// The device's public key is not one of the pinned ones (`sha256//…`).
+    PinMismatch,
 }
 
 impl Error {
@@ -262,7 +287,8 @@ impl Error {
             | Error::InvalidRequest { .. }
             | Error::Resolve { .. }
             | Error::ConnectFailed { .. }
-            | Error::ConnectTimedOut { .. } => false,
+            | Error::ConnectTimedOut { .. }
+            | Error::Tls { .. } => false,
             Error::DeadlineExceeded { stage }
             | Error::ConnectionLost { stage, .. }
             | Error::Shutdown { stage } => stage.may_have_been_processed(),
@@ -285,7 +311,7 @@ impl Error {
     /// ```
     /// use finwatch::{Error, Stage};
     /// assert_eq!(Error::DeadlineExceeded { stage: Stage::Queued }.kind(), "deadline_exceeded");
-    /// let url = finwatch::Request::get("https://10.0.0.5/").build().unwrap_err();
+    /// let url = finwatch::Request::get("ftp://10.0.0.5/").build().unwrap_err();
     /// assert_eq!(url.kind(), "invalid_url");
     /// ```
     pub fn kind(&self) -> &'static str {
@@ -304,6 +330,9 @@ impl Error {
             Error::RetryFailed { last, .. } => last.kind(),
             Error::Shutdown { .. } => "shutdown",
             Error::Io(_) => "io",
+            Error::Tls { failure: TlsFailure::Handshake, .. } => "tls_handshake",
+            Error::Tls { failure: TlsFailure::CertificateRefused, .. } => "tls_certificate",
+            Error::Tls { failure: TlsFailure::PinMismatch, .. } => "tls_pin_mismatch",
         }
     }
 
@@ -368,6 +397,14 @@ impl fmt::Display for Error {
             }
             Error::Shutdown { stage } => write!(f, "client shut down {}", stage.as_str()),
             Error::Io(e) => write!(f, "event loop failed: {e}"),
+            Error::Tls { host, failure, reason } => {
+                let what = match failure {
+                    TlsFailure::Handshake => "TLS handshake with",
+                    TlsFailure::CertificateRefused => "certificate refused for",
+                    TlsFailure::PinMismatch => "public key pin mismatch for",
+                };
+                write!(f, "{what} {host}: {reason}; nothing was sent")
+            }
         }
     }
 }

@@ -275,11 +275,13 @@ mod request;
 mod resolve;
 mod response;
 mod shared;
+#[cfg(feature = "tls")]
+mod tls;
 mod trace;
 mod url;
 
 pub use client::{Client, ClientBuilder, Waker};
-pub use error::{Error, Limit, LostCause, Result, Stage};
+pub use error::{Error, Limit, LostCause, Result, Stage, TlsFailure};
 pub use proto::conn::RetireReason;
 pub use proto::digest::DigestPolicy;
 pub use proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
@@ -287,6 +289,8 @@ pub use proto::framing::{Limits, MAX_HEADERS_CAP};
 pub use request::{Method, Request, RequestBuilder, is_sensitive_header};
 pub use response::{Meta, Response};
 pub use shared::SharedClient;
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 pub use trace::{Trace, TraceEvent, TraceKind};
 pub use url::Url;
 

@@ -550,7 +550,7 @@ impl RequestBuilder {
     /// ```
     /// use finwatch::{Error, Request};
     /// assert!(Request::get("http://10.0.0.5/io").build().is_ok());
-    /// let err = Request::get("https://10.0.0.5/io").build().unwrap_err();
+    /// let err = Request::get("ftp://10.0.0.5/io").build().unwrap_err();
     /// assert!(matches!(err, Error::InvalidUrl { .. }));
     /// assert!(!err.may_have_been_processed());
     /// ```

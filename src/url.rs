@@ -36,6 +36,8 @@ pub struct Url {
     target: String,
     /// The pool key `host:port` (lowercase host), shared by every request to the device.
     key: std::sync::Arc<str>,
+    /// `https`: the connection is TLS.
+    tls: bool,
 }
 
 impl Url {
@@ -66,7 +68,7 @@ impl Url {
     /// use finwatch::Url;
     /// let url = Url::parse("HTTP://Device.local?x=1")?;
     /// assert_eq!((url.host(), url.port(), url.target()), ("Device.local", 80, "/?x=1"));
-    /// assert!(Url::parse("https://10.0.0.5/").is_err());
+    /// assert_eq!(Url::parse("https://10.0.0.5/").is_ok(), cfg!(feature = "tls"));
     /// assert!(Url::parse("http://admin@10.0.0.5/").is_err());
     /// assert!(Url::parse("http://10.0.0.5/a b").is_err());
     /// // Read by the resolver as 10.0.0.5 and 192.168.1.8: refused.
@@ -78,12 +80,17 @@ impl Url {
     pub fn parse(url: &str) -> Result<Url> {
         let bad = |reason| Error::InvalidUrl { url: redact_userinfo(url).into_owned(), reason };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("missing scheme (http://)"))?;
-        if scheme.eq_ignore_ascii_case("https") {
-            return Err(bad("https is not supported (finwatch speaks plain HTTP/1.1)"));
-        }
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(bad("unsupported scheme: only http is supported"));
-        }
+        let tls = if scheme.eq_ignore_ascii_case("https") {
+            if !cfg!(feature = "tls") {
+                return Err(bad("https needs finwatch's `tls` feature"));
+            }
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
+            return Err(bad("unsupported scheme: only http and https are supported"));
+        };
+        let default_port = if tls { 443 } else { 80 };
         let rest = rest.split('#').next().unwrap_or("");
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, target) = rest.split_at(end);
@@ -141,7 +148,7 @@ impl Url {
             }));
         }
         let port = match port_str {
-            None | Some("") => 80,
+            None | Some("") => default_port,
             Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
                 Ok(0) | Err(_) => return Err(bad("port out of range")),
                 Ok(n) => n,
@@ -161,7 +168,7 @@ impl Url {
         // The `Host` header never carries the zone: it means something only on this machine
         // (RFC 6874 §4; curl and browsers leave it out too).
         let bracketed = if authority.starts_with('[') { format!("[{host}]") } else { host.to_string() };
-        let authority = if port == 80 { bracketed } else { format!("{bracketed}:{port}") };
+        let authority = if port == default_port { bracketed } else { format!("{bracketed}:{port}") };
         // `host:port`, the host lowercased (not the zone: interface names are case-sensitive)
         // and, if IPv6, bracketed: it also names the device in error messages and
         // `ConnectionInfo`, where `::1:80` would be ambiguous. The same address through two
@@ -170,13 +177,16 @@ impl Url {
             Some(z) => format!("{h}%{z}"),
             None => h,
         };
+        // Over TLS the key says so: `https://host:port` is another device than `host:port` (its
+        // connections are not interchangeable with plain ones).
+        let scheme = if tls { "https://" } else { "" };
         let key = if authority.starts_with('[') {
-            format!("[{}]:{port}", zoned(host.to_ascii_lowercase()))
+            format!("{scheme}[{}]:{port}", zoned(host.to_ascii_lowercase()))
         } else {
-            format!("{}:{port}", host.to_ascii_lowercase())
+            format!("{scheme}{}:{port}", host.to_ascii_lowercase())
         }
         .into();
-        Ok(Url { host: zoned(host.to_string()), port, authority, target, key })
+        Ok(Url { host: zoned(host.to_string()), port, authority, target, key, tls })
     }
 
     /// The host as written, without IPv6 brackets; an IPv6 zone follows a `%`, decoded
@@ -230,6 +240,11 @@ impl Url {
     /// The pool key: requests with equal keys share connections and one ordered queue.
     pub(crate) fn host_key(&self) -> &std::sync::Arc<str> {
         &self.key
+    }
+
+    /// Whether the URL is `https` (TLS; needs the `tls` feature).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 }
 
@@ -365,8 +380,9 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_speak() {
+        // `https` needs the `tls` feature.
+        assert_eq!(Url::parse("https://10.0.0.5/").is_err(), !cfg!(feature = "tls"));
         for bad in [
-            "https://10.0.0.5/",
             "ftp://h/",
             "10.0.0.5/io",
             "http:///path",
@@ -536,5 +552,18 @@ mod tests {
         assert_eq!(redact_userinfo("@:"), "@:");
         assert_eq!(redact_userinfo("http://[::1@:x"), "http://[:***@:x");
         assert_eq!(redact_userinfo("http://é:ü@h/"), "http://é:***@h/");
+    }
+
+    /// `https` (feature `tls`): port 443 by default, a host key of its own (an `https` device is
+    /// not the plain one on the same address).
+    #[cfg(feature = "tls")]
+    #[test]
+    fn https_urls() {
+        let u = Url::parse("https://10.0.0.5/io").unwrap();
+        assert!(u.is_tls());
+        assert_eq!((u.port(), u.authority(), &**u.host_key()), (443, "10.0.0.5", "https://10.0.0.5:443"));
+        let u = Url::parse("HTTPS://[fe80::1%25eth0]:8443/").unwrap();
+        assert_eq!(&**u.host_key(), "https://[fe80::1%eth0]:8443");
+        assert!(!Url::parse("http://10.0.0.5/").unwrap().is_tls());
     }
 }

@@ -23,6 +23,10 @@ impl<K: Kernel> Driver<K> {
         write_error: &mut Option<io::Error>,
         now: Instant,
     ) {
+        #[cfg(feature = "tls")]
+        if self.sock(key).is_some_and(|s| s.tls.is_some()) {
+            return self.tls_read_all(engine, key, closing, write_error, now);
+        }
         let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
         else {
             return;
@@ -75,6 +79,10 @@ impl<K: Kernel> Driver<K> {
     /// reported first, the error made the engine retry a POST the device had acted on, or fail
     /// it as "not processed".
     pub(super) fn flush(&mut self, engine: &mut Engine, key: Key, now: Instant) {
+        #[cfg(feature = "tls")]
+        if self.sock(key).is_some_and(|s| s.tls.is_some()) {
+            return self.tls_flush(engine, key, now);
+        }
         let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
         else {
             return;
@@ -111,6 +119,12 @@ impl<K: Kernel> Driver<K> {
             // A connect the engine gave up on (its timeout): new connections start elsewhere.
             if s.attempt.is_some() {
                 self.resolver.failed(&s.host, usize::MAX);
+            }
+            #[cfg(feature = "tls")]
+            let mut s = s;
+            #[cfg(feature = "tls")]
+            if let Some(sess) = s.tls.as_deref_mut() {
+                Self::tls_goodbye(&mut self.k, &mut s.stream, sess);
             }
             self.k.close(s.stream);
         } else {

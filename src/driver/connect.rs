@@ -100,7 +100,14 @@ impl<K: Kernel> Driver<K> {
         if self.socks.len() <= key.index() {
             self.socks.resize_with(key.index() + 1, || None);
         }
-        self.socks[key.index()] = Some(Sock { key, stream, host, attempt });
+        self.socks[key.index()] = Some(Sock {
+            key,
+            stream,
+            host,
+            attempt,
+            #[cfg(feature = "tls")]
+            tls: None,
+        });
         log::trace!("conn={} connecting to {addr}", engine.conn_id(key));
         Ok(())
     }
@@ -134,6 +141,10 @@ impl<K: Kernel> Driver<K> {
     /// A connecting socket became writable (or failed): did the handshake succeed?
     pub(super) fn check_connect(&mut self, engine: &mut Engine, r: &Event, now: Instant) {
         let key = r.key;
+        #[cfg(feature = "tls")]
+        if self.tls_handshaking(key) {
+            return self.tls_handshake(engine, key, now);
+        }
         let writable_means_connected = self.k.caps().writable_means_connected;
         let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
         else {
@@ -153,6 +164,10 @@ impl<K: Kernel> Driver<K> {
                 if s.attempt.take().is_some() {
                     let label = Arc::clone(&s.host);
                     self.resolver.connected(&label);
+                }
+                #[cfg(feature = "tls")]
+                if crate::tls::is_tls_label(&s.host) {
+                    return self.tls_start(engine, key, now);
                 }
                 engine.on_connected(key, now)
             }

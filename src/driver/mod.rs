@@ -26,6 +26,8 @@ use crate::resolve::{Answer, LookupFn, Resolver};
 mod bytes;
 mod connect;
 mod prewrite;
+#[cfg(feature = "tls")]
+mod tls;
 use prewrite::{Check, Vouch};
 
 pub(crate) use crate::os::Wake;
@@ -58,6 +60,9 @@ struct Sock<S> {
     /// While connecting to a host name: its walk through the name's addresses (a refused or
     /// unreachable address moves it on to the next). `None` for an IP literal.
     attempt: Option<Attempt>,
+    /// `https`: the connection's TLS, from the TCP handshake on.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<crate::tls::Session>>,
 }
 
 /// A connection's walk through the addresses of a host name: how many it has tried.
@@ -90,6 +95,11 @@ pub(crate) struct Driver<K: Kernel = MioKernel> {
     /// Indexed by `Key::index()`; the entry's own key must match the event's.
     socks: Vec<Option<Sock<K::Stream>>>,
     scratch: Box<[u8]>,
+    /// TLS: plaintext out of rustls, and the client's TLS settings.
+    #[cfg(feature = "tls")]
+    plain: Vec<u8>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<crate::tls::Connector>>,
     resolver: Resolver,
 }
 
@@ -132,6 +142,10 @@ impl<K: Kernel> Driver<K> {
             looked_up: false,
             socks: Vec::new(),
             scratch: vec![0; 64 * 1024].into_boxed_slice(),
+            #[cfg(feature = "tls")]
+            plain: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
             resolver: Resolver::new(lookup),
         }
     }
@@ -443,6 +457,15 @@ impl<K: Kernel> Driver<K> {
         }
         if !engine.is_probing(conn) {
             return None;
+        }
+        // Over TLS a peek sees ciphertext: a NewSessionTicket would look like unsolicited data.
+        // The socket is read through TLS instead: a close_notify or application data there ends
+        // the exchange as from the peek; records for TLS alone are consumed.
+        #[cfg(feature = "tls")]
+        if self.sock(conn).is_some_and(|s| s.tls.is_some()) {
+            let now = self.k.now();
+            self.tls_read_all(engine, conn, false, &mut None, now);
+            return engine.is_probing(conn).then_some(ProbeOutcome::Alive);
         }
         let Some(s) = self.socks.get_mut(conn.index()).and_then(|s| s.as_mut()).filter(|s| s.key == conn)
         else {

@@ -321,6 +321,13 @@ impl Engine {
         )
     }
 
+    /// Whether a byte of the response on `conn` has arrived (TLS: a FIN without close_notify is
+    /// then a truncation).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn response_started(&self, conn: Key) -> bool {
+        matches!(self.conns.get(conn).map(|c| &c.state), Some(ConnState::Open(Open::Busy(ex))) if ex.reader.started())
+    }
+
     /// Whether `conn` is still a live connection of the engine's.
     pub(crate) fn knows(&self, conn: Key) -> bool {
         self.conns.get(conn).is_some()

@@ -1,0 +1,84 @@
+#![cfg(feature = "tls")]
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use finwatch::{Client, TlsConfig};
+
+fn server(mode: u8) -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_pem = ck.cert.pem();
+    let cert_der = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key)
+        .unwrap();
+    let cfg = Arc::new(cfg);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let cfg = Arc::clone(&cfg);
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(cfg).unwrap();
+                let mut t = rustls::StreamOwned::new(conn, s);
+                loop {
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match t.read(&mut b) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let _ = t.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    let _ = t.flush();
+                    if mode == 1 {
+                        t.conn.send_close_notify();
+                        let _ = t.flush();
+                        let _ = t.sock.shutdown(std::net::Shutdown::Write);
+                        std::thread::sleep(Duration::from_millis(50));
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{port}/x"), cert_pem)
+}
+
+/// Keep-alive over TLS reuses one connection; a device that sends close_notify after every
+/// response gets each command on a warm spare handshaken ahead (resumed); without a CA or pin the
+/// device is refused, typed, nothing sent.
+#[test]
+fn keep_alive_close_notify_and_an_untrusted_device() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    for mode in [0u8, 1] {
+        let (url, pem) = server(mode);
+        let mut c =
+            Client::builder().tls(TlsConfig::new().add_ca_pem(pem.as_bytes()).unwrap()).build().unwrap();
+        for i in 0..5 {
+            let r = c.get(&url).unwrap_or_else(|e| panic!("mode {mode} req {i}: {e}"));
+            assert_eq!(r.body(), b"ok");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = c.stats();
+        assert_eq!((st.succeeded, st.failed, st.retries), (5, 0, 0), "{st:?}");
+        if mode == 0 {
+            assert_eq!((st.connects, st.reuses), (1, 4), "{st:?}");
+        } else {
+            assert!(st.warm_spares_used >= 3, "{st:?}");
+        }
+        let mut bad = Client::new().unwrap();
+        let e = bad.get(&url).unwrap_err();
+        assert_eq!(e.kind(), "tls_certificate", "{e}");
+        assert!(!e.may_have_been_processed());
+        assert!(e.to_string().contains("no CA or pin"), "{e}");
+    }
+}
