@@ -136,13 +136,18 @@ Options:
       --gap-us G          wait G microseconds after each request but the last (default: 0)
       --timeout-ms T      deadline of each request, connecting included (default: 10000)
       --json              print one JSON object per request, then a summary line
+      --cacert FILE       https: trust the CA certificates in FILE (PEM)
+      --pin sha256//B64   https: accept the device whose public key has this SHA-256
+                          (curl's --pinnedpubkey form; several joined with ';')
+  -k, --insecure          https: accept ANY certificate (dangerous: no authentication)
   -v, --verbose           show the connection events on stderr: connects (and warm spares),
                           reuse, requests written (>), responses (<), FINs, resets,
                           retirements, retries
   -h, --help              print this help
 
-Long options also accept --name=value. URL is http://host[:port]/path?query
-(plain HTTP only).
+Long options also accept --name=value. URL is http://host[:port]/path?query, or
+https://... when ctl is built with finwatch's `tls` feature
+(cargo run --features tls --example ctl -- ...).
 
 Script lines: METHOD URL [BODY], where BODY is the rest of the line, verbatim.
 Blank lines and lines starting with # are ignored. With --count 3 and a 2-line
@@ -172,6 +177,10 @@ const KNOWN_OPTIONS: &[&str] = &[
     "--gap-us",
     "--timeout-ms",
     "--json",
+    "--cacert",
+    "--pin",
+    "-k",
+    "--insecure",
     "-v",
     "--verbose",
     "-h",
@@ -214,6 +223,22 @@ struct Options {
     digest: bool,
     /// `--script`: the requests to send instead of `method`, `url` and `body`.
     script: Option<Script>,
+    /// `--cacert`, `--pin`, `-k`: how `https` devices are authenticated.
+    tls: TlsOptions,
+}
+
+/// `--cacert FILE`, `--pin sha256//…`, `-k`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct TlsOptions {
+    cacert: Option<String>,
+    pin: Option<String>,
+    insecure: bool,
+}
+
+impl TlsOptions {
+    fn given(&self) -> bool {
+        self.cacert.is_some() || self.pin.is_some() || self.insecure
+    }
 }
 
 /// A parsed `--script` file.
@@ -314,6 +339,7 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
     let mut user: Option<(String, String)> = None;
     let mut digest = false;
     let mut script_path: Option<String> = None;
+    let mut tls = TlsOptions::default();
     let mut url: Option<String> = None;
     let mut options_ended = false;
 
@@ -362,12 +388,15 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
             "--timeout-ms" => {
                 set_once(&mut timeout_ms, parse_number(flag, &value()?, 1..=MAX_TIMEOUT_MS)?, flag)?
             }
-            "--json" | "--verbose" | "--digest" if inline.is_some() => {
+            "--cacert" => set_once(&mut tls.cacert, value()?, flag)?,
+            "--pin" => set_once(&mut tls.pin, value()?, flag)?,
+            "--json" | "--verbose" | "--digest" | "--insecure" if inline.is_some() => {
                 return Err(format!("option {flag} takes no value"));
             }
             "--json" => json = true,
             "--digest" => digest = true,
             "-v" | "--verbose" => verbose = true,
+            "-k" | "--insecure" => tls.insecure = true,
             _ => {
                 return Err(match suggest_option(flag) {
                     Some(known) => format!("unknown option {flag}: did you mean {known}?"),
@@ -421,9 +450,35 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
         user,
         digest,
         script,
+        tls,
     };
+    if opts.tls.given() && !cfg!(feature = "tls") {
+        return Err("--cacert, --pin and -k need ctl built with finwatch's `tls` feature \
+                    (cargo run --features tls --example ctl -- ...)"
+            .to_string());
+    }
     opts.plan()?;
     Ok(Command::Run(Box::new(opts)))
+}
+
+/// The client's TLS settings from `--cacert`, `--pin` and `-k` (none given: `None`, and an
+/// `https` device is refused, saying what to give).
+#[cfg(feature = "tls")]
+fn tls_config(opts: &TlsOptions) -> finwatch::Result<Option<finwatch::TlsConfig>> {
+    if !opts.given() {
+        return Ok(None);
+    }
+    let mut tls = finwatch::TlsConfig::new();
+    if let Some(path) = &opts.cacert {
+        tls = tls.ca_file(path)?;
+    }
+    if let Some(pin) = &opts.pin {
+        tls = tls.pin_sha256(pin)?;
+    }
+    if opts.insecure {
+        tls = tls.dangerous_accept_any_certificate();
+    }
+    Ok(Some(tls))
 }
 
 /// Stores the value of an option that may be given only once.
@@ -518,8 +573,9 @@ fn check_url(url: &str) -> Result<(), String> {
     if lower.starts_with("https:") {
         let rest = url["https:".len()..].trim_start_matches('/');
         return Err(format!(
-            "invalid URL {url:?}: https is not supported: finwatch speaks plain HTTP only (try \
-             http://{rest} if the device also serves plain HTTP)"
+            "invalid URL {url:?}: https needs ctl built with finwatch's `tls` feature (cargo run \
+             --features tls --example ctl -- ...); or try http://{rest} if the device also serves \
+             plain HTTP"
         ));
     }
     if !url.contains("://") {
@@ -602,6 +658,15 @@ fn send_all(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> io::R
     };
     let builder = Client::builder();
     let builder = if opts.verbose { builder.trace(TRACE_CAPACITY) } else { builder };
+    #[cfg(feature = "tls")]
+    let builder = match tls_config(&opts.tls) {
+        Ok(Some(tls)) => builder.tls(tls),
+        Ok(None) => builder,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(2);
+        }
+    };
     let mut client = match builder.build() {
         Ok(client) => client,
         Err(e) => {
@@ -1041,6 +1106,24 @@ mod tests {
         parse_args_with(&args(list), |_| Ok(script.to_string()))
     }
 
+    /// `--cacert`, `--pin`, `-k`: parsed with the `tls` feature, a usage error (saying how to get
+    /// it) without; an `https` URL likewise.
+    #[test]
+    fn tls_options() {
+        let list = ["--cacert", "ca.pem", "--pin", "sha256//AAAA", "-k", "https://10.0.0.5/io"];
+        if cfg!(feature = "tls") {
+            let tls = options(&list).tls;
+            assert_eq!(tls.cacert.as_deref(), Some("ca.pem"));
+            assert_eq!(tls.pin.as_deref(), Some("sha256//AAAA"));
+            assert!(tls.insecure);
+            assert!(parse_err(&["--insecure=1", "https://10.0.0.5/"]).contains("takes no value"));
+            assert!(parse_err(&["--pin", "a", "--pin", "b", "https://10.0.0.5/"]).contains("more than once"));
+        } else {
+            assert!(parse_err(&list).contains("`tls` feature"), "{}", parse_err(&list));
+            assert!(parse_err(&["https://10.0.0.5/io"]).contains("`tls` feature"));
+        }
+    }
+
     fn script_options(list: &[&str], script: &str) -> Options {
         match parse_with_script(list, script) {
             Ok(Command::Run(opts)) => *opts,
@@ -1151,7 +1234,9 @@ mod tests {
         assert_eq!(parse_err(&["-d", "a", "--data", "b", URL]), "option --data given more than once");
         assert_eq!(parse_err(&["--count", "1", "--count", "2", URL]), "option --count given more than once");
         assert!(parse_err(&["-X", "GE T", URL]).contains("invalid method"));
-        assert!(parse_err(&["https://10.0.0.5/"]).contains("https is not supported"));
+        if !cfg!(feature = "tls") {
+            assert!(parse_err(&["https://10.0.0.5/"]).contains("`tls` feature"));
+        }
         assert!(parse_err(&["10.0.0.5/io"]).contains("missing scheme"));
     }
 
@@ -1557,9 +1642,10 @@ mod tests {
         let msg = bad("# c\nGET 10.0.0.5/io");
         assert!(msg.starts_with(r#"t.ctl:2: invalid URL "10.0.0.5/io": missing scheme"#), "{msg}");
         assert!(msg.ends_with("; did you mean http://10.0.0.5/io?"), "{msg}");
-        let msg = bad("\n\nGET https://10.0.0.5/io");
-        assert!(msg.starts_with(r#"t.ctl:3: invalid URL "https://10.0.0.5/io": https is not supported"#));
-        assert!(msg.contains("plain HTTP only"), "{msg}");
+        if !cfg!(feature = "tls") {
+            let msg = bad("\n\nGET https://10.0.0.5/io");
+            assert!(msg.starts_with(r#"t.ctl:3: invalid URL "https://10.0.0.5/io": https needs"#), "{msg}");
+        }
         // Lines are also checked with the command line's headers before anything is sent.
         let msg = script_err(
             &["--script", "t.ctl", "-H", "Content-Length: 3"],
@@ -1612,15 +1698,17 @@ mod tests {
         assert!(parse_err(&["localhost:8080/io"]).ends_with("; did you mean http://localhost:8080/io?"));
         assert!(parse_err(&["http:/10.0.0.5/io"]).ends_with("; did you mean http://10.0.0.5/io?"));
         assert!(parse_err(&["//10.0.0.5/io"]).ends_with("; did you mean http://10.0.0.5/io?"));
-        let msg = parse_err(&["https://10.0.0.5/io"]);
-        assert_eq!(
-            msg,
-            concat!(
-                r#"invalid URL "https://10.0.0.5/io": https is not supported: "#,
-                "finwatch speaks plain HTTP only ",
-                "(try http://10.0.0.5/io if the device also serves plain HTTP)"
-            )
-        );
+        if !cfg!(feature = "tls") {
+            let msg = parse_err(&["https://10.0.0.5/io"]);
+            assert_eq!(
+                msg,
+                concat!(
+                    r#"invalid URL "https://10.0.0.5/io": https needs ctl built with finwatch's `tls` "#,
+                    "feature (cargo run --features tls --example ctl -- ...); ",
+                    "or try http://10.0.0.5/io if the device also serves plain HTTP"
+                )
+            );
+        }
         // No guess when none would work.
         for bad in ["a b", "ftp://h/"] {
             let msg = parse_err(&[bad]);
