@@ -813,6 +813,15 @@ impl Narrator {
                 ('*', "the connection was lost under the request: retrying it on a fresh one".to_string())
             }
             TraceKind::Failed { error, .. } => ('*', format!("request failed: {error}")),
+            TraceKind::TlsHandshake { version, cipher, resumed } => {
+                let how = if *resumed { "resumed session" } else { "full handshake" };
+                let ahead = if view.spare { ", ahead of need (warm spare)" } else { "" };
+                ('*', format!("TLS {version} {cipher}, {how}{ahead}"))
+            }
+            TraceKind::TlsClosed { close_notify: true } => ('*', "close_notify from the device".to_string()),
+            TraceKind::TlsClosed { close_notify: false } => {
+                ('*', "the device closed TLS without close_notify (a bare FIN)".to_string())
+            }
             // `TraceKind` is `#[non_exhaustive]`: a kind added later is shown by its Debug form.
             other => ('*', format!("{other:?}")),
         };

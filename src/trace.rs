@@ -73,6 +73,20 @@ pub enum TraceKind {
         /// The error, as displayed.
         error: String,
     },
+    /// The TLS handshake completed (feature `tls`; the connection is then `Connected`).
+    TlsHandshake {
+        /// `TLSv1_3`, `TLSv1_2`.
+        version: String,
+        /// The negotiated cipher suite.
+        cipher: String,
+        /// The session was resumed (no certificate, no full key exchange).
+        resumed: bool,
+    },
+    /// The device closed TLS: with a `close_notify` alert, or by a bare TCP FIN without one.
+    TlsClosed {
+        /// A `close_notify` came first.
+        close_notify: bool,
+    },
 }
 
 /// A timestamped event on one connection.
@@ -215,6 +229,16 @@ impl Trace {
                 }
                 TraceKind::Failed { request, error } => {
                     format!("Note over {client}: request {request} failed: {error} {t}")
+                }
+                TraceKind::TlsHandshake { version, resumed, .. } => {
+                    let how = if *resumed { "resumed" } else { "full" };
+                    format!("device->>{client}: TLS {version} handshake done, {how} (conn {c}) {t}")
+                }
+                TraceKind::TlsClosed { close_notify: true } => {
+                    format!("device->>{client}: close_notify (conn {c}) {t}")
+                }
+                TraceKind::TlsClosed { close_notify: false } => {
+                    format!("Note over {client}: conn {c}: FIN without close_notify {t}")
                 }
             };
             // `;` and `#` would end or escape a Mermaid statement.

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use finwatch::{Client, TlsConfig};
+use finwatch::{Client, TlsConfig, TraceKind};
 
 fn server(mode: u8) -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
@@ -61,8 +61,8 @@ fn keep_alive_close_notify_and_an_untrusted_device() {
     let _ = env_logger::builder().is_test(true).try_init();
     for mode in [0u8, 1] {
         let (url, pem) = server(mode);
-        let mut c =
-            Client::builder().tls(TlsConfig::new().add_ca_pem(pem.as_bytes()).unwrap()).build().unwrap();
+        let tls = TlsConfig::new().add_ca_pem(pem.as_bytes()).unwrap();
+        let mut c = Client::builder().tls(tls).trace(256).build().unwrap();
         for i in 0..5 {
             let r = c.get(&url).unwrap_or_else(|e| panic!("mode {mode} req {i}: {e}"));
             assert_eq!(r.body(), b"ok");
@@ -74,6 +74,19 @@ fn keep_alive_close_notify_and_an_untrusted_device() {
             assert_eq!((st.connects, st.reuses), (1, 4), "{st:?}");
         } else {
             assert!(st.warm_spares_used >= 3, "{st:?}");
+            let trace = c.take_trace().unwrap();
+            let kinds: Vec<&TraceKind> = trace.events().map(|e| &e.kind).collect();
+            let resumed =
+                kinds.iter().filter(|k| matches!(k, TraceKind::TlsHandshake { resumed: true, .. })).count();
+            let notifies =
+                kinds.iter().filter(|k| matches!(k, TraceKind::TlsClosed { close_notify: true })).count();
+            assert!(resumed >= 3, "spares resume the device's session: {kinds:?}");
+            // The first close_notify teaches that the device closes after every response: the
+            // client then retires each connection itself, as the response completes.
+            assert!(notifies >= 1, "the device's close is a close_notify: {kinds:?}");
+            if std::env::var_os("FINWATCH_PRINT_MERMAID").is_some() {
+                println!("{}", trace.to_mermaid("controller"));
+            }
         }
         let mut bad = Client::new().unwrap();
         let e = bad.get(&url).unwrap_err();

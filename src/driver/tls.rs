@@ -95,7 +95,9 @@ impl<K: Kernel> Driver<K> {
             Err(e) => engine.on_connect_failed(key, e, now),
             Ok(()) if !sess.conn.is_handshaking() && !sess.handshaken => {
                 sess.handshaken = true;
-                log::debug!("conn={} {}: TLS {}", engine.conn_id(key), s.host, sess.describe());
+                let handshake = sess.handshake();
+                log::debug!("conn={} {}: {handshake:?}", engine.conn_id(key), s.host);
+                engine.trace_event(key, now, handshake);
                 engine.on_connected(key, now);
             }
             Ok(()) => {}
@@ -143,6 +145,7 @@ impl<K: Kernel> Driver<K> {
                     if let Some(e) = write_error.take() {
                         return engine.on_error(key, e, now);
                     }
+                    engine.trace_event(key, now, crate::TraceKind::TlsClosed { close_notify: false });
                     if engine.response_started(key) {
                         let e = io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -260,6 +263,7 @@ fn drain(sess: &mut Session, engine: &mut Engine, key: Key, plain: &mut Vec<u8>,
     loop {
         match io::Read::read(&mut sess.conn.reader(), plain) {
             Ok(0) => {
+                engine.trace_event(key, now, crate::TraceKind::TlsClosed { close_notify: true });
                 engine.on_fin(key, now);
                 return Drained::CloseNotify;
             }

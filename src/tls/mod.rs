@@ -237,17 +237,16 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// The handshake as `ctl -v` shows it: version, cipher suite, resumed or not.
-    pub(crate) fn describe(&self) -> String {
-        let version = self.conn.protocol_version().map_or("?".to_string(), |v| format!("{v:?}"));
-        let suite =
-            self.conn.negotiated_cipher_suite().map_or("?".to_string(), |s| format!("{:?}", s.suite()));
-        let kind = match self.conn.handshake_kind() {
-            Some(rustls::HandshakeKind::Resumed) => "resumed",
-            Some(_) => "full",
-            None => "?",
-        };
-        format!("{version} {suite} ({kind})")
+    /// The handshake, for the trace and `ctl -v`: version, cipher suite, resumed or not.
+    pub(crate) fn handshake(&self) -> crate::TraceKind {
+        crate::TraceKind::TlsHandshake {
+            version: self.conn.protocol_version().map_or("?".to_string(), |v| format!("{v:?}")),
+            cipher: self
+                .conn
+                .negotiated_cipher_suite()
+                .map_or("?".to_string(), |s| format!("{:?}", s.suite())),
+            resumed: self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        }
     }
 }
 

@@ -328,6 +328,16 @@ impl Engine {
         matches!(self.conns.get(conn).map(|c| &c.state), Some(ConnState::Open(Open::Busy(ex))) if ex.reader.started())
     }
 
+    /// Records a trace event of `conn` that the driver saw (TLS), if tracing.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn trace_event(&mut self, conn: Key, now: Instant, kind: TraceKind) {
+        if let Some(t) = &mut self.trace
+            && let Some(c) = self.conns.get(conn)
+        {
+            t.record(now, c.id, &c.host, kind);
+        }
+    }
+
     /// Whether `conn` is still a live connection of the engine's.
     pub(crate) fn knows(&self, conn: Key) -> bool {
         self.conns.get(conn).is_some()
