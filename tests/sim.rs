@@ -54,6 +54,20 @@ fn early_answer_then_rst_response_readable() {
     }
 }
 
+/// Fault #1 where the answer and the RST arrive during the client's flush loop: a write fails
+/// with the answer unread (the kernel counts it), and every POST completes with its answer.
+#[test]
+fn early_answer_during_the_write_then_rst() {
+    for (name, status) in
+        [("early_answer_during_the_write_then_rst", 200), ("early_answer_413_during_the_write_then_rst", 413)]
+    {
+        let r = run(name);
+        assert!(r.write_errors_with_unread >= 1, "{name}: no write failed with the answer unread: {r:?}");
+        assert!(r.outcomes.iter().all(|o| *o == Some(Ok(status))), "{name}: {r:?}");
+        assert_eq!(r.acted, 3, "{name}: {r:?}");
+    }
+}
+
 /// Fault #1 where the RST discards the unread response: the device acted on the POST's head,
 /// so the error must say it may have been processed, and it must not be retried.
 #[test]
