@@ -7,16 +7,24 @@
 //! client's error reports against this ledger. Requests are named by the `X-Cmd: <n>` header
 //! the harness adds.
 //!
+//! Bytes from the client land in the device kernel's receive queue (`Link::inbox`); its kernel
+//! acknowledges them while they fit in [`DEVICE_RCVBUF`] (the window), and its application reads
+//! them in chunks of at most [`READ_CHUNK`] at [`Script::read_rate`], so a large body drains the
+//! client's send buffer at the device's read rate, over virtual time, while the client writes.
+//!
 //! No threads: everything happens in the kernel's event queue ([`Net`]), in virtual time.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{Ev, Net, Ns, Timer};
+use super::{Answer, Ev, Net, Ns, Timer};
 
 /// The largest request head a device buffers; a longer one is answered with RST.
 const MAX_HEAD: usize = 16 * 1024;
 /// The device kernel's receive buffer: what it acknowledges beyond what its application read.
 const DEVICE_RCVBUF: usize = 128 * 1024;
+/// The most the device's application reads at once (one `recv`).
+const READ_CHUNK: usize = 16 * 1024;
 
 /// How a device closes connections on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +97,8 @@ pub struct Script {
     pub reboot_at: Option<Duration>,
     /// Response body length.
     pub body_len: usize,
+    /// How fast its application reads what arrived, in bytes per microsecond (1,000: 1 GB/s).
+    pub read_rate: u32,
     /// Commands (bit `n`: command `n`) whose connection the device closes (FIN) when it has
     /// been idle for [`CLOSE_AFTER`] after their response, whatever else the script says.
     pub close_after: u128,
@@ -112,6 +122,7 @@ impl Default for Script {
             cut: None,
             reboot_at: None,
             body_len: 2,
+            read_rate: 1000,
             close_after: 0,
         }
     }
@@ -151,11 +162,20 @@ struct Link {
     /// The request in progress: its exchange number, received bytes, body bytes still due,
     /// whether it is a HEAD.
     req: Option<Req>,
-    /// Bytes that arrived and that the device will never read (early answer, closing): a close
-    /// with any of them is a RST.
-    unread: usize,
-    /// Bytes that arrived before the accept.
-    held: Vec<u8>,
+    /// The device kernel's receive queue: bytes arrived, not read by the application (before
+    /// the accept, or while it is busy, or for ever once it stopped reading). A close with any
+    /// of them is a RST.
+    inbox: VecDeque<u8>,
+    /// Bytes arrived in all, read by the application in all, and acknowledged in all: the kernel
+    /// acknowledges up to `read + DEVICE_RCVBUF` (the window).
+    arrived: usize,
+    read: usize,
+    acked: usize,
+    /// A read of the application is scheduled ([`Timer::Read`]).
+    reading: bool,
+    /// The application stopped reading: bytes came while a response is due (the client does not
+    /// pipeline); it reads on once the response is out.
+    stalled: bool,
     /// Bumped on every activity: a timer of an older generation is stale.
     epoch: u32,
     /// The command of the last request head.
@@ -204,8 +224,12 @@ impl Device {
                     state,
                     head: Vec::new(),
                     req: None,
-                    unread: 0,
-                    held: Vec::new(),
+                    inbox: VecDeque::new(),
+                    arrived: 0,
+                    read: 0,
+                    acked: 0,
+                    reading: false,
+                    stalled: false,
                     epoch: 0,
                     last_cmd: u64::MAX,
                 });
@@ -226,18 +250,74 @@ impl Device {
         }
     }
 
-    /// The client's bytes arrived.
+    /// The client's bytes arrived: into the receive queue, acknowledged while they fit; the
+    /// application reads them now if it is idle.
     pub(crate) fn on_bytes(&mut self, net: &mut Net, conn: usize, bytes: &[u8]) {
         let Some(link) = self.link(conn) else {
             return net.after_latency(Ev::ClientRst { conn });
         };
-        match link.state {
-            LinkState::Closed => net.after_latency(Ev::ClientRst { conn }),
-            LinkState::Accepting => link.held.extend_from_slice(bytes),
-            LinkState::Open => {
-                link.epoch = link.epoch.wrapping_add(1);
-                self.consume(net, conn, bytes);
+        if link.state == LinkState::Closed {
+            return net.after_latency(Ev::ClientRst { conn });
+        }
+        link.inbox.extend(bytes);
+        link.arrived += bytes.len();
+        if link.state == LinkState::Open {
+            link.epoch = link.epoch.wrapping_add(1);
+        }
+        self.ack(net, conn);
+        self.kick(net, conn);
+    }
+
+    /// The device's kernel acknowledges what arrived, up to its window.
+    fn ack(&mut self, net: &mut Net, conn: usize) {
+        let Some(link) = self.link(conn) else { return };
+        let to = link.arrived.min(link.read + DEVICE_RCVBUF);
+        if to > link.acked {
+            let n = to - link.acked;
+            link.acked = to;
+            net.after_latency(Ev::Ack { conn, n });
+        }
+    }
+
+    /// Starts the application's reading if it is idle and something waits.
+    fn kick(&mut self, net: &mut Net, conn: usize) {
+        let Some(link) = self.link(conn) else { return };
+        if link.state == LinkState::Open && !link.reading && !link.stalled && !link.inbox.is_empty() {
+            link.reading = true;
+            net.at(net.now, Ev::Timer { conn, epoch: 0, timer: Timer::Read });
+        }
+    }
+
+    /// One `recv` of the application: a chunk of the receive queue, read (acting on heads,
+    /// answering), then busy for the chunk's time at the read rate before the next one.
+    fn read_chunk(&mut self, net: &mut Net, conn: usize) {
+        let rate = u64::from(self.script.read_rate.max(1));
+        let Some(link) = self.link(conn) else { return };
+        link.reading = false;
+        if link.state != LinkState::Open || link.stalled {
+            return;
+        }
+        let n = link.inbox.len().min(READ_CHUNK);
+        if n == 0 {
+            return;
+        }
+        let chunk: Vec<u8> = link.inbox.drain(..n).collect();
+        let used = self.consume(net, conn, &chunk);
+        let Some(link) = self.link(conn) else { return };
+        link.read += used;
+        if used < n {
+            // Not read after all: back in the queue, in order.
+            for &b in chunk[used..].iter().rev() {
+                link.inbox.push_front(b);
             }
+            link.stalled = link.state == LinkState::Open;
+        }
+        self.ack(net, conn);
+        let Some(link) = self.link(conn) else { return };
+        if link.state == LinkState::Open && !link.stalled && !link.inbox.is_empty() {
+            link.reading = true;
+            let busy = (used as u64 * 1000).div_ceil(rate).max(1);
+            net.at(net.now + busy, Ev::Timer { conn, epoch: 0, timer: Timer::Read });
         }
     }
 
@@ -248,13 +328,14 @@ impl Device {
         }
     }
 
-    /// Reads `bytes` as the device's application does: heads, then bodies, acting on each head.
-    fn consume(&mut self, net: &mut Net, conn: usize, mut bytes: &[u8]) {
+    /// Reads `bytes` as the device's application does: heads, then bodies, acting on each head;
+    /// returns how many it read (it stops at an early answer, a cut, or a response due).
+    fn consume(&mut self, net: &mut Net, conn: usize, mut bytes: &[u8]) -> usize {
         let mut consumed = 0;
         while !bytes.is_empty() {
             let script = self.script.clone();
             let exchanges = self.exchanges;
-            let Some(link) = self.link(conn) else { return };
+            let Some(link) = self.link(conn) else { return consumed };
             if link.state != LinkState::Open {
                 break;
             }
@@ -341,17 +422,10 @@ impl Device {
                 break;
             }
         }
-        if let Some(link) = self.link(conn) {
-            // Bytes the application will not read still fill the device's receive buffer, and
-            // its kernel acknowledges them while they fit: the client keeps writing into a
-            // connection whose device has stopped reading (and is about to reset it).
-            let room = DEVICE_RCVBUF.saturating_sub(link.unread);
-            consumed += bytes.len().min(room);
-            link.unread += bytes.len();
-        }
-        if consumed > 0 {
-            net.after_latency(Ev::Ack { conn, n: consumed });
-        }
+        // Bytes the application does not read stay in the receive queue and hold the window:
+        // the client keeps writing into a connection whose device has stopped reading (and is
+        // about to reset it) until the window is full.
+        consumed
     }
 
     /// Applies a cut inside request `exchange` after `received` of its bytes; whether it did.
@@ -394,7 +468,12 @@ impl Device {
         let Some(link) = self.link(conn) else { return };
         let Some(req) = link.req.take() else { return };
         let reason = if status == 413 { "Content Too Large" } else { "OK" };
-        let mut out = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n", script.body_len);
+        // `X-Exchange` names the exchange, so the harness knows which response the client
+        // completed a command with (invariant (h)).
+        let mut out = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nX-Exchange: {}\r\n",
+            script.body_len, req.exchange
+        );
         if let Some(t) = script.keep_alive_timeout {
             out.push_str(&format!("Keep-Alive: timeout={t}\r\n"));
         }
@@ -404,11 +483,13 @@ impl Device {
             out.resize(out.len() + script.body_len, b'v');
         }
         let cut = script.cut.filter(|c| c.in_response && c.exchange == req.exchange);
+        let whole = cut.is_none_or(|c| c.at >= out.len());
         if let Some(c) = cut {
             out.truncate(c.at);
         }
+        let answer = whole.then_some(Answer { cmd: link.last_cmd, status, exchange: req.exchange });
         if !out.is_empty() {
-            net.after_latency(Ev::ToClient { conn, bytes: out });
+            net.after_latency(Ev::ToClient { conn, bytes: out, answer });
         }
         if let Some(c) = cut {
             self.close(net, conn, c.rst);
@@ -450,14 +531,17 @@ impl Device {
         match timer {
             Timer::Accept if link.state == LinkState::Accepting => {
                 link.state = LinkState::Open;
-                let held = std::mem::take(&mut link.held);
-                if !held.is_empty() {
-                    self.consume(net, conn, &held);
-                }
+                link.epoch = link.epoch.wrapping_add(1);
+                self.kick(net, conn);
             }
+            Timer::Read => self.read_chunk(net, conn),
             Timer::Respond if link.state == LinkState::Open => {
                 self.respond(net, conn, 200);
                 self.after_response(net, conn);
+                if let Some(link) = self.link(conn) {
+                    link.stalled = false;
+                }
+                self.kick(net, conn);
             }
             Timer::Quit if link.epoch == epoch && link.state == LinkState::Open && link.req.is_none() => {
                 self.close(net, conn, false);
@@ -488,7 +572,7 @@ impl Device {
         if link.state == LinkState::Closed {
             return;
         }
-        let rst = rst || link.unread > 0 || !link.held.is_empty();
+        let rst = rst || !link.inbox.is_empty();
         log::trace!(
             "sim t={}us device closes conn={conn} with {}",
             net.now / 1000,
@@ -497,7 +581,7 @@ impl Device {
         link.state = LinkState::Closed;
         link.req = None;
         link.head = Vec::new();
-        link.held = Vec::new();
+        link.inbox = VecDeque::new();
         net.after_latency(if rst { Ev::ClientRst { conn } } else { Ev::ClientFin { conn } });
     }
 }

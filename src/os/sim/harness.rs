@@ -29,6 +29,18 @@
 //!   (its retries) may follow later commands' first starts. A start whose request line never
 //!   got out (the connection died within its first bytes) cannot be named: a violation with
 //!   such a start before it is not reported (it may have been the earlier command's first);
+//! - (h) an answer delivered is the outcome: when the device's complete response to command
+//!   `n` (every byte of it, status line to body) reached the client's receive queue (the kernel
+//!   appended it while the connection was established: before the device's FIN or RST, and
+//!   while the client's socket was open), the client completes `n` with *that* response: `Ok`,
+//!   the same status, and the same `X-Exchange` (the device numbers its exchanges, so a retry
+//!   answered on another connection is not it) — never with an error, never with another
+//!   attempt's response, and not never. Exempt: a response whose last byte arrived at or after
+//!   `n`'s deadline (the client may have given up at the deadline: [`SLACK`] covers lateness,
+//!   not this); a response the kernel threw away before the client read all of it (a RST with
+//!   [`SimOptions::discard_on_rst`], Windows); and what arrives after the client closed the
+//!   socket (never in a receive queue, so never delivered). A response cut short by the
+//!   device's script is not complete, so not covered. Checked at the end of the run;
 //! - and nothing panics (a `Duration::MAX` timeout among the inputs, say).
 //!
 //! The kernel is the simulator wrapped in [`Faulty`], with the scenario's fault rates (none,
@@ -96,6 +108,11 @@ pub struct Report {
     pub starts: usize,
     /// Faults the kernel injected.
     pub faults: FaultCounts,
+    /// Complete responses that reached a receive queue (invariant (h)).
+    pub answers_delivered: usize,
+    /// Writes that failed (`ECONNRESET`, `EPIPE`) while the socket held received bytes unread:
+    /// the case the driver's `flush` reads before it reports the write's error.
+    pub write_errors_with_unread: u64,
 }
 
 /// A broken promise: which invariant, and what happened.
@@ -150,6 +167,8 @@ struct Sub {
     done: Option<bool>,
     /// The kernel's turn count when its completion was seen.
     done_turn: u64,
+    /// The response it completed with: status and the device's `X-Exchange`.
+    answer: Option<(u16, Option<u32>)>,
 }
 
 struct Run<'a> {
@@ -238,6 +257,7 @@ impl<'a> Run<'a> {
                 deadline,
                 done: None,
                 done_turn: 0,
+                answer: None,
             });
             self.report.commands += 1;
         }
@@ -247,10 +267,13 @@ impl<'a> Run<'a> {
         self.k().settle(end);
         self.check()?;
         self.check_order()?;
+        self.check_answers()?;
         self.report.fins_caught_by_check = self.engine.stats().fins_caught_by_peek;
         self.report.faults = self.driver.kernel_mut().counts;
         let k = &mut self.driver.kernel_mut().inner;
         self.report.starts = k.starts.len();
+        self.report.answers_delivered = k.delivered.len();
+        self.report.write_errors_with_unread = k.write_errors_with_unread;
         self.report.opens = k.opens;
         self.report.syscalls = k.syscalls;
         self.report.acted = k.device.ledger.len();
@@ -322,6 +345,11 @@ impl<'a> Run<'a> {
                 );
             }
             sub.done = Some(c.result.as_ref().is_err_and(|e| !e.may_have_been_processed()));
+            sub.answer = c
+                .result
+                .as_ref()
+                .ok()
+                .map(|r| (r.status(), r.header("x-exchange").and_then(|x| x.trim().parse().ok())));
             sub.done_turn = turn;
             let _ = sub.id;
             self.report.outcomes[i] = Some(c.result.as_ref().map(|r| r.status()).map_err(Error::kind));
@@ -404,6 +432,42 @@ impl<'a> Run<'a> {
 }
 
 impl Run<'_> {
+    /// Invariant (h), over the whole run: a complete response delivered (and kept) is the
+    /// outcome of its command.
+    fn check_answers(&mut self) -> Result<(), Violation> {
+        let delivered = self.k().delivered.clone();
+        for d in delivered.iter().filter(|d| !d.discarded) {
+            let a = d.answer;
+            let Some(sub) = self.subs.get(a.cmd as usize) else { continue };
+            if sub.deadline.is_some_and(|dl| d.at >= dl) {
+                continue;
+            }
+            let i = a.cmd;
+            let outcome = self.report.outcomes[i as usize];
+            if sub.answer != Some((a.status, Some(a.exchange))) {
+                return violation(
+                    "(h) an answer delivered is the outcome",
+                    format!(
+                        "cmd {i}: the device's complete {} (exchange {}) reached the receive queue of sock {} at t={}us \
+                         (deadline {}), but cmd {i} completed with {} ({:?})",
+                        a.status,
+                        a.exchange,
+                        d.conn,
+                        d.at / 1000,
+                        sub.deadline.map_or("none".to_string(), |dl| format!("{}us", dl / 1000)),
+                        match sub.answer {
+                            Some((st, x)) => format!("status {st}, exchange {x:?}"),
+                            None if outcome.is_some() => "an error".to_string(),
+                            None => "nothing (never completed)".to_string(),
+                        },
+                        outcome
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Invariant (g), over the whole run: the commands' first starts follow submission order.
     fn check_order(&mut self) -> Result<(), Violation> {
         let starts = self.k().starts.clone();

@@ -9,11 +9,16 @@
 //!
 //! Time is virtual: one real `Instant` taken at creation, plus an offset in nanoseconds. Every
 //! syscall costs [`SYSCALL`] and every clock read [`CLOCK_READ`], so a loop that spins until
-//! `now >= stop` ends; `wait` jumps the clock to the next scheduled event or its timeout. The
-//! network is a queue of events in virtual time (arrivals after the latency), processed at the
-//! start of every call, so what a syscall sees is what had arrived by then. Readiness is
-//! edge-triggered, as with epoll: an arrival queues the socket once on a ready list; `wait`
-//! re-checks a queued socket's condition, reports it if it still holds, and takes it off.
+//! `now >= stop` ends; a `write` costs its copy too ([`WRITE_COPY`] bytes per nanosecond), so a
+//! flush loop writing a large body chunk after chunk spans virtual time; `wait` jumps the clock
+//! to the next scheduled event or its timeout. The network is a queue of events in virtual time
+//! (arrivals after the latency), processed at the start of *every* call, not only `wait`, so what
+//! a syscall sees is what had arrived by then: a device's answer and its RST that arrive while
+//! the driver is in its flush loop make its next `write` fail (`ECONNRESET`, then `EPIPE`) with
+//! the answer unread in the receive queue (readable before the error on Linux; discarded with
+//! [`SimOptions::discard_on_rst`]). Readiness is edge-triggered, as with epoll: an arrival, in
+//! whichever call it is processed, queues the socket once on a ready list; `wait` re-checks a
+//! queued socket's condition, reports it if it still holds, and takes it off.
 //!
 //! Nothing here blocks, sleeps, reads the wall clock (beyond the epoch) or starts a thread.
 
@@ -44,6 +49,9 @@ pub(crate) type Ns = u64;
 const SYSCALL: Ns = 500;
 /// What one clock read costs: the busy-poll spin reads the clock without a syscall at times.
 const CLOCK_READ: Ns = 20;
+/// What a `write` copies per nanosecond (2 GB/s, a loopback-like send path): a 64 KiB write
+/// takes 32 µs of virtual time, and what arrives meanwhile is seen by the next call.
+const WRITE_COPY: u64 = 2;
 /// A run that makes more syscalls than this is a loop that does not wait: reported (it panics)
 /// instead of hanging the test. A normal scenario makes a few thousand.
 pub(crate) const MAX_SYSCALLS: u64 = 500_000;
@@ -63,6 +71,30 @@ pub(crate) enum Timer {
     Idle,
     /// The close of [`Script::close_after`].
     Quit,
+    /// The device's application reads the next chunk of its receive queue.
+    Read,
+}
+
+/// A complete response the device sent (invariant (h)): its command (`X-Cmd`), status, and
+/// exchange (`X-Exchange`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub cmd: u64,
+    pub status: u16,
+    pub exchange: u32,
+}
+
+/// A complete response that reached the client's receive queue (invariant (h)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub answer: Answer,
+    /// The simulated connection, and when its last byte arrived.
+    pub conn: usize,
+    pub at: Ns,
+    /// Its end in the socket's received bytes (`Sock::rx_in` after it).
+    pub end: u64,
+    /// A RST threw it away, unread or partly read ([`SimOptions::discard_on_rst`]).
+    pub discarded: bool,
 }
 
 /// Something that happens at a virtual time.
@@ -90,10 +122,11 @@ pub(crate) enum Ev {
     ClientClosed {
         conn: usize,
     },
-    /// The device's bytes reach the client.
+    /// The device's bytes reach the client (`answer`: they end a complete response).
     ToClient {
         conn: usize,
         bytes: Vec<u8>,
+        answer: Option<Answer>,
     },
     /// The device's FIN reaches the client.
     ClientFin {
@@ -216,6 +249,11 @@ pub struct SimKernel {
     pub(crate) violations: Vec<(&'static str, String)>,
     /// Every request start, in write order (invariant (g), submission order).
     pub(crate) starts: Vec<Start>,
+    /// Every complete response that reached a receive queue (invariant (h)).
+    pub(crate) delivered: Vec<Delivered>,
+    /// Writes that failed (`ECONNRESET`, `EPIPE`) while the socket held received bytes unread:
+    /// the path of the driver's read-before-reporting in `flush`.
+    pub(crate) write_errors_with_unread: u64,
     /// Turns of the harness so far, and the syscall count when the current one began.
     turns: u64,
     turn_mark: u64,
@@ -248,6 +286,8 @@ impl SimKernel {
             waited_forever: false,
             violations: Vec::new(),
             starts: Vec::new(),
+            delivered: Vec::new(),
+            write_errors_with_unread: 0,
             turns: 0,
             turn_mark: 0,
             last_wait: 0,
@@ -297,16 +337,20 @@ impl SimKernel {
         self.net.now += self.unfolded.replace(0);
     }
 
-    /// Processes every event scheduled at or before `t`, in order.
+    /// Processes every event scheduled at or before `t`, in order, each at its own time (the
+    /// device answers a byte that arrived during a long write when it arrived, not when the
+    /// client's next call looks); the clock ends at the later of `t`'s caller's and the last.
     fn deliver(&mut self, t: Ns) {
+        let base = self.net.now;
         while let Some(entry) = self.net.queue.first_entry() {
             if entry.key().0 > t {
                 break;
             }
             let ((at, _), ev) = entry.remove_entry();
-            self.net.now = self.net.now.max(at);
+            self.net.now = at;
             self.apply(ev);
         }
+        self.net.now = self.net.now.max(base);
     }
 
     fn apply(&mut self, ev: Ev) {
@@ -327,13 +371,27 @@ impl SimKernel {
             Ev::Connected { conn } => to_client(self, conn, Input::Connected),
             Ev::ConnectFailed { conn, kind } => to_client(self, conn, Input::ConnectFailed(kind)),
             Ev::ClientFin { conn } => to_client(self, conn, Input::Fin),
-            Ev::ClientRst { conn } => to_client(self, conn, Input::Rst),
+            Ev::ClientRst { conn } => {
+                let s = &self.socks[conn];
+                if discard && matches!(s.state, State::Established | State::PeerFin) {
+                    let read = s.rx_out;
+                    for d in self.delivered.iter_mut().filter(|d| d.conn == conn && d.end > read) {
+                        d.discarded = true;
+                    }
+                }
+                to_client(self, conn, Input::Rst)
+            }
             Ev::ToDevice { conn, bytes } => self.device.on_bytes(&mut self.net, conn, &bytes),
             Ev::ClientClosed { conn } => self.device.on_client_close(conn),
-            Ev::ToClient { conn, bytes } => {
+            Ev::ToClient { conn, bytes, answer } => {
                 let s = &mut self.socks[conn];
                 if matches!(s.state, State::Established) {
+                    s.rx_in += bytes.len() as u64;
                     s.rx.extend(bytes);
+                    if let Some(answer) = answer {
+                        let end = s.rx_in;
+                        self.delivered.push(Delivered { answer, conn, at: now, end, discarded: false });
+                    }
                     self.queue(conn);
                 } else if s.state == State::Closed {
                     // The client's kernel answers data for a closed socket with RST.
@@ -509,7 +567,22 @@ impl Kernel for SimKernel {
             ));
         }
         let starting = sock.out.at_start();
-        let n = sock.send(buf.len(), sndbuf)?;
+        let n = match sock.send(buf.len(), sndbuf) {
+            Ok(n) => n,
+            Err(e) => {
+                log::trace!(
+                    "sim t={}us write sock={} of {}: {e} ({} unread)",
+                    now / 1000,
+                    s.0,
+                    buf.len(),
+                    sock.rx.len()
+                );
+                if e.kind() != io::ErrorKind::WouldBlock && !sock.rx.is_empty() {
+                    self.write_errors_with_unread += 1;
+                }
+                return Err(e);
+            }
+        };
         if starting
             && let Some(at) = sock.closed_at
             && at <= vouch
@@ -543,6 +616,9 @@ impl Kernel for SimKernel {
         }
         self.progress += 1;
         self.net.after_latency(Ev::ToDevice { conn: s.0, bytes: buf[..n].to_vec() });
+        log::trace!("sim t={}us write sock={} of {}: {n}", now / 1000, s.0, buf.len());
+        // The copy takes time; what arrives meanwhile, the next call sees.
+        self.net.now += n as u64 / WRITE_COPY;
         Ok(n)
     }
 

@@ -9,8 +9,8 @@
 //! | byte | bits |
 //! |---|---|
 //! | 0 | zero-wait exact, writable-means-connected, warm spares, RST discards, max in flight − 1 (2 bits, 3 → 1), retries (2) |
-//! | 1 | events per wait (2), send buffer (2), latency (3) |
-//! | 2 | request timeout (3), connect timeout (3), busy-poll (1) |
+//! | 1 | events per wait (2), send buffer (2), latency (3), device read rate (low bit) |
+//! | 2 | request timeout (3), connect timeout (3), busy-poll (1), device read rate (high bit) |
 //! | 3 | idle timeout (3), fd limit (2), listen (3) |
 //! | 4 | accept delay (2), respond delay (2), after response (2), `Keep-Alive: timeout` (2) |
 //! | 5 | idle close (3), idle-close limit (2), idle close by RST (1), early answer (2) |
@@ -114,6 +114,8 @@ const REBOOT: [Option<Duration>; 8] = [
     Some(Duration::from_secs(2)),
 ];
 const BODY_LEN: [usize; 4] = [2, 0, 500, 100_000];
+/// The device's read rate, bytes per microsecond: 1 GB/s, 100 MB/s, 10 MB/s, 4 GB/s.
+const READ_RATE: [u32; 4] = [1000, 100, 10, 4000];
 /// The fault rates of the `Faulty` wrapper around the simulated kernel (percent): none, one
 /// kind at a time, or all together.
 pub const FAULTS: [FaultRates; 8] = [
@@ -256,6 +258,7 @@ impl Scenario {
             }),
             reboot_at: REBOOT[bits(b9, 0, 3)],
             body_len: BODY_LEN[bits(b9, 3, 2)],
+            read_rate: READ_RATE[bits(b1, 7, 1) | bits(b2, 7, 1) << 1],
             close_after: 0,
         };
         let mut script = script;
@@ -305,10 +308,15 @@ impl Scenario {
             | u8::from(k.discard_on_rst) << 3
             | flight << 4
             | (self.max_retries as u8) << 6;
-        let b1 = idx(&EVENTS, &k.events) | idx(&SNDBUF, &k.sndbuf) << 2 | idx(&LATENCY, &k.latency) << 4;
+        let rate = idx(&READ_RATE, &s.read_rate);
+        let b1 = idx(&EVENTS, &k.events)
+            | idx(&SNDBUF, &k.sndbuf) << 2
+            | idx(&LATENCY, &k.latency) << 4
+            | (rate & 1) << 7;
         let b2 = idx(&REQUEST_TIMEOUT, &self.request_timeout)
             | idx(&CONNECT_TIMEOUT, &self.connect_timeout) << 3
-            | u8::from(self.busy_poll) << 6;
+            | u8::from(self.busy_poll) << 6
+            | (rate >> 1) << 7;
         let b3 = idx(&IDLE_TIMEOUT, &self.idle_timeout)
             | idx(&FD_LIMIT, &k.fd_limit) << 3
             | idx(&LISTEN, &s.listen) << 5;
@@ -407,6 +415,24 @@ pub(crate) fn named() -> Vec<(&'static str, Scenario)> {
             with(vec![Command::new("POST", 2 * 1024 * 1024, Duration::ZERO), Command::new("GET", 0, ms(10))]);
         s.script.early_answer = Some((status, 96 * 1024));
         s.kernel.discard_on_rst = discard;
+        v.push((name, s));
+    }
+    // Fault #1 where the device's answer and its RST arrive while the client is in its flush
+    // loop, writing the 2 MiB body chunk after chunk (the device reads at 1 GB/s, 10 µs away,
+    // 256 KiB send buffer): the next write fails (`ECONNRESET`) with the answer unread in the
+    // receive queue, readable (Linux). The answer is the outcome (invariant (h)); reported at
+    // once, the write's error loses it.
+    for (name, status) in
+        [("early_answer_during_the_write_then_rst", 200), ("early_answer_413_during_the_write_then_rst", 413)]
+    {
+        let mut s = with(
+            (0..3)
+                .map(|i| Command::new("POST", 2 * 1024 * 1024, if i == 0 { Duration::ZERO } else { ms(10) }))
+                .collect(),
+        );
+        s.script.early_answer = Some((status, 96 * 1024));
+        s.kernel.latency = Duration::from_micros(10);
+        s.kernel.sndbuf = 256 * 1024;
         v.push((name, s));
     }
     // Fault #2: two in flight, nothing listens: each GET fails, connects stay bounded.

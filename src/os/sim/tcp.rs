@@ -58,6 +58,9 @@ pub(crate) struct Sock {
     pub state: State,
     /// Bytes from the device, not yet read.
     pub rx: VecDeque<u8>,
+    /// Bytes from the device in all, and read (not peeked) in all.
+    pub rx_in: u64,
+    pub rx_out: u64,
     /// The pending socket error (`SO_ERROR`), reported once by a read, peek, write or
     /// `connect_result`.
     pub err: Option<io::ErrorKind>,
@@ -88,6 +91,8 @@ impl Sock {
             token,
             state: State::SynSent,
             rx: VecDeque::new(),
+            rx_in: 0,
+            rx_out: 0,
             err: None,
             unacked: 0,
             queued: false,
@@ -164,6 +169,7 @@ impl Sock {
                 }
                 if !peek {
                     self.rx.drain(..n);
+                    self.rx_out += n as u64;
                 }
                 Ok(n)
             }
