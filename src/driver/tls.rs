@@ -47,6 +47,7 @@ impl<K: Kernel> Driver<K> {
             s.tls = Some(Box::new(session));
         }
         log::trace!("conn={} {label}: TLS handshake", engine.conn_id(key));
+        engine.on_tls_handshaking(key);
         self.tls_handshake(engine, key, now);
     }
 
@@ -58,7 +59,6 @@ impl<K: Kernel> Driver<K> {
             return;
         };
         let Some(sess) = s.tls.as_deref_mut() else { return };
-        let fail = |e: Error| e;
         let err =
             |reason: String| Error::Tls { host: s.host.to_string(), failure: TlsFailure::Handshake, reason };
         let outcome: Result<(), Error> = (|| {
@@ -72,7 +72,7 @@ impl<K: Kernel> Driver<K> {
                             if let Err(e) = sess.conn.process_new_packets() {
                                 let _ = sess.conn.write_tls(&mut KernelWriter { k, s: &mut s.stream });
                                 let connector = tls.as_ref().expect("a session has its connector");
-                                return Err(fail(connector.error(&s.host, e)));
+                                return Err(connector.error(&s.host, e));
                             }
                         }
                     }

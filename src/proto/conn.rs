@@ -225,6 +225,9 @@ pub(crate) struct Conn {
     pub(crate) probation: bool,
     /// The driver is waiting for a name lookup before it can start the connect.
     pub(crate) resolving: bool,
+    /// The TCP handshake is done and the TLS one under way (a connect timeout is then the TLS
+    /// handshake's).
+    pub(crate) tls_handshaking: bool,
 }
 
 impl Conn {
@@ -242,6 +245,7 @@ impl Conn {
             spare: false,
             probation: false,
             resolving: false,
+            tls_handshaking: false,
         }
     }
 

@@ -41,6 +41,12 @@ impl Engine {
                             "the name lookup did not finish within the connect timeout",
                         );
                         self.connect_failed(c, Error::Resolve { host, source }, "name lookup timed out", now);
+                    } else if conn.tls_handshaking {
+                        let reason =
+                            "the device did not complete the TLS handshake within the connect timeout";
+                        let failure = crate::error::TlsFailure::Handshake;
+                        let err = Error::Tls { host, failure, reason: reason.into() };
+                        self.connect_failed(c, err, "TLS handshake timed out", now);
                     } else {
                         self.connect_failed(c, Error::ConnectTimedOut { host }, "connect timed out", now);
                     }
@@ -110,6 +116,15 @@ impl Engine {
                     _ => None,
                 }
             }
+        }
+    }
+
+    /// The TCP handshake of `conn` is done and its TLS handshake under way (the engine hears
+    /// `on_connected` when that one is done).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn on_tls_handshaking(&mut self, conn: Key) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.tls_handshaking = true;
         }
     }
 
