@@ -494,7 +494,7 @@ impl TlsDevice {
     }
 
     /// All TCP payload bytes that arrived after the device's close_notify or FIN, TLS records of
-    /// any kind: includes a client's own close_notify (31 bytes with TLS 1.3 AES-GCM), which is
+    /// any kind: includes a client's own close_notify (a 24-byte record with TLS 1.3 AES-GCM), which is
     /// correct behaviour.
     pub fn tls_bytes_after_close(&self) -> usize {
         self.shared.raw_after_close.load(SeqCst)
