@@ -35,6 +35,9 @@ const JOIN_LIMIT: Duration = Duration::from_secs(1);
 /// Largest request head we accept before dropping the connection.
 const MAX_HEAD: usize = 64 * 1024;
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 /// Polls `cond` every millisecond until it is true (returns `true`) or
 /// `timeout` has passed (returns `false`). Use instead of fixed sleeps.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
