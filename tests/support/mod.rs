@@ -35,7 +35,9 @@ const JOIN_LIMIT: Duration = Duration::from_secs(1);
 /// Largest request head we accept before dropping the connection.
 const MAX_HEAD: usize = 64 * 1024;
 
-#[cfg(feature = "tls")]
+// The TLS devices: compiled by the tls-tests crate only (its feature `tls-devices`), whose
+// dependencies (rustls as a server, rcgen) stay out of finwatch's own test builds.
+#[cfg(feature = "tls-devices")]
 pub mod tls;
 
 /// Polls `cond` every millisecond until it is true (returns `true`) or

@@ -1,4 +1,3 @@
-#![cfg(feature = "tls")]
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The TLS test devices (tests/support/tls.rs) checked with a plain blocking rustls client: what
 //! each device does must be what a client sees, before the client's own TLS tests rely on it.
-#![cfg(feature = "tls")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{self, ErrorKind, Read, Write};
