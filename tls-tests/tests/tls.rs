@@ -36,6 +36,19 @@ fn server(mode: u8) -> (String, String) {
                             Ok(n) => buf.extend_from_slice(&b[..n]),
                         }
                     }
+                    if mode >= 2 {
+                        // A close-delimited body, then the close: with close_notify (3) or a bare
+                        // FIN (2).
+                        let _ = t.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok");
+                        let _ = t.flush();
+                        if mode == 3 {
+                            t.conn.send_close_notify();
+                            let _ = t.flush();
+                        }
+                        let _ = t.sock.shutdown(std::net::Shutdown::Write);
+                        std::thread::sleep(Duration::from_millis(50));
+                        return;
+                    }
                     let _ = t.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
                     let _ = t.flush();
                     if mode == 1 {
@@ -93,4 +106,20 @@ fn keep_alive_close_notify_and_an_untrusted_device() {
         assert!(!e.may_have_been_processed());
         assert!(e.to_string().contains("no CA or pin"), "{e}");
     }
+}
+
+/// A close-delimited response ended by close_notify is complete; ended by a FIN without it, the
+/// response may be truncated (RFC 8446 §6.1): an error (never retried: a response byte came), not
+/// a short body taken as whole.
+#[test]
+fn a_close_delimited_body_needs_close_notify() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (url, pem) = server(3);
+    let mut c = Client::builder().tls(TlsConfig::new().add_ca_pem(pem.as_bytes()).unwrap()).build().unwrap();
+    assert_eq!(c.get(&url).unwrap().body(), b"ok");
+    let (url, pem) = server(2);
+    let mut c = Client::builder().tls(TlsConfig::new().add_ca_pem(pem.as_bytes()).unwrap()).build().unwrap();
+    let err = c.get(&url).unwrap_err();
+    assert!(err.to_string().contains("close_notify"), "{err}");
+    assert!(err.may_have_been_processed(), "the device answered: {err}");
 }
