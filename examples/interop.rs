@@ -168,8 +168,15 @@ struct Wire {
     connections: usize,
     server_fins: usize,
     server_resets: usize,
-    /// Client packets with payload after the server's FIN: (connection's client port, µs after).
+    /// Client packets with request bytes after the server's FIN: (connection's client port, µs
+    /// after).
     after_fin: Vec<(u16, u64)>,
+    /// Client packets with request bytes, anywhere: at least one per command answered, or the
+    /// capture (or the reading of it) is blind on this port.
+    requests: usize,
+    /// TLS only: client packets after the server's FIN holding nothing but one alert record
+    /// (the client's `close_notify`), which are not requests (see [`pcap::alert_only`]).
+    alerts_after_fin: usize,
 }
 
 fn main() -> ExitCode {
@@ -207,7 +214,7 @@ fn run() -> Result<bool, String> {
     // request without looking. The capture must show its requests crossing FINs, or it is blind.
     let control = python_device(&dir)?;
     let ports: Vec<u16> = servers.iter().chain([&control]).map(|s| s.port).collect();
-    let capture = Capture::start(&dir, &ports);
+    let capture = Capture::start(&dir, &ports, &[]);
     if let Err(e) = &capture {
         eprintln!("interop: no capture ({e}); the answers are checked, the wire is not");
     }
@@ -263,6 +270,12 @@ fn run() -> Result<bool, String> {
         );
         for (port, us) in late {
             o.problems.push(format!("request bytes on connection :{port} {us} µs after the server's FIN"));
+        }
+        if wires.is_some() && o.wire.requests < o.ok {
+            o.problems.push(format!(
+                "the capture shows {} request segments for {} commands answered: the wire check is blind here",
+                o.wire.requests, o.ok
+            ));
         }
         if !o.problems.is_empty() {
             ok = false;
@@ -730,12 +743,14 @@ struct Capture {
     proc: Proc,
     file: PathBuf,
     ports: Vec<u16>,
+    /// The ports of those that speak TLS.
+    tls: Vec<u16>,
     /// A port nothing listens on, also captured: a connection attempt to it marks the end.
     marker: u16,
 }
 
 impl Capture {
-    fn start(dir: &Path, ports: &[u16]) -> Result<Capture, String> {
+    fn start(dir: &Path, ports: &[u16], tls: &[u16]) -> Result<Capture, String> {
         let bin = find("tcpdump")?;
         let file = dir.join("wire.pcap");
         let marker = free_port()?;
@@ -762,7 +777,7 @@ impl Capture {
         });
         match rx.recv_timeout(DEADLINE) {
             Ok(line) if line.contains("listening on") => {
-                Ok(Capture { proc, file, ports: ports.to_vec(), marker })
+                Ok(Capture { proc, file, ports: ports.to_vec(), tls: tls.to_vec(), marker })
             }
             Ok(line) => Err(format!("tcpdump: {line}")),
             Err(_) => Err("tcpdump said nothing".into()),
@@ -777,7 +792,9 @@ impl Capture {
         let until = Instant::now() + DEADLINE;
         loop {
             let bytes = fs::read(&self.file).map_err(|e| e.to_string())?;
-            if pcap::analyse(&bytes, &[self.marker]).is_ok_and(|w| w.iter().any(|(_, w)| w.connections > 0)) {
+            if pcap::analyse(&bytes, &[self.marker], &[])
+                .is_ok_and(|w| w.iter().any(|(_, w)| w.connections > 0))
+            {
                 break;
             }
             if Instant::now() >= until {
@@ -796,7 +813,7 @@ impl Capture {
         }
         let mut bytes = Vec::new();
         fs::File::open(&self.file).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
-        pcap::analyse(&bytes, &self.ports)
+        pcap::analyse(&bytes, &self.ports, &self.tls)
     }
 }
 
@@ -810,7 +827,33 @@ mod pcap {
         fin_at: Option<u64>,
     }
 
-    pub(super) fn analyse(b: &[u8], ports: &[u16]) -> Result<Vec<(u16, Wire)>, String> {
+    /// The largest alert record: TLS 1.2 AES-GCM (8-byte explicit nonce, 2-byte alert, 16-byte
+    /// tag); TLS 1.3 wraps an alert as application data of 2 + 1 (inner type) + 16 (tag) bytes,
+    /// and rustls pads nothing. A request's record is at least its request line and `Host`
+    /// header (over 40 bytes for the shortest finwatch writes) plus the same overhead.
+    const ALERT_MAX: usize = 8 + 2 + 16;
+
+    /// Whether a client segment of `len` payload bytes, of which `head` were captured, is one
+    /// TLS alert record and nothing else: its header (type 21 alert, or 23 application data as
+    /// TLS 1.3 sends alerts, version 3.x) gives a length of at most [`ALERT_MAX`] that is the
+    /// whole rest of the segment. After the server's FIN that is the client's `close_notify`
+    /// (sent in answer to the server's, or on its own close before it read the FIN): not a
+    /// request. The decision is by the record header, not by timing: a request and an alert
+    /// cannot be confused however late they come, and anything else (a larger record, two
+    /// records, a segment that does not start with a record header) counts as request bytes.
+    pub(super) fn alert_only(len: usize, head: &[u8]) -> bool {
+        match head {
+            [t, 3, _, hi, lo, ..] if *t == 21 || *t == 23 => {
+                let rec = u16::from_be_bytes([*hi, *lo]) as usize;
+                rec <= ALERT_MAX && len == 5 + rec
+            }
+            _ => false,
+        }
+    }
+
+    /// Follows every connection to `ports` in the capture `b`; on `tls` ports (a subset), a
+    /// client's lone alert record after the server's FIN is not a request ([`alert_only`]).
+    pub(super) fn analyse(b: &[u8], ports: &[u16], tls: &[u16]) -> Result<Vec<(u16, Wire)>, String> {
         if b.len() < 24 {
             return Err("capture file too short".into());
         }
@@ -837,7 +880,7 @@ mod pcap {
             let Some(pkt) = b.get(o + 16..o + 16 + caplen) else { break };
             o += 16 + caplen;
             let Some(tcp) = tcp_of(pkt, link) else { continue };
-            let (src, dst, flags, payload) = tcp;
+            let (src, dst, flags, payload, head) = tcp;
             let (server, client, from_server) = if wires.contains_key(&src) {
                 (src, dst, true)
             } else if wires.contains_key(&dst) {
@@ -863,10 +906,25 @@ mod pcap {
             if from_server && flags & RST != 0 {
                 w.server_resets += 1;
             }
-            if !from_server
-                && payload > 0
-                && let Some(fin) = c.fin_at
-            {
+            if from_server || payload == 0 {
+                continue;
+            }
+            if tls.contains(&server) {
+                if alert_only(payload, head) {
+                    if c.fin_at.is_some() {
+                        w.alerts_after_fin += 1;
+                    }
+                    continue;
+                }
+                // The handshake's records (type 22, and 20 in TLS 1.2) are no requests; after
+                // the FIN they still count, below, as bytes the client should not have sent.
+                if head.first() == Some(&23) {
+                    w.requests += 1;
+                }
+            } else {
+                w.requests += 1;
+            }
+            if let Some(fin) = c.fin_at {
                 w.after_fin.push((client, t_us.saturating_sub(fin)));
             }
         }
@@ -875,8 +933,9 @@ mod pcap {
         Ok(v)
     }
 
-    /// (source port, destination port, flags, payload length) of a TCP segment.
-    fn tcp_of(p: &[u8], link: u32) -> Option<(u16, u16, u8, usize)> {
+    /// (source port, destination port, flags, payload length, the payload's captured start) of
+    /// a TCP segment.
+    fn tcp_of(p: &[u8], link: u32) -> Option<(u16, u16, u8, usize, &[u8])> {
         let ip = match link {
             1 if p.len() >= 14 => match u16::from_be_bytes([p[12], p[13]]) {
                 0x0800 | 0x86dd => &p[14..],
@@ -906,11 +965,14 @@ mod pcap {
             return None;
         }
         let off = (tcp[12] >> 4) as usize * 4;
+        let payload = len.checked_sub(off)?;
+        let head = tcp.get(off..).unwrap_or_default();
         Some((
             u16::from_be_bytes([tcp[0], tcp[1]]),
             u16::from_be_bytes([tcp[2], tcp[3]]),
             tcp[13],
-            len.checked_sub(off)?,
+            payload,
+            &head[..head.len().min(payload)],
         ))
     }
 }
@@ -928,11 +990,18 @@ mod tests {
     /// A little-endian microsecond pcap with Ethernet frames of IPv4/TCP segments:
     /// (µs, source port, destination port, flags, payload length).
     fn capture(packets: &[(u32, u16, u16, u8, usize)]) -> Vec<u8> {
+        let x: Vec<_> = packets.iter().map(|&(t, s, d, f, n)| (t, s, d, f, vec![b'x'; n])).collect();
+        capture_bytes(&x)
+    }
+
+    /// [`capture`] with the payloads given.
+    fn capture_bytes(packets: &[(u32, u16, u16, u8, Vec<u8>)]) -> Vec<u8> {
         let mut b = Vec::new();
         for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
             b.extend_from_slice(&v.to_le_bytes());
         }
-        for &(t, src, dst, flags, payload) in packets {
+        for (t, src, dst, flags, bytes) in packets {
+            let (t, src, dst, flags, payload) = (*t, *src, *dst, *flags, bytes.len());
             let mut frame = vec![0u8; 12];
             frame.extend_from_slice(&[0x08, 0x00]);
             let total = (20 + 20 + payload) as u16;
@@ -945,7 +1014,7 @@ mod tests {
             tcp[12] = 5 << 4;
             tcp[13] = flags;
             frame.extend_from_slice(&tcp);
-            frame.extend(std::iter::repeat_n(b'x', payload));
+            frame.extend_from_slice(bytes);
             for v in [t / 1_000_000, t % 1_000_000, frame.len() as u32, frame.len() as u32] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
@@ -967,7 +1036,7 @@ mod tests {
             (1_150, SERVER, c, RST, 0),
             (2_000, 40_001, 9999, SYN, 0), // another port: not ours
         ]);
-        let w = pcap::analyse(&wire, &[SERVER]).unwrap();
+        let w = pcap::analyse(&wire, &[SERVER], &[]).unwrap();
         assert_eq!(w.len(), 1);
         let (port, w) = &w[0];
         assert_eq!(*port, SERVER);
@@ -986,12 +1055,68 @@ mod tests {
             (1_010, c, SERVER, ACK, 0),       // the ACK of the FIN
             (1_020, c, SERVER, FIN | ACK, 0), // the client closes too
         ]);
-        let w = pcap::analyse(&wire, &[SERVER]).unwrap();
+        let w = pcap::analyse(&wire, &[SERVER], &[]).unwrap();
         assert!(w[0].1.after_fin.is_empty());
         // A record cut short at the end of the file (tcpdump still writing) ends the read.
         let mut cut = wire.clone();
         cut.truncate(wire.len() - 5);
-        assert_eq!(pcap::analyse(&cut, &[SERVER]).unwrap()[0].1.connections, 1);
-        assert!(pcap::analyse(b"not a pcap file, long enough", &[SERVER]).is_err());
+        assert_eq!(pcap::analyse(&cut, &[SERVER], &[]).unwrap()[0].1.connections, 1);
+        assert!(pcap::analyse(b"not a pcap file, long enough", &[SERVER], &[]).is_err());
+    }
+
+    /// A TLS record of `len` bytes of content, header included.
+    fn record(kind: u8, len: usize) -> Vec<u8> {
+        let mut r = vec![kind, 3, 3];
+        r.extend_from_slice(&(len as u16).to_be_bytes());
+        r.extend(std::iter::repeat_n(0xa5, len));
+        r
+    }
+
+    #[test]
+    fn over_tls_a_lone_alert_after_the_fin_is_a_close_notify_and_anything_larger_a_request() {
+        let c = 40_010;
+        let data = 0x17; // application data: TLS 1.3's alerts too
+        let alert = 0x15;
+        let p = |t, src, dst, flags, bytes| (t, src, dst, flags, bytes);
+        let wire = capture_bytes(&[
+            p(0, c, SERVER, SYN, vec![]),
+            p(10, c, SERVER, ACK | 0x08, record(0x16, 500)), // ClientHello: no request
+            p(20, c, SERVER, ACK | 0x08, record(data, 19)),  // a close_notify before any FIN
+            p(30, c, SERVER, ACK | 0x08, record(data, 120)), // a request
+            p(40, SERVER, c, ACK | 0x08, record(data, 90)),
+            p(1_000, SERVER, c, FIN | ACK, vec![]),
+            p(1_100, c, SERVER, ACK | 0x08, record(data, 19)), // TLS 1.3 close_notify: 24 bytes
+            p(1_200, c, SERVER, ACK | 0x08, record(alert, 26)), // TLS 1.2 AES-GCM alert: 31
+            p(1_300, c, SERVER, FIN | ACK, vec![]),
+        ]);
+        let w = &pcap::analyse(&wire, &[SERVER], &[SERVER]).unwrap()[0].1;
+        assert_eq!((w.requests, w.alerts_after_fin), (1, 2));
+        assert!(w.after_fin.is_empty());
+
+        // After the FIN: a request's record, an alert-sized record followed by more, a record
+        // one byte over the largest alert, and a segment not starting with a record header.
+        let mut two = record(data, 19);
+        two.extend(record(data, 100));
+        let mut headless = vec![0u8; 24];
+        headless[..5].copy_from_slice(&[0x41, 0x42, 0x43, 0x44, 0x45]);
+        for (i, bytes) in [record(data, 100), two, record(data, 27), headless].into_iter().enumerate() {
+            let wire = capture_bytes(&[
+                p(0, c, SERVER, SYN, vec![]),
+                p(1_000, SERVER, c, FIN | ACK, vec![]),
+                p(1_050, c, SERVER, ACK | 0x08, bytes),
+            ]);
+            let w = &pcap::analyse(&wire, &[SERVER], &[SERVER]).unwrap()[0].1;
+            assert_eq!(w.after_fin, vec![(c, 50)], "case {i}");
+            assert_eq!(w.alerts_after_fin, 0, "case {i}");
+        }
+
+        // On a plain port the same 24 bytes after the FIN are request bytes.
+        let wire = capture_bytes(&[
+            p(0, c, SERVER, SYN, vec![]),
+            p(1_000, SERVER, c, FIN | ACK, vec![]),
+            p(1_050, c, SERVER, ACK | 0x08, record(data, 19)),
+        ]);
+        let w = &pcap::analyse(&wire, &[SERVER], &[]).unwrap()[0].1;
+        assert_eq!((w.after_fin.len(), w.alerts_after_fin, w.requests), (1, 0, 1));
     }
 }
