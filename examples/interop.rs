@@ -12,12 +12,25 @@
 //! defaults sends back-to-back GETs, GETs paced around the server's idle timeout, PUTs, a
 //! 94 KB download, HEADs and a chunked (gzip) download, and checks every answer.
 //!
+//! Built with `--features tls` (as `interop/run.sh` does), the run also makes a CA and a server
+//! certificate for IP:127.0.0.1 and DNS:localhost with the `openssl` command in its temporary
+//! directory, and starts nginx with an `ssl` server (the plain one's settings; TLS 1.2 and 1.3,
+//! session tickets, a shared session cache) and `openssl s_server -WWW` (HTTP/1.0, closes after
+//! every response, one connection at a time) once with `-tls1_3` and once with `-tls1_2`. Their
+//! clients trust that CA alone (`TlsConfig::new().add_ca_pem`) and trace: the table counts full
+//! and resumed handshakes (every connection after the first must resume) and how the server
+//! closed TLS (`close_notify` or a bare FIN).
+//!
 //! `tcpdump` records the loopback traffic meanwhile, and the capture is then read here: for
 //! every connection, no request byte may leave the client after the server's FIN was on the
 //! wire (the incident's packet 18). A byte within 20 µs of the FIN is reported as a race (the
 //! FIN was still being delivered; no check before a write can see it, on any network), one
 //! later as a violation. Capturing needs root (or CAP_NET_RAW); without it the run says so and
-//! checks the answers only.
+//! checks the answers only. Over TLS a client may still send one thing after the server's FIN:
+//! its own `close_notify`, one alert record of at most 31 bytes, where a request's record is
+//! over 60; a segment that is exactly one such record is counted apart (decided by the record
+//! header, not by timing), anything else is request bytes. And on every port, fewer request
+//! segments on the wire than commands answered means the check is blind there: a failure.
 //!
 //! Prints a Markdown table; exits non-zero on any failed command, wrong answer or violation.
 
@@ -30,7 +43,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use std::{env, fs, thread};
 
-use finwatch::{Client, Method, Request, Response};
+use finwatch::{Client, ClientBuilder, Method, Request, Response, TraceKind};
 
 /// The incident device, in Python: HTTP/1.1 keep-alive, idle connections closed (FIN, no
 /// header) after argv[2] seconds, headers and body written separately, `/chunked` in 7-byte
@@ -98,6 +111,8 @@ const RACE: Duration = Duration::from_micros(20);
 const DEADLINE: Duration = Duration::from_secs(5);
 /// A server's run stops after this many problems (each may have cost a deadline).
 const GIVE_UP: usize = 5;
+/// Trace events kept by a TLS server's client: all of its run (handshakes and closes counted).
+const TRACE: usize = 1 << 16;
 
 /// A child process, killed when dropped.
 struct Proc(Child);
@@ -128,6 +143,12 @@ struct Server {
     chunked_path: bool,
     /// Compresses on `Accept-Encoding: gzip`, chunked.
     gzip: bool,
+    /// Is sent PUTs at all (a server that cannot even refuse one is not).
+    put: bool,
+    /// Answers HEAD (with `files`).
+    head: bool,
+    /// Speaks TLS, with a certificate from this CA (PEM): `https://`.
+    ca: Option<Vec<u8>>,
     _proc: Proc,
 }
 
@@ -145,6 +166,9 @@ impl Server {
             files: true,
             chunked_path: false,
             gzip: false,
+            put: true,
+            head: true,
+            ca: None,
             _proc: proc,
         }
     }
@@ -160,6 +184,47 @@ struct Outcome {
     problems: Vec<String>,
     stats: Option<finwatch::Stats>,
     wire: Wire,
+    /// TLS servers: what the client's trace shows.
+    tls: TlsSeen,
+    /// TLS servers: the client's trace (written to the run's directory).
+    trace: Option<finwatch::Trace>,
+}
+
+/// What a TLS server's client traced: handshakes and how the server closed TLS.
+#[derive(Default)]
+struct TlsSeen {
+    full: usize,
+    resumed: usize,
+    /// `TraceKind::TlsClosed { close_notify: true }`.
+    close_notify: usize,
+    /// `TraceKind::TlsClosed { close_notify: false }`: a TCP FIN without one.
+    bare_fin: usize,
+    versions: Vec<String>,
+    /// The trace filled up: the counts are a lower bound.
+    truncated: bool,
+}
+
+impl TlsSeen {
+    fn of(trace: &finwatch::Trace) -> TlsSeen {
+        let mut t = TlsSeen::default();
+        let mut events = 0;
+        for e in trace.events() {
+            events += 1;
+            match &e.kind {
+                TraceKind::TlsHandshake { version, resumed, .. } => {
+                    *if *resumed { &mut t.resumed } else { &mut t.full } += 1;
+                    if !t.versions.contains(version) {
+                        t.versions.push(version.clone());
+                    }
+                }
+                TraceKind::TlsClosed { close_notify: true } => t.close_notify += 1,
+                TraceKind::TlsClosed { close_notify: false } => t.bare_fin += 1,
+                _ => {}
+            }
+        }
+        t.truncated = events >= TRACE;
+        t
+    }
 }
 
 /// What the capture showed for one server's port.
@@ -201,8 +266,9 @@ fn run() -> Result<bool, String> {
     fs::write(www.join("big.txt"), &big).map_err(|e| e.to_string())?;
     fs::write(www.join("state.json"), STATE_BODY.repeat(40)).map_err(|e| e.to_string())?;
 
-    let servers = vec![
-        nginx(&dir, &www)?,
+    #[allow(unused_mut)] // without the `tls` feature
+    let mut servers = vec![
+        nginx(&dir, &www, None)?,
         apache(&dir, &www)?,
         lighttpd(&dir, &www)?,
         busybox(&www)?,
@@ -210,11 +276,14 @@ fn run() -> Result<bool, String> {
         python_device(&dir)?,
         node(&dir)?,
     ];
+    #[cfg(feature = "tls")]
+    servers.extend(tls::servers(&dir, &www)?);
     // A second incident device, for the control: a naive pooled client that writes its next
     // request without looking. The capture must show its requests crossing FINs, or it is blind.
     let control = python_device(&dir)?;
     let ports: Vec<u16> = servers.iter().chain([&control]).map(|s| s.port).collect();
-    let capture = Capture::start(&dir, &ports, &[]);
+    let tls_ports: Vec<u16> = servers.iter().filter(|s| s.ca.is_some()).map(|s| s.port).collect();
+    let capture = Capture::start(&dir, &ports, &tls_ports);
     if let Err(e) = &capture {
         eprintln!("interop: no capture ({e}); the answers are checked, the wire is not");
     }
@@ -228,23 +297,31 @@ fn run() -> Result<bool, String> {
         Ok(c) => Some(c.finish()?),
         Err(_) => None,
     };
+    for (s, o) in servers.iter().zip(&outcomes) {
+        if let Some(t) = &o.trace {
+            let file = dir.join(format!("trace-{}.mmd", s.port));
+            let _ = fs::write(file, t.to_mermaid("controller"));
+        }
+    }
 
     let mut ok = true;
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| server | how it ends connections | commands | ok | back-to-back GET p50 µs | retries | connections | FINs seen idle | retired ahead | on the wire: connections | server FINs | request bytes after a FIN (race ≤ 20 µs) | server RSTs |"
+        "| server | how it ends connections | commands | ok | back-to-back GET p50 µs | retries | connections | FINs seen idle | retired ahead | TLS handshakes: full / resumed | TLS closed by the server: `close_notify` / bare FIN | on the wire: connections | server FINs | request bytes after a FIN (race ≤ 20 µs) | client `close_notify` after a FIN | server RSTs |"
     );
-    let _ = writeln!(table, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(table, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for (s, o) in servers.iter().zip(&mut outcomes) {
         if let Some(w) = wires.as_ref().and_then(|w| w.iter().find(|(p, _)| *p == s.port)) {
             o.wire = w.1.clone();
         }
         let st = o.stats.unwrap_or_default();
         let late: Vec<_> = o.wire.after_fin.iter().filter(|(_, us)| *us > RACE.as_micros() as u64).collect();
+        let tls = s.ca.is_some();
+        let alerts = if tls { o.wire.alerts_after_fin.to_string() } else { "–".into() };
         let wire = if wires.is_some() {
             format!(
-                "{} | {} | {} ({}) | {}",
+                "{} | {} | {} ({}) | {alerts} | {}",
                 o.wire.connections,
                 o.wire.server_fins,
                 late.len(),
@@ -252,11 +329,21 @@ fn run() -> Result<bool, String> {
                 o.wire.server_resets
             )
         } else {
-            "not captured | | | ".to_string()
+            "not captured | | | | ".to_string()
+        };
+        let t = &o.tls;
+        let (handshakes, closes) = if tls {
+            let more = if t.truncated { "+" } else { "" };
+            (
+                format!("{}{more} / {}{more} ({})", t.full, t.resumed, t.versions.join(", ")),
+                format!("{}{more} / {}{more}", t.close_notify, t.bare_fin),
+            )
+        } else {
+            ("–".into(), "–".into())
         };
         let _ = writeln!(
             table,
-            "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {wire} |",
+            "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {handshakes} | {closes} | {wire} |",
             s.name,
             s.version,
             s.closes,
@@ -270,6 +357,12 @@ fn run() -> Result<bool, String> {
         );
         for (port, us) in late {
             o.problems.push(format!("request bytes on connection :{port} {us} µs after the server's FIN"));
+        }
+        if tls && t.full > 1 {
+            o.problems.push(format!(
+                "{} full TLS handshakes (and {} resumed): a connection after the first did not resume its session",
+                t.full, t.resumed
+            ));
         }
         if wires.is_some() && o.wire.requests < o.ok {
             o.problems.push(format!(
@@ -287,7 +380,7 @@ fn run() -> Result<bool, String> {
         let late = w.after_fin.iter().filter(|(_, us)| *us > RACE.as_micros() as u64).count();
         let _ = writeln!(
             table,
-            "| control: a naive pool writing without looking, Python device | {} | {control_sent} | {control_answered} | – | – | – | – | – | {} | {} | {late} ({}) | {} |",
+            "| control: a naive pool writing without looking, Python device | {} | {control_sent} | {control_answered} | – | – | – | – | – | – | – | {} | {} | {late} ({}) | – | {} |",
             control.closes,
             w.connections,
             w.server_fins,
@@ -322,14 +415,25 @@ fn run() -> Result<bool, String> {
 fn exercise(s: &Server, big: &[u8]) -> Outcome {
     let mut o = Outcome::default();
     let mut gets = Vec::new();
-    let mut client = match Client::builder().request_timeout(DEADLINE).connect_timeout(DEADLINE).build() {
+    let mut builder = Client::builder().request_timeout(DEADLINE).connect_timeout(DEADLINE);
+    if let Some(ca) = &s.ca {
+        builder = match with_tls(builder, ca) {
+            Ok(b) => b.trace(TRACE),
+            Err(e) => {
+                o.problems.push(format!("no TLS client: {e}"));
+                return o;
+            }
+        };
+    }
+    let mut client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             o.problems.push(format!("no client: {e}"));
             return o;
         }
     };
-    let base = format!("http://127.0.0.1:{}", s.port);
+    let scheme = if s.ca.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://127.0.0.1:{}", s.port);
     let get = |path: &str| Request::get(&format!("{base}{path}")).build();
     let mut check =
         |what: &str, req: finwatch::Result<Request>, want: &dyn Fn(&Response) -> Result<(), String>| {
@@ -359,7 +463,7 @@ fn exercise(s: &Server, big: &[u8]) -> Outcome {
         check("back-to-back GET", get(STATE_PATH), &state_ok);
         gets.push(start.elapsed().as_micros() as u64);
     }
-    for _ in 0..20 {
+    for _ in 0..if s.put { 20 } else { 0 } {
         let req = Request::put(&format!("{base}{PUT_PATH}"), PUT_BODY)
             .header("Content-Type", "application/json")
             .build();
@@ -380,7 +484,7 @@ fn exercise(s: &Server, big: &[u8]) -> Outcome {
                 }
             });
         }
-        for _ in 0..5 {
+        for _ in 0..if s.head { 5 } else { 0 } {
             let req = Request::builder(Method::HEAD, &format!("{base}/big.txt")).build();
             check("HEAD", req, &|r: &Response| {
                 let len = r.header("content-length").and_then(|v| v.parse::<usize>().ok());
@@ -427,7 +531,23 @@ fn exercise(s: &Server, big: &[u8]) -> Outcome {
     }
     o.stats = Some(client.stats());
     o.gets_us = gets;
+    o.trace = client.take_trace();
+    if let Some(t) = &o.trace {
+        o.tls = TlsSeen::of(t);
+    }
     o
+}
+
+/// `b` with the run's CA as the only trust (feature `tls`).
+#[cfg(feature = "tls")]
+fn with_tls(b: ClientBuilder, ca: &[u8]) -> Result<ClientBuilder, String> {
+    let tls = finwatch::TlsConfig::new().add_ca_pem(ca).map_err(|e| e.to_string())?;
+    Ok(b.tls(tls))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(_: ClientBuilder, _: &[u8]) -> Result<ClientBuilder, String> {
+    Err("the example was built without the `tls` feature".into())
 }
 
 fn p50(v: &mut [u64]) -> String {
@@ -503,10 +623,24 @@ fn big_file() -> Vec<u8> {
     out
 }
 
-fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
+/// nginx; with `ssl` (certificate, key), an `ssl` server (TLS 1.2 and 1.3, session tickets and a
+/// shared session cache), otherwise the same.
+fn nginx(dir: &Path, www: &Path, ssl: Option<(&Path, &Path)>) -> Result<Server, String> {
     let bin = find("nginx")?;
     let port = free_port()?;
-    let d = dir.join("nginx");
+    let d = dir.join(if ssl.is_some() { "nginx-ssl" } else { "nginx" });
+    let (listen, ssl) = match ssl {
+        Some((cert, key)) => (
+            " ssl",
+            format!(
+                "ssl_certificate {}; ssl_certificate_key {};\n\
+                 ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on; ssl_session_cache shared:interop:1m;\n",
+                cert.display(),
+                key.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     fs::create_dir_all(&d).map_err(|e| e.to_string())?;
     let conf = format!(
         "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
@@ -519,7 +653,8 @@ fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
            keepalive_timeout 20ms; keepalive_requests 5;\n\
            gzip on; gzip_min_length 0; gzip_types *;\n\
            server {{\n\
-             listen 127.0.0.1:{port}; root {www};\n\
+             listen 127.0.0.1:{port}{listen}; root {www};\n\
+             {ssl}\
              location /unico/v1/interface/ {{ dav_methods PUT; create_full_put_path on; }}\n\
            }}\n\
          }}\n",
@@ -533,12 +668,13 @@ fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
     wait_listening(port, &d.join("error.log"))?;
     let version = version(&bin, &["-v"]).trim_start_matches("nginx version: nginx/").to_string();
     let closes = "keep-alive; FIN after 20 ms idle; `Connection: close` on the 5th response";
+    let name = if listen.is_empty() { "nginx" } else { "nginx `ssl`" };
     Ok(Server {
         idle: Some(Duration::from_millis(20)),
         paced: 40,
         put_ok: true,
         gzip: true,
-        ..Server::new("nginx", version, closes, port, proc)
+        ..Server::new(name, version, closes, port, proc)
     })
 }
 
@@ -672,6 +808,124 @@ fn node(dir: &Path) -> Result<Server, String> {
         chunked_path: true,
         ..Server::new("Node.js http", version, closes, port, proc)
     })
+}
+
+/// The TLS servers (feature `tls`), with certificates made by this run.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::{Server, find, free_port, nginx, spawn, version, wait_listening};
+
+    /// nginx `ssl`, and `openssl s_server -WWW` in TLS 1.3 and in TLS 1.2.
+    pub(super) fn servers(dir: &Path, www: &Path) -> Result<Vec<Server>, String> {
+        let c = Certs::make(&dir.join("pki"))?;
+        Ok(vec![
+            Server { ca: Some(c.ca.clone()), ..nginx(dir, www, Some((&c.cert, &c.key)))? },
+            s_server(&c, www, "-tls1_3", "openssl s_server -WWW -tls1_3")?,
+            s_server(&c, www, "-tls1_2", "openssl s_server -WWW -tls1_2")?,
+        ])
+    }
+
+    /// A CA and a server certificate it issued (subjectAltName IP:127.0.0.1, DNS:localhost),
+    /// P-256 keys, valid for a day: made by the `openssl` command line in the run's directory,
+    /// so no key is ever checked in.
+    struct Certs {
+        /// The CA certificate, PEM: the client's only trust.
+        ca: Vec<u8>,
+        cert: PathBuf,
+        key: PathBuf,
+    }
+
+    impl Certs {
+        fn make(d: &Path) -> Result<Certs, String> {
+            let bin = find("openssl")?;
+            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let ext = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                       extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n";
+            fs::write(d.join("server.ext"), ext).map_err(|e| e.to_string())?;
+            let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+            let steps: [&[&str]; 3] = [
+                &[&["req", "-x509"][..], &key, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1"]]
+                    .concat(),
+                &[&["req", "-new"][..], &key, &["-keyout", "server.key", "-out", "server.csr"]].concat(),
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-extfile",
+                    "server.ext",
+                    "-out",
+                    "server.pem",
+                ],
+            ];
+            let subjects = [
+                &[
+                    "-subj",
+                    "/CN=finwatch interop CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ][..],
+                &["-subj", "/CN=localhost"],
+                &[],
+            ];
+            for (args, more) in steps.iter().zip(subjects) {
+                let out = Command::new(&bin)
+                    .args(*args)
+                    .args(more)
+                    .current_dir(d)
+                    .output()
+                    .map_err(|e| format!("openssl: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "openssl {}: {}",
+                        args.join(" "),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            let ca = fs::read(d.join("ca.pem")).map_err(|e| e.to_string())?;
+            Ok(Certs { ca, cert: d.join("server.pem"), key: d.join("server.key") })
+        }
+    }
+
+    /// `openssl s_server -WWW` serving `www`: reads a request's first line, answers `GET /file`
+    /// with `HTTP/1.0 200 ok` and the file (no `Content-Length`), and closes: a device that
+    /// closes after every response, over TLS. One connection at a time; no HEAD, no PUT.
+    fn s_server(c: &Certs, www: &Path, protocol: &str, name: &'static str) -> Result<Server, String> {
+        let bin = find("openssl")?;
+        let port = free_port()?;
+        let proc = spawn(
+            Command::new(&bin)
+                .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-WWW", protocol])
+                .arg("-cert")
+                .arg(&c.cert)
+                .arg("-key")
+                .arg(&c.key)
+                .current_dir(www),
+        )?;
+        wait_listening(port, Path::new("(openssl s_server)"))?;
+        let version = version(&bin, &["version"]).split_whitespace().nth(1).unwrap_or("").to_string();
+        let closes = "`-WWW`: HTTP/1.0, closes after every response (one connection at a time)";
+        Ok(Server {
+            ca: Some(c.ca.clone()),
+            put: false,
+            head: false,
+            ..Server::new(name, version, closes, port, proc)
+        })
+    }
 }
 
 /// `name` on the PATH, or in the sbin directories a non-root PATH lacks.
