@@ -12,12 +12,25 @@
 //! defaults sends back-to-back GETs, GETs paced around the server's idle timeout, PUTs, a
 //! 94 KB download, HEADs and a chunked (gzip) download, and checks every answer.
 //!
+//! Built with `--features tls` (as `interop/run.sh` does), the run also makes a CA and a server
+//! certificate for IP:127.0.0.1 and DNS:localhost with the `openssl` command in its temporary
+//! directory, and starts nginx with an `ssl` server (the plain one's settings; TLS 1.2 and 1.3,
+//! session tickets, a shared session cache) and `openssl s_server -WWW` (HTTP/1.0, closes after
+//! every response, one connection at a time) once with `-tls1_3` and once with `-tls1_2`. Their
+//! clients trust that CA alone (`TlsConfig::new().add_ca_pem`) and trace: the table counts full
+//! and resumed handshakes (every connection after the first must resume) and how the server
+//! closed TLS (`close_notify` or a bare FIN).
+//!
 //! `tcpdump` records the loopback traffic meanwhile, and the capture is then read here: for
 //! every connection, no request byte may leave the client after the server's FIN was on the
 //! wire (the incident's packet 18). A byte within 20 µs of the FIN is reported as a race (the
 //! FIN was still being delivered; no check before a write can see it, on any network), one
 //! later as a violation. Capturing needs root (or CAP_NET_RAW); without it the run says so and
-//! checks the answers only.
+//! checks the answers only. Over TLS a client may still send one thing after the server's FIN:
+//! its own `close_notify`, one alert record of at most 31 bytes, where a request's record is
+//! over 60; a segment that is exactly one such record is counted apart (decided by the record
+//! header, not by timing), anything else is request bytes. And on every port, fewer request
+//! segments on the wire than commands answered means the check is blind there: a failure.
 //!
 //! Prints a Markdown table; exits non-zero on any failed command, wrong answer or violation.
 
@@ -30,7 +43,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use std::{env, fs, thread};
 
-use finwatch::{Client, Method, Request, Response};
+use finwatch::{Client, ClientBuilder, Method, Request, Response, TraceKind};
 
 /// The incident device, in Python: HTTP/1.1 keep-alive, idle connections closed (FIN, no
 /// header) after argv[2] seconds, headers and body written separately, `/chunked` in 7-byte
@@ -98,6 +111,8 @@ const RACE: Duration = Duration::from_micros(20);
 const DEADLINE: Duration = Duration::from_secs(5);
 /// A server's run stops after this many problems (each may have cost a deadline).
 const GIVE_UP: usize = 5;
+/// Trace events kept by a TLS server's client: all of its run (handshakes and closes counted).
+const TRACE: usize = 1 << 16;
 
 /// A child process, killed when dropped.
 struct Proc(Child);
@@ -128,6 +143,12 @@ struct Server {
     chunked_path: bool,
     /// Compresses on `Accept-Encoding: gzip`, chunked.
     gzip: bool,
+    /// Is sent PUTs at all (a server that cannot even refuse one is not).
+    put: bool,
+    /// Answers HEAD (with `files`).
+    head: bool,
+    /// Speaks TLS, with a certificate from this CA (PEM): `https://`.
+    ca: Option<Vec<u8>>,
     _proc: Proc,
 }
 
@@ -145,6 +166,9 @@ impl Server {
             files: true,
             chunked_path: false,
             gzip: false,
+            put: true,
+            head: true,
+            ca: None,
             _proc: proc,
         }
     }
@@ -160,6 +184,47 @@ struct Outcome {
     problems: Vec<String>,
     stats: Option<finwatch::Stats>,
     wire: Wire,
+    /// TLS servers: what the client's trace shows.
+    tls: TlsSeen,
+    /// TLS servers: the client's trace (written to the run's directory).
+    trace: Option<finwatch::Trace>,
+}
+
+/// What a TLS server's client traced: handshakes and how the server closed TLS.
+#[derive(Default)]
+struct TlsSeen {
+    full: usize,
+    resumed: usize,
+    /// `TraceKind::TlsClosed { close_notify: true }`.
+    close_notify: usize,
+    /// `TraceKind::TlsClosed { close_notify: false }`: a TCP FIN without one.
+    bare_fin: usize,
+    versions: Vec<String>,
+    /// The trace filled up: the counts are a lower bound.
+    truncated: bool,
+}
+
+impl TlsSeen {
+    fn of(trace: &finwatch::Trace) -> TlsSeen {
+        let mut t = TlsSeen::default();
+        let mut events = 0;
+        for e in trace.events() {
+            events += 1;
+            match &e.kind {
+                TraceKind::TlsHandshake { version, resumed, .. } => {
+                    *if *resumed { &mut t.resumed } else { &mut t.full } += 1;
+                    if !t.versions.contains(version) {
+                        t.versions.push(version.clone());
+                    }
+                }
+                TraceKind::TlsClosed { close_notify: true } => t.close_notify += 1,
+                TraceKind::TlsClosed { close_notify: false } => t.bare_fin += 1,
+                _ => {}
+            }
+        }
+        t.truncated = events >= TRACE;
+        t
+    }
 }
 
 /// What the capture showed for one server's port.
@@ -168,8 +233,15 @@ struct Wire {
     connections: usize,
     server_fins: usize,
     server_resets: usize,
-    /// Client packets with payload after the server's FIN: (connection's client port, µs after).
+    /// Client packets with request bytes after the server's FIN: (connection's client port, µs
+    /// after).
     after_fin: Vec<(u16, u64)>,
+    /// Client packets with request bytes, anywhere: at least one per command answered, or the
+    /// capture (or the reading of it) is blind on this port.
+    requests: usize,
+    /// TLS only: client packets after the server's FIN holding nothing but one alert record
+    /// (the client's `close_notify`), which are not requests (see [`pcap::alert_only`]).
+    alerts_after_fin: usize,
 }
 
 fn main() -> ExitCode {
@@ -194,8 +266,9 @@ fn run() -> Result<bool, String> {
     fs::write(www.join("big.txt"), &big).map_err(|e| e.to_string())?;
     fs::write(www.join("state.json"), STATE_BODY.repeat(40)).map_err(|e| e.to_string())?;
 
-    let servers = vec![
-        nginx(&dir, &www)?,
+    #[allow(unused_mut)] // without the `tls` feature
+    let mut servers = vec![
+        nginx(&dir, &www, None)?,
         apache(&dir, &www)?,
         lighttpd(&dir, &www)?,
         busybox(&www)?,
@@ -203,11 +276,14 @@ fn run() -> Result<bool, String> {
         python_device(&dir)?,
         node(&dir)?,
     ];
+    #[cfg(feature = "tls")]
+    servers.extend(tls::servers(&dir, &www)?);
     // A second incident device, for the control: a naive pooled client that writes its next
     // request without looking. The capture must show its requests crossing FINs, or it is blind.
     let control = python_device(&dir)?;
     let ports: Vec<u16> = servers.iter().chain([&control]).map(|s| s.port).collect();
-    let capture = Capture::start(&dir, &ports);
+    let tls_ports: Vec<u16> = servers.iter().filter(|s| s.ca.is_some()).map(|s| s.port).collect();
+    let capture = Capture::start(&dir, &ports, &tls_ports);
     if let Err(e) = &capture {
         eprintln!("interop: no capture ({e}); the answers are checked, the wire is not");
     }
@@ -221,23 +297,31 @@ fn run() -> Result<bool, String> {
         Ok(c) => Some(c.finish()?),
         Err(_) => None,
     };
+    for (s, o) in servers.iter().zip(&outcomes) {
+        if let Some(t) = &o.trace {
+            let file = dir.join(format!("trace-{}.mmd", s.port));
+            let _ = fs::write(file, t.to_mermaid("controller"));
+        }
+    }
 
     let mut ok = true;
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| server | how it ends connections | commands | ok | back-to-back GET p50 µs | retries | connections | FINs seen idle | retired ahead | on the wire: connections | server FINs | request bytes after a FIN (race ≤ 20 µs) | server RSTs |"
+        "| server | how it ends connections | commands | ok | back-to-back GET p50 µs | retries | connections | FINs seen idle | retired ahead | TLS handshakes: full / resumed | TLS closed by the server: `close_notify` / bare FIN | on the wire: connections | server FINs | request bytes after a FIN (race ≤ 20 µs) | client `close_notify` after a FIN | server RSTs |"
     );
-    let _ = writeln!(table, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(table, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for (s, o) in servers.iter().zip(&mut outcomes) {
         if let Some(w) = wires.as_ref().and_then(|w| w.iter().find(|(p, _)| *p == s.port)) {
             o.wire = w.1.clone();
         }
         let st = o.stats.unwrap_or_default();
         let late: Vec<_> = o.wire.after_fin.iter().filter(|(_, us)| *us > RACE.as_micros() as u64).collect();
+        let tls = s.ca.is_some();
+        let alerts = if tls { o.wire.alerts_after_fin.to_string() } else { "–".into() };
         let wire = if wires.is_some() {
             format!(
-                "{} | {} | {} ({}) | {}",
+                "{} | {} | {} ({}) | {alerts} | {}",
                 o.wire.connections,
                 o.wire.server_fins,
                 late.len(),
@@ -245,11 +329,21 @@ fn run() -> Result<bool, String> {
                 o.wire.server_resets
             )
         } else {
-            "not captured | | | ".to_string()
+            "not captured | | | | ".to_string()
+        };
+        let t = &o.tls;
+        let (handshakes, closes) = if tls {
+            let more = if t.truncated { "+" } else { "" };
+            (
+                format!("{}{more} / {}{more} ({})", t.full, t.resumed, t.versions.join(", ")),
+                format!("{}{more} / {}{more}", t.close_notify, t.bare_fin),
+            )
+        } else {
+            ("–".into(), "–".into())
         };
         let _ = writeln!(
             table,
-            "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {wire} |",
+            "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {handshakes} | {closes} | {wire} |",
             s.name,
             s.version,
             s.closes,
@@ -264,6 +358,18 @@ fn run() -> Result<bool, String> {
         for (port, us) in late {
             o.problems.push(format!("request bytes on connection :{port} {us} µs after the server's FIN"));
         }
+        if tls && t.full > 1 {
+            o.problems.push(format!(
+                "{} full TLS handshakes (and {} resumed): a connection after the first did not resume its session",
+                t.full, t.resumed
+            ));
+        }
+        if wires.is_some() && o.wire.requests < o.ok {
+            o.problems.push(format!(
+                "the capture shows {} request segments for {} commands answered: the wire check is blind here",
+                o.wire.requests, o.ok
+            ));
+        }
         if !o.problems.is_empty() {
             ok = false;
         }
@@ -274,7 +380,7 @@ fn run() -> Result<bool, String> {
         let late = w.after_fin.iter().filter(|(_, us)| *us > RACE.as_micros() as u64).count();
         let _ = writeln!(
             table,
-            "| control: a naive pool writing without looking, Python device | {} | {control_sent} | {control_answered} | – | – | – | – | – | {} | {} | {late} ({}) | {} |",
+            "| control: a naive pool writing without looking, Python device | {} | {control_sent} | {control_answered} | – | – | – | – | – | – | – | {} | {} | {late} ({}) | – | {} |",
             control.closes,
             w.connections,
             w.server_fins,
@@ -309,14 +415,25 @@ fn run() -> Result<bool, String> {
 fn exercise(s: &Server, big: &[u8]) -> Outcome {
     let mut o = Outcome::default();
     let mut gets = Vec::new();
-    let mut client = match Client::builder().request_timeout(DEADLINE).connect_timeout(DEADLINE).build() {
+    let mut builder = Client::builder().request_timeout(DEADLINE).connect_timeout(DEADLINE);
+    if let Some(ca) = &s.ca {
+        builder = match with_tls(builder, ca) {
+            Ok(b) => b.trace(TRACE),
+            Err(e) => {
+                o.problems.push(format!("no TLS client: {e}"));
+                return o;
+            }
+        };
+    }
+    let mut client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             o.problems.push(format!("no client: {e}"));
             return o;
         }
     };
-    let base = format!("http://127.0.0.1:{}", s.port);
+    let scheme = if s.ca.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://127.0.0.1:{}", s.port);
     let get = |path: &str| Request::get(&format!("{base}{path}")).build();
     let mut check =
         |what: &str, req: finwatch::Result<Request>, want: &dyn Fn(&Response) -> Result<(), String>| {
@@ -346,7 +463,7 @@ fn exercise(s: &Server, big: &[u8]) -> Outcome {
         check("back-to-back GET", get(STATE_PATH), &state_ok);
         gets.push(start.elapsed().as_micros() as u64);
     }
-    for _ in 0..20 {
+    for _ in 0..if s.put { 20 } else { 0 } {
         let req = Request::put(&format!("{base}{PUT_PATH}"), PUT_BODY)
             .header("Content-Type", "application/json")
             .build();
@@ -367,7 +484,7 @@ fn exercise(s: &Server, big: &[u8]) -> Outcome {
                 }
             });
         }
-        for _ in 0..5 {
+        for _ in 0..if s.head { 5 } else { 0 } {
             let req = Request::builder(Method::HEAD, &format!("{base}/big.txt")).build();
             check("HEAD", req, &|r: &Response| {
                 let len = r.header("content-length").and_then(|v| v.parse::<usize>().ok());
@@ -414,7 +531,23 @@ fn exercise(s: &Server, big: &[u8]) -> Outcome {
     }
     o.stats = Some(client.stats());
     o.gets_us = gets;
+    o.trace = client.take_trace();
+    if let Some(t) = &o.trace {
+        o.tls = TlsSeen::of(t);
+    }
     o
+}
+
+/// `b` with the run's CA as the only trust (feature `tls`).
+#[cfg(feature = "tls")]
+fn with_tls(b: ClientBuilder, ca: &[u8]) -> Result<ClientBuilder, String> {
+    let tls = finwatch::TlsConfig::new().add_ca_pem(ca).map_err(|e| e.to_string())?;
+    Ok(b.tls(tls))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(_: ClientBuilder, _: &[u8]) -> Result<ClientBuilder, String> {
+    Err("the example was built without the `tls` feature".into())
 }
 
 fn p50(v: &mut [u64]) -> String {
@@ -490,10 +623,24 @@ fn big_file() -> Vec<u8> {
     out
 }
 
-fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
+/// nginx; with `ssl` (certificate, key), an `ssl` server (TLS 1.2 and 1.3, session tickets and a
+/// shared session cache), otherwise the same.
+fn nginx(dir: &Path, www: &Path, ssl: Option<(&Path, &Path)>) -> Result<Server, String> {
     let bin = find("nginx")?;
     let port = free_port()?;
-    let d = dir.join("nginx");
+    let d = dir.join(if ssl.is_some() { "nginx-ssl" } else { "nginx" });
+    let (listen, ssl) = match ssl {
+        Some((cert, key)) => (
+            " ssl",
+            format!(
+                "ssl_certificate {}; ssl_certificate_key {};\n\
+                 ssl_protocols TLSv1.2 TLSv1.3; ssl_session_tickets on; ssl_session_cache shared:interop:1m;\n",
+                cert.display(),
+                key.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     fs::create_dir_all(&d).map_err(|e| e.to_string())?;
     let conf = format!(
         "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
@@ -506,7 +653,8 @@ fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
            keepalive_timeout 20ms; keepalive_requests 5;\n\
            gzip on; gzip_min_length 0; gzip_types *;\n\
            server {{\n\
-             listen 127.0.0.1:{port}; root {www};\n\
+             listen 127.0.0.1:{port}{listen}; root {www};\n\
+             {ssl}\
              location /unico/v1/interface/ {{ dav_methods PUT; create_full_put_path on; }}\n\
            }}\n\
          }}\n",
@@ -520,12 +668,13 @@ fn nginx(dir: &Path, www: &Path) -> Result<Server, String> {
     wait_listening(port, &d.join("error.log"))?;
     let version = version(&bin, &["-v"]).trim_start_matches("nginx version: nginx/").to_string();
     let closes = "keep-alive; FIN after 20 ms idle; `Connection: close` on the 5th response";
+    let name = if listen.is_empty() { "nginx" } else { "nginx `ssl`" };
     Ok(Server {
         idle: Some(Duration::from_millis(20)),
         paced: 40,
         put_ok: true,
         gzip: true,
-        ..Server::new("nginx", version, closes, port, proc)
+        ..Server::new(name, version, closes, port, proc)
     })
 }
 
@@ -661,6 +810,124 @@ fn node(dir: &Path) -> Result<Server, String> {
     })
 }
 
+/// The TLS servers (feature `tls`), with certificates made by this run.
+#[cfg(feature = "tls")]
+mod tls {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::{Server, find, free_port, nginx, spawn, version, wait_listening};
+
+    /// nginx `ssl`, and `openssl s_server -WWW` in TLS 1.3 and in TLS 1.2.
+    pub(super) fn servers(dir: &Path, www: &Path) -> Result<Vec<Server>, String> {
+        let c = Certs::make(&dir.join("pki"))?;
+        Ok(vec![
+            Server { ca: Some(c.ca.clone()), ..nginx(dir, www, Some((&c.cert, &c.key)))? },
+            s_server(&c, www, "-tls1_3", "openssl s_server -WWW -tls1_3")?,
+            s_server(&c, www, "-tls1_2", "openssl s_server -WWW -tls1_2")?,
+        ])
+    }
+
+    /// A CA and a server certificate it issued (subjectAltName IP:127.0.0.1, DNS:localhost),
+    /// P-256 keys, valid for a day: made by the `openssl` command line in the run's directory,
+    /// so no key is ever checked in.
+    struct Certs {
+        /// The CA certificate, PEM: the client's only trust.
+        ca: Vec<u8>,
+        cert: PathBuf,
+        key: PathBuf,
+    }
+
+    impl Certs {
+        fn make(d: &Path) -> Result<Certs, String> {
+            let bin = find("openssl")?;
+            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let ext = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                       extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n";
+            fs::write(d.join("server.ext"), ext).map_err(|e| e.to_string())?;
+            let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+            let steps: [&[&str]; 3] = [
+                &[&["req", "-x509"][..], &key, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1"]]
+                    .concat(),
+                &[&["req", "-new"][..], &key, &["-keyout", "server.key", "-out", "server.csr"]].concat(),
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-extfile",
+                    "server.ext",
+                    "-out",
+                    "server.pem",
+                ],
+            ];
+            let subjects = [
+                &[
+                    "-subj",
+                    "/CN=finwatch interop CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ][..],
+                &["-subj", "/CN=localhost"],
+                &[],
+            ];
+            for (args, more) in steps.iter().zip(subjects) {
+                let out = Command::new(&bin)
+                    .args(*args)
+                    .args(more)
+                    .current_dir(d)
+                    .output()
+                    .map_err(|e| format!("openssl: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "openssl {}: {}",
+                        args.join(" "),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+            let ca = fs::read(d.join("ca.pem")).map_err(|e| e.to_string())?;
+            Ok(Certs { ca, cert: d.join("server.pem"), key: d.join("server.key") })
+        }
+    }
+
+    /// `openssl s_server -WWW` serving `www`: reads a request's first line, answers `GET /file`
+    /// with `HTTP/1.0 200 ok` and the file (no `Content-Length`), and closes: a device that
+    /// closes after every response, over TLS. One connection at a time; no HEAD, no PUT.
+    fn s_server(c: &Certs, www: &Path, protocol: &str, name: &'static str) -> Result<Server, String> {
+        let bin = find("openssl")?;
+        let port = free_port()?;
+        let proc = spawn(
+            Command::new(&bin)
+                .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-WWW", protocol])
+                .arg("-cert")
+                .arg(&c.cert)
+                .arg("-key")
+                .arg(&c.key)
+                .current_dir(www),
+        )?;
+        wait_listening(port, Path::new("(openssl s_server)"))?;
+        let version = version(&bin, &["version"]).split_whitespace().nth(1).unwrap_or("").to_string();
+        let closes = "`-WWW`: HTTP/1.0, closes after every response (one connection at a time)";
+        Ok(Server {
+            ca: Some(c.ca.clone()),
+            put: false,
+            head: false,
+            ..Server::new(name, version, closes, port, proc)
+        })
+    }
+}
+
 /// `name` on the PATH, or in the sbin directories a non-root PATH lacks.
 fn find(name: &str) -> Result<PathBuf, String> {
     let path = env::var_os("PATH").unwrap_or_default();
@@ -730,12 +997,14 @@ struct Capture {
     proc: Proc,
     file: PathBuf,
     ports: Vec<u16>,
+    /// The ports of those that speak TLS.
+    tls: Vec<u16>,
     /// A port nothing listens on, also captured: a connection attempt to it marks the end.
     marker: u16,
 }
 
 impl Capture {
-    fn start(dir: &Path, ports: &[u16]) -> Result<Capture, String> {
+    fn start(dir: &Path, ports: &[u16], tls: &[u16]) -> Result<Capture, String> {
         let bin = find("tcpdump")?;
         let file = dir.join("wire.pcap");
         let marker = free_port()?;
@@ -762,7 +1031,7 @@ impl Capture {
         });
         match rx.recv_timeout(DEADLINE) {
             Ok(line) if line.contains("listening on") => {
-                Ok(Capture { proc, file, ports: ports.to_vec(), marker })
+                Ok(Capture { proc, file, ports: ports.to_vec(), tls: tls.to_vec(), marker })
             }
             Ok(line) => Err(format!("tcpdump: {line}")),
             Err(_) => Err("tcpdump said nothing".into()),
@@ -777,7 +1046,9 @@ impl Capture {
         let until = Instant::now() + DEADLINE;
         loop {
             let bytes = fs::read(&self.file).map_err(|e| e.to_string())?;
-            if pcap::analyse(&bytes, &[self.marker]).is_ok_and(|w| w.iter().any(|(_, w)| w.connections > 0)) {
+            if pcap::analyse(&bytes, &[self.marker], &[])
+                .is_ok_and(|w| w.iter().any(|(_, w)| w.connections > 0))
+            {
                 break;
             }
             if Instant::now() >= until {
@@ -796,7 +1067,7 @@ impl Capture {
         }
         let mut bytes = Vec::new();
         fs::File::open(&self.file).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| e.to_string())?;
-        pcap::analyse(&bytes, &self.ports)
+        pcap::analyse(&bytes, &self.ports, &self.tls)
     }
 }
 
@@ -810,7 +1081,33 @@ mod pcap {
         fin_at: Option<u64>,
     }
 
-    pub(super) fn analyse(b: &[u8], ports: &[u16]) -> Result<Vec<(u16, Wire)>, String> {
+    /// The largest alert record: TLS 1.2 AES-GCM (8-byte explicit nonce, 2-byte alert, 16-byte
+    /// tag); TLS 1.3 wraps an alert as application data of 2 + 1 (inner type) + 16 (tag) bytes,
+    /// and rustls pads nothing. A request's record is at least its request line and `Host`
+    /// header (over 40 bytes for the shortest finwatch writes) plus the same overhead.
+    const ALERT_MAX: usize = 8 + 2 + 16;
+
+    /// Whether a client segment of `len` payload bytes, of which `head` were captured, is one
+    /// TLS alert record and nothing else: its header (type 21 alert, or 23 application data as
+    /// TLS 1.3 sends alerts, version 3.x) gives a length of at most [`ALERT_MAX`] that is the
+    /// whole rest of the segment. After the server's FIN that is the client's `close_notify`
+    /// (sent in answer to the server's, or on its own close before it read the FIN): not a
+    /// request. The decision is by the record header, not by timing: a request and an alert
+    /// cannot be confused however late they come, and anything else (a larger record, two
+    /// records, a segment that does not start with a record header) counts as request bytes.
+    pub(super) fn alert_only(len: usize, head: &[u8]) -> bool {
+        match head {
+            [t, 3, _, hi, lo, ..] if *t == 21 || *t == 23 => {
+                let rec = u16::from_be_bytes([*hi, *lo]) as usize;
+                rec <= ALERT_MAX && len == 5 + rec
+            }
+            _ => false,
+        }
+    }
+
+    /// Follows every connection to `ports` in the capture `b`; on `tls` ports (a subset), a
+    /// client's lone alert record after the server's FIN is not a request ([`alert_only`]).
+    pub(super) fn analyse(b: &[u8], ports: &[u16], tls: &[u16]) -> Result<Vec<(u16, Wire)>, String> {
         if b.len() < 24 {
             return Err("capture file too short".into());
         }
@@ -837,7 +1134,7 @@ mod pcap {
             let Some(pkt) = b.get(o + 16..o + 16 + caplen) else { break };
             o += 16 + caplen;
             let Some(tcp) = tcp_of(pkt, link) else { continue };
-            let (src, dst, flags, payload) = tcp;
+            let (src, dst, flags, payload, head) = tcp;
             let (server, client, from_server) = if wires.contains_key(&src) {
                 (src, dst, true)
             } else if wires.contains_key(&dst) {
@@ -863,10 +1160,25 @@ mod pcap {
             if from_server && flags & RST != 0 {
                 w.server_resets += 1;
             }
-            if !from_server
-                && payload > 0
-                && let Some(fin) = c.fin_at
-            {
+            if from_server || payload == 0 {
+                continue;
+            }
+            if tls.contains(&server) {
+                if alert_only(payload, head) {
+                    if c.fin_at.is_some() {
+                        w.alerts_after_fin += 1;
+                    }
+                    continue;
+                }
+                // The handshake's records (type 22, and 20 in TLS 1.2) are no requests; after
+                // the FIN they still count, below, as bytes the client should not have sent.
+                if head.first() == Some(&23) {
+                    w.requests += 1;
+                }
+            } else {
+                w.requests += 1;
+            }
+            if let Some(fin) = c.fin_at {
                 w.after_fin.push((client, t_us.saturating_sub(fin)));
             }
         }
@@ -875,8 +1187,9 @@ mod pcap {
         Ok(v)
     }
 
-    /// (source port, destination port, flags, payload length) of a TCP segment.
-    fn tcp_of(p: &[u8], link: u32) -> Option<(u16, u16, u8, usize)> {
+    /// (source port, destination port, flags, payload length, the payload's captured start) of
+    /// a TCP segment.
+    fn tcp_of(p: &[u8], link: u32) -> Option<(u16, u16, u8, usize, &[u8])> {
         let ip = match link {
             1 if p.len() >= 14 => match u16::from_be_bytes([p[12], p[13]]) {
                 0x0800 | 0x86dd => &p[14..],
@@ -906,11 +1219,14 @@ mod pcap {
             return None;
         }
         let off = (tcp[12] >> 4) as usize * 4;
+        let payload = len.checked_sub(off)?;
+        let head = tcp.get(off..).unwrap_or_default();
         Some((
             u16::from_be_bytes([tcp[0], tcp[1]]),
             u16::from_be_bytes([tcp[2], tcp[3]]),
             tcp[13],
-            len.checked_sub(off)?,
+            payload,
+            &head[..head.len().min(payload)],
         ))
     }
 }
@@ -928,11 +1244,18 @@ mod tests {
     /// A little-endian microsecond pcap with Ethernet frames of IPv4/TCP segments:
     /// (µs, source port, destination port, flags, payload length).
     fn capture(packets: &[(u32, u16, u16, u8, usize)]) -> Vec<u8> {
+        let x: Vec<_> = packets.iter().map(|&(t, s, d, f, n)| (t, s, d, f, vec![b'x'; n])).collect();
+        capture_bytes(&x)
+    }
+
+    /// [`capture`] with the payloads given.
+    fn capture_bytes(packets: &[(u32, u16, u16, u8, Vec<u8>)]) -> Vec<u8> {
         let mut b = Vec::new();
         for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
             b.extend_from_slice(&v.to_le_bytes());
         }
-        for &(t, src, dst, flags, payload) in packets {
+        for (t, src, dst, flags, bytes) in packets {
+            let (t, src, dst, flags, payload) = (*t, *src, *dst, *flags, bytes.len());
             let mut frame = vec![0u8; 12];
             frame.extend_from_slice(&[0x08, 0x00]);
             let total = (20 + 20 + payload) as u16;
@@ -945,7 +1268,7 @@ mod tests {
             tcp[12] = 5 << 4;
             tcp[13] = flags;
             frame.extend_from_slice(&tcp);
-            frame.extend(std::iter::repeat_n(b'x', payload));
+            frame.extend_from_slice(bytes);
             for v in [t / 1_000_000, t % 1_000_000, frame.len() as u32, frame.len() as u32] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
@@ -967,7 +1290,7 @@ mod tests {
             (1_150, SERVER, c, RST, 0),
             (2_000, 40_001, 9999, SYN, 0), // another port: not ours
         ]);
-        let w = pcap::analyse(&wire, &[SERVER]).unwrap();
+        let w = pcap::analyse(&wire, &[SERVER], &[]).unwrap();
         assert_eq!(w.len(), 1);
         let (port, w) = &w[0];
         assert_eq!(*port, SERVER);
@@ -986,12 +1309,68 @@ mod tests {
             (1_010, c, SERVER, ACK, 0),       // the ACK of the FIN
             (1_020, c, SERVER, FIN | ACK, 0), // the client closes too
         ]);
-        let w = pcap::analyse(&wire, &[SERVER]).unwrap();
+        let w = pcap::analyse(&wire, &[SERVER], &[]).unwrap();
         assert!(w[0].1.after_fin.is_empty());
         // A record cut short at the end of the file (tcpdump still writing) ends the read.
         let mut cut = wire.clone();
         cut.truncate(wire.len() - 5);
-        assert_eq!(pcap::analyse(&cut, &[SERVER]).unwrap()[0].1.connections, 1);
-        assert!(pcap::analyse(b"not a pcap file, long enough", &[SERVER]).is_err());
+        assert_eq!(pcap::analyse(&cut, &[SERVER], &[]).unwrap()[0].1.connections, 1);
+        assert!(pcap::analyse(b"not a pcap file, long enough", &[SERVER], &[]).is_err());
+    }
+
+    /// A TLS record of `len` bytes of content, header included.
+    fn record(kind: u8, len: usize) -> Vec<u8> {
+        let mut r = vec![kind, 3, 3];
+        r.extend_from_slice(&(len as u16).to_be_bytes());
+        r.extend(std::iter::repeat_n(0xa5, len));
+        r
+    }
+
+    #[test]
+    fn over_tls_a_lone_alert_after_the_fin_is_a_close_notify_and_anything_larger_a_request() {
+        let c = 40_010;
+        let data = 0x17; // application data: TLS 1.3's alerts too
+        let alert = 0x15;
+        let p = |t, src, dst, flags, bytes| (t, src, dst, flags, bytes);
+        let wire = capture_bytes(&[
+            p(0, c, SERVER, SYN, vec![]),
+            p(10, c, SERVER, ACK | 0x08, record(0x16, 500)), // ClientHello: no request
+            p(20, c, SERVER, ACK | 0x08, record(data, 19)),  // a close_notify before any FIN
+            p(30, c, SERVER, ACK | 0x08, record(data, 120)), // a request
+            p(40, SERVER, c, ACK | 0x08, record(data, 90)),
+            p(1_000, SERVER, c, FIN | ACK, vec![]),
+            p(1_100, c, SERVER, ACK | 0x08, record(data, 19)), // TLS 1.3 close_notify: 24 bytes
+            p(1_200, c, SERVER, ACK | 0x08, record(alert, 26)), // TLS 1.2 AES-GCM alert: 31
+            p(1_300, c, SERVER, FIN | ACK, vec![]),
+        ]);
+        let w = &pcap::analyse(&wire, &[SERVER], &[SERVER]).unwrap()[0].1;
+        assert_eq!((w.requests, w.alerts_after_fin), (1, 2));
+        assert!(w.after_fin.is_empty());
+
+        // After the FIN: a request's record, an alert-sized record followed by more, a record
+        // one byte over the largest alert, and a segment not starting with a record header.
+        let mut two = record(data, 19);
+        two.extend(record(data, 100));
+        let mut headless = vec![0u8; 24];
+        headless[..5].copy_from_slice(&[0x41, 0x42, 0x43, 0x44, 0x45]);
+        for (i, bytes) in [record(data, 100), two, record(data, 27), headless].into_iter().enumerate() {
+            let wire = capture_bytes(&[
+                p(0, c, SERVER, SYN, vec![]),
+                p(1_000, SERVER, c, FIN | ACK, vec![]),
+                p(1_050, c, SERVER, ACK | 0x08, bytes),
+            ]);
+            let w = &pcap::analyse(&wire, &[SERVER], &[SERVER]).unwrap()[0].1;
+            assert_eq!(w.after_fin, vec![(c, 50)], "case {i}");
+            assert_eq!(w.alerts_after_fin, 0, "case {i}");
+        }
+
+        // On a plain port the same 24 bytes after the FIN are request bytes.
+        let wire = capture_bytes(&[
+            p(0, c, SERVER, SYN, vec![]),
+            p(1_000, SERVER, c, FIN | ACK, vec![]),
+            p(1_050, c, SERVER, ACK | 0x08, record(data, 19)),
+        ]);
+        let w = &pcap::analyse(&wire, &[SERVER], &[]).unwrap()[0].1;
+        assert_eq!((w.after_fin.len(), w.alerts_after_fin, w.requests), (1, 0, 1));
     }
 }
