@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use finwatch::{Client, ClientBuilder, Request, SharedClient, Stats};
+use finwatch::{Client, ClientBuilder, Request, SharedClient, Stats, TlsConfig};
+
+use crate::tls::Pki;
 
 use super::{HttpClient, Method, REQUEST_TIMEOUT};
 
@@ -10,6 +12,18 @@ pub struct Finwatch(Client);
 
 pub fn make(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
     super::boxed(Client::builder().request_timeout(REQUEST_TIMEOUT).build().map(Finwatch))
+}
+
+/// [`make`] for `https://`, trusting the run's CA.
+pub fn make_tls(_addr: SocketAddr, pki: &Pki) -> Result<Box<dyn HttpClient>, String> {
+    let builder = tls(Client::builder(), pki)?;
+    super::boxed(builder.request_timeout(REQUEST_TIMEOUT).build().map(Finwatch))
+}
+
+/// `builder` trusting the run's CA (and nothing else): `TlsConfig::new().add_ca_pem(..)`.
+pub fn tls(builder: ClientBuilder, pki: &Pki) -> Result<ClientBuilder, String> {
+    let config = TlsConfig::new().add_ca_pem(pki.ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(builder.tls(config))
 }
 
 impl HttpClient for Finwatch {
@@ -36,7 +50,12 @@ impl HttpClient for Finwatch {
 pub struct FinwatchShared(SharedClient);
 
 pub fn make_shared(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    let builder = Client::builder().request_timeout(REQUEST_TIMEOUT);
+    make_shared_with(Client::builder())
+}
+
+/// [`make_shared`] from the given settings (plus the harness's request timeout).
+pub fn make_shared_with(builder: ClientBuilder) -> Result<Box<dyn HttpClient>, String> {
+    let builder = builder.request_timeout(REQUEST_TIMEOUT);
     super::boxed(SharedClient::from_builder(builder).map(FinwatchShared))
 }
 
@@ -93,7 +112,12 @@ pub fn make_execute(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
 /// [`make_execute`], and during the pauses between commands the loop runs (`Client::poll` until
 /// the next command is due) instead of the thread just waiting.
 pub fn make_poll(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    let inner = FinwatchExecute::new(Client::builder())?;
+    make_poll_with(Client::builder())
+}
+
+/// [`make_poll`] from the given settings (plus the harness's request timeout).
+pub fn make_poll_with(builder: ClientBuilder) -> Result<Box<dyn HttpClient>, String> {
+    let inner = FinwatchExecute::new(builder)?;
     Ok(Box::new(FinwatchPoll { inner, done: Vec::new() }))
 }
 
