@@ -157,6 +157,8 @@ pub struct Config {
     pub quick: bool,
     /// One-way delay of the emulated link; zero: loopback.
     pub link_delay: Duration,
+    /// The TLS device offers X25519 only (a diagnostic, `--device-x25519-only`).
+    pub x25519_only: bool,
 }
 
 impl Config {
@@ -178,6 +180,7 @@ impl Config {
             out: Some(results_path("RESULTS.md")),
             quick: false,
             link_delay: Duration::ZERO,
+            x25519_only: false,
         }
     }
 
@@ -258,6 +261,8 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
                        client and device in private network namespaces joined by two TUN
                        devices and a relay thread; a TCP handshake then costs 2N µs. Default
                        output compare/RESULTS-link.md (default N = 0: loopback)
+  --device-x25519-only the TLS device offers no key exchange but X25519 (a diagnostic: rustls's
+                       ring provider offers P-384 first)
   --out PATH           write the markdown here (default compare/RESULTS.md, with a link
                        compare/RESULTS-link.md; none with --quick)
   --no-write           only print the markdown
@@ -279,6 +284,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         match a.as_str() {
             "--quick" => {}
             "--tls" => cfg.scenarios = Scenario::TLS.to_vec(),
+            "--device-x25519-only" => cfg.x25519_only = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -578,7 +584,8 @@ fn run_scenario(
         let (acc, served) = counts(&device, i);
         rec.conns = acc - base[i].0;
         rec.served = served - base[i].1;
-        rec.handshakes = stats::Handshakes::read(device.counters(i)).minus(&hs_base[i]);
+        rec.handshakes_all = stats::Handshakes::read(device.counters(i));
+        rec.handshakes = rec.handshakes_all.minus(&hs_base[i]);
     }
     Ok(ScenarioResult { scenario: sc, records, not_run, notes, elapsed: started.elapsed() })
 }
@@ -671,7 +678,7 @@ fn main() -> ExitCode {
     };
     tls::install_default_provider();
     let pki = if cfg.scenarios.iter().any(|s| s.is_tls()) {
-        match tls::Pki::generate() {
+        match tls::Pki::generate(cfg.x25519_only) {
             Ok(p) => Some(p),
             Err(e) => {
                 eprintln!("cannot make the run's certificates: {e}");

@@ -136,6 +136,12 @@ fn run_args(cfg: &Config) -> String {
     if cfg.quick {
         args.push_str(" --quick");
     }
+    if !cfg.scenarios.is_empty() && cfg.scenarios.iter().all(|s| s.is_tls()) {
+        args.push_str(" --tls");
+    }
+    if cfg.x25519_only {
+        args.push_str(" --device-x25519-only");
+    }
     if cfg.on_link() {
         let _ = write!(args, " --link-delay-us {}", cfg.link_delay.as_micros());
     }
@@ -193,7 +199,22 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
     let _ = writeln!(o, "- finwatch: {}", m.finwatch_rev);
     let _ = writeln!(o, "- Crates (Cargo.lock): {}", env!("COMPARE_CRATES"));
     let _ = writeln!(o, "- libcurl actually used (the system's, through pkg-config): {}", m.libcurl);
-    let _ = writeln!(o, "{}\n", network(cfg, link));
+    let _ = writeln!(o, "{}", network(cfg, link));
+    if cfg.scenarios.iter().any(|s| s.is_tls()) {
+        let _ = writeln!(
+            o,
+            "- TLS device: rustls {} (ring provider) driven by hand in the device's event loop, TLS 1.3 and \
+             1.2, an ECDSA P-256 certificate made at start by rcgen for 127.0.0.1, signed by a CA made \
+             with it; stateless tickets (resumption on); key exchange: {}. Clients trust that CA only.",
+            env!("COMPARE_RUSTLS"),
+            if cfg.x25519_only {
+                "**X25519 only** (`--device-x25519-only`, a diagnostic)"
+            } else {
+                "the ring provider's default groups (P-384, X25519, P-256); each client's first choice wins"
+            }
+        );
+    }
+    let _ = writeln!(o);
 
     let _ = writeln!(o, "## Method\n");
     let _ = writeln!(
@@ -360,6 +381,37 @@ fn tls_table(cfg: &Config, r: &ScenarioResult, summaries: &[Summary]) -> String 
         peer50.map_or("none ran".into(), |(i, p)| format!("{} ({} µs)", cfg.clients[i].label, us(Some(p)))),
         us(peer99)
     );
+    let _ = writeln!(
+        o,
+        "\nThe device's handshakes over the whole scenario, warm-up included (the first connection's is \
+         the full one): time at the device from the ClientHello's first byte to the client's \
+         Finished (held delay included), and the device thread's CPU time spent in them.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| client | full | full µs at the device | full CPU µs | resumed | resumed µs at the device | resumed CPU µs | TLS 1.3 | TLS errors |"
+    );
+    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for (i, kind) in cfg.clients.iter().enumerate() {
+        if r.not_run[i].is_some() {
+            continue;
+        }
+        let h = r.records[i].handshakes_all;
+        let ((full, resumed), (full_cpu, resumed_cpu)) = (h.mean_ns(), h.mean_cpu_ns());
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            kind.label,
+            h.full,
+            us(full),
+            us(full_cpu),
+            h.resumed,
+            us(resumed),
+            us(resumed_cpu),
+            h.tls13,
+            h.errors
+        );
+    }
     o
 }
 
@@ -560,7 +612,8 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
     let ran = |r: &ScenarioResult, i: usize| r.not_run[i].is_none() && r.records[i].ok > 0;
     let mark = |ok: bool| if ok { "met" } else { "**missed**" };
     let mut lines = Vec::new();
-    for r in results {
+    // The TLS scenarios have targets of their own (`tls_targets`).
+    for r in results.iter().filter(|r| !r.scenario.is_tls()) {
         let sums: Vec<Summary> = r.records.iter().map(|rec| rec.summary()).collect();
         let ratio_of = |i: usize, floor: &str, p99: bool| -> Option<f64> {
             let f = idx(floor).filter(|&f| ran(r, f))?;

@@ -52,6 +52,8 @@ pub struct Record {
     pub by_gap: Vec<Vec<u64>>,
     /// TLS handshakes the device completed with this client during the measured rounds.
     pub handshakes: Handshakes,
+    /// The same over the whole scenario, warm-up included (where the full handshakes are).
+    pub handshakes_all: Handshakes,
 }
 
 /// The device's TLS handshake counters for one port (see `device::Counters`).

@@ -42,8 +42,12 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// A fresh CA (ECDSA P-256, rcgen's default) and a device certificate signed by it.
-    pub fn generate() -> Result<Pki, String> {
+    /// A fresh CA (ECDSA P-256, rcgen's default) and a device certificate signed by it. With
+    /// `x25519_only`, the device offers no other key exchange (a diagnostic: rustls 0.23.48's
+    /// ring provider puts P-384 first, so rustls clients offer a P-384 key share, which a device
+    /// that has it accepts; restricted, they are asked once for X25519, which rustls then
+    /// remembers for the device).
+    pub fn generate(x25519_only: bool) -> Result<Pki, String> {
         let err = |what: &'static str| move |e: rcgen::Error| format!("{what}: {e}");
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = name("finwatch compare CA (made at run time)");
@@ -68,7 +72,11 @@ impl Pki {
         let cert = params.signed_by(&key, &ca).map_err(err("device certificate"))?;
 
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut server = ServerConfig::builder_with_provider(provider())
+        let mut device_provider = (*provider()).clone();
+        if x25519_only {
+            device_provider.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
+        }
+        let mut server = ServerConfig::builder_with_provider(Arc::new(device_provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| format!("server versions: {e}"))?
             .with_no_client_auth()

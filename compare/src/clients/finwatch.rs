@@ -16,7 +16,7 @@ pub fn make(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
 
 /// [`make`] for `https://`, trusting the run's CA.
 pub fn make_tls(_addr: SocketAddr, pki: &Pki) -> Result<Box<dyn HttpClient>, String> {
-    let builder = tls(Client::builder(), pki)?;
+    let builder = traced(tls(Client::builder(), pki)?);
     super::boxed(builder.request_timeout(REQUEST_TIMEOUT).build().map(Finwatch))
 }
 
@@ -40,7 +40,20 @@ impl HttpClient for Finwatch {
     }
 
     fn notes(&self) -> Option<String> {
+        print_trace(&self.0);
         Some(stats_note(self.0.stats()))
+    }
+}
+
+/// With `COMPARE_TRACE` set, finwatch's caller-driven clients record their last events
+/// (`ClientBuilder::trace`), printed to stderr as a sequence diagram at the end of the scenario.
+fn traced(builder: ClientBuilder) -> ClientBuilder {
+    if std::env::var_os("COMPARE_TRACE").is_some() { builder.trace(40) } else { builder }
+}
+
+fn print_trace(client: &Client) {
+    if let Some(t) = client.trace() {
+        eprintln!("{}", t.to_mermaid("finwatch"));
     }
 }
 
@@ -155,7 +168,7 @@ pub fn make_execute_with(_addr: SocketAddr, builder: ClientBuilder) -> Result<Bo
 impl FinwatchExecute {
     /// From the given settings, plus the harness's request timeout.
     fn new(builder: ClientBuilder) -> Result<FinwatchExecute, String> {
-        let client = builder.request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
+        let client = traced(builder).request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
         Ok(FinwatchExecute { client, prepared: Vec::new(), response: finwatch::Response::default() })
     }
 }
@@ -184,6 +197,7 @@ impl HttpClient for FinwatchExecute {
     }
 
     fn notes(&self) -> Option<String> {
+        print_trace(&self.client);
         Some(stats_note(self.client.stats()))
     }
 }
