@@ -13,6 +13,8 @@ const CRATES: &[&str] = &[
     "tokio",
     "curl",
     "curl-sys",
+    "rustls",
+    "hyper-rustls",
     "minreq",
     "attohttpc",
 ];
@@ -44,6 +46,8 @@ fn main() {
     assert!(missing.is_empty(), "compare/build.rs: {lock_path} does not name {missing:?}");
     let crates: Vec<String> = found.iter().map(|(n, v)| format!("{n} {v}")).collect();
     println!("cargo:rustc-env=COMPARE_CRATES={}", crates.join(", "));
+    let rustls = found.iter().find(|(n, _)| n == "rustls").map_or("?", |(_, v)| v.as_str());
+    println!("cargo:rustc-env=COMPARE_RUSTLS={rustls}");
 
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = Command::new(rustc)

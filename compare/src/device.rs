@@ -5,6 +5,13 @@
 //! It answers every request with `200 OK`, a small JSON body and Content-Length, with
 //! TCP_NODELAY, and then behaves as the scenario's [`Mode`] says. A request that says
 //! `Connection: close` is answered and the connection closed, in every mode.
+//!
+//! With [`DeviceTls`] (scenarios t1–t3) it speaks TLS: a rustls `ServerConnection` per
+//! connection, driven by hand in the same event loop (`read_tls` / `process_new_packets` /
+//! `write_tls`), so that an embedded CPU's handshake cost can be put exactly where it falls: once
+//! the ClientHello is processed, the server's first flight is held for the configured delay
+//! (full or resumed, from `ServerConnection::handshake_kind()`), by a timer of the loop, while
+//! other connections are served. A close after a response is a `close_notify`, then the FIN.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -16,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use rustls::{HandshakeKind, ServerConfig, ServerConnection};
 use socket2::{Domain, Socket, Type};
 
 use crate::link::{self, DeviceNet};
@@ -39,6 +47,17 @@ pub enum Mode {
 
 pub const BODY: &[u8] = br#"{"ioId":25602,"state":true,"ok":true}"#;
 
+/// TLS on every port of a device.
+#[derive(Clone)]
+pub struct DeviceTls {
+    pub config: Arc<ServerConfig>,
+    /// Held before the server's first flight of a full handshake: what an embedded CPU spends
+    /// on it (key exchange, signature).
+    pub delay_full: Duration,
+    /// The same for a resumed handshake (key exchange only).
+    pub delay_resumed: Duration,
+}
+
 /// Counters for one listening port.
 #[derive(Default)]
 pub struct Counters {
@@ -46,6 +65,20 @@ pub struct Counters {
     pub accepted: AtomicU64,
     /// Requests answered.
     pub served: AtomicU64,
+    /// TLS handshakes completed, full and resumed.
+    pub hs_full: AtomicU64,
+    pub hs_resumed: AtomicU64,
+    /// Their summed duration at the device, from the ClientHello's first byte to the client's
+    /// Finished (held delay included), in ns.
+    pub hs_full_ns: AtomicU64,
+    pub hs_resumed_ns: AtomicU64,
+    /// The device thread's CPU time spent in them (rustls processing and writing), in ns.
+    pub hs_full_cpu_ns: AtomicU64,
+    pub hs_resumed_cpu_ns: AtomicU64,
+    /// TLS 1.3 handshakes among them.
+    pub tls13: AtomicU64,
+    /// Connections that ended in a TLS error (alerts received or sent).
+    pub tls_errors: AtomicU64,
 }
 
 /// A running device; stopped (and its thread joined) on drop.
@@ -63,7 +96,12 @@ impl Device {
     /// Starts a device with `ports` listening ports: on 127.0.0.1, or with `net` on the device
     /// side of an emulated link (its thread enters the link's device namespace first). Returns
     /// once every port listens.
-    pub fn start(mode: Mode, ports: usize, net: Option<DeviceNet>) -> io::Result<Device> {
+    pub fn start(
+        mode: Mode,
+        ports: usize,
+        net: Option<DeviceNet>,
+        tls: Option<DeviceTls>,
+    ) -> io::Result<Device> {
         let counters: Arc<Vec<Counters>> = Arc::new((0..ports).map(|_| Counters::default()).collect());
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready) = mpsc::sync_channel(1);
@@ -74,7 +112,7 @@ impl Device {
                 let server = net
                     .as_ref()
                     .map_or(Ok(()), DeviceNet::enter)
-                    .and_then(|()| Server::new(mode, ports, net.is_some(), counters, stop));
+                    .and_then(|()| Server::new(mode, ports, net.is_some(), counters, stop, tls));
                 match server {
                     Ok((server, addrs, waker)) => {
                         let _ = ready_tx.send(Ok((addrs, waker)));
@@ -165,6 +203,158 @@ struct Conn {
     idle_until: Option<Instant>,
     /// Split mode: the lengths of the pieces of `output`, each written by a `write` of its own.
     pieces: VecDeque<usize>,
+    /// With TLS: `input` and `output` are plaintext, this turns them into records.
+    tls: Option<Box<TlsConn>>,
+}
+
+/// One connection's TLS.
+struct TlsConn {
+    conn: ServerConnection,
+    /// The first byte of the ClientHello arrived.
+    started: Option<Instant>,
+    /// The server's first flight is held until then (the handshake delay).
+    flight_at: Option<Instant>,
+    /// The delay has been decided (once the ClientHello is processed).
+    delayed: bool,
+    /// The completed handshake has been counted.
+    counted: bool,
+    /// `close_notify` queued.
+    notified: bool,
+    /// Thread CPU time spent on the handshake so far, in ns.
+    cpu_ns: u64,
+}
+
+/// What [`TlsConn::flush`] left.
+enum Flushed {
+    Done,
+    /// The socket's buffer is full: wait for WRITABLE.
+    Blocked,
+    /// The first flight waits for its delay: the loop's timer flushes it.
+    Held,
+    Failed,
+}
+
+impl TlsConn {
+    fn new(config: &Arc<ServerConfig>) -> io::Result<TlsConn> {
+        let conn = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+        Ok(TlsConn {
+            conn,
+            started: None,
+            flight_at: None,
+            delayed: false,
+            counted: false,
+            notified: false,
+            cpu_ns: 0,
+        })
+    }
+
+    /// Takes received records; appends what they decrypt to `input`. Decides the handshake
+    /// delay once the ClientHello is processed.
+    fn feed(&mut self, mut bytes: &[u8], input: &mut Vec<u8>, tls: &DeviceTls) -> Result<(), String> {
+        let now = Instant::now();
+        self.started.get_or_insert(now);
+        let cpu = self.conn.is_handshaking().then(thread_cpu_ns);
+        while !bytes.is_empty() {
+            self.conn.read_tls(&mut bytes).map_err(|e| e.to_string())?;
+            self.conn.process_new_packets().map_err(|e| e.to_string())?;
+            let mut plain = [0u8; 4096];
+            loop {
+                match self.conn.reader().read(&mut plain) {
+                    Ok(0) => break, // close_notify
+                    Ok(n) => input.extend_from_slice(&plain[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+        if let Some(cpu) = cpu {
+            self.cpu_ns += thread_cpu_ns().saturating_sub(cpu);
+        }
+        if !self.delayed && self.conn.is_handshaking() && self.conn.handshake_kind().is_some() {
+            self.delayed = true;
+            let d = if self.conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+                tls.delay_resumed
+            } else {
+                tls.delay_full
+            };
+            if !d.is_zero() {
+                self.flight_at = Some(now + d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Encrypts `plain` (then emptied), queues `close_notify` when `closing`, and writes what
+    /// rustls has, unless the first flight is still held.
+    fn flush(&mut self, stream: &mut TcpStream, plain: &mut Vec<u8>, closing: bool) -> Flushed {
+        if !plain.is_empty() {
+            if self.conn.writer().write_all(plain).is_err() {
+                return Flushed::Failed;
+            }
+            plain.clear();
+        }
+        if closing && !self.notified {
+            self.notified = true;
+            self.conn.send_close_notify();
+        }
+        if let Some(at) = self.flight_at {
+            if Instant::now() < at {
+                return Flushed::Held;
+            }
+            self.flight_at = None;
+        }
+        let cpu = self.conn.is_handshaking().then(thread_cpu_ns);
+        let mut result = Flushed::Done;
+        while self.conn.wants_write() {
+            match self.conn.write_tls(stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    result = Flushed::Blocked;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    result = Flushed::Failed;
+                    break;
+                }
+            }
+        }
+        if let Some(cpu) = cpu {
+            self.cpu_ns += thread_cpu_ns().saturating_sub(cpu);
+        }
+        result
+    }
+
+    /// Counts the handshake once it has completed.
+    fn count(&mut self, c: &Counters) {
+        if self.counted || self.conn.is_handshaking() {
+            return;
+        }
+        self.counted = true;
+        let ns = self.started.map_or(0, |s| s.elapsed().as_nanos() as u64);
+        let (n, total, cpu) = if self.conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            (&c.hs_resumed, &c.hs_resumed_ns, &c.hs_resumed_cpu_ns)
+        } else {
+            (&c.hs_full, &c.hs_full_ns, &c.hs_full_cpu_ns)
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(ns, Ordering::Relaxed);
+        cpu.fetch_add(self.cpu_ns, Ordering::Relaxed);
+        if self.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+            c.tls13.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 struct Server {
@@ -178,6 +368,7 @@ struct Server {
     stop: Arc<AtomicBool>,
     scratch: Box<[u8]>,
     response: Vec<u8>,
+    tls: Option<DeviceTls>,
 }
 
 /// The server, its listening addresses and the waker that stops it.
@@ -192,6 +383,7 @@ impl Server {
         on_link: bool,
         counters: Arc<Vec<Counters>>,
         stop: Arc<AtomicBool>,
+        tls: Option<DeviceTls>,
     ) -> io::Result<Bound> {
         let ip = if on_link { link::DEVICE_IP } else { Ipv4Addr::LOCALHOST };
         let poll = Poll::new()?;
@@ -214,6 +406,7 @@ impl Server {
             stop,
             scratch: vec![0; 16 * 1024].into_boxed_slice(),
             response: response(),
+            tls,
         };
         Ok((server, addrs, waker))
     }
@@ -223,7 +416,7 @@ impl Server {
         loop {
             // epoll_wait counts whole milliseconds (mio rounds up), so an idle connection is
             // closed between N and N+1 ms after its last response: a device's coarse timer.
-            let timeout = self.next_idle_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -251,11 +444,30 @@ impl Server {
             if matches!(self.mode, Mode::IdleClose(_)) {
                 self.close_idle(Instant::now());
             }
+            if self.tls.is_some() {
+                self.release_flights(Instant::now());
+            }
         }
     }
 
-    fn next_idle_deadline(&self) -> Option<Instant> {
-        self.conns.iter().flatten().filter_map(|c| c.idle_until).min()
+    /// The next idle close or held TLS flight.
+    fn next_deadline(&self) -> Option<Instant> {
+        let flight = |c: &Conn| c.tls.as_ref().and_then(|t| t.flight_at);
+        self.conns.iter().flatten().filter_map(|c| c.idle_until.into_iter().chain(flight(c)).min()).min()
+    }
+
+    /// Writes the TLS first flights whose delay is over.
+    fn release_flights(&mut self, now: Instant) {
+        for slot in 0..self.conns.len() {
+            let due = self.conns[slot]
+                .as_ref()
+                .and_then(|c| c.tls.as_ref())
+                .and_then(|t| t.flight_at)
+                .is_some_and(|at| at <= now);
+            if due {
+                self.flush(slot);
+            }
+        }
     }
 
     fn close_idle(&mut self, now: Instant) {
@@ -288,6 +500,10 @@ impl Server {
                 Mode::IdleClose(d) => Some(Instant::now() + d),
                 _ => None,
             };
+            let tls = match &self.tls {
+                Some(t) => Some(Box::new(TlsConn::new(&t.config)?)),
+                None => None,
+            };
             self.conns[slot] = Some(Conn {
                 stream,
                 port,
@@ -297,6 +513,7 @@ impl Server {
                 continued: false,
                 idle_until,
                 pieces: VecDeque::new(),
+                tls,
             });
             // The request may already be there (edge-triggered: no event would come for it).
             self.read(slot);
@@ -313,7 +530,18 @@ impl Server {
                     break;
                 }
                 Ok(n) => {
-                    c.input.extend_from_slice(&self.scratch[..n]);
+                    match (&mut c.tls, &self.tls) {
+                        (Some(t), Some(cfg)) => {
+                            if t.feed(&self.scratch[..n], &mut c.input, cfg).is_err() {
+                                self.counters[c.port].tls_errors.fetch_add(1, Ordering::Relaxed);
+                                // The alert rustls queued, if any, then the close.
+                                let _ = t.conn.write_tls(&mut c.stream);
+                                return self.close(slot, Close::Fin);
+                            }
+                            t.count(&self.counters[c.port]);
+                        }
+                        _ => c.input.extend_from_slice(&self.scratch[..n]),
+                    }
                     c.idle_until = None; // a request is arriving: not idle
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -372,6 +600,22 @@ impl Server {
 
     fn flush(&mut self, slot: usize) {
         let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        if let Some(t) = c.tls.as_mut() {
+            match t.flush(&mut c.stream, &mut c.output, c.close_after.is_some()) {
+                Flushed::Done => {}
+                Flushed::Held => return,
+                Flushed::Failed => return self.close(slot, Close::Fin),
+                Flushed::Blocked => {
+                    let token = Token(self.listeners.len() + slot);
+                    let _ = self.poll.registry().reregister(
+                        &mut c.stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                    return;
+                }
+            }
+        }
         let mut written = 0;
         while written < c.output.len() {
             // Split mode: no write crosses the end of a piece.
@@ -467,7 +711,7 @@ mod tests {
 
     #[test]
     fn keep_alive_answers_and_counts() {
-        let d = Device::start(Mode::KeepAlive, 2, None).unwrap();
+        let d = Device::start(Mode::KeepAlive, 2, None, None).unwrap();
         let mut s = StdStream::connect(d.addr(1)).unwrap();
         for _ in 0..3 {
             assert_eq!(exchange(&mut s).unwrap(), response());
@@ -480,7 +724,7 @@ mod tests {
     #[test]
     fn fin_and_rst_close_after_the_response() {
         for mode in [Mode::Fin, Mode::Rst] {
-            let d = Device::start(mode, 1, None).unwrap();
+            let d = Device::start(mode, 1, None, None).unwrap();
             let mut s = StdStream::connect(d.addr(0)).unwrap();
             exchange(&mut s).unwrap();
             let mut b = [0u8; 1];
@@ -494,7 +738,7 @@ mod tests {
 
     #[test]
     fn idle_close_after_the_idle_time() {
-        let d = Device::start(Mode::IdleClose(Duration::from_millis(5)), 1, None).unwrap();
+        let d = Device::start(Mode::IdleClose(Duration::from_millis(5)), 1, None, None).unwrap();
         let mut s = StdStream::connect(d.addr(0)).unwrap();
         exchange(&mut s).unwrap();
         std::thread::sleep(Duration::from_millis(2));

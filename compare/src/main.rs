@@ -4,6 +4,14 @@
 //! keep-alive with a device whose Nagle's algorithm holds each response's body until its head
 //! is acknowledged).
 //!
+//! And over TLS (the TLS issue, point 8; `--tls`, written to `compare/RESULTS-tls.md`): finwatch
+//! with its `tls` feature against the TLS-capable clients (reqwest and ureq with rustls, hyper
+//! with hyper-rustls, libcurl with OpenSSL) in four scenarios: (t1) keep-alive; (t2) a
+//! `close_notify` and FIN after every response, commands back to back, and (t2g) 1 ms apart;
+//! (t3) the same device with an embedded CPU's handshake cost (its first flight held 30 ms in a
+//! full handshake, 5 ms in a resumed one) and 10 ms between commands, during which the caller
+//! is away (it sleeps: finwatch's loop does not run).
+//!
 //! `cargo run --release -p compare -- --help` for the options; `compare/run.sh` installs what
 //! the build needs and runs everything, writing `compare/RESULTS.md`.
 //!
@@ -22,13 +30,14 @@ mod device;
 mod link;
 mod report;
 mod stats;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clients::{HttpClient, Kind, Method};
-use device::{Device, Mode};
+use device::{Device, DeviceTls, Mode};
 use link::Link;
 use stats::Record;
 
@@ -43,11 +52,41 @@ pub enum Scenario {
     /// two pieces (head, then body), as embedded stacks do: the body leaves once the head is
     /// acknowledged.
     Split,
+    /// (t1) Keep-alive over TLS.
+    TlsKeepAlive,
+    /// (t2) TLS, `close_notify` and FIN after every response, commands back to back.
+    TlsClose,
+    /// (t2g) The same, commands 1 ms apart.
+    TlsCloseGap,
+    /// (t3) The same, with an embedded CPU's handshake delay (30 ms full, 5 ms resumed) and
+    /// commands 10 ms apart.
+    TlsEmbedded,
 }
 
+/// Number of scenarios (the length of the per-scenario arrays of [`Config`]).
+pub const SCENARIOS: usize = 9;
+
+/// The device's handshake delay in (t3): before its first flight, full and resumed.
+pub const EMBEDDED_HANDSHAKE: (Duration, Duration) = (Duration::from_millis(30), Duration::from_millis(5));
+
 impl Scenario {
-    const ALL: [Scenario; 5] =
+    /// The plain scenarios: what a run does by default.
+    const PLAIN: [Scenario; 5] =
         [Scenario::KeepAlive, Scenario::Fin, Scenario::Idle, Scenario::Rst, Scenario::Split];
+    /// The TLS scenarios (`--tls`).
+    const TLS: [Scenario; 4] =
+        [Scenario::TlsKeepAlive, Scenario::TlsClose, Scenario::TlsCloseGap, Scenario::TlsEmbedded];
+    const ALL: [Scenario; SCENARIOS] = [
+        Scenario::KeepAlive,
+        Scenario::Fin,
+        Scenario::Idle,
+        Scenario::Rst,
+        Scenario::Split,
+        Scenario::TlsKeepAlive,
+        Scenario::TlsClose,
+        Scenario::TlsCloseGap,
+        Scenario::TlsEmbedded,
+    ];
 
     fn key(self) -> &'static str {
         match self {
@@ -56,6 +95,24 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Rst => "rst",
             Scenario::Split => "split",
+            Scenario::TlsKeepAlive => "tls-keepalive",
+            Scenario::TlsClose => "tls-close",
+            Scenario::TlsCloseGap => "tls-close-1ms",
+            Scenario::TlsEmbedded => "tls-embedded",
+        }
+    }
+
+    pub fn is_tls(self) -> bool {
+        Scenario::TLS.contains(&self)
+    }
+
+    /// The client's gaps before each command, in ms, cycled (none: back to back).
+    fn gaps_ms(self, cfg: &Config) -> Vec<u64> {
+        match self {
+            Scenario::Idle => cfg.gaps_ms(),
+            Scenario::TlsCloseGap => vec![1],
+            Scenario::TlsEmbedded => vec![10],
+            _ => Vec::new(),
         }
     }
 
@@ -70,6 +127,10 @@ impl Scenario {
             Scenario::Idle => "c",
             Scenario::Rst => "d",
             Scenario::Split => "e",
+            Scenario::TlsKeepAlive => "t1",
+            Scenario::TlsClose => "t2",
+            Scenario::TlsCloseGap => "t2g",
+            Scenario::TlsEmbedded => "t3",
         }
     }
 
@@ -83,9 +144,9 @@ pub struct Config {
     pub scenarios: Vec<Scenario>,
     pub clients: Vec<&'static Kind>,
     /// Interleaved rounds, by scenario index.
-    pub rounds: [usize; 5],
+    pub rounds: [usize; SCENARIOS],
     /// Measured commands per client, by scenario index.
-    pub commands: [usize; 5],
+    pub commands: [usize; SCENARIOS],
     /// Unmeasured commands per client before the rounds.
     pub warmup: usize,
     /// The device's idle timeout in scenario (c).
@@ -96,26 +157,30 @@ pub struct Config {
     pub quick: bool,
     /// One-way delay of the emulated link; zero: loopback.
     pub link_delay: Duration,
+    /// The TLS device offers X25519 only (a diagnostic, `--device-x25519-only`).
+    pub x25519_only: bool,
 }
 
 impl Config {
     fn full() -> Config {
         Config {
-            scenarios: Scenario::ALL.to_vec(),
+            scenarios: Scenario::PLAIN.to_vec(),
             clients: clients::ALL.iter().collect(),
             // (a) decides the keep-alive targets, which sit within a few per cent of the
             // blocking floor while the machine's speed drifts by ±20 % from round to round: 30
             // rounds of 2,000 commands average that drift out better than 10 (rounds much
             // shorter than 2,000 commands inherit the state the previous client left behind).
             // (e): a client that waits for the delayed ACK pays 40 ms a command.
-            rounds: [30, 10, 10, 10, 5],
-            commands: [60_000, 5_000, 400, 5_000, 100],
+            // (t3): a command every ~16 ms or more (10 ms gap, 5 ms resumed handshake).
+            rounds: [30, 10, 10, 10, 5, 10, 10, 10, 5],
+            commands: [60_000, 5_000, 400, 5_000, 100, 20_000, 3_000, 1_000, 300],
             warmup: 200,
             idle_ms: 5,
             gap_offsets: vec![-2, -1, 0, 1, 3],
             out: Some(results_path("RESULTS.md")),
             quick: false,
             link_delay: Duration::ZERO,
+            x25519_only: false,
         }
     }
 
@@ -134,8 +199,8 @@ impl Config {
     }
 
     fn quick(mut self) -> Config {
-        self.rounds = [4; 5];
-        self.commands = [3_000, 600, 100, 600, 40];
+        self.rounds = [4; SCENARIOS];
+        self.commands = [3_000, 600, 100, 600, 40, 2_000, 400, 100, 40];
         self.warmup = 50;
         self.out = None;
         self.quick = true;
@@ -172,7 +237,11 @@ compare: latency of finwatch vs. floors and other HTTP clients against one simul
 USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIONS])
 
   --quick              small counts (4 rounds; 3000/600/100/600 commands), writes no file
-  --scenarios LIST     comma-separated: keepalive,fin,idle,rst,split (or a,b,c,d,e); default all
+  --scenarios LIST     comma-separated: keepalive,fin,idle,rst,split (or a,b,c,d,e); default
+                       these five; over TLS: tls-keepalive,tls-close,tls-close-1ms,tls-embedded
+                       (or t1,t2,t2g,t3)
+  --tls                the four TLS scenarios (t1,t2,t2g,t3) with the TLS-capable clients;
+                       default output compare/RESULTS-tls.md
   --clients LIST       comma-separated client keys (see --list); default all
   --list               print the client keys and exit
   --rounds N           interleaved rounds in every scenario (default 30 in (a) on loopback, 5 in (e),
@@ -183,6 +252,8 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
   --rst N              ... in (d) (default 5000)
   --split N            ... in (e) (default 100: a client that waits for the delayed ACK pays
                        40 ms a command)
+  --t1 N / --t2 N / --t2g N / --t3 N
+                       ... in the TLS scenarios (default 20000 / 3000 / 1000 / 300)
   --warmup N           unmeasured commands per client first (default 200; at most 20 in (c), 5 in (e))
   --idle-ms N          the device's idle timeout in (c) (default 5)
   --gaps LIST          client gaps in (c) as offsets from N ms, cycled (default -2,-1,0,1,3)
@@ -190,6 +261,8 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
                        client and device in private network namespaces joined by two TUN
                        devices and a relay thread; a TCP handshake then costs 2N µs. Default
                        output compare/RESULTS-link.md (default N = 0: loopback)
+  --device-x25519-only the TLS device offers no key exchange but X25519 (a diagnostic: rustls's
+                       ring provider offers P-384 first)
   --out PATH           write the markdown here (default compare/RESULTS.md, with a link
                        compare/RESULTS-link.md; none with --quick)
   --no-write           only print the markdown
@@ -201,6 +274,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
         cfg = cfg.quick();
     }
     let mut out_given = false;
+    let mut clients_given = false;
     let (mut rounds_given, mut keepalive_given) = (false, false);
     let mut it = args.iter();
     let num = |v: Option<&String>, flag: &str| -> Result<usize, String> {
@@ -209,6 +283,8 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => {}
+            "--tls" => cfg.scenarios = Scenario::TLS.to_vec(),
+            "--device-x25519-only" => cfg.x25519_only = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -232,9 +308,10 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
                     .split(',')
                     .map(|s| clients::find(s.trim()).ok_or(format!("unknown client {s:?} (see --list)")))
                     .collect::<Result<_, _>>()?;
+                clients_given = true;
             }
             "--rounds" => {
-                cfg.rounds = [num(it.next(), a)?.max(1); 5];
+                cfg.rounds = [num(it.next(), a)?.max(1); SCENARIOS];
                 rounds_given = true;
             }
             "--keepalive" => {
@@ -245,6 +322,10 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             "--idle" => cfg.commands[2] = num(it.next(), a)?,
             "--rst" => cfg.commands[3] = num(it.next(), a)?,
             "--split" => cfg.commands[4] = num(it.next(), a)?,
+            "--t1" => cfg.commands[5] = num(it.next(), a)?,
+            "--t2" => cfg.commands[6] = num(it.next(), a)?,
+            "--t2g" => cfg.commands[7] = num(it.next(), a)?,
+            "--t3" => cfg.commands[8] = num(it.next(), a)?,
             "--warmup" => cfg.warmup = num(it.next(), a)?,
             "--idle-ms" => cfg.idle_ms = num(it.next(), a)? as u64,
             "--gaps" => {
@@ -269,8 +350,18 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
     }
-    if cfg.on_link() && !out_given && !cfg.quick {
-        cfg.out = Some(results_path("RESULTS-link.md"));
+    let tls = cfg.scenarios.iter().any(|s| s.is_tls());
+    if !out_given && !cfg.quick {
+        match (tls, cfg.on_link()) {
+            (true, true) => cfg.out = Some(results_path("RESULTS-tls-link.md")),
+            (true, false) => cfg.out = Some(results_path("RESULTS-tls.md")),
+            (false, true) => cfg.out = Some(results_path("RESULTS-link.md")),
+            (false, false) => {}
+        }
+    }
+    // Only TLS scenarios: only the clients that speak TLS here, unless told otherwise.
+    if !clients_given && cfg.scenarios.iter().all(|s| s.is_tls()) {
+        cfg.clients.retain(|k| k.tls.is_some());
     }
     // Across the link a command costs a millisecond round trip, which dwarfs the machine's
     // drift: (a) keeps 10 rounds of 2,000 there (three times as many would add 12 minutes).
@@ -402,27 +493,48 @@ pub fn wait_until(deadline: Instant) {
     }
 }
 
-fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Result<ScenarioResult> {
+fn run_scenario(
+    cfg: &Config,
+    sc: Scenario,
+    link: Option<&Link>,
+    pki: Option<&tls::Pki>,
+) -> std::io::Result<ScenarioResult> {
     let started = Instant::now();
     let mode = match sc {
-        Scenario::KeepAlive => Mode::KeepAlive,
-        Scenario::Fin => Mode::Fin,
+        Scenario::KeepAlive | Scenario::TlsKeepAlive => Mode::KeepAlive,
+        Scenario::Fin | Scenario::TlsClose | Scenario::TlsCloseGap | Scenario::TlsEmbedded => Mode::Fin,
         Scenario::Idle => Mode::IdleClose(Duration::from_millis(cfg.idle_ms)),
         Scenario::Rst => Mode::Rst,
         Scenario::Split => Mode::Split,
     };
+    let pki = if sc.is_tls() {
+        Some(pki.ok_or_else(|| std::io::Error::other("a TLS scenario without the run's PKI"))?)
+    } else {
+        None
+    };
+    let device_tls = pki.map(|p| {
+        let (delay_full, delay_resumed) =
+            if sc == Scenario::TlsEmbedded { EMBEDDED_HANDSHAKE } else { (Duration::ZERO, Duration::ZERO) };
+        DeviceTls { config: p.server.clone(), delay_full, delay_resumed }
+    });
     let n = cfg.clients.len();
-    let device = Device::start(mode, n, link.map(|l| l.device_net().clone()))?;
+    let device = Device::start(mode, n, link.map(|l| l.device_net().clone()), device_tls)?;
     let mut records: Vec<Record> = (0..n).map(|_| Record::default()).collect();
     let mut not_run = vec![None; n];
     let mut runners: Vec<Option<Runner>> = Vec::with_capacity(n);
+    let scheme = if pki.is_some() { "https" } else { "http" };
     for (i, kind) in cfg.clients.iter().enumerate() {
         let addr = device.addr(i);
-        match (kind.make)(addr) {
+        let made = match (pki, kind.tls) {
+            (None, _) => (kind.make)(addr),
+            (Some(pki), Some(make)) => make(addr, pki),
+            (Some(_), None) => Err("no TLS in this harness".to_string()),
+        };
+        match made {
             Ok(client) => runners.push(Some(Runner {
                 client,
-                put_url: format!("http://{addr}{PUT_PATH}"),
-                get_url: format!("http://{addr}{GET_PATH}"),
+                put_url: format!("{scheme}://{addr}{PUT_PATH}"),
+                get_url: format!("{scheme}://{addr}{GET_PATH}"),
                 sent: 0,
             })),
             Err(e) => {
@@ -432,9 +544,9 @@ fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Res
             }
         }
     }
-    let gaps = if sc == Scenario::Idle { cfg.gaps_ms() } else { Vec::new() };
+    let gaps = sc.gaps_ms(cfg);
     let warmup = match sc {
-        Scenario::Idle => cfg.warmup.min(20),
+        Scenario::Idle | Scenario::TlsEmbedded => cfg.warmup.min(20),
         Scenario::Split => cfg.warmup.min(5),
         _ => cfg.warmup,
     };
@@ -442,6 +554,8 @@ fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Res
         r.run(warmup, &[], None);
     }
     let base: Vec<(u64, u64)> = (0..n).map(|i| counts(&device, i)).collect();
+    let hs_base: Vec<stats::Handshakes> =
+        (0..n).map(|i| stats::Handshakes::read(device.counters(i))).collect();
     let accepted: Vec<u64> = base.iter().map(|&(a, _)| a).collect();
     let per_round = cfg.per_round(sc);
     for (g, group) in groups(sc, &accepted, warmup).iter().enumerate() {
@@ -470,6 +584,8 @@ fn run_scenario(cfg: &Config, sc: Scenario, link: Option<&Link>) -> std::io::Res
         let (acc, served) = counts(&device, i);
         rec.conns = acc - base[i].0;
         rec.served = served - base[i].1;
+        rec.handshakes_all = stats::Handshakes::read(device.counters(i));
+        rec.handshakes = rec.handshakes_all.minus(&hs_base[i]);
     }
     Ok(ScenarioResult { scenario: sc, records, not_run, notes, elapsed: started.elapsed() })
 }
@@ -488,7 +604,7 @@ const LINK_CHECK_CONNECTS: usize = 9;
 /// Starts the link and times [`LINK_CHECK_CONNECTS`] TCP handshakes across it to a device.
 fn start_link(delay: Duration) -> std::io::Result<(Link, Vec<Duration>)> {
     let link = Link::start(delay)?;
-    let device = Device::start(Mode::KeepAlive, 1, Some(link.device_net().clone()))?;
+    let device = Device::start(Mode::KeepAlive, 1, Some(link.device_net().clone()), None)?;
     let mut connects = Vec::with_capacity(LINK_CHECK_CONNECTS);
     for _ in 0..LINK_CHECK_CONNECTS {
         let start = Instant::now();
@@ -560,6 +676,18 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    tls::install_default_provider();
+    let pki = if cfg.scenarios.iter().any(|s| s.is_tls()) {
+        match tls::Pki::generate(cfg.x25519_only) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("cannot make the run's certificates: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let machine = report::Machine::read();
     let mut results = Vec::new();
     for &sc in &cfg.scenarios {
@@ -569,7 +697,7 @@ fn main() -> ExitCode {
             cfg.commands[sc.index()],
             cfg.rounds(sc)
         );
-        match run_scenario(&cfg, sc, link.as_ref().map(|(l, _)| l)) {
+        match run_scenario(&cfg, sc, link.as_ref().map(|(l, _)| l), pki.as_ref()) {
             Ok(r) => results.push(r),
             Err(e) => {
                 // Dropping the link prints the relay's error, if it had one.
@@ -641,14 +769,14 @@ mod tests {
     #[test]
     fn keep_alive_counts_default_by_network_and_yield_to_the_options() {
         let c = parse("");
-        assert_eq!((c.rounds, c.commands[0]), ([30, 10, 10, 10, 5], 60_000));
+        assert_eq!((c.rounds, c.commands[0]), ([30, 10, 10, 10, 5, 10, 10, 10, 5], 60_000));
         let c = parse("--link-delay-us 500");
         assert_eq!((c.rounds[0], c.commands[0]), (10, 20_000));
         let c = parse("--link-delay-us 500 --rounds 4");
-        assert_eq!((c.rounds, c.commands[0]), ([4; 5], 20_000));
+        assert_eq!((c.rounds, c.commands[0]), ([4; SCENARIOS], 20_000));
         let c = parse("--link-delay-us 500 --keepalive 6000");
         assert_eq!((c.rounds[0], c.commands[0]), (10, 6_000));
         let c = parse("--rounds 5 --keepalive 1000");
-        assert_eq!((c.rounds, c.commands[0], c.per_round(Scenario::KeepAlive)), ([5; 5], 1_000, 200));
+        assert_eq!((c.rounds, c.commands[0], c.per_round(Scenario::KeepAlive)), ([5; SCENARIOS], 1_000, 200));
     }
 }

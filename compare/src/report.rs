@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::clients::{FLOOR_BLOCKING, FLOOR_SPIN};
+use crate::clients::{FLOOR_BLOCKING, FLOOR_SPIN, TLS_PEERS};
 use crate::stats::{Summary, ratio, us};
 use crate::{Config, LinkReport, Scenario, ScenarioResult};
 
@@ -113,6 +113,20 @@ fn title(sc: Scenario, cfg: &Config) -> String {
                             pieces, head then body (its body leaves once the head is acknowledged)"
                 .into()
         }
+        Scenario::TlsKeepAlive => "(t1) keep-alive over TLS: the device keeps every connection open".into(),
+        Scenario::TlsClose => "(t2) TLS, `close_notify` and FIN after every response, commands back to back \
+                               (a handshake per command)"
+            .into(),
+        Scenario::TlsCloseGap => {
+            "(t2g) TLS, `close_notify` and FIN after every response, 1 ms between commands".into()
+        }
+        Scenario::TlsEmbedded => format!(
+            "(t3) TLS, `close_notify` and FIN after every response, the device's handshake at an embedded \
+             CPU's cost (first flight held {} ms full, {} ms resumed), 10 ms between commands (the caller \
+             sleeps)",
+            crate::EMBEDDED_HANDSHAKE.0.as_millis(),
+            crate::EMBEDDED_HANDSHAKE.1.as_millis()
+        ),
     }
 }
 
@@ -121,6 +135,12 @@ fn run_args(cfg: &Config) -> String {
     let mut args = String::new();
     if cfg.quick {
         args.push_str(" --quick");
+    }
+    if !cfg.scenarios.is_empty() && cfg.scenarios.iter().all(|s| s.is_tls()) {
+        args.push_str(" --tls");
+    }
+    if cfg.x25519_only {
+        args.push_str(" --device-x25519-only");
     }
     if cfg.on_link() {
         let _ = write!(args, " --link-delay-us {}", cfg.link_delay.as_micros());
@@ -179,7 +199,22 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
     let _ = writeln!(o, "- finwatch: {}", m.finwatch_rev);
     let _ = writeln!(o, "- Crates (Cargo.lock): {}", env!("COMPARE_CRATES"));
     let _ = writeln!(o, "- libcurl actually used (the system's, through pkg-config): {}", m.libcurl);
-    let _ = writeln!(o, "{}\n", network(cfg, link));
+    let _ = writeln!(o, "{}", network(cfg, link));
+    if cfg.scenarios.iter().any(|s| s.is_tls()) {
+        let _ = writeln!(
+            o,
+            "- TLS device: rustls {} (ring provider) driven by hand in the device's event loop, TLS 1.3 and \
+             1.2, an ECDSA P-256 certificate made at start by rcgen for 127.0.0.1, signed by a CA made \
+             with it; stateless tickets (resumption on); key exchange: {}. Clients trust that CA only.",
+            env!("COMPARE_RUSTLS"),
+            if cfg.x25519_only {
+                "**X25519 only** (`--device-x25519-only`, a diagnostic)"
+            } else {
+                "the ring provider's default groups (P-384, X25519, P-256); each client's first choice wins"
+            }
+        );
+    }
+    let _ = writeln!(o);
 
     let _ = writeln!(o, "## Method\n");
     let _ = writeln!(
@@ -275,6 +310,114 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
             r.elapsed.as_secs_f64()
         );
         let summaries: Vec<Summary> = r.records.iter().map(|rec| rec.summary()).collect();
+        if r.scenario.is_tls() {
+            o.push_str(&tls_table(cfg, r, &summaries));
+        } else {
+            o.push_str(&plain_table(cfg, r, &summaries));
+        }
+        o.push_str(&errors_and_notes(cfg, r));
+    }
+    o.push_str(&targets(cfg, results));
+    o.push_str(&tls_targets(cfg, results));
+    o
+}
+
+/// The fastest TLS peer at p50 and the lowest peer p99 of a TLS scenario: (index, p50), p99.
+fn fastest_peer(cfg: &Config, r: &ScenarioResult, sums: &[Summary]) -> (Option<(usize, u64)>, Option<u64>) {
+    let peers: Vec<usize> = (0..cfg.clients.len())
+        .filter(|&i| TLS_PEERS.contains(&cfg.clients[i].key) && r.not_run[i].is_none() && r.records[i].ok > 0)
+        .collect();
+    let p50 = peers.iter().filter_map(|&i| sums[i].p50.map(|p| (i, p))).min_by_key(|&(_, p)| p);
+    let p99 = peers.iter().filter_map(|&i| sums[i].p99).min();
+    (p50, p99)
+}
+
+/// A TLS scenario's table: ratios to the fastest TLS peer, and the device's handshakes.
+fn tls_table(cfg: &Config, r: &ScenarioResult, summaries: &[Summary]) -> String {
+    let mut o = String::new();
+    let (peer50, peer99) = fastest_peer(cfg, r, summaries);
+    let _ = writeln!(
+        o,
+        "| client | ok | failed | conns | p50 µs | p99 µs | p99.9 µs | max µs | p50 ×peer | p99 ×peer | round p50s µs | CPU µs/cmd | handshakes full / resumed | at the device µs full / resumed | device CPU µs full / resumed |"
+    );
+    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for (i, kind) in cfg.clients.iter().enumerate() {
+        if let Some(e) = &r.not_run[i] {
+            let _ = writeln!(o, "| {} | not run: {} |||||||||||||| |", kind.label, e.replace('|', "/"));
+            continue;
+        }
+        let (rec, s) = (&r.records[i], summaries[i]);
+        let h = rec.handshakes;
+        let (full, resumed) = h.mean_ns();
+        let (full_cpu, resumed_cpu) = h.mean_cpu_ns();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}–{} | {} | {} / {} | {} / {} | {} / {} |",
+            kind.label,
+            rec.ok,
+            rec.failed,
+            rec.conns,
+            us(s.p50),
+            us(s.p99),
+            us(s.p999),
+            us(s.max),
+            ratio(s.p50, peer50.map(|(_, p)| p)),
+            ratio(s.p99, peer99),
+            us(s.round_p50_min),
+            us(s.round_p50_max),
+            us(rec.cpu_per_command()),
+            h.full,
+            h.resumed,
+            us(full),
+            us(resumed),
+            us(full_cpu),
+            us(resumed_cpu),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n`×peer`: to the fastest TLS peer (reqwest, ureq, hyper, curl) of this scenario: at p50 {}, \
+         at p99 the lowest peer p99 ({} µs).",
+        peer50.map_or("none ran".into(), |(i, p)| format!("{} ({} µs)", cfg.clients[i].label, us(Some(p)))),
+        us(peer99)
+    );
+    let _ = writeln!(
+        o,
+        "\nThe device's handshakes over the whole scenario, warm-up included (the first connection's is \
+         the full one): time at the device from the ClientHello's first byte to the client's \
+         Finished (held delay included), and the device thread's CPU time spent in them.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| client | full | full µs at the device | full CPU µs | resumed | resumed µs at the device | resumed CPU µs | TLS 1.3 | TLS errors |"
+    );
+    let _ = writeln!(o, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for (i, kind) in cfg.clients.iter().enumerate() {
+        if r.not_run[i].is_some() {
+            continue;
+        }
+        let h = r.records[i].handshakes_all;
+        let ((full, resumed), (full_cpu, resumed_cpu)) = (h.mean_ns(), h.mean_cpu_ns());
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            kind.label,
+            h.full,
+            us(full),
+            us(full_cpu),
+            h.resumed,
+            us(resumed),
+            us(resumed_cpu),
+            h.tls13,
+            h.errors
+        );
+    }
+    o
+}
+
+fn plain_table(cfg: &Config, r: &ScenarioResult, summaries: &[Summary]) -> String {
+    let mut o = String::new();
+    {
         let floor = |key: &str| cfg.clients.iter().position(|k| k.key == key).map(|i| summaries[i]);
         let (blk, spin) = (floor(FLOOR_BLOCKING), floor(FLOOR_SPIN));
         let _ = writeln!(
@@ -308,6 +451,14 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
                 us(rec.cpu_per_command()),
             );
         }
+    }
+    o
+}
+
+/// The errors, requests answered ≠ commands ok, the gap table of (c) and the clients' notes.
+fn errors_and_notes(cfg: &Config, r: &ScenarioResult) -> String {
+    let mut o = String::new();
+    {
         let mut errs = String::new();
         for (i, kind) in cfg.clients.iter().enumerate() {
             let rec = &r.records[i];
@@ -349,7 +500,99 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
             let _ = writeln!(o, "The clients' own counters (warm-up included):\n\n{}\n", notes.join("\n"));
         }
     }
-    o.push_str(&targets(cfg, results));
+    o
+}
+
+/// The TLS issue's targets (point 8), for `finwatch` (`send`) and `finwatch (execute)`, on this
+/// run's tables: p50 ≤ 1.1× the fastest TLS peer's in (t1), ≤ 1.0× in (t2) and (t2g), ≤ 0.3× in
+/// (t3); no failed command. Only what this run measured is checked.
+pub fn tls_targets(cfg: &Config, results: &[ScenarioResult]) -> String {
+    let mut lines = Vec::new();
+    let mark = |ok: bool| if ok { "met" } else { "**missed**" };
+    for r in results.iter().filter(|r| r.scenario.is_tls()) {
+        let sums: Vec<Summary> = r.records.iter().map(|rec| rec.summary()).collect();
+        let (peer, _) = fastest_peer(cfg, r, &sums);
+        let bound = match r.scenario {
+            Scenario::TlsKeepAlive => 1.1,
+            Scenario::TlsEmbedded => 0.3,
+            _ => 1.0,
+        };
+        let letter = format!("({})", r.scenario.letter());
+        for (i, kind) in cfg.clients.iter().enumerate() {
+            if !kind.key.starts_with("finwatch") || r.not_run[i].is_some() {
+                continue;
+            }
+            let held = MAIN_ROWS.contains(&kind.key);
+            let rec = &r.records[i];
+            let mut line = format!("- {letter} {}: ", kind.label);
+            match (sums[i].p50, peer) {
+                (Some(mine), Some((p, theirs))) => {
+                    let x = mine as f64 / theirs as f64;
+                    let (a, b) = (&rec.round_p50, &r.records[p].round_p50);
+                    let mut paired: Vec<f64> = a.iter().zip(b).map(|(&a, &b)| a as f64 / b as f64).collect();
+                    paired.sort_by(f64::total_cmp);
+                    let _ = write!(
+                        line,
+                        "p50 {} µs, {x:.2}× {}'s {} µs (≤ {bound}×: {})",
+                        us(Some(mine)),
+                        cfg.clients[p].label,
+                        us(Some(theirs)),
+                        if held {
+                            mark(x <= bound)
+                        } else if x <= bound {
+                            "within"
+                        } else {
+                            "above"
+                        }
+                    );
+                    if a.len() == b.len() && !paired.is_empty() {
+                        let _ = write!(
+                            line,
+                            " [round by round: median {:.2}×, {:.2}–{:.2}× over {} rounds]",
+                            paired[paired.len() / 2],
+                            paired[0],
+                            paired[paired.len() - 1],
+                            paired.len()
+                        );
+                    }
+                }
+                _ => line.push_str("no p50 to compare"),
+            }
+            let _ = write!(
+                line,
+                "; {} failed ({})",
+                rec.failed,
+                if held { mark(rec.failed == 0) } else { "for information" }
+            );
+            lines.push(line);
+        }
+        let peers: Vec<String> = cfg
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| TLS_PEERS.contains(&k.key) && r.not_run[*i].is_none())
+            .map(|(i, k)| format!("{} {}", k.label, r.records[i].failed))
+            .collect();
+        if !peers.is_empty() {
+            lines.push(format!("- {letter} failed commands of the peers: {}", peers.join(", ")));
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut o = String::new();
+    let _ = writeln!(o, "## The TLS issue's targets (point 8), checked on the tables above\n");
+    let _ = writeln!(
+        o,
+        "Held to them: `finwatch` (`get`/`put`, i.e. `Client::send`) and `finwatch (execute)`, both \
+         caller-driven; the other finwatch rows are listed for information. The reference is the \
+         fastest TLS peer at p50 (reqwest, ureq, hyper, curl) of the same scenario in the same run. \
+         In brackets, for information: the ratio of the round p50s to that peer's, round by round.\n"
+    );
+    for l in lines {
+        let _ = writeln!(o, "{l}");
+    }
+    let _ = writeln!(o);
     o
 }
 
@@ -369,7 +612,8 @@ pub fn targets(cfg: &Config, results: &[ScenarioResult]) -> String {
     let ran = |r: &ScenarioResult, i: usize| r.not_run[i].is_none() && r.records[i].ok > 0;
     let mark = |ok: bool| if ok { "met" } else { "**missed**" };
     let mut lines = Vec::new();
-    for r in results {
+    // The TLS scenarios have targets of their own (`tls_targets`).
+    for r in results.iter().filter(|r| !r.scenario.is_tls()) {
         let sums: Vec<Summary> = r.records.iter().map(|rec| rec.summary()).collect();
         let ratio_of = |i: usize, floor: &str, p99: bool| -> Option<f64> {
             let f = idx(floor).filter(|&f| ran(r, f))?;

@@ -50,6 +50,68 @@ pub struct Record {
     pub errors: BTreeMap<String, u64>,
     /// In (c): the latency of every successful command by the index of the gap before it.
     pub by_gap: Vec<Vec<u64>>,
+    /// TLS handshakes the device completed with this client during the measured rounds.
+    pub handshakes: Handshakes,
+    /// The same over the whole scenario, warm-up included (where the full handshakes are).
+    pub handshakes_all: Handshakes,
+}
+
+/// The device's TLS handshake counters for one port (see `device::Counters`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Handshakes {
+    pub full: u64,
+    pub resumed: u64,
+    pub full_ns: u64,
+    pub resumed_ns: u64,
+    pub full_cpu_ns: u64,
+    pub resumed_cpu_ns: u64,
+    pub tls13: u64,
+    pub errors: u64,
+}
+
+impl Handshakes {
+    pub fn read(c: &crate::device::Counters) -> Handshakes {
+        use std::sync::atomic::Ordering::Relaxed;
+        Handshakes {
+            full: c.hs_full.load(Relaxed),
+            resumed: c.hs_resumed.load(Relaxed),
+            full_ns: c.hs_full_ns.load(Relaxed),
+            resumed_ns: c.hs_resumed_ns.load(Relaxed),
+            full_cpu_ns: c.hs_full_cpu_ns.load(Relaxed),
+            resumed_cpu_ns: c.hs_resumed_cpu_ns.load(Relaxed),
+            tls13: c.tls13.load(Relaxed),
+            errors: c.tls_errors.load(Relaxed),
+        }
+    }
+
+    /// What happened since `base`.
+    pub fn minus(&self, base: &Handshakes) -> Handshakes {
+        Handshakes {
+            full: self.full - base.full,
+            resumed: self.resumed - base.resumed,
+            full_ns: self.full_ns - base.full_ns,
+            resumed_ns: self.resumed_ns - base.resumed_ns,
+            full_cpu_ns: self.full_cpu_ns - base.full_cpu_ns,
+            resumed_cpu_ns: self.resumed_cpu_ns - base.resumed_cpu_ns,
+            tls13: self.tls13 - base.tls13,
+            errors: self.errors - base.errors,
+        }
+    }
+
+    /// Mean duration at the device (ClientHello to the client's Finished) of a full and of a
+    /// resumed handshake, in ns.
+    pub fn mean_ns(&self) -> (Option<u64>, Option<u64>) {
+        (mean(self.full_ns, self.full), mean(self.resumed_ns, self.resumed))
+    }
+
+    /// Mean device CPU time of a full and of a resumed handshake, in ns.
+    pub fn mean_cpu_ns(&self) -> (Option<u64>, Option<u64>) {
+        (mean(self.full_cpu_ns, self.full), mean(self.resumed_cpu_ns, self.resumed))
+    }
+}
+
+fn mean(total: u64, n: u64) -> Option<u64> {
+    (n > 0).then(|| total / n)
 }
 
 impl Record {

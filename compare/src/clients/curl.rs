@@ -55,6 +55,22 @@ pub fn make(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
     super::boxed(setup().map(Curl))
 }
 
+/// Over TLS: libcurl's TLS (the system's: OpenSSL), trusting only the run's CA (given as a
+/// blob); its SSL session cache (per easy handle, on by default) resumes sessions.
+pub fn make_tls(_addr: SocketAddr, pki: &crate::tls::Pki) -> Result<Box<dyn HttpClient>, String> {
+    let setup = || -> Result<Easy2<Io>, curl::Error> {
+        let mut h = Easy2::new(Io::default());
+        h.noproxy("*")?;
+        h.tcp_nodelay(true)?;
+        h.signal(false)?;
+        h.timeout(REQUEST_TIMEOUT)?;
+        h.ssl_cainfo_blob(pki.ca_pem.as_bytes())?;
+        h.ssl_sessionid_cache(true)?;
+        Ok(h)
+    };
+    super::boxed(setup().map(Curl))
+}
+
 impl HttpClient for Curl {
     fn command(&mut self, method: Method, url: &str, body: &[u8]) -> Result<usize, String> {
         let h = &mut self.0;

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use finwatch::{Client, ClientBuilder, Request, SharedClient, Stats};
+use finwatch::{Client, ClientBuilder, Request, SharedClient, Stats, TlsConfig};
+
+use crate::tls::Pki;
 
 use super::{HttpClient, Method, REQUEST_TIMEOUT};
 
@@ -10,6 +12,18 @@ pub struct Finwatch(Client);
 
 pub fn make(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
     super::boxed(Client::builder().request_timeout(REQUEST_TIMEOUT).build().map(Finwatch))
+}
+
+/// [`make`] for `https://`, trusting the run's CA.
+pub fn make_tls(_addr: SocketAddr, pki: &Pki) -> Result<Box<dyn HttpClient>, String> {
+    let builder = traced(tls(Client::builder(), pki)?);
+    super::boxed(builder.request_timeout(REQUEST_TIMEOUT).build().map(Finwatch))
+}
+
+/// `builder` trusting the run's CA (and nothing else): `TlsConfig::new().add_ca_pem(..)`.
+pub fn tls(builder: ClientBuilder, pki: &Pki) -> Result<ClientBuilder, String> {
+    let config = TlsConfig::new().add_ca_pem(pki.ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(builder.tls(config))
 }
 
 impl HttpClient for Finwatch {
@@ -26,7 +40,20 @@ impl HttpClient for Finwatch {
     }
 
     fn notes(&self) -> Option<String> {
+        print_trace(&self.0);
         Some(stats_note(self.0.stats()))
+    }
+}
+
+/// With `COMPARE_TRACE` set, finwatch's caller-driven clients record their last events
+/// (`ClientBuilder::trace`), printed to stderr as a sequence diagram at the end of the scenario.
+fn traced(builder: ClientBuilder) -> ClientBuilder {
+    if std::env::var_os("COMPARE_TRACE").is_some() { builder.trace(40) } else { builder }
+}
+
+fn print_trace(client: &Client) {
+    if let Some(t) = client.trace() {
+        eprintln!("{}", t.to_mermaid("finwatch"));
     }
 }
 
@@ -36,7 +63,12 @@ impl HttpClient for Finwatch {
 pub struct FinwatchShared(SharedClient);
 
 pub fn make_shared(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    let builder = Client::builder().request_timeout(REQUEST_TIMEOUT);
+    make_shared_with(Client::builder())
+}
+
+/// [`make_shared`] from the given settings (plus the harness's request timeout).
+pub fn make_shared_with(builder: ClientBuilder) -> Result<Box<dyn HttpClient>, String> {
+    let builder = builder.request_timeout(REQUEST_TIMEOUT);
     super::boxed(SharedClient::from_builder(builder).map(FinwatchShared))
 }
 
@@ -93,7 +125,12 @@ pub fn make_execute(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
 /// [`make_execute`], and during the pauses between commands the loop runs (`Client::poll` until
 /// the next command is due) instead of the thread just waiting.
 pub fn make_poll(_addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    let inner = FinwatchExecute::new(Client::builder())?;
+    make_poll_with(Client::builder())
+}
+
+/// [`make_poll`] from the given settings (plus the harness's request timeout).
+pub fn make_poll_with(builder: ClientBuilder) -> Result<Box<dyn HttpClient>, String> {
+    let inner = FinwatchExecute::new(builder)?;
     Ok(Box::new(FinwatchPoll { inner, done: Vec::new() }))
 }
 
@@ -131,7 +168,7 @@ pub fn make_execute_with(_addr: SocketAddr, builder: ClientBuilder) -> Result<Bo
 impl FinwatchExecute {
     /// From the given settings, plus the harness's request timeout.
     fn new(builder: ClientBuilder) -> Result<FinwatchExecute, String> {
-        let client = builder.request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
+        let client = traced(builder).request_timeout(REQUEST_TIMEOUT).build().map_err(|e| e.to_string())?;
         Ok(FinwatchExecute { client, prepared: Vec::new(), response: finwatch::Response::default() })
     }
 }
@@ -160,6 +197,7 @@ impl HttpClient for FinwatchExecute {
     }
 
     fn notes(&self) -> Option<String> {
+        print_trace(&self.client);
         Some(stats_note(self.client.stats()))
     }
 }

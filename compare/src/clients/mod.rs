@@ -5,9 +5,16 @@
 //! Common settings, so that no client is favoured: plain HTTP, no proxy, TCP_NODELAY on where
 //! the client lets one choose (it is the default for most), a 2 s request timeout where the
 //! client has one (only to keep a stuck client from stalling the run; no command gets near it).
+//!
+//! Over TLS (scenarios t1–t3, [`Kind::tls`]): the same, trusting only the run's CA, each client
+//! with its own session cache and its library's defaults for resumption (all resume).
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use ::finwatch::Client;
+
+use crate::tls::Pki;
 
 mod attohttpc;
 mod curl;
@@ -59,12 +66,16 @@ pub trait HttpClient {
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Make = fn(SocketAddr) -> Result<Box<dyn HttpClient>, String>;
+/// The client for `https://` URLs, trusting the run's CA.
+pub type MakeTls = fn(SocketAddr, &Pki) -> Result<Box<dyn HttpClient>, String>;
 
 /// A client the harness can run: a short key for the command line, a label for the table.
 pub struct Kind {
     pub key: &'static str,
     pub label: &'static str,
     pub make: Make,
+    /// How to make it for the TLS scenarios; `None`: it does not run there.
+    pub tls: Option<MakeTls>,
 }
 
 /// Key of the blocking floor, the reference of the first ratio columns.
@@ -74,32 +85,62 @@ pub const FLOOR_SPIN: &str = "floor-spin";
 
 /// Every client, in table order.
 pub const ALL: &[Kind] = &[
-    Kind { key: FLOOR_BLOCKING, label: "floor: blocking std TcpStream", make: floor_blocking::make },
-    Kind { key: FLOOR_SPIN, label: "floor: busy-poll non-blocking", make: floor_spin::make },
-    Kind { key: "floor-mio", label: "floor: minimal mio loop", make: floor_mio::make },
-    Kind { key: "finwatch", label: "finwatch", make: finwatch::make },
+    Kind {
+        key: FLOOR_BLOCKING,
+        label: "floor: blocking std TcpStream",
+        make: floor_blocking::make,
+        tls: None,
+    },
+    Kind { key: FLOOR_SPIN, label: "floor: busy-poll non-blocking", make: floor_spin::make, tls: None },
+    Kind { key: "floor-mio", label: "floor: minimal mio loop", make: floor_mio::make, tls: None },
+    // `get` / `put`: `Client::send` of a request built per command.
+    Kind { key: "finwatch", label: "finwatch", make: finwatch::make, tls: Some(finwatch::make_tls) },
     // finwatch with prepared requests and `Client::execute` (no allocation per command).
-    Kind { key: "finwatch-execute", label: "finwatch (execute)", make: finwatch::make_execute },
+    Kind {
+        key: "finwatch-execute",
+        label: "finwatch (execute)",
+        make: finwatch::make_execute,
+        tls: Some(|a, p| finwatch::make_execute_with(a, finwatch::tls(Client::builder(), p)?)),
+    },
     // finwatch as a control loop that owns a core uses it: prepared requests and its opt-in
     // busy-poll mode (spins up to the budget before sleeping in epoll).
     Kind {
         key: "finwatch-busy",
         label: "finwatch (execute, busy-poll)",
         make: |a| finwatch::make_execute_with(a, busy()),
+        tls: Some(|a, p| finwatch::make_execute_with(a, finwatch::tls(busy(), p)?)),
     },
     // finwatch, caller-driven, that lets its loop run during the pauses of (c) (`Client::poll`
     // until the next command is due): retires ahead of the device and keeps a spare ready.
-    Kind { key: "finwatch-poll", label: "finwatch (execute, poll in pauses)", make: finwatch::make_poll },
+    Kind {
+        key: "finwatch-poll",
+        label: "finwatch (execute, poll in pauses)",
+        make: finwatch::make_poll,
+        tls: Some(|_, p| finwatch::make_poll_with(finwatch::tls(Client::builder(), p)?)),
+    },
     // finwatch with its loop on a background thread (`SharedClient`): sees every FIN and timer
     // as it happens, also between the caller's commands.
-    Kind { key: "finwatch-shared", label: "finwatch (SharedClient)", make: finwatch::make_shared },
-    Kind { key: "reqwest", label: "reqwest (blocking)", make: reqwest::make },
-    Kind { key: "ureq", label: "ureq", make: ureq::make },
-    Kind { key: "hyper", label: "hyper (legacy Client, current-thread)", make: hyper::make },
-    Kind { key: "curl", label: "curl (libcurl easy)", make: curl::make },
-    Kind { key: "minreq", label: "minreq", make: minreq::make },
-    Kind { key: "attohttpc", label: "attohttpc", make: attohttpc::make },
+    Kind {
+        key: "finwatch-shared",
+        label: "finwatch (SharedClient)",
+        make: finwatch::make_shared,
+        tls: Some(|_, p| finwatch::make_shared_with(finwatch::tls(Client::builder(), p)?)),
+    },
+    Kind { key: "reqwest", label: "reqwest (blocking)", make: reqwest::make, tls: Some(reqwest::make_tls) },
+    Kind { key: "ureq", label: "ureq", make: ureq::make, tls: Some(ureq::make_tls) },
+    Kind {
+        key: "hyper",
+        label: "hyper (legacy Client, current-thread)",
+        make: hyper::make,
+        tls: Some(hyper::make_tls),
+    },
+    Kind { key: "curl", label: "curl (libcurl easy)", make: curl::make, tls: Some(curl::make_tls) },
+    Kind { key: "minreq", label: "minreq", make: minreq::make, tls: None },
+    Kind { key: "attohttpc", label: "attohttpc", make: attohttpc::make, tls: None },
 ];
+
+/// The other clients that speak TLS here: the peers the TLS targets are measured against.
+pub const TLS_PEERS: [&str; 4] = ["reqwest", "ureq", "hyper", "curl"];
 
 pub fn find(key: &str) -> Option<&'static Kind> {
     ALL.iter().find(|k| k.key == key)
