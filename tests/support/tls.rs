@@ -295,6 +295,71 @@ pub enum TlsAfter {
     BareFin,
     /// Close with SO_LINGER 0, which sends RST.
     Rst,
+    /// Never send anything more (after part of a response, or none): keep the connection open,
+    /// discarding what arrives, until the client closes or the device is dropped.
+    Stall,
+}
+
+/// The answer of a [`TlsDevice::with_handler`]'s handler to one request: plaintext written as
+/// application data (part of a response, or nothing), then what the device does.
+#[derive(Clone, Debug)]
+pub struct TlsReply {
+    pub bytes: Vec<u8>,
+    pub after: TlsAfter,
+}
+
+impl TlsReply {
+    /// `seq_reply`'s `200 OK` (`{"seq":N}`), then `after`.
+    pub fn seq(req: &Received, after: TlsAfter) -> TlsReply {
+        TlsReply { bytes: seq_reply(req).bytes, after }
+    }
+
+    /// These plaintext bytes, then `after`.
+    pub fn raw(bytes: impl Into<Vec<u8>>, after: TlsAfter) -> TlsReply {
+        TlsReply { bytes: bytes.into(), after }
+    }
+}
+
+/// Decides the reply to each request; runs on the connection's thread.
+pub type TlsHandler = Arc<dyn Fn(&Received) -> TlsReply + Send + Sync>;
+
+/// Cut a request short, at the plaintext level, as `support::CutRequest` does on plain TCP:
+/// once the device has logged `after_requests` whole requests (over all connections), the next
+/// request a connection starts waiting for (after its handshake, or after its previous response)
+/// is read for at least `after_bytes` bytes of *plaintext* (0: not one byte; the device decrypts
+/// whole records, so it may hold up to one record more than that, never acted on); then
+/// `respond` is written as application data, if not empty (an early, partial or complete
+/// response), followed, unless `then` is [`TlsCut::CloseUnread`], by a pause of 50 ms so the
+/// client reads it first; then the connection is cut with `then`. The cut request is never
+/// logged as a request. With `once`, only the first such request is cut. As on plain TCP, the
+/// cut of a connection's first request is decided at accept (in the order the client
+/// connected), and carried out after the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsCutRequest {
+    pub after_requests: usize,
+    pub once: bool,
+    pub after_bytes: usize,
+    pub respond: &'static [u8],
+    pub then: TlsCut,
+}
+
+/// What a [`TlsDevice`] does at a [`TlsCutRequest`]'s cut. The closes by FIN then hold the
+/// socket open without reading another byte (a client still writing fills the buffers and
+/// blocks, instead of completing its write into the device's receive buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsCut {
+    /// close_notify, then FIN; then hold.
+    CloseNotify,
+    /// FIN without close_notify; then hold.
+    BareFin,
+    /// Close with SO_LINGER 0 (RST).
+    Rst,
+    /// Hold the connection open without reading or writing until the device is dropped.
+    Stall,
+    /// A plain `close()` right after `respond` (no close_notify, no pause), the rest of the
+    /// request unread: the kernel resets the connection. An embedded server answering early and
+    /// being done with the request.
+    CloseUnread,
 }
 
 /// How a [`TlsDevice`] behaves. `TlsOptions::default()`: the good certificate, TLS 1.2 and 1.3,
@@ -324,6 +389,8 @@ pub struct TlsOptions {
     /// TLS 1.3: send a KeyUpdate (update_requested) when no byte of a request has arrived for this
     /// long after the handshake or a response; once per idle period.
     pub key_update_when_idle: Option<Duration>,
+    /// Cut a request short (see [`TlsCutRequest`]).
+    pub cut_request: Option<TlsCutRequest>,
 }
 
 impl Default for TlsOptions {
@@ -339,6 +406,7 @@ impl Default for TlsOptions {
             resumption: true,
             tickets_when_idle: None,
             key_update_when_idle: None,
+            cut_request: None,
         }
     }
 }
@@ -361,6 +429,10 @@ pub struct TlsDevice {
 
 struct Shared {
     options: TlsOptions,
+    handler: Option<TlsHandler>,
+    /// Requests cut by `TlsOptions::cut_request`, and of those the ones read up to the cut point.
+    cuts: AtomicUsize,
+    cuts_read: AtomicUsize,
     config: Arc<ServerConfig>,
     stop: AtomicBool,
     accepted: AtomicUsize,
@@ -386,11 +458,27 @@ struct Shared {
 
 impl TlsDevice {
     pub fn start(options: TlsOptions) -> TlsDevice {
+        TlsDevice::start_with(options, None)
+    }
+
+    /// A device whose handler decides the reply to each request and what follows it
+    /// ([`TlsOptions::after`] is then unused).
+    pub fn with_handler(
+        options: TlsOptions,
+        handler: impl Fn(&Received) -> TlsReply + Send + Sync + 'static,
+    ) -> TlsDevice {
+        TlsDevice::start_with(options, Some(Arc::new(handler)))
+    }
+
+    fn start_with(options: TlsOptions, handler: Option<TlsHandler>) -> TlsDevice {
         let config = server_config(&options);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("listener address");
         let shared = Arc::new(Shared {
             options,
+            handler,
+            cuts: AtomicUsize::new(0),
+            cuts_read: AtomicUsize::new(0),
             config,
             stop: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
@@ -478,6 +566,22 @@ impl TlsDevice {
 
     pub fn request_count(&self) -> usize {
         lock(&self.shared.log).len()
+    }
+
+    /// Requests answered that match `pred`.
+    pub fn count_matching(&self, pred: impl Fn(&Received) -> bool) -> usize {
+        lock(&self.shared.log).iter().filter(|r| pred(r)).count()
+    }
+
+    /// Requests cut short by [`TlsOptions::cut_request`] (counted when the cut is decided).
+    pub fn requests_cut(&self) -> usize {
+        self.shared.cuts.load(SeqCst)
+    }
+
+    /// Cut requests of which all `after_bytes` plaintext bytes arrived before the cut: with
+    /// `after_bytes` past the head, requests the device acted on.
+    pub fn requests_cut_after_reading(&self) -> usize {
+        self.shared.cuts_read.load(SeqCst)
     }
 
     /// Whole requests that arrived after the device sent close_notify or FIN on their connection
@@ -602,11 +706,16 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> Vec<JoinHandle<()>
             continue;
         };
         let id = shared.accepted.fetch_add(1, SeqCst);
+        // The cut of a connection's first request is claimed here, in accept order (the order
+        // the client connected in), not when the connection's thread gets through its
+        // handshake: with two handshakes under way (a warm spare and another connection), the
+        // threads would otherwise race for it.
+        let cut_first = shared.options.cut_request.is_some_and(|cut| shared.claim_cut(cut));
         let shared = Arc::clone(&shared);
         conns.retain(|h| !h.is_finished());
         let handle = thread::Builder::new()
             .name(format!("tls-device-conn-{id}"))
-            .spawn(move || serve(stream, id, &shared))
+            .spawn(move || serve(stream, id, &shared, cut_first))
             .expect("spawn connection thread");
         conns.push(handle);
     }
@@ -644,7 +753,8 @@ struct TlsConn<'a> {
     handshake_done: Instant,
 }
 
-fn serve(stream: TcpStream, id: usize, shared: &Shared) {
+/// `cut_first`: the connection's first request is to be cut (claimed at accept).
+fn serve(stream: TcpStream, id: usize, shared: &Shared, cut_first: bool) {
     let setup = (stream.set_nonblocking(false))
         .and_then(|()| stream.set_nodelay(true))
         .and_then(|()| stream.set_write_timeout(Some(TICK)));
@@ -668,6 +778,11 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
     }
     let options = &shared.options;
     for index_on_conn in 0.. {
+        if let Some(cut) = options.cut_request
+            && (if index_on_conn == 0 { cut_first } else { shared.claim_cut(cut) })
+        {
+            return c.cut(cut);
+        }
         let req = match c.next_request(index_on_conn) {
             Ok(req) => req,
             Err(NoRequest::ClientClosed) => {
@@ -677,15 +792,37 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
             Err(NoRequest::Idle) => return c.close(!options.idle_close_bare_fin),
             Err(NoRequest::Gone) => return,
         };
-        let reply = seq_reply(&req);
-        if c.tls.writer().write_all(&reply.bytes).is_err() || !c.flush() {
+        let reply = match &shared.handler {
+            Some(handler) => handler(&req),
+            None => TlsReply::seq(&req, options.after),
+        };
+        if !reply.bytes.is_empty() && (c.tls.writer().write_all(&reply.bytes).is_err() || !c.flush()) {
             return;
         }
-        match options.after {
+        match reply.after {
             TlsAfter::KeepAlive => {}
             TlsAfter::CloseNotify => return c.close(true),
             TlsAfter::BareFin => return c.close(false),
             TlsAfter::Rst => return c.rst(),
+            TlsAfter::Stall => {
+                c.plain.clear();
+                return c.discard_until_closed();
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Whether the request a connection is about to wait for is to be cut.
+    fn claim_cut(&self, cut: TlsCutRequest) -> bool {
+        if lock(&self.log).len() < cut.after_requests {
+            return false;
+        }
+        if cut.once {
+            self.cuts.compare_exchange(0, 1, SeqCst, SeqCst).is_ok()
+        } else {
+            self.cuts.fetch_add(1, SeqCst);
+            true
         }
     }
 }
@@ -1045,6 +1182,74 @@ impl TlsConn<'_> {
         let shared = self.shared;
         drop(self.stream);
         shared.rsts_done.fetch_add(1, SeqCst);
+    }
+
+    /// Reads at least `cut.after_bytes` plaintext bytes of the next request, then cuts (see
+    /// [`TlsCutRequest`]).
+    fn cut(mut self, cut: TlsCutRequest) {
+        let mut chunk = [0u8; 16 * 1024];
+        while self.plain.len() < cut.after_bytes {
+            // At most what is still missing: ciphertext is never shorter than its plaintext, so
+            // this reads at most the rest of the record that completes the count.
+            let want = (cut.after_bytes - self.plain.len()).min(chunk.len());
+            match self.read_raw(&mut chunk[..want], None) {
+                Raw::Data(n) => match self.feed(&chunk[..n]) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        self.shared.closed_by_client.fetch_add(1, SeqCst);
+                        return;
+                    }
+                    Err(_) => return,
+                },
+                Raw::Eof | Raw::Gone { reset: true } => {
+                    self.shared.closed_by_client.fetch_add(1, SeqCst);
+                    return;
+                }
+                Raw::Timeout | Raw::Gone { reset: false } => return,
+            }
+        }
+        self.shared.cuts_read.fetch_add(1, SeqCst);
+        if !cut.respond.is_empty() {
+            if self.tls.writer().write_all(cut.respond).is_err() || !self.flush() {
+                return;
+            }
+            // Pause so the client reads the bytes before the cut.
+            if cut.then != TlsCut::CloseUnread && !self.sleep(TICK) {
+                return;
+            }
+        }
+        match cut.then {
+            TlsCut::CloseNotify | TlsCut::BareFin => {
+                self.shared.fins.fetch_add(1, SeqCst);
+                if cut.then == TlsCut::CloseNotify {
+                    self.shared.close_notifies.fetch_add(1, SeqCst);
+                    self.tls.send_close_notify();
+                    if !self.flush() {
+                        return;
+                    }
+                }
+                if self.stream.shutdown(Shutdown::Write).is_err() {
+                    return;
+                }
+                self.shared.fins_done.fetch_add(1, SeqCst);
+                self.hold();
+            }
+            TlsCut::Rst => self.rst(),
+            TlsCut::Stall => self.hold(),
+            TlsCut::CloseUnread => {
+                self.shared.rsts.fetch_add(1, SeqCst);
+                let shared = self.shared;
+                drop(self.stream);
+                shared.rsts_done.fetch_add(1, SeqCst);
+            }
+        }
+    }
+
+    /// Keeps the socket open, reading nothing, until the device stops.
+    fn hold(self) {
+        while !self.stopped() {
+            thread::sleep(TICK);
+        }
     }
 
     /// Reads and drops everything until the client closes or the device stops.
