@@ -236,9 +236,25 @@
 //! finwatch = { version = "0.1", features = ["http"] }
 //! ```
 //!
+//! # Feature `tls`
+//!
+//! Off by default. With it, `https://` URLs: rustls (the *ring* provider), driven sans-IO by
+//! the driver; a connection reaches the engine once its handshake is complete, so warm spares
+//! are handshaken ahead of need, and sessions resume. `ClientBuilder::tls(TlsConfig)` says how
+//! devices are authenticated: a CA (PEM), a SHA-256 pin of the device's public key
+//! (`sha256//…`, as curl takes it), or, under a name that says so, nothing. No root store is
+//! built in. A `close_notify`, a bare FIN and a RST all end an idle connection as a FIN does;
+//! a FIN without `close_notify` under a response is a truncation error. A failed handshake is
+//! [`Error::Tls`]: nothing was sent. (README: "HTTPS".)
+//!
+//! ```toml
+//! [dependencies]
+//! finwatch = { version = "0.1", features = ["tls"] }
+//! ```
+//!
 //! # What it does not do
 //!
-//! Plain HTTP/1.1 only: no TLS, no HTTP/2, no proxies, no pipelining, no request bodies with
+//! HTTP/1.1 only (TLS with the `tls` feature): no HTTP/2, no proxies, no pipelining, no request bodies with
 //! `Transfer-Encoding`, no content decoding. Host names go to the system resolver on a
 //! thread of their own (the loop never waits for a lookup; the connect timeout bounds it), are
 //! cached with all their addresses, and are looked up again after a minute (in the

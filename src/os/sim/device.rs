@@ -100,7 +100,7 @@ pub struct Script {
     /// How fast its application reads what arrived, in bytes per microsecond (1,000: 1 GB/s).
     pub read_rate: u32,
     /// Commands (bit `n`: command `n`) whose connection the device closes (FIN) when it has
-    /// been idle for [`CLOSE_AFTER`] after their response, whatever else the script says.
+    /// been idle for `CLOSE_AFTER` after their response, whatever else the script says.
     pub close_after: u128,
 }
 

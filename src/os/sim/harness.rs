@@ -20,7 +20,7 @@
 //!   reconnects at the end): more is a connect storm;
 //! - (f) the loop makes progress: 10,000 turns in a row that move nothing (no byte, no
 //!   arrival, no clock jump, no completion) are a busy loop, and a turn that never returns is
-//!   caught by the kernel's syscall budget ([`super::MAX_SYSCALLS`]);
+//!   caught by the kernel's syscall budget (`MAX_SYSCALLS`);
 //! - (g) submission order: the requests' *first starts* (the first time the first byte of any
 //!   attempt of a command was written, in the kernel's write order; commands are named by
 //!   their path, `/cmd/<n>`) follow submission order: no command starts before an earlier one
@@ -43,7 +43,7 @@
 //!   device's script is not complete, so not covered. Checked at the end of the run;
 //! - and nothing panics (a `Duration::MAX` timeout among the inputs, say).
 //!
-//! The kernel is the simulator wrapped in [`Faulty`], with the scenario's fault rates (none,
+//! The kernel is the simulator wrapped in `Faulty`, with the scenario's fault rates (none,
 //! `EINTR`, short writes, spurious readiness, truncated batches, `EMFILE`, or all): every
 //! invariant holds under them.
 //!
