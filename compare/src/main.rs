@@ -778,6 +778,18 @@ mod tests {
         }
     }
 
+    /// The TLS floor runs where TLS does: not in a plain run, first among the TLS clients.
+    #[test]
+    fn the_tls_floor_runs_in_the_tls_scenarios_only() {
+        let keys = |c: &Config| c.clients.iter().map(|k| k.key).collect::<Vec<_>>();
+        assert!(!keys(&parse("")).contains(&clients::FLOOR_TLS));
+        assert_eq!(keys(&parse("--tls"))[0], clients::FLOOR_TLS);
+        assert!(keys(&parse("--tls")).iter().all(|k| clients::find(k).unwrap().tls.is_some()));
+        assert!(keys(&parse("--scenarios a,t1")).contains(&clients::FLOOR_TLS));
+        assert_eq!(keys(&parse("--tls --clients finwatch,hyper")), vec!["finwatch", "hyper"]);
+        assert!(parse("").is_default_full_run());
+    }
+
     /// (a) runs 30 × 2,000 on loopback and 10 × 2,000 across a link, unless told otherwise;
     /// `--rounds` and `--keepalive` each override only their own half.
     #[test]

@@ -398,8 +398,9 @@ fn tls_table(cfg: &Config, r: &ScenarioResult, summaries: &[Summary]) -> String 
     }
     let _ = writeln!(
         o,
-        "\n`×floor`: to the TLS floor (blocking std TcpStream + rustls `StreamOwned`, ring, keep-alive; \
-         a new connection, resumed, after each close). `×peer`: to the fastest TLS peer (reqwest, ureq, hyper, curl) of this scenario: at p50 {}, \
+        "\n`×floor`: to the TLS floor (blocking std TcpStream + rustls `StreamOwned`, ring, X25519 \
+         first as finwatch, keep-alive; a new connection, resumed, after each close, made when the \
+         command comes: finwatch's spare connection, made ahead, can beat it). `×peer`: to the fastest TLS peer (reqwest, ureq, hyper, curl) of this scenario: at p50 {}, \
          at p99 the lowest peer p99 ({} µs).",
         peer50.map_or("none ran".into(), |(i, p)| format!("{} ({} µs)", cfg.clients[i].label, us(Some(p)))),
         us(peer99)
@@ -854,7 +855,11 @@ fn regime_table(cfg: &Config, r: &ScenarioResult) -> String {
         return o;
     };
     let seen = reg.seen();
-    let _ = writeln!(o, "Per regime: {}.\n", regimes_sentence(cfg.clients[f].label, r, f, &reg));
+    let _ = writeln!(
+        o,
+        "Per regime: {}.\n",
+        regimes_sentence(&format!("the {}", reference_name(r.scenario)), r, f, &reg)
+    );
     let _ = write!(o, "| client |");
     for g in &seen {
         let n = reg.rounds(*g).len();

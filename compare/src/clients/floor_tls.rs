@@ -41,7 +41,7 @@ pub fn make_tls(addr: SocketAddr, pki: &crate::tls::Pki) -> Result<Box<dyn HttpC
         addr,
         host: addr.to_string(),
         name: ServerName::IpAddress(addr.ip().into()),
-        config: Arc::new(pki.client_config()?),
+        config: Arc::new(pki.client_config_x25519_first()?),
         conn: None,
         req: Vec::with_capacity(512),
         buf: vec![0; 16 * 1024].into_boxed_slice(),
