@@ -28,6 +28,7 @@
 mod clients;
 mod device;
 mod link;
+mod regime;
 mod report;
 mod stats;
 mod tls;
@@ -165,7 +166,8 @@ impl Config {
     fn full() -> Config {
         Config {
             scenarios: Scenario::PLAIN.to_vec(),
-            clients: clients::ALL.iter().collect(),
+            // The TLS floor runs in the TLS scenarios only (`parse_args` adds it there).
+            clients: clients::ALL.iter().filter(|k| k.key != clients::FLOOR_TLS).collect(),
             // (a) decides the keep-alive targets, which sit within a few per cent of the
             // blocking floor while the machine's speed drifts by ±20 % from round to round: 30
             // rounds of 2,000 commands average that drift out better than 10 (rounds much
@@ -361,7 +363,9 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     }
     // Only TLS scenarios: only the clients that speak TLS here, unless told otherwise.
     if !clients_given && cfg.scenarios.iter().all(|s| s.is_tls()) {
-        cfg.clients.retain(|k| k.tls.is_some());
+        cfg.clients = clients::ALL.iter().filter(|k| k.tls.is_some()).collect();
+    } else if !clients_given && tls {
+        cfg.clients = clients::ALL.iter().collect();
     }
     // Across the link a command costs a millisecond round trip, which dwarfs the machine's
     // drift: (a) keeps 10 rounds of 2,000 there (three times as many would add 12 minutes).
@@ -385,6 +389,9 @@ pub struct ScenarioResult {
     /// What each client says of the scenario itself (warm-up included), where it can.
     pub notes: Vec<Option<String>>,
     pub elapsed: Duration,
+    /// The group each client took its rounds in (see [`groups`]): round k of two clients is
+    /// the same stretch of time only within one group.
+    pub group: Vec<usize>,
 }
 
 const PUT_PATH: &str = "/unico/v1/interface/io";
@@ -558,7 +565,14 @@ fn run_scenario(
         (0..n).map(|i| stats::Handshakes::read(device.counters(i))).collect();
     let accepted: Vec<u64> = base.iter().map(|&(a, _)| a).collect();
     let per_round = cfg.per_round(sc);
-    for (g, group) in groups(sc, &accepted, warmup).iter().enumerate() {
+    let groups = groups(sc, &accepted, warmup);
+    let mut group_of = vec![0; n];
+    for (g, group) in groups.iter().enumerate() {
+        for &i in group {
+            group_of[i] = g;
+        }
+    }
+    for (g, group) in groups.iter().enumerate() {
         for round in 0..cfg.rounds(sc) {
             eprint!("\r  {} group {} round {}/{}   ", sc.key(), g + 1, round + 1, cfg.rounds(sc));
             for k in 0..group.len() {
@@ -587,7 +601,7 @@ fn run_scenario(
         rec.handshakes_all = stats::Handshakes::read(device.counters(i));
         rec.handshakes = rec.handshakes_all.minus(&hs_base[i]);
     }
-    Ok(ScenarioResult { scenario: sc, records, not_run, notes, elapsed: started.elapsed() })
+    Ok(ScenarioResult { scenario: sc, records, not_run, notes, elapsed: started.elapsed(), group: group_of })
 }
 
 /// What the report says about the emulated link.
@@ -762,6 +776,18 @@ mod tests {
         for sc in [Scenario::Fin, Scenario::Idle, Scenario::Rst] {
             assert_eq!(groups(sc, &accepted, 200), vec![(0..5).collect::<Vec<_>>()]);
         }
+    }
+
+    /// The TLS floor runs where TLS does: not in a plain run, first among the TLS clients.
+    #[test]
+    fn the_tls_floor_runs_in_the_tls_scenarios_only() {
+        let keys = |c: &Config| c.clients.iter().map(|k| k.key).collect::<Vec<_>>();
+        assert!(!keys(&parse("")).contains(&clients::FLOOR_TLS));
+        assert_eq!(keys(&parse("--tls"))[0], clients::FLOOR_TLS);
+        assert!(keys(&parse("--tls")).iter().all(|k| clients::find(k).unwrap().tls.is_some()));
+        assert!(keys(&parse("--scenarios a,t1")).contains(&clients::FLOOR_TLS));
+        assert_eq!(keys(&parse("--tls --clients finwatch,hyper")), vec!["finwatch", "hyper"]);
+        assert!(parse("").is_default_full_run());
     }
 
     /// (a) runs 30 × 2,000 on loopback and 10 × 2,000 across a link, unless told otherwise;

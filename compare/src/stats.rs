@@ -46,6 +46,9 @@ pub struct Record {
     pub samples: Vec<u64>,
     /// The p50 of each round, in nanoseconds.
     pub round_p50: Vec<u64>,
+    /// The p50 and the p99 of every round in order, `None` for a round without a successful
+    /// command: what the per-regime figures pair round by round.
+    pub by_round: Vec<Option<(u64, u64)>>,
     /// Distinct error messages and how often each was seen.
     pub errors: BTreeMap<String, u64>,
     /// In (c): the latency of every successful command by the index of the gap before it.
@@ -121,6 +124,7 @@ impl Record {
         if let Some(p) = nearest_rank(&round, P50) {
             self.round_p50.push(p);
         }
+        self.by_round.push(nearest_rank(&round, P50).zip(nearest_rank(&round, P99)));
         self.samples.extend(round);
     }
 
@@ -142,6 +146,16 @@ impl Record {
                 nearest_rank(&v, P50)
             })
             .collect()
+    }
+
+    /// The p50 of every round, in order (`None`: no command of that round succeeded).
+    pub fn round_p50s(&self) -> Vec<Option<u64>> {
+        self.by_round.iter().map(|r| r.map(|(p50, _)| p50)).collect()
+    }
+
+    /// The p99 of every round, in order.
+    pub fn round_p99s(&self) -> Vec<Option<u64>> {
+        self.by_round.iter().map(|r| r.map(|(_, p99)| p99)).collect()
     }
 
     pub fn add_error(&mut self, e: String) {

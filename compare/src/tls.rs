@@ -91,9 +91,21 @@ impl Pki {
     /// A rustls client config trusting only the run's CA, with rustls's default session cache
     /// (resumption on): a fresh one per client, so no client resumes another's sessions.
     pub fn client_config(&self) -> Result<ClientConfig, String> {
+        self.client_config_with(provider())
+    }
+
+    /// The same with X25519 offered first, as finwatch does (ring's provider lists P-384 first,
+    /// which costs the device ~5× the CPU per handshake): the TLS floor's.
+    pub fn client_config_x25519_first(&self) -> Result<ClientConfig, String> {
+        let mut p = (*provider()).clone();
+        p.kx_groups.sort_by_key(|g| g.name() != rustls::NamedGroup::X25519);
+        self.client_config_with(Arc::new(p))
+    }
+
+    fn client_config_with(&self, provider: Arc<CryptoProvider>) -> Result<ClientConfig, String> {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca_der.clone()).map_err(|e| format!("CA: {e}"))?;
-        Ok(ClientConfig::builder_with_provider(provider())
+        Ok(ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("client versions: {e}"))?
             .with_root_certificates(roots)

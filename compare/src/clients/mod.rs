@@ -22,6 +22,7 @@ mod finwatch;
 mod floor_blocking;
 mod floor_mio;
 mod floor_spin;
+mod floor_tls;
 mod hyper;
 mod minreq;
 mod raw;
@@ -82,6 +83,8 @@ pub struct Kind {
 pub const FLOOR_BLOCKING: &str = "floor-blocking";
 /// Key of the busy-poll floor, the reference of the last ratio columns.
 pub const FLOOR_SPIN: &str = "floor-spin";
+/// Key of the TLS floor: the TLS tables' floor and the TLS scenarios' regime reference.
+pub const FLOOR_TLS: &str = "floor-tls";
 
 /// Every client, in table order.
 pub const ALL: &[Kind] = &[
@@ -93,6 +96,13 @@ pub const ALL: &[Kind] = &[
     },
     Kind { key: FLOOR_SPIN, label: "floor: busy-poll non-blocking", make: floor_spin::make, tls: None },
     Kind { key: "floor-mio", label: "floor: minimal mio loop", make: floor_mio::make, tls: None },
+    // TLS only: std TcpStream + rustls `StreamOwned` (ring), blocking, keep-alive.
+    Kind {
+        key: FLOOR_TLS,
+        label: "floor: blocking rustls StreamOwned",
+        make: floor_tls::make,
+        tls: Some(floor_tls::make_tls),
+    },
     // `get` / `put`: `Client::send` of a request built per command.
     Kind { key: "finwatch", label: "finwatch", make: finwatch::make, tls: Some(finwatch::make_tls) },
     // finwatch with prepared requests and `Client::execute` (no allocation per command).

@@ -19,9 +19,9 @@ pub fn encode(out: &mut Vec<u8>, method: Method, url: &str, host: &str, body: &[
     out.extend_from_slice(body);
 }
 
-/// The origin-form target of an absolute `http://host[:port]/path?query` URL.
+/// The origin-form target of an absolute `http[s]://host[:port]/path?query` URL.
 fn path_of(url: &str) -> &str {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or(url);
     rest.find('/').map_or("/", |i| &rest[i..])
 }
 
