@@ -389,6 +389,9 @@ pub struct TlsOptions {
     /// TLS 1.3: send a KeyUpdate (update_requested) when no byte of a request has arrived for this
     /// long after the handshake or a response; once per idle period.
     pub key_update_when_idle: Option<Duration>,
+    /// Application data (a stray response) sent this long into an idle period: a client must
+    /// retire the connection (the stream is out of step), where tickets and KeyUpdates keep it.
+    pub unsolicited_when_idle: Option<Duration>,
     /// Cut a request short (see [`TlsCutRequest`]).
     pub cut_request: Option<TlsCutRequest>,
 }
@@ -406,6 +409,7 @@ impl Default for TlsOptions {
             resumption: true,
             tickets_when_idle: None,
             key_update_when_idle: None,
+            unsolicited_when_idle: None,
             cut_request: None,
         }
     }
@@ -449,6 +453,7 @@ struct Shared {
     rsts: AtomicUsize,
     rsts_done: AtomicUsize,
     key_updates: AtomicUsize,
+    strays: AtomicUsize,
     idle_tickets: AtomicUsize,
     after_close: AtomicUsize,
     raw_after_close: AtomicUsize,
@@ -495,6 +500,7 @@ impl TlsDevice {
             rsts: AtomicUsize::new(0),
             rsts_done: AtomicUsize::new(0),
             key_updates: AtomicUsize::new(0),
+            strays: AtomicUsize::new(0),
             idle_tickets: AtomicUsize::new(0),
             after_close: AtomicUsize::new(0),
             raw_after_close: AtomicUsize::new(0),
@@ -626,6 +632,11 @@ impl TlsDevice {
     /// RSTs whose close has returned: on loopback, at the client.
     pub fn rsts_completed(&self) -> usize {
         self.shared.rsts_done.load(SeqCst)
+    }
+
+    /// Stray responses sent on idle connections ([`TlsOptions::unsolicited_when_idle`]).
+    pub fn strays_sent(&self) -> usize {
+        self.shared.strays.load(SeqCst)
     }
 
     /// KeyUpdates sent ([`TlsOptions::key_update_when_idle`]).
@@ -913,6 +924,8 @@ impl TlsConn<'_> {
         let options = &self.shared.options;
         let start = Instant::now();
         let mut key_update_due = options.key_update_when_idle.filter(|_| self.is_tls13()).map(|d| start + d);
+        // Only after a response (index > 0): a fresh connection's first request comes at once.
+        let mut stray_due = options.unsolicited_when_idle.filter(|_| index_on_conn > 0).map(|d| start + d);
         let mut chunk = [0u8; 16 * 1024];
         loop {
             let shared = self.shared;
@@ -925,8 +938,9 @@ impl TlsConn<'_> {
                 .filter(|_| idle && !self.held.is_empty())
                 .map(|d| self.handshake_done + d);
             let key_due = key_update_due.filter(|_| idle);
+            let stray = stray_due.filter(|_| idle);
             let close_due = options.idle_close.filter(|_| idle).map(|d| start + d);
-            let deadline = [tickets_due, key_due, close_due].into_iter().flatten().min();
+            let deadline = [tickets_due, key_due, stray, close_due].into_iter().flatten().min();
             match self.read_raw(&mut chunk, deadline) {
                 Raw::Data(n) => match self.feed(&chunk[..n]) {
                     Ok(false) => {}
@@ -943,6 +957,14 @@ impl TlsConn<'_> {
                     if tickets_due.is_some_and(|t| t <= now) {
                         self.shared.idle_tickets.fetch_add(1, SeqCst);
                         if !self.flush() {
+                            return Err(NoRequest::Gone);
+                        }
+                    }
+                    if stray.is_some_and(|t| t <= now) {
+                        stray_due = None;
+                        self.shared.strays.fetch_add(1, SeqCst);
+                        let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray";
+                        if self.tls.writer().write_all(bytes).is_err() || !self.flush() {
                             return Err(NoRequest::Gone);
                         }
                     }

@@ -131,6 +131,24 @@ fn a_key_update_on_an_idle_connection_keeps_it() {
     // handshake, which carries a request at once, so they are not exercised idle here.)
 }
 
+/// Application data on an idle TLS connection (a response to nothing) retires it, as on plain
+/// TCP: the stream is out of step. The next command goes out on a fresh connection and succeeds.
+#[test]
+fn application_data_on_an_idle_connection_retires_it() {
+    let dev =
+        device(TlsOptions { unsolicited_when_idle: Some(Duration::from_millis(3)), ..TlsOptions::default() });
+    let mut c = client(ca());
+    assert_eq!(c.get(&dev.url("/a")).unwrap().status(), 200);
+    assert_eq!(c.get(&dev.url("/b")).unwrap().status(), 200);
+    assert!(wait_until(Duration::from_secs(2), || dev.strays_sent() >= 1));
+    // The caller was away while the stray came: the next command finds it and goes elsewhere.
+    let resp = c.get(&dev.url("/c")).unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_ne!(resp.body(), b"stray");
+    assert_eq!(dev.connections(), 2, "{:?}", c.stats());
+    assert_eq!(c.stats().retries, 0);
+}
+
 /// A handshake that stalls ends at the connect timeout, typed as TLS, nothing sent.
 #[test]
 fn a_stalled_handshake_is_a_typed_error() {
