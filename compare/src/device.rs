@@ -101,6 +101,7 @@ impl Device {
         ports: usize,
         net: Option<DeviceNet>,
         tls: Option<DeviceTls>,
+        cpu: Option<usize>,
     ) -> io::Result<Device> {
         let counters: Arc<Vec<Counters>> = Arc::new((0..ports).map(|_| Counters::default()).collect());
         let stop = Arc::new(AtomicBool::new(false));
@@ -108,6 +109,11 @@ impl Device {
         let thread = {
             let (counters, stop) = (counters.clone(), stop.clone());
             std::thread::Builder::new().name("device".into()).spawn(move || {
+                if let Some(cpu) = cpu
+                    && let Err(e) = crate::pin_this_thread(cpu)
+                {
+                    eprintln!("warning: could not pin the device to CPU {cpu}: {e}");
+                }
                 // Namespaces are per thread: enter the link's before creating any socket.
                 let server = net
                     .as_ref()
@@ -711,7 +717,7 @@ mod tests {
 
     #[test]
     fn keep_alive_answers_and_counts() {
-        let d = Device::start(Mode::KeepAlive, 2, None, None).unwrap();
+        let d = Device::start(Mode::KeepAlive, 2, None, None, None).unwrap();
         let mut s = StdStream::connect(d.addr(1)).unwrap();
         for _ in 0..3 {
             assert_eq!(exchange(&mut s).unwrap(), response());
@@ -724,7 +730,7 @@ mod tests {
     #[test]
     fn fin_and_rst_close_after_the_response() {
         for mode in [Mode::Fin, Mode::Rst] {
-            let d = Device::start(mode, 1, None, None).unwrap();
+            let d = Device::start(mode, 1, None, None, None).unwrap();
             let mut s = StdStream::connect(d.addr(0)).unwrap();
             exchange(&mut s).unwrap();
             let mut b = [0u8; 1];
@@ -738,7 +744,7 @@ mod tests {
 
     #[test]
     fn idle_close_after_the_idle_time() {
-        let d = Device::start(Mode::IdleClose(Duration::from_millis(5)), 1, None, None).unwrap();
+        let d = Device::start(Mode::IdleClose(Duration::from_millis(5)), 1, None, None, None).unwrap();
         let mut s = StdStream::connect(d.addr(0)).unwrap();
         exchange(&mut s).unwrap();
         std::thread::sleep(Duration::from_millis(2));

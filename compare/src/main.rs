@@ -160,6 +160,41 @@ pub struct Config {
     pub link_delay: Duration,
     /// The TLS device offers X25519 only (a diagnostic, `--device-x25519-only`).
     pub x25519_only: bool,
+    /// `--pin same|split`: the client's threads and the device's on one CPU, or on two.
+    pub pin: Option<Pin>,
+}
+
+/// Where the threads run (`--pin`). The VM's two wake-up regimes are where a client's thread runs
+/// relative to the device's: on the same vCPU a response wakes the client by a context switch
+/// (~5–10 µs a loopback round trip); on another, the idle vCPU must be woken from halt (~60–80
+/// µs). Unpinned, the scheduler places the threads, and each client's rounds sit in one regime or
+/// the other for a while, so two clients measured in the same round can be in different
+/// regimes. Pinned, every client runs in the regime asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// Every thread on CPU 0.
+    Same,
+    /// The device on CPU 1, the clients (and their runtimes' threads) on CPU 0.
+    Split,
+}
+
+impl Pin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pin::Same => "same",
+            Pin::Split => "split",
+        }
+    }
+}
+
+/// Pins the calling thread (and the threads it spawns later) to `cpu`.
+pub fn pin_this_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: `set` is a plain bit mask the kernel reads; zeroed is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; the size is the set's.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 impl Config {
@@ -183,6 +218,7 @@ impl Config {
             quick: false,
             link_delay: Duration::ZERO,
             x25519_only: false,
+            pin: None,
         }
     }
 
@@ -263,6 +299,9 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
                        client and device in private network namespaces joined by two TUN
                        devices and a relay thread; a TCP handshake then costs 2N µs. Default
                        output compare/RESULTS-link.md (default N = 0: loopback)
+  --pin same|split     pin the client's threads and the device's to one CPU (same: the VM's
+                       fast wake-up regime, a context switch) or to two (split: the slow one, a
+                       halted vCPU woken); unpinned, each client lands in either for a while
   --device-x25519-only the TLS device offers no key exchange but X25519 (a diagnostic: rustls's
                        ring provider offers P-384 first)
   --out PATH           write the markdown here (default compare/RESULTS.md, with a link
@@ -287,6 +326,13 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             "--quick" => {}
             "--tls" => cfg.scenarios = Scenario::TLS.to_vec(),
             "--device-x25519-only" => cfg.x25519_only = true,
+            "--pin" => {
+                cfg.pin = Some(match it.next().map(String::as_str) {
+                    Some("same") => Pin::Same,
+                    Some("split") => Pin::Split,
+                    other => return Err(format!("--pin takes same or split, not {other:?}")),
+                })
+            }
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -525,7 +571,8 @@ fn run_scenario(
         DeviceTls { config: p.server.clone(), delay_full, delay_resumed }
     });
     let n = cfg.clients.len();
-    let device = Device::start(mode, n, link.map(|l| l.device_net().clone()), device_tls)?;
+    let device_cpu = cfg.pin.map(|p| if p == Pin::Split { 1 } else { 0 });
+    let device = Device::start(mode, n, link.map(|l| l.device_net().clone()), device_tls, device_cpu)?;
     let mut records: Vec<Record> = (0..n).map(|_| Record::default()).collect();
     let mut not_run = vec![None; n];
     let mut runners: Vec<Option<Runner>> = Vec::with_capacity(n);
@@ -618,7 +665,7 @@ const LINK_CHECK_CONNECTS: usize = 9;
 /// Starts the link and times [`LINK_CHECK_CONNECTS`] TCP handshakes across it to a device.
 fn start_link(delay: Duration) -> std::io::Result<(Link, Vec<Duration>)> {
     let link = Link::start(delay)?;
-    let device = Device::start(Mode::KeepAlive, 1, Some(link.device_net().clone()), None)?;
+    let device = Device::start(Mode::KeepAlive, 1, Some(link.device_net().clone()), None, None)?;
     let mut connects = Vec::with_capacity(LINK_CHECK_CONNECTS);
     for _ in 0..LINK_CHECK_CONNECTS {
         let start = Instant::now();
@@ -667,6 +714,13 @@ fn main() -> ExitCode {
     };
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; measure with --release (compare/run.sh does)");
+    }
+    // The clients run on this thread (and threads it starts, which inherit the mask).
+    if cfg.pin.is_some()
+        && let Err(e) = pin_this_thread(0)
+    {
+        eprintln!("--pin: could not pin the clients to CPU 0: {e}");
+        return ExitCode::from(2);
     }
     // Before any other thread exists: the link moves this thread into the client's namespace.
     let link = if cfg.on_link() {

@@ -143,6 +143,9 @@ fn run_args(cfg: &Config) -> String {
     if cfg.x25519_only {
         args.push_str(" --device-x25519-only");
     }
+    if let Some(pin) = cfg.pin {
+        let _ = write!(args, " --pin {}", pin.as_str());
+    }
     if cfg.on_link() {
         let _ = write!(args, " --link-delay-us {}", cfg.link_delay.as_micros());
     }
