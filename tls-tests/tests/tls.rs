@@ -68,6 +68,12 @@ fn server(mode: u8) -> (String, String) {
 /// Keep-alive over TLS reuses one connection; a device that sends close_notify after every
 /// response gets each command on a warm spare handshaken ahead (resumed); without a CA or pin the
 /// device is refused, typed, nothing sent.
+///
+/// The spares also show that NewSessionTickets on an idle connection do not retire it: a rustls
+/// TLS 1.3 server sends two tickets after every handshake, resumed ones included (rustls 0.23
+/// `send_tls13_tickets`, and finwatch's client sends no `ticket_request`), so each spare receives
+/// them while it waits, `Open(Idle)`, before its command; the spares carry the commands, and each
+/// next connection resumes with a ticket an earlier one received.
 #[test]
 fn keep_alive_close_notify_and_an_untrusted_device() {
     let _ = env_logger::builder().is_test(true).try_init();
