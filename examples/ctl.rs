@@ -1133,6 +1133,33 @@ mod tests {
         }
     }
 
+    /// `-v` over TLS: the handshake (version, cipher, full or resumed, ahead of need on a warm
+    /// spare) and how the device closed, from the client's trace (`TraceKind::TlsHandshake`,
+    /// `TraceKind::TlsClosed`, recorded by the driver with the `tls` feature).
+    #[test]
+    fn verbose_shows_tls_handshakes_and_closes() {
+        let t0 = Instant::now();
+        let mut trace = Trace::new(16);
+        let host = "https://10.0.0.5:443";
+        let at = |us| t0 + Duration::from_micros(us);
+        trace.record(at(0), 1, host, TraceKind::Connecting { spare: false });
+        let full = TraceKind::TlsHandshake { version: "TLSv1_3".into(), cipher: "X".into(), resumed: false };
+        trace.record(at(900), 1, host, full);
+        trace.record(at(1200), 1, host, TraceKind::TlsClosed { close_notify: true });
+        trace.record(at(1300), 2, host, TraceKind::Connecting { spare: true });
+        let resumed =
+            TraceKind::TlsHandshake { version: "TLSv1_3".into(), cipher: "X".into(), resumed: true };
+        trace.record(at(1700), 2, host, resumed);
+        trace.record(at(2500), 2, host, TraceKind::TlsClosed { close_notify: false });
+        let mut out = Vec::new();
+        Narrator::new(t0).write_trace(&mut out, &trace).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("TLS TLSv1_3 X, full handshake"), "{text}");
+        assert!(text.contains("TLS TLSv1_3 X, resumed session, ahead of need (warm spare)"), "{text}");
+        assert!(text.contains("close_notify from the device"), "{text}");
+        assert!(text.contains("without close_notify (a bare FIN)"), "{text}");
+    }
+
     fn script_options(list: &[&str], script: &str) -> Options {
         match parse_with_script(list, script) {
             Ok(Command::Run(opts)) => *opts,
