@@ -133,23 +133,10 @@ fn learned_idle_close_recovers() {
     );
 }
 
-/// xorshift64*: deterministic pseudo-random inputs without a dependency.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-        })
-        .collect()
-}
-
 /// The random inputs of [`pseudo_random_scenarios`]: short command lists, so a few hundred run
 /// in seconds in a debug build.
 fn random_input(seed: u64) -> Vec<u8> {
-    bytes(seed, 10 + 2 * (1 + seed as usize % 12))
+    finwatch::__fuzz::bytes(seed, 10 + 2 * (1 + seed as usize % 12))
 }
 
 /// Pseudo-random scenarios, every invariant checked after every turn (with the kernel faults
@@ -236,7 +223,7 @@ fn sweep() {
     let long = std::env::var("SWEEP_LEN").is_ok_and(|v| v == "long");
     let (mut bad, mut hits, mut answers) = (0, 0, 0);
     for seed in a..b {
-        let input = if long { bytes(seed, 10 + 2 * 80) } else { random_input(seed) };
+        let input = if long { finwatch::__fuzz::bytes(seed, 10 + 2 * 80) } else { random_input(seed) };
         match __sim::check(&input) {
             Ok(r) => {
                 hits += u64::from(r.write_errors_with_unread > 0);

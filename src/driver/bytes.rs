@@ -80,26 +80,14 @@ impl<K: Kernel> Driver<K> {
     /// it as "not processed".
     pub(super) fn flush(&mut self, engine: &mut Engine, key: Key, now: Instant) {
         #[cfg(feature = "tls")]
-        if self.sock(key).is_some_and(|s| s.tls.is_some()) {
-            return self.tls_flush(engine, key, now);
-        }
-        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
-        else {
-            return;
+        let failed = if self.sock(key).is_some_and(|s| s.tls.is_some()) {
+            self.tls_write_out(engine, key, now)
+        } else {
+            self.write_out(engine, key, now)
         };
-        let err = loop {
-            let out = engine.output(key);
-            if out.is_empty() {
-                return;
-            }
-            match self.k.write(&mut s.stream, out) {
-                Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
-                Ok(n) => engine.on_written(key, n, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break e,
-            }
-        };
+        #[cfg(not(feature = "tls"))]
+        let failed = self.write_out(engine, key, now);
+        let Some(err) = failed else { return };
         let mut err = Some(err);
         self.read_all(engine, key, true, &mut err, now);
         // The read found the outcome (a response, the reset), or paused at its budget (the
@@ -108,6 +96,25 @@ impl<K: Kernel> Driver<K> {
             && engine.knows(key)
         {
             engine.on_error(key, err, now);
+        }
+    }
+
+    /// Writes until the engine has nothing more for `key` or the socket is full (`None`), or a
+    /// write fails (its error, for `flush` to judge).
+    fn write_out(&mut self, engine: &mut Engine, key: Key, now: Instant) -> Option<io::Error> {
+        let s = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)?;
+        loop {
+            let out = engine.output(key);
+            if out.is_empty() {
+                return None;
+            }
+            match self.k.write(&mut s.stream, out) {
+                Ok(0) => return Some(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => engine.on_written(key, n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(e),
+            }
         }
     }
 

@@ -59,38 +59,9 @@ impl<K: Kernel> Driver<K> {
             return;
         };
         let Some(sess) = s.tls.as_deref_mut() else { return };
-        let err =
-            |reason: String| Error::Tls { host: s.host.to_string(), failure: TlsFailure::Handshake, reason };
-        let outcome: Result<(), Error> = (|| {
-            loop {
-                match k.read(&mut s.stream, scratch) {
-                    Ok(0) => return Err(err("the device closed the connection during the handshake".into())),
-                    Ok(n) => {
-                        let mut rd = &scratch[..n];
-                        while !rd.is_empty() {
-                            sess.conn.read_tls(&mut rd).map_err(|e| err(e.to_string()))?;
-                            if let Err(e) = sess.conn.process_new_packets() {
-                                let _ = sess.conn.write_tls(&mut KernelWriter { k, s: &mut s.stream });
-                                let connector = tls.as_ref().expect("a session has its connector");
-                                return Err(connector.error(&s.host, e));
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(err(e.to_string())),
-                }
-            }
-            while sess.conn.wants_write() {
-                match sess.conn.write_tls(&mut KernelWriter { k, s: &mut s.stream }) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(err(e.to_string())),
-                }
-            }
-            Ok(())
-        })();
+        // A session exists only once `tls_start` has had the connector.
+        let Some(connector) = tls.as_deref() else { return };
+        let outcome = handshake_io(k, &mut s.stream, sess, scratch, connector, &s.host);
         match outcome {
             Err(e) => engine.on_connect_failed(key, e, now),
             Ok(()) if !sess.conn.is_handshaking() && !sess.handshaken => {
@@ -162,7 +133,7 @@ impl<K: Kernel> Driver<K> {
                             return engine.on_error(key, e, now);
                         }
                         if let Err(e) = sess.conn.process_new_packets() {
-                            let _ = sess.conn.write_tls(&mut KernelWriter { k, s: &mut s.stream });
+                            let _ = push_records(k, &mut s.stream, sess); // the alert, if it can go
                             return engine.on_error(key, io::Error::new(io::ErrorKind::InvalidData, e), now);
                         }
                         match drain(sess, engine, key, plain, now) {
@@ -171,12 +142,10 @@ impl<K: Kernel> Driver<K> {
                             Drained::Failed(e) => return engine.on_error(key, e, now),
                         }
                     }
-                    // A KeyUpdate asks for one back.
-                    while sess.conn.wants_write() && sess.credit == 0 {
-                        match sess.conn.write_tls(&mut KernelWriter { k, s: &mut s.stream }) {
-                            Ok(_) => {}
-                            Err(_) => break, // the next write or read reports it
-                        }
+                    // A KeyUpdate asks for one back (a write in progress carries it; a failure
+                    // here is reported by the next write or read).
+                    if sess.credit == 0 {
+                        let _ = push_records(k, &mut s.stream, sess);
                     }
                     if n < scratch.len() && engine.is_busy(key) {
                         k.ack_now(&mut s.stream);
@@ -195,50 +164,33 @@ impl<K: Kernel> Driver<K> {
         }
     }
 
-    /// [`Driver::flush`] for a TLS socket. Plaintext counts as written only once its records are
-    /// all in the socket (`Session::credit`), so that a request's stage says what the device
-    /// can have; at most one record's worth is taken from the engine at a time.
-    pub(super) fn tls_flush(&mut self, engine: &mut Engine, key: Key, now: Instant) {
-        let err = {
-            let Driver { k, socks, .. } = self;
-            let Some(s) = socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key) else {
-                return;
-            };
-            let Some(sess) = s.tls.as_deref_mut() else { return };
-            if !sess.handshaken {
-                return;
+    /// `write_out` for a TLS socket (`Driver::flush` judges a failure). Plaintext counts as
+    /// written only once its records are all in the socket (`Session::credit`), so that a
+    /// request's stage says what the device can have; at most one record's worth is taken from
+    /// the engine at a time.
+    pub(super) fn tls_write_out(&mut self, engine: &mut Engine, key: Key, now: Instant) -> Option<io::Error> {
+        let Driver { k, socks, .. } = self;
+        let s = socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)?;
+        let sess = s.tls.as_deref_mut().filter(|t| t.handshaken)?;
+        loop {
+            match push_records(k, &mut s.stream, sess) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(e),
             }
-            'out: loop {
-                while sess.conn.wants_write() {
-                    match sess.conn.write_tls(&mut KernelWriter { k, s: &mut s.stream }) {
-                        Ok(0) => break 'out io::Error::from(io::ErrorKind::WriteZero),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break 'out e,
-                    }
-                }
-                if sess.credit > 0 {
-                    let n = std::mem::take(&mut sess.credit);
-                    engine.on_written(key, n, now);
-                }
-                let out = engine.output(key);
-                if out.is_empty() {
-                    return;
-                }
-                let chunk = &out[..out.len().min(TLS_CHUNK)];
-                match io::Write::write(&mut sess.conn.writer(), chunk) {
-                    Ok(n) => sess.credit = n,
-                    Err(e) => break 'out e,
-                }
+            if sess.credit > 0 {
+                let n = std::mem::take(&mut sess.credit);
+                engine.on_written(key, n, now);
             }
-        };
-        let mut err = Some(err);
-        self.tls_read_all(engine, key, true, &mut err, now);
-        if let Some(err) = err
-            && engine.knows(key)
-        {
-            engine.on_error(key, err, now);
+            let out = engine.output(key);
+            if out.is_empty() {
+                return None;
+            }
+            let chunk = &out[..out.len().min(TLS_CHUNK)];
+            match io::Write::write(&mut sess.conn.writer(), chunk) {
+                Ok(n) => sess.credit = n,
+                Err(e) => return Some(e),
+            }
         }
     }
 
@@ -250,6 +202,52 @@ impl<K: Kernel> Driver<K> {
             let _ = sess.conn.write_tls(&mut KernelWriter { k, s: stream });
         }
     }
+}
+
+/// Moves a handshake on: what arrived into rustls, then what rustls has to send out.
+fn handshake_io<K: Kernel>(
+    k: &mut K,
+    stream: &mut K::Stream,
+    sess: &mut Session,
+    scratch: &mut [u8],
+    connector: &crate::tls::Connector,
+    host: &str,
+) -> Result<(), Error> {
+    let err = |reason: String| Error::Tls { host: host.to_string(), failure: TlsFailure::Handshake, reason };
+    loop {
+        match k.read(stream, scratch) {
+            Ok(0) => return Err(err("the device closed the connection during the handshake".into())),
+            Ok(n) => {
+                let mut rd = &scratch[..n];
+                while !rd.is_empty() {
+                    sess.conn.read_tls(&mut rd).map_err(|e| err(e.to_string()))?;
+                    if let Err(e) = sess.conn.process_new_packets() {
+                        let _ = push_records(k, stream, sess); // the alert, if it can go
+                        return Err(connector.error(host, e));
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err(e.to_string())),
+        }
+    }
+    push_records(k, stream, sess).map(|_| ()).map_err(|e| err(e.to_string()))
+}
+
+/// Writes the records rustls has for the socket: `Ok(true)` all out, `Ok(false)` the socket is
+/// full (the rest goes on its next writable event).
+fn push_records<K: Kernel>(k: &mut K, stream: &mut K::Stream, sess: &mut Session) -> io::Result<bool> {
+    while sess.conn.wants_write() {
+        match sess.conn.write_tls(&mut KernelWriter { k, s: stream }) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// A TLS record's plaintext at most: what is taken from the engine at a time.

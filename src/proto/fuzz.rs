@@ -16,6 +16,20 @@ use crate::proto::slab::Key;
 use crate::request::{Method, Request};
 use crate::response::Meta;
 
+/// `len` pseudo-random bytes from `seed` (xorshift64*): deterministic inputs for the property
+/// tests of the engine and of the simulator, without a dependency.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
+}
+
 /// Feeds `data` to the response reader whole and in the pieces its first bytes choose, and checks
 /// that both agree, that nothing is buffered past the limits, and that nothing panics.
 /// Layout: `[flags, n_splits, split bytes..., payload...]`.
@@ -309,19 +323,6 @@ impl Harness {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// xorshift64*: deterministic pseudo-random inputs without a dependency.
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn engine_invariants_hold_on_pseudo_random_event_sequences() {

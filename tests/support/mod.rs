@@ -40,6 +40,8 @@ const MAX_HEAD: usize = 64 * 1024;
 #[cfg(feature = "tls-devices")]
 pub mod tls;
 
+pub mod matrix;
+
 /// Polls `cond` every millisecond until it is true (returns `true`) or
 /// `timeout` has passed (returns `false`). Use instead of fixed sleeps.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -479,10 +479,18 @@ fn fin_before_write_counts_as_seen_while_idle() {
 }
 
 fn connect_of(actions: &[Action]) -> Option<Key> {
-    actions.iter().find_map(|a| match a {
-        Action::Connect { conn, .. } => Some(*conn),
-        _ => None,
-    })
+    connects(actions).first().copied()
+}
+
+/// Every connect among `actions`, in order.
+fn connects(actions: &[Action]) -> Vec<Key> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -1008,16 +1016,6 @@ fn keep_alive_timeout_zero_is_not_taken_as_single_use() {
 }
 
 // ---- the faults issue: connect failures, learning, order, durations ----
-
-fn connects(actions: &[Action]) -> Vec<Key> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Connect { conn, .. } => Some(*conn),
-            _ => None,
-        })
-        .collect()
-}
 
 fn refused() -> Error {
     Error::ConnectFailed {
