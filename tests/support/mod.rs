@@ -403,22 +403,23 @@ impl DeviceServer {
     }
 }
 
+/// Stops a device's threads: sets `stop`, unblocks the accept thread listening on `addr` (a
+/// connection to itself), and waits for its connections' threads at most [`JOIN_LIMIT`] (they
+/// notice the flag within one TICK; any still running after that are detached).
+fn stop_device(stop: &AtomicBool, accept: Option<JoinHandle<Vec<JoinHandle<()>>>>, addr: SocketAddr) {
+    stop.store(true, SeqCst);
+    let Some(accept) = accept else { return };
+    // If this fails the accept thread is left behind, never waited on.
+    if TcpStream::connect_timeout(&addr, JOIN_LIMIT).is_err() {
+        return;
+    }
+    let Ok(conns) = accept.join() else { return };
+    wait_until(JOIN_LIMIT, || conns.iter().all(|h| h.is_finished()));
+}
+
 impl Drop for DeviceServer {
     fn drop(&mut self) {
-        self.shared.stop.store(true, SeqCst);
-        let Some(accept) = self.accept_thread.take() else {
-            return;
-        };
-        // Unblock the accept; if this fails the accept thread is left behind, never waited on.
-        if TcpStream::connect_timeout(&self.addr, JOIN_LIMIT).is_err() {
-            return;
-        }
-        let Ok(conns) = accept.join() else {
-            return;
-        };
-        // Threads notice the flag within one TICK; never wait much longer.
-        // Threads still running after that are detached.
-        wait_until(JOIN_LIMIT, || conns.iter().all(|h| h.is_finished()));
+        stop_device(&self.shared.stop, self.accept_thread.take(), self.addr);
         if self.shared.handler_panicked.load(SeqCst) && !thread::panicking() {
             panic!("a DeviceServer handler panicked (see its message above)");
         }

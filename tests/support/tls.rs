@@ -38,14 +38,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{NoServerSessionStorage, ServerConfig, ServerConnection};
 use rustls::{HandshakeKind, ProtocolVersion};
 
-use super::{Received, lock, parse_head, retryable, seq_reply, wait_until};
+use super::{Received, lock, parse_head, retryable, seq_reply};
 
 /// How often blocked connection threads re-check the stop flag.
 const TICK: Duration = Duration::from_millis(50);
 /// How long we keep reading (and counting late bytes) after sending close_notify or FIN.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
-/// How long `Drop` waits for connection threads.
-const JOIN_LIMIT: Duration = Duration::from_secs(1);
 /// A handshake not done by then is dropped (a stalled client must not pin a thread).
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -664,19 +662,7 @@ impl TlsDevice {
 
 impl Drop for TlsDevice {
     fn drop(&mut self) {
-        self.shared.stop.store(true, SeqCst);
-        let Some(accept) = self.accept_thread.take() else {
-            return;
-        };
-        // Unblock the accept; if this fails the accept thread is left behind, never waited on.
-        if TcpStream::connect_timeout(&self.addr, JOIN_LIMIT).is_err() {
-            return;
-        }
-        let Ok(conns) = accept.join() else {
-            return;
-        };
-        // Threads notice the flag within one TICK; those still running after that are detached.
-        wait_until(JOIN_LIMIT, || conns.iter().all(|h| h.is_finished()));
+        super::stop_device(&self.shared.stop, self.accept_thread.take(), self.addr);
     }
 }
 
