@@ -26,7 +26,7 @@ impl Engine {
             *n = n.saturating_sub(1);
         }
         c.last_response = Some(now);
-        let behaviour = match self.hosts.get_mut(&c.host) {
+        let (behaviour, single_use) = match self.hosts.get_mut(&c.host) {
             Some(h) => {
                 h.behaviour.observe_announced(persistence.idle_timeout);
                 h.behaviour.observe_response_closes(matches!(
@@ -37,11 +37,10 @@ impl Engine {
                             | RetireReason::CloseDelimitedBody
                     )
                 ));
-                h.behaviour
+                (h.behaviour, h.single_use)
             }
-            None => Behaviour::default(),
+            None => (Behaviour::default(), 0),
         };
-        let single_use = self.hosts.get(&c.host).map_or(0, |h| h.single_use);
         let facts = AfterResponse {
             fin,
             extra,
