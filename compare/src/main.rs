@@ -62,18 +62,38 @@ pub enum Scenario {
     /// (t3) The same, with an embedded CPU's handshake delay (30 ms full, 5 ms resumed) and
     /// commands 10 ms apart.
     TlsEmbedded,
+    /// (b) with 100 µs between commands: a fresh connection per command, and time for a warm
+    /// spare's handshake between them.
+    FinGap100us,
+    /// (b) with 1 ms between commands.
+    FinGap1ms,
+    /// The device closes connections idle for 2 ms, the client pauses 2.5 ms: every command finds
+    /// its connection closed, so each needs a fresh one (a spare opened right after a response
+    /// idles out before use).
+    IdleBeyond,
 }
 
 /// Number of scenarios (the length of the per-scenario arrays of [`Config`]).
-pub const SCENARIOS: usize = 9;
+pub const SCENARIOS: usize = 12;
+
+/// The device's idle timeout and the client's gap in [`Scenario::IdleBeyond`].
+pub const IDLE_BEYOND: (Duration, Duration) = (Duration::from_millis(2), Duration::from_micros(2_500));
 
 /// The device's handshake delay in (t3): before its first flight, full and resumed.
 pub const EMBEDDED_HANDSHAKE: (Duration, Duration) = (Duration::from_millis(30), Duration::from_millis(5));
 
 impl Scenario {
     /// The plain scenarios: what a run does by default.
-    const PLAIN: [Scenario; 5] =
-        [Scenario::KeepAlive, Scenario::Fin, Scenario::Idle, Scenario::Rst, Scenario::Split];
+    const PLAIN: [Scenario; 8] = [
+        Scenario::KeepAlive,
+        Scenario::Fin,
+        Scenario::FinGap100us,
+        Scenario::FinGap1ms,
+        Scenario::Idle,
+        Scenario::IdleBeyond,
+        Scenario::Rst,
+        Scenario::Split,
+    ];
     /// The TLS scenarios (`--tls`).
     const TLS: [Scenario; 4] =
         [Scenario::TlsKeepAlive, Scenario::TlsClose, Scenario::TlsCloseGap, Scenario::TlsEmbedded];
@@ -87,6 +107,9 @@ impl Scenario {
         Scenario::TlsClose,
         Scenario::TlsCloseGap,
         Scenario::TlsEmbedded,
+        Scenario::FinGap100us,
+        Scenario::FinGap1ms,
+        Scenario::IdleBeyond,
     ];
 
     fn key(self) -> &'static str {
@@ -100,6 +123,9 @@ impl Scenario {
             Scenario::TlsClose => "tls-close",
             Scenario::TlsCloseGap => "tls-close-1ms",
             Scenario::TlsEmbedded => "tls-embedded",
+            Scenario::FinGap100us => "fin-100us",
+            Scenario::FinGap1ms => "fin-1ms",
+            Scenario::IdleBeyond => "idle-beyond",
         }
     }
 
@@ -107,14 +133,22 @@ impl Scenario {
         Scenario::TLS.contains(&self)
     }
 
-    /// The client's gaps before each command, in ms, cycled (none: back to back).
-    fn gaps_ms(self, cfg: &Config) -> Vec<u64> {
+    /// The client's gaps before each command, in µs, cycled (none: back to back).
+    fn gaps_us(self, cfg: &Config) -> Vec<u64> {
         match self {
-            Scenario::Idle => cfg.gaps_ms(),
-            Scenario::TlsCloseGap => vec![1],
-            Scenario::TlsEmbedded => vec![10],
+            Scenario::Idle => cfg.gaps_ms().iter().map(|ms| ms * 1000).collect(),
+            Scenario::TlsCloseGap | Scenario::FinGap1ms => vec![1000],
+            Scenario::TlsEmbedded => vec![10_000],
+            Scenario::FinGap100us => vec![100],
+            Scenario::IdleBeyond => vec![IDLE_BEYOND.1.as_micros() as u64],
             _ => Vec::new(),
         }
+    }
+
+    /// A fresh connection for every command: the scenarios of the fresh-connection target,
+    /// judged against the best of the plain-connect clients and the warm-spare floor.
+    pub fn is_fresh_per_command(self) -> bool {
+        matches!(self, Scenario::Fin | Scenario::FinGap100us | Scenario::FinGap1ms | Scenario::IdleBeyond)
     }
 
     fn parse(s: &str) -> Option<Scenario> {
@@ -132,6 +166,9 @@ impl Scenario {
             Scenario::TlsClose => "t2",
             Scenario::TlsCloseGap => "t2g",
             Scenario::TlsEmbedded => "t3",
+            Scenario::FinGap100us => "b100",
+            Scenario::FinGap1ms => "b1ms",
+            Scenario::IdleBeyond => "c2",
         }
     }
 
@@ -209,8 +246,8 @@ impl Config {
             // shorter than 2,000 commands inherit the state the previous client left behind).
             // (e): a client that waits for the delayed ACK pays 40 ms a command.
             // (t3): a command every ~16 ms or more (10 ms gap, 5 ms resumed handshake).
-            rounds: [30, 10, 10, 10, 5, 10, 10, 10, 5],
-            commands: [60_000, 5_000, 400, 5_000, 100, 20_000, 3_000, 1_000, 300],
+            rounds: [30, 10, 10, 10, 5, 10, 10, 10, 5, 10, 10, 10],
+            commands: [60_000, 5_000, 400, 5_000, 100, 20_000, 3_000, 1_000, 300, 3_000, 2_000, 1_000],
             warmup: 200,
             idle_ms: 5,
             gap_offsets: vec![-2, -1, 0, 1, 3],
@@ -238,7 +275,7 @@ impl Config {
 
     fn quick(mut self) -> Config {
         self.rounds = [4; SCENARIOS];
-        self.commands = [3_000, 600, 100, 600, 40, 2_000, 400, 100, 40];
+        self.commands = [3_000, 600, 100, 600, 40, 2_000, 400, 100, 40, 400, 200, 100];
         self.warmup = 50;
         self.out = None;
         self.quick = true;
@@ -275,8 +312,9 @@ compare: latency of finwatch vs. floors and other HTTP clients against one simul
 USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIONS])
 
   --quick              small counts (4 rounds; 3000/600/100/600 commands), writes no file
-  --scenarios LIST     comma-separated: keepalive,fin,idle,rst,split (or a,b,c,d,e); default
-                       these five; over TLS: tls-keepalive,tls-close,tls-close-1ms,tls-embedded
+  --scenarios LIST     comma-separated: keepalive,fin,fin-100us,fin-1ms,idle,idle-beyond,rst,
+                       split (or a,b,b100,b1ms,c,c2,d,e); default these eight; over TLS:
+                       tls-keepalive,tls-close,tls-close-1ms,tls-embedded
                        (or t1,t2,t2g,t3)
   --tls                the four TLS scenarios (t1,t2,t2g,t3) with the TLS-capable clients;
                        default output compare/RESULTS-tls.md
@@ -290,6 +328,9 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
   --rst N              ... in (d) (default 5000)
   --split N            ... in (e) (default 100: a client that waits for the delayed ACK pays
                        40 ms a command)
+  --b100 N / --b1ms N / --c2 N
+                       ... in (b) with 100 µs and 1 ms gaps (default 3000 / 2000) and in (c2),
+                       idle close at 2 ms with 2.5 ms gaps (default 1000)
   --t1 N / --t2 N / --t2g N / --t3 N
                        ... in the TLS scenarios (default 20000 / 3000 / 1000 / 300)
   --warmup N           unmeasured commands per client first (default 200; at most 20 in (c), 5 in (e))
@@ -374,6 +415,9 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             "--t2" => cfg.commands[6] = num(it.next(), a)?,
             "--t2g" => cfg.commands[7] = num(it.next(), a)?,
             "--t3" => cfg.commands[8] = num(it.next(), a)?,
+            "--b100" => cfg.commands[9] = num(it.next(), a)?,
+            "--b1ms" => cfg.commands[10] = num(it.next(), a)?,
+            "--c2" => cfg.commands[11] = num(it.next(), a)?,
             "--warmup" => cfg.warmup = num(it.next(), a)?,
             "--idle-ms" => cfg.idle_ms = num(it.next(), a)? as u64,
             "--gaps" => {
@@ -480,7 +524,7 @@ impl Runner {
             // it is left out of the per-gap figures.
             let filed_gap = gap.filter(|_| k > 0);
             if let Some(g) = gap {
-                self.client.pause_until(last_end + Duration::from_millis(gaps[g]));
+                self.client.pause_until(last_end + Duration::from_micros(gaps[g]));
             }
             let (method, url, body) = if self.sent.is_multiple_of(2) {
                 (Method::Put, self.put_url.as_str(), PUT_BODY)
@@ -555,8 +599,14 @@ fn run_scenario(
     let started = Instant::now();
     let mode = match sc {
         Scenario::KeepAlive | Scenario::TlsKeepAlive => Mode::KeepAlive,
-        Scenario::Fin | Scenario::TlsClose | Scenario::TlsCloseGap | Scenario::TlsEmbedded => Mode::Fin,
+        Scenario::Fin
+        | Scenario::FinGap100us
+        | Scenario::FinGap1ms
+        | Scenario::TlsClose
+        | Scenario::TlsCloseGap
+        | Scenario::TlsEmbedded => Mode::Fin,
         Scenario::Idle => Mode::IdleClose(Duration::from_millis(cfg.idle_ms)),
+        Scenario::IdleBeyond => Mode::IdleClose(IDLE_BEYOND.0),
         Scenario::Rst => Mode::Rst,
         Scenario::Split => Mode::Split,
     };
@@ -598,9 +648,9 @@ fn run_scenario(
             }
         }
     }
-    let gaps = sc.gaps_ms(cfg);
+    let gaps = sc.gaps_us(cfg);
     let warmup = match sc {
-        Scenario::Idle | Scenario::TlsEmbedded => cfg.warmup.min(20),
+        Scenario::Idle | Scenario::IdleBeyond | Scenario::TlsEmbedded => cfg.warmup.min(20),
         Scenario::Split => cfg.warmup.min(5),
         _ => cfg.warmup,
     };
@@ -849,7 +899,7 @@ mod tests {
     #[test]
     fn keep_alive_counts_default_by_network_and_yield_to_the_options() {
         let c = parse("");
-        assert_eq!((c.rounds, c.commands[0]), ([30, 10, 10, 10, 5, 10, 10, 10, 5], 60_000));
+        assert_eq!((c.rounds, c.commands[0]), ([30, 10, 10, 10, 5, 10, 10, 10, 5, 10, 10, 10], 60_000));
         let c = parse("--link-delay-us 500");
         assert_eq!((c.rounds[0], c.commands[0]), (10, 20_000));
         let c = parse("--link-delay-us 500 --rounds 4");

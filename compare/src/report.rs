@@ -109,6 +109,13 @@ fn title(sc: Scenario, cfg: &Config) -> String {
             cfg.gaps_ms()
         ),
         Scenario::Rst => "(d) RST (SO_LINGER 0) after every response".into(),
+        Scenario::FinGap100us => "(b100) FIN after every response, 100 µs between commands".into(),
+        Scenario::FinGap1ms => "(b1ms) FIN after every response, 1 ms between commands".into(),
+        Scenario::IdleBeyond => format!(
+            "(c2) the device closes connections idle for {} ms; the client pauses {} µs between commands",
+            crate::IDLE_BEYOND.0.as_millis(),
+            crate::IDLE_BEYOND.1.as_micros()
+        ),
         Scenario::Split => {
             "(e) keep-alive, but the device runs Nagle's algorithm and writes each response in two \
                             pieces, head then body (its body leaves once the head is acknowledged)"
