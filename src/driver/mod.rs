@@ -185,7 +185,7 @@ impl<K: Kernel> Driver<K> {
     ) -> io::Result<()> {
         let now = self.k.now();
         if self.unfinished.is_empty() && !engine.timer_due(now) {
-            self.after_io(engine, now);
+            self.after_io(engine, now, false);
         } else {
             self.step(engine, Some(Duration::ZERO))?;
         }
@@ -228,18 +228,21 @@ impl<K: Kernel> Driver<K> {
     }
 
     /// One pass: continue paused reads, report readiness (waiting up to `timeout`), fire due
-    /// timers, run the engine's actions.
+    /// timers, run the engine's actions. A wait that vouched for every socket (see
+    /// [`Driver::poll_events`]) stands for the pre-write checks of the requests its events let
+    /// go (a connect it reported complete): nothing took time since it returned.
     fn step(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
         self.resume_reads(engine);
-        self.poll_events(engine, timeout)?;
-        self.after_io(engine, self.k.now());
+        let vouched = self.poll_events(engine, timeout)?;
+        self.after_io(engine, self.k.now(), vouched);
         Ok(())
     }
 
-    /// What follows the I/O of a pass: due timers, then the engine's actions.
-    fn after_io(&mut self, engine: &mut Engine, now: Instant) {
+    /// What follows the I/O of a pass: due timers, then the engine's actions. `vouched`: the
+    /// pass's wait vouched for every socket and nothing took time since.
+    fn after_io(&mut self, engine: &mut Engine, now: Instant, vouched: bool) {
         engine.on_timeout(now);
-        self.run_actions(engine, now);
+        self.run_actions_vouched(engine, now, vouched);
     }
 
     /// Zero-timeout passes until `stop`, a completion, or (with `stop_on_wake`) a wake-up.
@@ -264,7 +267,7 @@ impl<K: Kernel> Driver<K> {
                 Some(key) if !pass.is_multiple_of(POLLER_EVERY) && !engine.timer_due(now) => {
                     self.read_around_poller = true;
                     self.read_all(engine, key, false, &mut None, now);
-                    self.after_io(engine, now);
+                    self.after_io(engine, now, false);
                     if !engine.is_busy(key) {
                         sole = engine.sole_awaited();
                     }
@@ -299,7 +302,12 @@ impl<K: Kernel> Driver<K> {
         !self.unfinished.is_empty() || self.events_full
     }
 
-    fn poll_events(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<()> {
+    /// Waits up to `timeout` for readiness and handles what it reports. Returns whether the wait
+    /// vouches for every socket as the pre-write check's poll would (`Vouch::batch_vouched`): it
+    /// succeeded, its event buffer was not full, no read is paused, no name lookup finished,
+    /// and no event it reported made a syscall (a connect reported complete by a writable
+    /// event, on a kernel where that means connected, makes none; a read or a write does).
+    fn poll_events(&mut self, engine: &mut Engine, timeout: Option<Duration>) -> io::Result<bool> {
         let mut kernel_ready = std::mem::take(&mut self.kernel_ready);
         let waited = loop {
             match self.k.wait(&mut kernel_ready, timeout) {
@@ -309,7 +317,7 @@ impl<K: Kernel> Driver<K> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted && timeout == Some(Duration::ZERO) => {}
                 Err(e) => {
                     self.kernel_ready = kernel_ready;
-                    return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+                    return if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
                 }
             }
         };
@@ -331,21 +339,27 @@ impl<K: Kernel> Driver<K> {
         }
         self.kernel_ready = kernel_ready;
         self.events_full = waited.full;
+        let mut quiet = true;
+        let connected_by_writable = self.k.caps().writable_means_connected;
         for r in &ready {
             if self.sock(r.key).is_none() {
                 continue; // stale: the socket is gone
             }
             let now = self.k.now();
             if engine.is_connecting(r.key) {
+                quiet &=
+                    connected_by_writable && r.writable && !r.closing && !r.readable && !self.is_tls(r.key);
                 self.check_connect(engine, r, now);
                 if engine.is_connecting(r.key) {
                     continue;
                 }
             }
             if r.readable {
+                quiet = false;
                 self.read_all(engine, r.key, r.closing, &mut None, now);
             }
             if r.writable {
+                quiet &= engine.output(r.key).is_empty();
                 self.flush(engine, r.key, now);
             }
         }
@@ -355,7 +369,20 @@ impl<K: Kernel> Driver<K> {
             let now = self.k.now();
             self.finish_lookups(engine, now);
         }
-        Ok(())
+        Ok(quiet && !looked_up && !self.events_full && self.unfinished.is_empty())
+    }
+
+    /// Whether `key` speaks TLS (its connect completes with a handshake, which makes syscalls).
+    fn is_tls(&self, key: Key) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.sock(key).is_some_and(|s| s.tls.is_some()) || self.tls_handshaking(key)
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = key;
+            false
+        }
     }
 
     /// Continues reads that stopped at the budget (no new edge would announce their data).
@@ -394,9 +421,16 @@ impl<K: Kernel> Driver<K> {
     /// Runs the engine's queued actions. `now`: the time of the pass (the actions of one pass
     /// run within microseconds; a clock read per action was a measurable share of a command).
     pub(crate) fn run_actions(&mut self, engine: &mut Engine, now: Instant) {
-        // Whether a pre-write poll has run since the last syscall of this batch: the probes
-        // queued one after the other (requests submitted together) share it.
-        let mut checked = false;
+        self.run_actions_vouched(engine, now, false);
+    }
+
+    /// [`Driver::run_actions`], where `vouched` says that the wait just before vouched for every
+    /// socket and nothing took time since.
+    fn run_actions_vouched(&mut self, engine: &mut Engine, now: Instant, vouched: bool) {
+        // Whether a pre-write poll (or the pass's wait) has run since the last syscall of this
+        // batch: the probes queued one after the other (requests submitted together, a request
+        // let go by a connect the wait reported) share it.
+        let mut checked = vouched;
         while let Some(action) = engine.poll_action() {
             match action {
                 // A connect the engine gave up on before it ran (abort_all, a deadline) is skipped.
@@ -443,12 +477,11 @@ impl<K: Kernel> Driver<K> {
             Check::Trust => true,
             Check::Peek => false,
             Check::Poll => {
-                let vouched = self.poll_events(engine, Some(Duration::ZERO)).is_ok()
-                    && !self.events_full
-                    && self.unfinished.is_empty();
-                // A later probe of the batch may rely on this poll only if it found nothing: the
-                // reads (or connects) it caused took time.
-                *checked = vouched && self.ready.is_empty() && !self.looked_up;
+                let polled = self.poll_events(engine, Some(Duration::ZERO));
+                let vouched = polled.is_ok() && !self.events_full && self.unfinished.is_empty();
+                // A later probe of the batch may rely on this poll only if what it reported made
+                // no syscall: the reads it caused took time.
+                *checked = vouched && polled.is_ok_and(|quiet| quiet);
                 vouched
             }
         };
