@@ -304,7 +304,7 @@ pub use proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
 pub use proto::framing::{Limits, MAX_HEADERS_CAP};
 pub use request::{Method, Request, RequestBuilder, is_sensitive_header};
 pub use response::{Meta, Response};
-pub use shared::SharedClient;
+pub use shared::{ResponseFuture, SharedClient};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 pub use trace::{Trace, TraceEvent, TraceKind};

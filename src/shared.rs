@@ -3,9 +3,12 @@
 //! shutdown) is on the type, since this module is private.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,9 @@ enum Reply {
     Blocking(mpsc::SyncSender<Result<Response>>),
     /// [`SharedClient::submit_with`] and [`SharedClient::submit_to`].
     Callback(Callback),
+    /// [`SharedClient::send_async`]: the outcome goes into the future's slot, and its task is
+    /// woken.
+    Async(Arc<Slot>),
 }
 
 impl Reply {
@@ -51,7 +57,78 @@ impl Reply {
                     log::error!("a SharedClient completion callback panicked; the loop goes on");
                 }
             }
+            Reply::Async(slot) => {
+                let waker = {
+                    let mut st = lock(&slot.state);
+                    st.result = Some(result);
+                    st.waker.take()
+                };
+                // Woken outside the lock: a waker may run the task inline (some executors do).
+                if let Some(w) = waker
+                    && panic::catch_unwind(AssertUnwindSafe(|| w.wake())).is_err()
+                {
+                    log::error!("a SharedClient future's waker panicked; the loop goes on");
+                }
+            }
         }
+    }
+}
+
+/// Where [`ResponseFuture`]'s outcome lands.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    result: Option<Result<Response>>,
+    waker: Option<std::task::Waker>,
+    /// The future has returned its outcome.
+    done: bool,
+}
+
+/// The outcome of [`SharedClient::send_async`]: a [`Future`] that any executor can poll (tokio,
+/// async-std, smol, a hand-written `block_on`); finwatch depends on none of them. The request
+/// runs on the client's loop thread, which wakes the future's task when the outcome is there.
+///
+/// Dropping it does **not** cancel the request: it may already be on the wire, and a command
+/// the device may have received is not taken back silently. It completes (or fails) as if the
+/// future were still there, and its outcome is discarded. Polled again after it returned its
+/// outcome, it returns [`Error::InvalidRequest`] rather than panic.
+#[must_use = "the request is sent whether or not the future is polled; poll it for the outcome"]
+pub struct ResponseFuture {
+    slot: Arc<Slot>,
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = lock(&self.slot.state);
+        f.debug_struct("ResponseFuture").field("ready", &st.result.is_some()).field("done", &st.done).finish()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Response>> {
+        let mut st = lock(&self.slot.state);
+        if let Some(result) = st.result.take() {
+            st.done = true;
+            st.waker = None;
+            return Poll::Ready(result);
+        }
+        if st.done {
+            return Poll::Ready(Err(Error::InvalidRequest {
+                reason: "a SharedClient ResponseFuture polled after it returned its outcome".into(),
+            }));
+        }
+        // The latest task's waker (a future may move between tasks).
+        match &mut st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
@@ -284,6 +361,42 @@ impl SharedClient {
             return Err(Error::Shutdown { stage: Stage::Queued });
         }
         rx.recv().unwrap_or_else(|_| Err(loop_lost()))
+    }
+
+    /// Sends a request and returns a [`Future`] of its outcome, for async code: the calling task
+    /// is not blocked, the loop thread does the I/O and wakes the task when the response (or
+    /// the error) is there. Runtime-agnostic: no executor is assumed (see [`ResponseFuture`];
+    /// `examples/async_tokio.rs` uses it under tokio). The same order, deadlines and errors as
+    /// [`SharedClient::send`]; after a shutdown began, the future is ready at once with
+    /// [`Error::Shutdown`] at [`Stage::Queued`]. It may be called from a completion callback
+    /// (it does not wait).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// # let client = finwatch::SharedClient::new()?;
+    /// let future = client.send_async(finwatch::Request::get(&format!("{base}/state")).build()?);
+    /// // In async code: `let resp = future.await?;`. Here, a minimal executor:
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     struct Unpark(std::thread::Thread);
+    /// #     impl std::task::Wake for Unpark { fn wake(self: std::sync::Arc<Self>) { self.0.unpark() } }
+    /// #     let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; }
+    /// #         std::thread::park();
+    /// #     }
+    /// # }
+    /// let resp = block_on(future)?;
+    /// assert_eq!(resp.status(), 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn send_async(&self, request: Request) -> ResponseFuture {
+        let slot = Arc::new(Slot::default());
+        if let Err(refused) = self.handle.shared.submit(request, Reply::Async(Arc::clone(&slot))) {
+            refused.deliver(Err(Error::Shutdown { stage: Stage::Queued }));
+        }
+        ResponseFuture { slot }
     }
 
     /// Queues a request without blocking; `on_done` receives its outcome.
@@ -633,6 +746,61 @@ mod tests {
         assert!(rx.recv_timeout(Duration::from_secs(10)).expect("callback never ran").is_err());
         // Queries still answer (from the client itself).
         let _ = client.stats();
+    }
+
+    /// A minimal executor: polls on this thread, parks until the waker unparks it (bounded).
+    fn block_on<F: Future>(f: F) -> F::Output {
+        struct Unpark(thread::Thread, std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.0.unpark();
+            }
+        }
+        let unpark = Arc::new(Unpark(thread::current(), Default::default()));
+        let waker = Arc::clone(&unpark).into();
+        let mut cx = Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the future was never woken");
+            thread::park_timeout(left);
+        }
+    }
+
+    /// The future completes through its waker (the loop thread wakes the task), with no
+    /// runtime; requests keep their order; a refused one is ready at once, typed; polled
+    /// again after its outcome, it answers with an error instead of a panic.
+    #[test]
+    fn send_async_is_woken_by_the_loop_thread() {
+        let base = crate::__doc_device();
+        let client = SharedClient::new().unwrap();
+        let futures: Vec<ResponseFuture> = (0..5)
+            .map(|i| client.send_async(Request::put(&format!("{base}/io?i={i}"), "1").build().unwrap()))
+            .collect();
+        for f in futures {
+            assert_eq!(block_on(f).unwrap().status(), 200);
+        }
+        // Polled after its outcome: an error, not a panic.
+        let mut f = client.send_async(Request::get(&format!("{base}/state")).build().unwrap());
+        assert_eq!(block_on(&mut f).unwrap().status(), 200);
+        let again = block_on(&mut f).unwrap_err();
+        assert!(matches!(again, Error::InvalidRequest { .. }), "{again:?}");
+        // A dropped future does not cancel: the request is still sent and answered.
+        let before = client.stats().succeeded;
+        drop(client.send_async(Request::get(&format!("{base}/dropped")).build().unwrap()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.stats().succeeded == before {
+            assert!(Instant::now() < deadline, "the dropped future's request never completed");
+            thread::sleep(Duration::from_millis(1));
+        }
+        client.shutdown(Duration::from_millis(100));
+        let refused = block_on(client.send_async(Request::get(&format!("{base}/late")).build().unwrap()));
+        assert!(matches!(refused, Err(Error::Shutdown { stage: Stage::Queued })), "{refused:?}");
     }
 
     /// `Duration::MAX`, the natural "no limit", as every timeout: no panic, and the request
