@@ -211,6 +211,11 @@ pub(crate) struct Conn {
     pub(crate) served: u32,
     /// Retire (close) it rather than reuse it from this instant on, and why.
     pub(crate) retire_at: Option<(Instant, RetireReason)>,
+    /// The instant of this connection's entry in the engine's timer heap, if it has one: a
+    /// retire time that moved later (every exchange on a kept connection moves it) reuses that
+    /// entry, which re-arms itself at the new time when it surfaces, instead of pushing one per
+    /// exchange (a heap push and, later, a pop of the stale entry per command).
+    pub(crate) retire_armed: Option<Instant>,
     /// Retire it after this many more exchanges (`Keep-Alive: max`).
     pub(crate) requests_left: Option<u32>,
     pub(crate) created: Instant,
@@ -239,6 +244,7 @@ impl Conn {
             state: ConnState::Connecting { deadline },
             served: 0,
             retire_at: None,
+            retire_armed: None,
             requests_left: None,
             created: now,
             last_response: None,

@@ -94,6 +94,10 @@ impl<T> Slab<T> {
             .enumerate()
             .filter_map(|(i, e)| e.value.as_ref().map(|v| (Key { idx: i as u32, gen_: e.gen_ }, v)))
     }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.entries.iter_mut().filter_map(|e| e.value.as_mut())
+    }
 }
 
 /// The index of a new slot after `len` slots, if there is room (see [`MAX_SLOTS`]).

@@ -74,7 +74,7 @@ impl Engine {
         if matches!(keep, ConnFate::Keep { .. }) {
             let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, persistence.idle_timeout);
             c.retire_at = Some(retire_at);
-            self.timers.push(retire_at.0, Timer::Retire(conn));
+            Self::arm_retire(&mut self.timers, c, conn);
         }
         let probation = c.probation && retire.is_none();
         let host = c.host.clone();

@@ -12,8 +12,35 @@ impl Engine {
                 return Some(at);
             }
             self.timers.pop();
+            self.rearm_if_moved(at, timer);
         }
         None
+    }
+
+    /// Gives `conn` (whose `retire_at` was just set) a timer entry at that time, unless its
+    /// entry already in the heap is due no later: that one re-arms itself when it surfaces
+    /// ([`Engine::rearm_if_moved`]).
+    pub(super) fn arm_retire(timers: &mut Timers, c: &mut Conn, conn: Key) {
+        let Some((at, _)) = c.retire_at else { return };
+        if c.retire_armed.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        c.retire_armed = Some(at);
+        timers.push(at, Timer::Retire(conn));
+    }
+
+    /// A timer entry that was not live has left the heap: if it was a connection's retire entry
+    /// and the connection, idle, now retires later, the entry moves there.
+    fn rearm_if_moved(&mut self, at: Instant, timer: Timer) {
+        let Timer::Retire(k) = timer else { return };
+        let Some(c) = self.conns.get_mut(k) else { return };
+        if c.retire_armed != Some(at) {
+            return;
+        }
+        c.retire_armed = None;
+        if matches!(c.state, ConnState::Open(Open::Idle { .. })) {
+            Self::arm_retire(&mut self.timers, c, k);
+        }
     }
 
     /// Whether a timer is due at `now` (the driver then reads what the network delivered before
@@ -29,7 +56,15 @@ impl Engine {
                 break;
             }
             self.timers.pop();
-            let Some(why) = self.timer_is_live(at, timer) else { continue };
+            let Some(why) = self.timer_is_live(at, timer) else {
+                self.rearm_if_moved(at, timer);
+                continue;
+            };
+            if let Timer::Retire(c) = timer
+                && let Some(c) = self.conns.get_mut(c)
+            {
+                c.retire_armed = None;
+            }
             match timer {
                 Timer::Request(r) => self.expire_request(r, now),
                 Timer::Connect(c) => {
@@ -55,6 +90,12 @@ impl Engine {
             }
         }
         if self.timers.needs_compaction(self.reqs.len() + self.conns.len()) {
+            for c in self.conns.values_mut() {
+                c.retire_armed = match c.state {
+                    ConnState::Open(Open::Idle { .. }) => c.retire_at.map(|(t, _)| t),
+                    _ => None,
+                };
+            }
             let reqs = self.reqs.iter().map(|(k, p)| (p.deadline, Timer::Request(k)));
             let conns = self.conns.iter().filter_map(|(k, c)| match c.state {
                 ConnState::Connecting { deadline } => Some((deadline, Timer::Connect(k))),
@@ -94,7 +135,7 @@ impl Engine {
                 );
                 c.probation = true;
                 c.retire_at = Some(retire_at);
-                self.timers.push(retire_at.0, Timer::Retire(conn));
+                Self::arm_retire(&mut self.timers, c, conn);
             }
         }
     }
@@ -171,7 +212,7 @@ impl Engine {
             // Nothing took it (a warm spare): it waits under the idle limits.
             let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, None);
             c.retire_at = Some(retire_at);
-            self.timers.push(retire_at.0, Timer::Retire(conn));
+            Self::arm_retire(&mut self.timers, c, conn);
         }
     }
 

@@ -384,6 +384,39 @@ fn keep_alive_timeout_retires_before_the_server_does() {
     assert_eq!(w.e.stats().retired_before_idle_close, 1);
 }
 
+/// A kept connection's retire time moves later with every exchange; its timer entry moves with
+/// it (re-armed when it surfaces) instead of one entry pushed per exchange: the connection is
+/// retired at the last exchange's retire time, not the first's, and the heap does not grow by
+/// an entry per command.
+#[test]
+fn a_retire_time_moved_by_later_exchanges_is_honoured_with_one_timer_entry() {
+    let idle = Duration::from_millis(100);
+    let mut w = World::with(Config { idle_timeout: idle, warm_spares: false, ..Config::default() });
+    let conn = w.exchange_on_new(Method::GET);
+    let first = w.e.poll_timeout().unwrap();
+    let entries = w.e.timers.len();
+    for _ in 0..50 {
+        w.advance(Duration::from_millis(10));
+        w.submit(Method::GET, "http://10.0.0.5/io");
+        w.probe_alive(conn);
+        w.e.on_data(conn, OK, w.now);
+        assert!(w.completions()[0].result.is_ok());
+    }
+    // 50 exchanges: their request deadlines are in the heap, but no retire entry per exchange.
+    assert!(w.e.timers.len() <= entries + 50, "{} entries", w.e.timers.len());
+    let last_retire = w.now + idle;
+    assert!(last_retire > first);
+    // The first retire time passes (long ago): nothing happens, the entry moved.
+    assert!(w.actions().is_empty());
+    // The earliest live timer is the connection's latest retire time (or a later deadline).
+    let next = w.e.poll_timeout().unwrap();
+    assert!(next >= last_retire - Duration::from_millis(1), "next timer {next:?}, retire {last_retire:?}");
+    w.advance(last_retire - w.now - Duration::from_millis(1));
+    assert!(w.actions().is_empty(), "retired before its time");
+    w.advance(Duration::from_millis(2));
+    assert_eq!(w.actions(), vec![Action::Close { conn }]);
+}
+
 #[test]
 fn connection_close_and_http10_retire_after_the_response() {
     for resp in [
