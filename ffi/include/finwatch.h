@@ -305,9 +305,9 @@ void finwatch_request_free(finwatch_request *r);
 int finwatch_response_status(const finwatch_response *r);
 
 // The body (decoded from chunked transfer coding, if it was): `*len` bytes at the pointer
-// returned, **not** NUL-terminated, valid until the response is freed. For NULL, or an empty
-// body, `*len` is 0 (the pointer is then not NULL for an empty body, but must not be read).
-// `len` may be NULL.
+// returned, **not** NUL-terminated, valid until the response is freed. An empty body is `*len`
+// 0 and a valid pointer (to a static empty string, so `memcmp(p, x, 0)` is fine); NULL gives
+// NULL and `*len` 0. `len` may be NULL.
 //
 // # Safety
 // `r` is NULL or a live response; `len` is NULL or valid for a write.

@@ -836,9 +836,9 @@ pub unsafe extern "C" fn finwatch_response_status(r: *const finwatch_response) -
 }
 
 /// The body (decoded from chunked transfer coding, if it was): `*len` bytes at the pointer
-/// returned, **not** NUL-terminated, valid until the response is freed. For NULL, or an empty
-/// body, `*len` is 0 (the pointer is then not NULL for an empty body, but must not be read).
-/// `len` may be NULL.
+/// returned, **not** NUL-terminated, valid until the response is freed. An empty body is `*len`
+/// 0 and a valid pointer (to a static empty string, so `memcmp(p, x, 0)` is fine); NULL gives
+/// NULL and `*len` 0. `len` may be NULL.
 ///
 /// # Safety
 /// `r` is NULL or a live response; `len` is NULL or valid for a write.
@@ -848,7 +848,8 @@ pub unsafe extern "C" fn finwatch_response_body(r: *const finwatch_response, len
     let (p, n) = quiet((std::ptr::null(), 0), || {
         unsafe { r.as_ref() }.map_or((std::ptr::null(), 0), |r| {
             let body = r.response.body();
-            (body.as_ptr(), body.len())
+            // An empty Vec's pointer is dangling; C's memcmp and friends want a real one.
+            if body.is_empty() { (c"".as_ptr().cast(), 0) } else { (body.as_ptr(), body.len()) }
         })
     });
     // SAFETY: the caller's contract.

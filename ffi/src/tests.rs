@@ -139,6 +139,14 @@ fn send_returns_status_body_and_headers() {
         assert_eq!(len, 0);
         assert!(finwatch_response_header(r, null(), null_mut()).is_null());
         finwatch_response_free(r);
+        // An empty body: a real pointer, length 0.
+        let head = device_url("/io");
+        let r = finwatch_send(c, c"HEAD".as_ptr(), head.as_ptr(), null(), 0, &mut err);
+        assert_eq!(finwatch_response_status(r), 200);
+        let mut len = 9;
+        let p = finwatch_response_body(r, &mut len);
+        assert_eq!((p, len), (c"".as_ptr().cast(), 0));
+        finwatch_response_free(r);
     }
     unsafe { finwatch_client_free(c) };
 }
