@@ -4,6 +4,7 @@ The device (http.server, one thread per connection) keeps connections alive and 
 
 - ``GET|PUT|POST|DELETE /echo``: 200 with the request body as the body, and ``X-Method``,
   ``X-Path`` and ``X-Got-<name>`` (for each request header ``X-Probe-<name>``) headers;
+- ``/latin``: 200 with the header ``X-Latin: caf\xe9`` (one byte, ISO-8859-1);
 - ``/headers``: 200 with the request's header fields, one ``name: value`` line each;
 - ``/status/<code>``: that status, with the body ``status <code>``;
 - ``/close``: 200, then closes the connection (FIN) **without** ``Connection: close``: the
@@ -59,6 +60,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if name.lower().startswith("x-probe-"):
                     extra.append(("X-Got-" + name[len("x-probe-"):], value))
             self._send(200, body, extra)
+        elif path == "/latin":
+            # http.server encodes header values as ISO-8859-1: one byte 0xE9 for the é.
+            self._send(200, b"", [("X-Latin", "caf\u00e9")])
         elif path == "/headers":
             lines = "".join(f"{n}: {v}\n" for n, v in self.headers.items())
             self._send(200, lines.encode("latin-1"))

@@ -98,6 +98,12 @@ def test_response_headers_are_ordered_name_value_tuples(client, device):
     assert resp.header("No-Such-Header", "default") == "default"
 
 
+def test_response_header_values_are_iso_8859_1(client, device):
+    value = client.get(device.url("/latin")).header("X-Latin")
+    assert value == "caf\u00e9"
+    assert value.encode("latin-1") == b"caf\xe9"  # the bytes on the wire
+
+
 def test_user_agent_option(device):
     with finwatch.Client(user_agent="plant-controller/2", **OPTIONS) as c:
         assert "User-Agent: plant-controller/2\n" in c.get(device.url("/headers")).body.decode()
