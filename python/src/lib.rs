@@ -98,7 +98,9 @@ fn seconds(value: &Bound<'_, PyAny>, what: &str) -> PyResult<Duration> {
         .extract()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a number of seconds (int or float)")))?;
     Duration::try_from_secs_f64(secs).map_err(|_| {
-        PyValueError::new_err(format!("{what} must be a finite, non-negative number of seconds, not {secs}"))
+        PyValueError::new_err(format!(
+            "{what} must be a non-negative, finite (and not huge) number of seconds, not {secs}"
+        ))
     })
 }
 
