@@ -409,8 +409,10 @@ impl Client {
 
     /// The instant by which [`Client::poll`] must be called again even if the poller's fd shows
     /// nothing: the nearest request deadline, connect timeout or idle retirement, or now when
-    /// the client has work its fd will not announce again (reads paused at their per-turn
-    /// budget, a full event buffer). `None` when nothing is pending and no connection is open.
+    /// the client has work its fd will not announce (a request submitted since the last poll,
+    /// whose connect or write the next poll starts; completions not yet collected; reads
+    /// paused at their per-turn budget, a full event buffer). `None` when nothing is pending and
+    /// no connection is open.
     /// For embedding in another event loop (see `AsRawFd` for `Client`); read it again before
     /// each wait, as it can move earlier whenever the client is used.
     ///
@@ -422,13 +424,14 @@ impl Client {
     /// assert_eq!(client.next_deadline(), None); // nothing to do
     /// let req = Request::get(&format!("{base}/io-state")).timeout(Duration::from_millis(100)).build()?;
     /// client.submit(req);
-    /// let deadline = client.next_deadline().unwrap();
-    /// assert!(deadline <= Instant::now() + Duration::from_millis(100));
+    /// // Submitted, not yet started: the next poll has work at once (its fd shows nothing yet).
+    /// assert!(client.next_deadline().unwrap() <= Instant::now());
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        if self.driver.has_backlog() {
-            // Work the fd will not signal again (a paused read, a full event buffer): now.
+        if self.driver.has_backlog() || self.engine.has_actions() || self.engine.has_completions() {
+            // Work the fd will not signal (a submitted request not yet started, completions to
+            // collect, a paused read, a full event buffer): now.
             return Some(self.driver.now());
         }
         self.engine.poll_timeout()

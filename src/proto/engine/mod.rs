@@ -200,6 +200,12 @@ impl Engine {
         self.completions.pop_front()
     }
 
+    /// Whether actions are queued for the driver (a submitted request's connect or write): the
+    /// next turn has work that no fd announces.
+    pub(crate) fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     pub(crate) fn has_completions(&self) -> bool {
         !self.completions.is_empty()
     }
