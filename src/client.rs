@@ -177,12 +177,19 @@ impl Client {
     /// `method url` with `body`, through the request kept from an earlier call with the same
     /// method and URL (see [`Recent`]).
     fn send_recent(&mut self, method: Method, url: &str, body: Vec<u8>) -> Result<Response> {
+        let id = self.submit_recent(method, url, body)?;
+        self.wait_for(id)
+    }
+
+    /// Submits `method url` with `body` through the cache of recently used URLs (no parse, no
+    /// allocation for a URL seen before), as `get`/`put`/… do.
+    pub(crate) fn submit_recent(&mut self, method: Method, url: &str, body: Vec<u8>) -> Result<RequestId> {
         let request = self.recent.get(method, url)?;
         request.body = body;
         let id = self.engine.submit(request, self.driver.now());
         // Encoded: the body is not kept (it may be large, and it is the caller's data).
         request.body = Vec::new();
-        self.wait_for(id)
+        Ok(id)
     }
 
     /// Sends a request and blocks until its response or error. It queues behind requests
@@ -217,6 +224,35 @@ impl Client {
                     return c.result;
                 }
                 self.ready.push_back(c);
+            }
+        }
+    }
+
+    /// [`Client::send`]'s wait for `id`, which also returns (`None`, the request still pending)
+    /// when the client's waker fires or `until` passes: for [`crate::SharedClient`]'s direct
+    /// path, which must hear a shutdown.
+    pub(crate) fn wait_until(
+        &mut self,
+        id: RequestId,
+        until: Option<Instant>,
+    ) -> Result<Option<Result<Response>>> {
+        // Completed already (`abort_all` files its completions here).
+        if let Some(i) = self.ready.iter().position(|c| c.id == id) {
+            return Ok(self.ready.remove(i).map(|c| c.result));
+        }
+        loop {
+            if self.driver.take_woken() {
+                return Ok(None);
+            }
+            self.driver.turn(&mut self.engine, until, true)?;
+            while let Some(c) = self.engine.poll_completion() {
+                if c.id == id {
+                    return Ok(Some(c.result));
+                }
+                self.ready.push_back(c);
+            }
+            if self.driver.take_woken() || until.is_some_and(|u| self.driver.now() >= u) {
+                return Ok(None);
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use finwatch::{Client, ClientBuilder, Request, SharedClient, Stats, TlsConfig};
+use finwatch::{Client, ClientBuilder, SharedClient, Stats, TlsConfig};
 
 use crate::tls::Pki;
 
@@ -73,14 +73,14 @@ pub fn make_shared_with(builder: ClientBuilder) -> Result<Box<dyn HttpClient>, S
 }
 
 impl HttpClient for FinwatchShared {
+    /// `get` / `put`, as the `finwatch` row calls `Client` (a URL used before is not parsed
+    /// again).
     fn command(&mut self, method: Method, url: &str, body: &[u8]) -> Result<usize, String> {
-        let req = match method {
-            Method::Get => Request::get(url),
-            Method::Put => Request::put(url, body),
+        let resp = match method {
+            Method::Get => self.0.get(url),
+            Method::Put => self.0.put(url, body),
         }
-        .build()
         .map_err(|e| e.to_string())?;
-        let resp = self.0.send(req).map_err(|e| e.to_string())?;
         if !resp.is_success() {
             return Err(format!("status {}", resp.status()));
         }
