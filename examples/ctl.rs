@@ -1,9 +1,17 @@
 //! `ctl`: a curl-like command line for poking a device with finwatch.
 //!
 //! ```text
-//! ctl [-X METHOD] [-d DATA] [-H 'N: v']... [-u USER:PASS [--digest]] [--count N] [--gap-us G] [--timeout-ms T] [--json] [-v] URL
-//! ctl [-H 'N: v']... [-u USER:PASS [--digest]] [--count N] [--gap-us G] [--timeout-ms T] [--json] [-v] --script FILE
+//! ctl [-X METHOD] [-d DATA|@FILE|@-] [-H 'N: v']... [-u USER:PASS [--digest]] [-o FILE] [--max-body BYTES]
+//!     [--count N] [--gap-us G] [--timeout-ms T] [--json] [-s] [-v] URL
+//! ctl [-H 'N: v']... [-u USER:PASS [--digest]] [-o FILE] [--max-body BYTES]
+//!     [--count N] [--gap-us G] [--timeout-ms T] [--json] [-s] [-v] --script FILE
 //! ```
+//!
+//! As in curl, short options combine and take attached values: `-sv` is `-s -v`, `-XPUT` is
+//! `-X PUT`, `-d@fw.bin` is `-d @fw.bin`, `'-HX-Id: 7'` is `-H 'X-Id: 7'`; in a group, an
+//! option that takes a value takes the rest of the group (`-sXPUT`). Long options take
+//! `--name value` or `--name=value`. `-d @FILE` sends FILE's bytes verbatim (like curl's
+//! `--data-binary @FILE`; curl's `-d @FILE` would drop its newlines), `-d @-` the bytes of stdin.
 //!
 //! Examples:
 //!
@@ -22,15 +30,41 @@
 //! cargo run --example ctl -- --json --count 1000 --gap-us 2000 \
 //!     --timeout-ms 500 http://10.0.0.5/unico/v1/interface/io-state?ioId=25602
 //!
+//! # Fetch a binary blob to a file (exact bytes), refusing a body over 64 KiB.
+//! cargo run --example ctl -- -s --max-body 64K -o state.bin http://10.0.0.5/unico/v1/dump
+//!
+//! # Upload a file as the body, curl style.
+//! cargo run --example ctl -- -XPUT -d@config.bin '-HContent-Type: application/octet-stream' \
+//!     http://10.0.0.5/unico/v1/config
+//!
 //! # Switch on, read back, switch off, read back: 50 rounds of a 4-line script.
 //! cargo run --example ctl -- --json --count 50 --gap-us 2000 -H 'Content-Type: application/json' \
 //!     --script toggle.ctl
 //! ```
 //!
 //! Without `--json`, each response is printed as its status line (`HTTP/1.1 200 OK`), its header
-//! fields (`Name: value`), a blank line and the body (header values and body lossy as UTF-8).
+//! fields (`Name: value`, values lossy as UTF-8), a blank line and the body as its raw bytes
+//! (then a newline if it does not end in one, so the next response starts on a line of its
+//! own). One exception, as in curl: a body with a NUL byte is not written to a terminal (a
+//! `warning:` says so; `-o -` writes it anyway).
 //! Errors go to stderr as `error: <what happened>` followed by a `note:` saying whether the device
 //! may have acted on the request.
+//!
+//! `-o FILE` / `--output FILE` writes the body to FILE instead of stdout, byte for byte (the
+//! status line and headers still go to stdout in text mode; `--json` lines are unchanged).
+//! FILE is created or truncated before the first request is sent, and rewritten with each
+//! response's body, so after the run it holds the body of the last response received (curl also
+//! overwrites), or nothing if none arrived. `-o -` is stdout.
+//!
+//! `--max-body BYTES` (a number, or with `K`, `M` or `G`: KiB, MiB, GiB) is the client's
+//! [`finwatch::Limits`] `max_body_bytes` (default 8 MiB): a larger body fails that request with
+//! [`finwatch::Error::LimitExceeded`] (`"kind":"limit_exceeded"`), and the exit status is 1.
+//!
+//! `-s` / `--silent` drops the `warning:` lines (the binary body held back from a terminal: it
+//! is still not written). It never hides an `error:` and its `note:` (a control loop must know
+//! whether the device may have acted; curl needs `-sS` for that, and ctl takes `-S` /
+//! `--show-error` too, changing nothing), nor `-v`'s trace (`-sv` traces, as with curl), nor
+//! usage errors, nor `RUST_LOG` logging. ctl has no progress meter.
 //!
 //! With `--json`, stdout carries exactly one JSON object per line per request, then a summary.
 //! Scripts depend on these keys and their order:
@@ -96,21 +130,30 @@
 //! arrives during a gap is shown when the next request starts (and one after the last request
 //! is not shown).
 //!
-//! Exit status: 0 when every request got a response (any HTTP status), 1 when one failed or the
-//! output could not be written, 2 for a usage error (which sends nothing). Usage errors try to
-//! help: a misspelled option gets the closest known one suggested, a URL without `http://` gets
-//! it suggested.
+//! # Exit status
+//!
+//! - 0: every request got a response (any HTTP status: 404 is a response).
+//! - 1: a request failed (no response, a deadline, a body over `--max-body`, ...), or stdout or
+//!   the `-o` file could not be written during the run. The device may have acted: see the
+//!   `note:` (or `may_have_been_processed` with `--json`).
+//! - 2: nothing was sent: a usage error, or a file that could not be read or created before the
+//!   first request (`-d @FILE`, `-d @-`, `--script`, `--cacert`, `-o`).
+//!
+//! Usage errors try to help: a misspelled option gets the closest known one suggested
+//! (`-silent`: did you mean `--silent`?), a URL without `http://` gets it suggested.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, IsTerminal, Seek, Write};
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use finwatch::{
-    Client, ConnectionInfo, Error, Meta, Method, Request, Response, Stats, Trace, TraceEvent, TraceKind, Url,
+    Client, ConnectionInfo, Error, Limits, Meta, Method, Request, Response, Stats, Trace, TraceEvent,
+    TraceKind, Url,
 };
 
 #[cfg(test)]
@@ -125,7 +168,8 @@ Sends HTTP/1.1 requests to a device with finwatch and prints what came back.
 
 Options:
   -X, --request METHOD    request method (default: GET, or POST when -d is given)
-  -d, --data DATA         request body, sent as given (no Content-Type is added)
+  -d, --data DATA         request body, sent as given (no Content-Type is added);
+                          @FILE: FILE's bytes verbatim, @-: the bytes of stdin
   -H, --header 'N: v'     add a header field to every request; may be repeated
   -u, --user USER:PASS    credentials, sent with HTTP Basic (split at the first ':')
       --digest            answer the device's Digest challenge with the -u credentials
@@ -135,7 +179,13 @@ Options:
                           script N times (default: 1)
       --gap-us G          wait G microseconds after each request but the last (default: 0)
       --timeout-ms T      deadline of each request, connecting included (default: 10000)
+  -o, --output FILE       write the body to FILE (exact bytes), rewritten by each response:
+                          the last one's is kept; '-' is stdout (even a binary body)
+      --max-body BYTES    fail a request whose body is larger (K, M, G suffixes: KiB,
+                          MiB, GiB; default: 8M)
       --json              print one JSON object per request, then a summary line
+  -s, --silent            no warnings on stderr (errors and -v's trace are still shown)
+  -S, --show-error        accepted for curl's -sS: errors are always shown
       --cacert FILE       https: trust the CA certificates in FILE (PEM)
       --pin sha256//B64   https: accept the device whose public key has this SHA-256
                           (curl's --pinnedpubkey form; several joined with ';')
@@ -145,6 +195,7 @@ Options:
                           retirements, retries
   -h, --help              print this help
 
+Short options combine as in curl: -sv, -XPUT, -d@file, '-HName: v'.
 Long options also accept --name=value. URL is http://host[:port]/path?query, or
 https://... when ctl is built with finwatch's `tls` feature
 (cargo run --features tls --example ctl -- ...).
@@ -153,8 +204,10 @@ Script lines: METHOD URL [BODY], where BODY is the rest of the line, verbatim.
 Blank lines and lines starting with # are ignored. With --count 3 and a 2-line
 script, ctl sends line 1, line 2, line 1, line 2, line 1, line 2.
 
-Exit status: 0 if every request got a response (any HTTP status), 1 if one failed,
-2 for a usage error. RUST_LOG=finwatch=debug logs every connection state change to stderr.
+Exit status: 0 if every request got a response (any HTTP status), 1 if one failed (or
+the output could not be written), 2 if nothing was sent (a usage error, or an unreadable
+-d @FILE, --script or --cacert, or an -o FILE that cannot be created).
+RUST_LOG=finwatch=debug logs every connection state change to stderr.
 ";
 
 /// The longest `--timeout-ms` accepted (one day): far beyond any device, and safely away from
@@ -176,7 +229,14 @@ const KNOWN_OPTIONS: &[&str] = &[
     "--count",
     "--gap-us",
     "--timeout-ms",
+    "-o",
+    "--output",
+    "--max-body",
     "--json",
+    "-s",
+    "--silent",
+    "-S",
+    "--show-error",
     "--cacert",
     "--pin",
     "-k",
@@ -193,6 +253,12 @@ const TRACE_CAPACITY: usize = 1024;
 
 /// Blanks separating the words of a script line.
 const BLANKS: [char; 2] = [' ', '\t'];
+
+/// Short options that take a value: attached (`-XPUT`) or the next argument (`-X PUT`).
+const SHORT_WITH_VALUE: [char; 5] = ['X', 'd', 'H', 'u', 'o'];
+
+/// Short options without a value; several combine in one argument (`-sv`).
+const SHORT_FLAGS: [char; 5] = ['h', 'k', 's', 'S', 'v'];
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +284,12 @@ struct Options {
     timeout: Option<Duration>,
     json: bool,
     verbose: bool,
+    /// `-s`: no `warning:` lines on stderr.
+    silent: bool,
+    /// `-o`: where bodies go instead of stdout (`-`: stdout, even a binary body on a terminal).
+    output: Option<String>,
+    /// `--max-body`: the client's `Limits::max_body_bytes`; `None` leaves finwatch's default.
+    max_body: Option<usize>,
     /// `-u`: user and password; `digest`: answer a Digest challenge with them (else Basic).
     user: Option<(String, String)>,
     digest: bool,
@@ -319,23 +391,102 @@ impl Options {
     }
 }
 
-/// Parses the arguments (without the program name), reading a `--script` file from disk.
-fn parse_args(args: &[String]) -> Result<Command, String> {
-    parse_args_with(args, |path| std::fs::read_to_string(path))
+/// What `-d` was given: the body itself, `@FILE` or `@-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Data {
+    Literal(String),
+    File(String),
+    Stdin,
 }
 
-/// Parses the arguments, reading a `--script` file with `read`. Everything finwatch would
+impl Data {
+    fn parse(flag: &str, value: String) -> Result<Data, String> {
+        match value.strip_prefix('@') {
+            None => Ok(Data::Literal(value)),
+            Some("-") => Ok(Data::Stdin),
+            Some("") => Err(format!("option {flag} @ needs a file name (@FILE), or @- for stdin")),
+            Some(path) => Ok(Data::File(path.to_string())),
+        }
+    }
+}
+
+/// Something the command line asks ctl to read while parsing it: a `--script` or `-d @FILE`
+/// file, or stdin for `-d @-`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input<'a> {
+    File(&'a str),
+    Stdin,
+}
+
+/// Parses the arguments (without the program name), reading files from disk and `-d @-` from
+/// stdin.
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    parse_args_with(args, |input| match input {
+        Input::File(path) => std::fs::read(path),
+        Input::Stdin => {
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes)?;
+            Ok(bytes)
+        }
+    })
+}
+
+/// One option of an argument, and its value when the argument carries it: `--name=value`, or
+/// `-XPUT`. A group of short options (`-sv`, `-sXPUT`) gives one each; an option that takes a
+/// value takes the rest of the group. An argument that does not start with a known short
+/// option (`-count`, `-x`), or that names a long option with one dash (`-silent`: not `-s -i
+/// ...`, nor `-data` as `-d ata`), is returned whole, for the caller to refuse with a
+/// suggestion.
+fn split_option(arg: &str) -> Result<Vec<(String, Option<String>)>, String> {
+    if arg.starts_with("--") {
+        return Ok(vec![match arg.split_once('=') {
+            Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
+            None => (arg.to_string(), None),
+        }]);
+    }
+    let known = |c: char| SHORT_WITH_VALUE.contains(&c) || SHORT_FLAGS.contains(&c);
+    let first = arg.chars().nth(1);
+    if !first.is_some_and(known) || KNOWN_OPTIONS.contains(&format!("-{arg}").as_str()) {
+        return Ok(vec![(arg.to_string(), None)]);
+    }
+    let mut options = Vec::new();
+    for (at, c) in arg.char_indices().skip(1) {
+        let flag = format!("-{c}");
+        if SHORT_WITH_VALUE.contains(&c) {
+            let rest = &arg[at + c.len_utf8()..];
+            options.push((flag, (!rest.is_empty()).then(|| rest.to_string())));
+            return Ok(options);
+        }
+        if !known(c) {
+            return Err(match suggest_option(&flag) {
+                Some(meant) => format!("unknown option {flag} in {arg}: did you mean {meant}?"),
+                None => format!("unknown option {flag} in {arg}"),
+            });
+        }
+        options.push((flag, None));
+    }
+    Ok(options)
+}
+
+/// Parses the arguments, reading a `--script` file, a `-d @FILE` file and stdin (`-d @-`) with
+/// `read`, once every option has been seen (`-h` reads nothing). Everything finwatch would
 /// refuse (method, URL, header fields, Content-Length, any script line) is checked here too, so
 /// a usage error sends nothing.
-fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -> Result<Command, String> {
+fn parse_args_with(
+    args: &[String],
+    read: impl Fn(Input<'_>) -> io::Result<Vec<u8>>,
+) -> Result<Command, String> {
     let mut method = None;
-    let mut data: Option<String> = None;
+    let mut data: Option<Data> = None;
     let mut headers = Vec::new();
     let mut count = None;
     let mut gap_us = None;
     let mut timeout_ms = None;
     let mut json = false;
     let mut verbose = false;
+    let mut silent = false;
+    let mut output: Option<String> = None;
+    let mut max_body = None;
     let mut user: Option<(String, String)> = None;
     let mut digest = false;
     let mut script_path: Option<String> = None;
@@ -356,52 +507,58 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
             options_ended = true;
             continue;
         }
-        // `--name=value`; short options take their value from the next argument.
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || match inline {
-            Some(v) => Ok(v.to_string()),
-            None => args.next().cloned().ok_or_else(|| format!("option {flag} needs a value")),
-        };
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-X" | "--request" => {
-                let name = value()?;
-                let m = Method::new(&name).map_err(|e| format!("{flag}: {e}"))?;
-                set_once(&mut method, m, flag)?;
-            }
-            "-d" | "--data" => set_once(&mut data, value()?, flag)?,
-            "-H" | "--header" => headers.push(parse_header(&value()?)?),
-            "-u" | "--user" => {
-                let v = value()?;
-                // Never echoed: without its ':', the value may well be the password alone.
-                let (name, password) = v.split_once(':').ok_or_else(|| {
-                    format!("{flag} needs USER:PASSWORD (no ':' in the value, which is not shown)")
-                })?;
-                set_once(&mut user, (name.to_string(), password.to_string()), flag)?;
-            }
-            "--script" => set_once(&mut script_path, value()?, flag)?,
-            "--count" => set_once(&mut count, parse_number(flag, &value()?, 1..=u64::MAX)?, flag)?,
-            "--gap-us" => set_once(&mut gap_us, parse_number(flag, &value()?, 0..=u64::MAX)?, flag)?,
-            "--timeout-ms" => {
-                set_once(&mut timeout_ms, parse_number(flag, &value()?, 1..=MAX_TIMEOUT_MS)?, flag)?
-            }
-            "--cacert" => set_once(&mut tls.cacert, value()?, flag)?,
-            "--pin" => set_once(&mut tls.pin, value()?, flag)?,
-            "--json" | "--verbose" | "--digest" | "--insecure" if inline.is_some() => {
-                return Err(format!("option {flag} takes no value"));
-            }
-            "--json" => json = true,
-            "--digest" => digest = true,
-            "-v" | "--verbose" => verbose = true,
-            "-k" | "--insecure" => tls.insecure = true,
-            _ => {
-                return Err(match suggest_option(flag) {
-                    Some(known) => format!("unknown option {flag}: did you mean {known}?"),
-                    None => format!("unknown option {flag}"),
-                });
+        // `--name=value`, `-XPUT`, `-sv`; otherwise an option's value is the next argument.
+        for (flag, inline) in split_option(arg)? {
+            let flag = flag.as_str();
+            let mut value = || match &inline {
+                Some(v) => Ok(v.clone()),
+                None => args.next().cloned().ok_or_else(|| format!("option {flag} needs a value")),
+            };
+            match flag {
+                "-h" | "--help" => return Ok(Command::Help),
+                "-X" | "--request" => {
+                    let name = value()?;
+                    let m = Method::new(&name).map_err(|e| format!("{flag}: {e}"))?;
+                    set_once(&mut method, m, flag)?;
+                }
+                "-d" | "--data" => set_once(&mut data, Data::parse(flag, value()?)?, flag)?,
+                "-o" | "--output" => set_once(&mut output, value()?, flag)?,
+                "--max-body" => set_once(&mut max_body, parse_size(flag, &value()?)?, flag)?,
+                "-H" | "--header" => headers.push(parse_header(&value()?)?),
+                "-u" | "--user" => {
+                    let v = value()?;
+                    // Never echoed: without its ':', the value may well be the password alone.
+                    let (name, password) = v.split_once(':').ok_or_else(|| {
+                        format!("{flag} needs USER:PASSWORD (no ':' in the value, which is not shown)")
+                    })?;
+                    set_once(&mut user, (name.to_string(), password.to_string()), flag)?;
+                }
+                "--script" => set_once(&mut script_path, value()?, flag)?,
+                "--count" => set_once(&mut count, parse_number(flag, &value()?, 1..=u64::MAX)?, flag)?,
+                "--gap-us" => set_once(&mut gap_us, parse_number(flag, &value()?, 0..=u64::MAX)?, flag)?,
+                "--timeout-ms" => {
+                    set_once(&mut timeout_ms, parse_number(flag, &value()?, 1..=MAX_TIMEOUT_MS)?, flag)?
+                }
+                "--cacert" => set_once(&mut tls.cacert, value()?, flag)?,
+                "--pin" => set_once(&mut tls.pin, value()?, flag)?,
+                "--json" | "--verbose" | "--silent" | "--show-error" | "--digest" | "--insecure"
+                    if inline.is_some() =>
+                {
+                    return Err(format!("option {flag} takes no value"));
+                }
+                "--json" => json = true,
+                "--digest" => digest = true,
+                "-v" | "--verbose" => verbose = true,
+                "-s" | "--silent" => silent = true,
+                // curl's -sS: errors are always shown.
+                "-S" | "--show-error" => {}
+                "-k" | "--insecure" => tls.insecure = true,
+                _ => {
+                    return Err(match suggest_option(flag) {
+                        Some(known) => format!("unknown option {flag}: did you mean {known}?"),
+                        None => format!("unknown option {flag}"),
+                    });
+                }
             }
         }
     }
@@ -424,7 +581,10 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
                     "--script cannot be combined with a URL ({url:?}): each script line names its URL"
                 ));
             }
-            let text = read(&path).map_err(|e| format!("cannot read the script {path:?}: {e}"))?;
+            let bytes =
+                read(Input::File(&path)).map_err(|e| format!("cannot read the script {path:?}: {e}"))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("cannot read the script {path:?}: it is not UTF-8 text"))?;
             let steps = parse_script(&path, &text)?;
             Some(Script { path, steps })
         }
@@ -436,27 +596,40 @@ fn parse_args_with(args: &[String], read: impl Fn(&str) -> io::Result<String>) -
     if digest && user.is_none() {
         return Err("--digest needs the credentials of -u/--user".to_string());
     }
+    if tls.given() && !cfg!(feature = "tls") {
+        return Err("--cacert, --pin and -k need ctl built with finwatch's `tls` feature \
+                    (cargo run --features tls --example ctl -- ...)"
+            .to_string());
+    }
     let method = method.unwrap_or(if data.is_some() { Method::POST } else { Method::GET });
+    // Read last: a command line that is wrong anyway does not wait for stdin.
+    let body = match data {
+        None => Vec::new(),
+        Some(Data::Literal(text)) => text.into_bytes(),
+        Some(Data::File(path)) => read(Input::File(&path))
+            .map_err(|e| format!("cannot read the body file {path:?} (-d @FILE): {e}"))?,
+        Some(Data::Stdin) => {
+            read(Input::Stdin).map_err(|e| format!("cannot read the body from stdin (-d @-): {e}"))?
+        }
+    };
     let opts = Options {
         method,
         url,
         headers,
-        body: data.map(String::into_bytes).unwrap_or_default(),
+        body,
         count: count.unwrap_or(1),
         gap: Duration::from_micros(gap_us.unwrap_or(0)),
         timeout: timeout_ms.map(Duration::from_millis),
         json,
         verbose,
+        silent,
+        output,
+        max_body,
         user,
         digest,
         script,
         tls,
     };
-    if opts.tls.given() && !cfg!(feature = "tls") {
-        return Err("--cacert, --pin and -k need ctl built with finwatch's `tls` feature \
-                    (cargo run --features tls --example ctl -- ...)"
-            .to_string());
-    }
     opts.plan()?;
     Ok(Command::Run(Box::new(opts)))
 }
@@ -499,6 +672,27 @@ fn parse_number(flag: &str, text: &str, range: RangeInclusive<u64>) -> Result<u6
     }
 }
 
+/// A number of bytes, plain or with a binary suffix as curl's `--max-filesize` takes: `64K`
+/// (KiB), `8M` (MiB), `1G` (GiB), either case.
+fn parse_size(flag: &str, text: &str) -> Result<usize, String> {
+    let bad = || format!("option {flag} needs a number of bytes, optionally with K, M or G, not {text:?}");
+    let (digits, unit) = match text.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&text[..text.len() - 1], 1u64 << 10),
+        Some('M') => (&text[..text.len() - 1], 1 << 20),
+        Some('G') => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("option {flag} is too large: {text:?}"))
+}
+
 /// `Name: value`, split on the first `:`; spaces and tabs around the value are dropped. A
 /// malformed one is not echoed: `Authorization Bearer …` without its `:` is a credential.
 fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -530,7 +724,7 @@ fn suggest_option(flag: &str) -> Option<&'static str> {
     }
     let name = name.to_ascii_lowercase();
     if name.len() < 2 {
-        // An unknown one-letter option (`-i`, `-s`): no good guess.
+        // An unknown one-letter option (`-i`, `-L`): no good guess.
         return None;
     }
     if matches!(name.as_str(), "data-raw" | "data-binary" | "data-ascii") {
@@ -637,9 +831,15 @@ fn split_word(text: &str) -> (&str, &str) {
 }
 
 /// Sends the requests and reports on `out` (responses, JSON lines) and `err` (errors in text
-/// mode, `-v` events). Returns the exit status.
+/// mode, `-v` events), `out` not being a terminal. Returns the exit status.
+#[cfg(test)]
 fn run(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> u8 {
-    match send_all(opts, out, err) {
+    run_on(opts, out, false, err)
+}
+
+/// [`run`], saying whether `out` is a terminal (a binary body is then held back).
+fn run_on(opts: &Options, out: &mut impl Write, out_is_terminal: bool, err: &mut impl Write) -> u8 {
+    match send_all(opts, out, out_is_terminal, err) {
         Ok(status) => status,
         Err(e) => {
             let _ = writeln!(err, "error: could not write the output: {e}");
@@ -648,7 +848,12 @@ fn run(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> u8 {
     }
 }
 
-fn send_all(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> io::Result<u8> {
+fn send_all(
+    opts: &Options,
+    out: &mut impl Write,
+    out_is_terminal: bool,
+    err: &mut impl Write,
+) -> io::Result<u8> {
     let plan = match opts.plan() {
         Ok(plan) => plan,
         Err(msg) => {
@@ -658,6 +863,10 @@ fn send_all(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> io::R
     };
     let builder = Client::builder();
     let builder = if opts.verbose { builder.trace(TRACE_CAPACITY) } else { builder };
+    let builder = match opts.max_body {
+        Some(max_body_bytes) => builder.limits(Limits { max_body_bytes, ..Limits::default() }),
+        None => builder,
+    };
     #[cfg(feature = "tls")]
     let builder = match tls_config(&opts.tls) {
         Ok(Some(tls)) => builder.tls(tls),
@@ -674,6 +883,20 @@ fn send_all(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> io::R
             return Ok(1);
         }
     };
+    // Created (or truncated) before anything is sent: a file that cannot be written sends
+    // nothing.
+    let mut body_file = match opts.output.as_deref().filter(|path| *path != "-") {
+        None => None,
+        Some(path) => match File::create(path) {
+            Ok(file) => Some((path, file)),
+            Err(e) => {
+                writeln!(err, "error: cannot create the output file {path:?} (-o): {e}; nothing was sent")?;
+                return Ok(2);
+            }
+        },
+    };
+    // `-o -`: the body goes to stdout even when it is binary and stdout a terminal.
+    let hold_back_binary = out_is_terminal && opts.output.is_none();
     let total = opts.total();
     let mut narrator = opts.verbose.then(|| Narrator::new(Instant::now()));
     let mut latencies_us = Vec::new();
@@ -695,7 +918,27 @@ fn send_all(opts: &Options, out: &mut impl Write, err: &mut impl Write) -> io::R
                 if opts.json {
                     writeln!(out, "{}", success_line(i, resp.status(), resp.body(), resp.meta(), us))?;
                 } else {
-                    write_response(out, &resp)?;
+                    write_head(out, &resp)?;
+                    if body_file.is_none() {
+                        if hold_back_binary && resp.body().contains(&0) {
+                            if !opts.silent {
+                                out.flush()?;
+                                writeln!(
+                                    err,
+                                    "warning: the body ({}) looks binary (it has a NUL byte) and \
+                                     stdout is a terminal: not shown; -o FILE saves it, -o - \
+                                     prints it anyway",
+                                    plural(resp.body().len() as u64, "byte")
+                                )?;
+                            }
+                        } else {
+                            write_body(out, resp.body())?;
+                        }
+                    }
+                }
+                if let Some((path, file)) = &mut body_file {
+                    rewrite(file, resp.body())
+                        .map_err(|e| io::Error::new(e.kind(), format!("{path:?} (-o): {e}")))?;
                 }
             }
             Err(e) => {
@@ -900,8 +1143,16 @@ fn plural(n: u64, noun: &str) -> String {
     }
 }
 
-/// Status line, header fields, blank line, body (ending in a newline).
-fn write_response(out: &mut impl Write, resp: &Response) -> io::Result<()> {
+/// Replaces the content of `file` with `body`.
+fn rewrite(file: &mut File, body: &[u8]) -> io::Result<()> {
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(body)?;
+    file.flush()
+}
+
+/// Status line, header fields, blank line.
+fn write_head(out: &mut impl Write, resp: &Response) -> io::Result<()> {
     write!(out, "{} {}", resp.version(), resp.status())?;
     if !resp.reason().is_empty() {
         write!(out, " {}", resp.reason())?;
@@ -910,9 +1161,12 @@ fn write_response(out: &mut impl Write, resp: &Response) -> io::Result<()> {
     for (name, value) in resp.headers() {
         writeln!(out, "{name}: {}", String::from_utf8_lossy(value))?;
     }
-    writeln!(out)?;
-    let body = resp.body();
-    out.write_all(String::from_utf8_lossy(body).as_bytes())?;
+    writeln!(out)
+}
+
+/// The body's bytes as they came, then a newline if it does not end in one.
+fn write_body(out: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    out.write_all(body)?;
     if !body.is_empty() && !body.ends_with(b"\n") {
         writeln!(out)?;
     }
@@ -1071,7 +1325,11 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             0
         }
-        Ok(Command::Run(opts)) => run(&opts, &mut io::stdout().lock(), &mut io::stderr()),
+        Ok(Command::Run(opts)) => {
+            let stdout = io::stdout();
+            let is_terminal = stdout.is_terminal();
+            run_on(&opts, &mut stdout.lock(), is_terminal, &mut io::stderr())
+        }
         Err(msg) => {
             // The message first and short: the synopsis, not the whole help, follows it.
             let synopsis: Vec<&str> = USAGE.lines().take_while(|l| !l.is_empty()).collect();
@@ -1112,7 +1370,7 @@ mod tests {
 
     /// Parses `list`, with `script` as the content of the `--script` file (whatever its name).
     fn parse_with_script(list: &[&str], script: &str) -> Result<Command, String> {
-        parse_args_with(&args(list), |_| Ok(script.to_string()))
+        parse_args_with(&args(list), |_| Ok(script.as_bytes().to_vec()))
     }
 
     /// `--cacert`, `--pin`, `-k`: parsed with the `tls` feature, a usage error (saying how to get
@@ -1629,7 +1887,7 @@ mod tests {
         );
         assert_eq!(script_err(&["--script"], text), "option --script needs a value");
         // -h wins, and the file is not even read.
-        let unread = |_: &str| -> io::Result<String> { panic!("the script was read") };
+        let unread = |_: Input<'_>| -> io::Result<Vec<u8>> { panic!("the script was read") };
         assert_eq!(parse_args_with(&args(&["--script", "t.ctl", "-h"]), unread), Ok(Command::Help));
         let msg = parse_err(&["--script", "/nonexistent/finwatch-ctl.script"]);
         assert!(msg.starts_with(r#"cannot read the script "/nonexistent/finwatch-ctl.script": "#), "{msg}");
@@ -1902,5 +2160,341 @@ mod tests {
         assert!(err.contains(" * connecting to 127.0.0.1:"), "{err}");
         assert!(err.contains(" * request failed: could not connect to "), "{err}");
         assert!(err.contains("\nerror: could not connect to "), "{err}");
+    }
+
+    // Curl-style short options, -d @FILE / @-, -o, --max-body, -s; the --json contract.
+
+    /// A path in the temp dir for one test (tests run in parallel in one process), removed
+    /// when dropped.
+    struct TempPath(std::path::PathBuf);
+
+    impl TempPath {
+        fn new(name: &str) -> TempPath {
+            TempPath(std::env::temp_dir().join(format!("finwatch-ctl-{}-{name}", std::process::id())))
+        }
+
+        fn with(name: &str, bytes: &[u8]) -> TempPath {
+            let path = TempPath::new(name);
+            std::fs::write(&path.0, bytes).unwrap();
+            path
+        }
+
+        fn str(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Not UTF-8 (11 bytes): a NUL, bytes that never appear in UTF-8, a lone continuation
+    /// byte, CR LF, a truncated sequence.
+    const BINARY: &[u8] = b"\x00\xff\xfe\x80ab\r\n\xc3\x28\x00";
+
+    #[test]
+    fn combined_short_flags_and_attached_values() {
+        let split = options(&["-sv", "-XPUT", "-dx=1", "-HX-A: 1", "-uop:pw", "-oout.bin", URL]);
+        let apart = options(&[
+            "-s", "-v", "-X", "PUT", "-d", "x=1", "-H", "X-A: 1", "-u", "op:pw", "-o", "out.bin", URL,
+        ]);
+        assert_eq!(split, apart);
+        assert!(split.silent && split.verbose);
+        assert_eq!((split.method.as_str(), split.body.as_slice()), ("PUT", &b"x=1"[..]));
+        assert_eq!(split.headers, [("X-A".to_string(), "1".to_string())]);
+        assert_eq!(split.user, Some(("op".to_string(), "pw".to_string())));
+        assert_eq!(split.output.as_deref(), Some("out.bin"));
+        // A value-taking option ends a group: it takes the rest, or the next argument.
+        let o = options(&["-svXPUT", URL]);
+        assert!(o.silent && o.verbose && o.method.as_str() == "PUT");
+        let o = options(&["-vX", "DELETE", URL]);
+        assert!(o.verbose && o.method == Method::DELETE);
+        assert_eq!(options(&["-Xs", URL]).method.as_str(), "s");
+        // The attached value is taken whole: `=`, dashes, spaces.
+        assert_eq!(options(&["-d--json=1 2", URL]).body, b"--json=1 2");
+        assert_eq!(options(&["-HX-B:\t two ", URL]).headers, [("X-B".to_string(), "two".to_string())]);
+        // -S (curl's -sS) is accepted and changes nothing.
+        let o = options(&["-sS", URL]);
+        assert_eq!(o, options(&["--silent", "--show-error", URL]));
+        assert_eq!(o, options(&["-s", URL]));
+        assert!(!options(&[URL]).silent);
+    }
+
+    #[test]
+    fn short_option_errors() {
+        assert_eq!(parse_err(&["-sz", URL]), "unknown option -z in -sz");
+        assert_eq!(parse_err(&["-sV", URL]), "unknown option -V in -sV: did you mean -v?");
+        // A long option with one dash is refused, not split into letters (`-d ata`).
+        for (typo, meant) in [("-silent", "--silent"), ("-data", "--data"), ("-output", "--output")] {
+            assert_eq!(parse_err(&[typo, URL]), format!("unknown option {typo}: did you mean {meant}?"));
+        }
+        // Missing values, at the end of a group or of the command line.
+        for (list, flag) in [
+            (&[URL, "-sX"][..], "-X"),
+            (&[URL, "-d"][..], "-d"),
+            (&[URL, "-vo"][..], "-o"),
+            (&[URL, "--output"][..], "--output"),
+            (&[URL, "--max-body"][..], "--max-body"),
+            (&[URL, "-H"][..], "-H"),
+        ] {
+            assert_eq!(parse_err(list), format!("option {flag} needs a value"), "{list:?}");
+        }
+        assert_eq!(parse_err(&["--silent=1", URL]), "option --silent takes no value");
+        assert_eq!(parse_err(&["--show-error=1", URL]), "option --show-error takes no value");
+        assert_eq!(parse_err(&["-oa", "-ob", URL]), "option -o given more than once");
+        assert_eq!(parse_err(&["-d@", URL]), "option -d @ needs a file name (@FILE), or @- for stdin");
+        assert_eq!(parse_err(&["-XPUT", "-X", "GET", URL]), "option -X given more than once");
+        // `-h` in a group still wins.
+        assert_eq!(parse(&["-vh"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn data_from_a_file_is_sent_verbatim() {
+        let file = TempPath::with("data-file", BINARY);
+        for list in [
+            vec![format!("-d@{}", file.str())],
+            vec!["-d".to_string(), format!("@{}", file.str())],
+            vec![format!("--data=@{}", file.str())],
+        ] {
+            let mut list: Vec<&str> = list.iter().map(String::as_str).collect();
+            list.push(URL);
+            let o = options(&list);
+            assert_eq!((o.method.clone(), o.body.as_slice()), (Method::POST, BINARY), "{list:?}");
+        }
+        let msg = parse_err(&["-d", "@/nonexistent/finwatch-ctl.body", URL]);
+        assert!(
+            msg.starts_with(r#"cannot read the body file "/nonexistent/finwatch-ctl.body" (-d @FILE): "#),
+            "{msg}"
+        );
+        // Nothing is read for -h, nor when the command line is wrong anyway.
+        let unread = |_: Input<'_>| -> io::Result<Vec<u8>> { panic!("read") };
+        assert_eq!(parse_args_with(&args(&["-d@x", "-h"]), unread), Ok(Command::Help));
+        assert_eq!(parse_args_with(&args(&["-d@x"]), unread), Err("missing URL".to_string()));
+        let msg = parse_args_with(&args(&["-d@x", "--script", "t"]), unread).unwrap_err();
+        assert!(msg.starts_with("--script cannot be combined with -d/--data"), "{msg}");
+        // The body is checked against the headers like any other.
+        let file = TempPath::with("data-file-length", b"abc");
+        let data = format!("-d@{}", file.str());
+        assert!(parse_err(&["-H", "Content-Length: 9", &data, URL]).contains("disagrees"));
+    }
+
+    #[test]
+    fn data_from_stdin() {
+        // Stdin is played by a temp file.
+        let file = TempPath::with("stdin", BINARY);
+        let stdin = |input: Input<'_>| match input {
+            Input::Stdin => std::fs::read(&file.0),
+            Input::File(path) => panic!("read the file {path:?}"),
+        };
+        for list in [&["-d@-", URL][..], &["-X", "PUT", "-d", "@-", URL][..], &["--data", "@-", URL][..]] {
+            match parse_args_with(&args(list), stdin) {
+                Ok(Command::Run(o)) => assert_eq!(o.body, BINARY, "{list:?}"),
+                other => panic!("{list:?}: {other:?}"),
+            }
+        }
+        let closed = |_: Input<'_>| -> io::Result<Vec<u8>> { Err(io::Error::other("closed")) };
+        assert_eq!(
+            parse_args_with(&args(&["-d@-", URL]), closed),
+            Err("cannot read the body from stdin (-d @-): closed".to_string())
+        );
+        // `-` alone is still an argument (a URL), and a script named `-` is a file.
+        assert!(parse_err(&["-"]).starts_with(r#"invalid URL "-""#));
+    }
+
+    #[test]
+    fn max_body_sizes() {
+        for (text, bytes) in
+            [("0", 0), ("9", 9), ("64K", 65536), ("64k", 65536), ("8M", 8 << 20), ("1g", 1 << 30)]
+        {
+            assert_eq!(options(&["--max-body", text, URL]).max_body, Some(bytes), "{text}");
+        }
+        assert_eq!(options(&["--max-body=1K", URL]).max_body, Some(1024));
+        assert_eq!(options(&[URL]).max_body, None);
+        for bad in ["", "K", "1.5K", "-1", "+1", "12KB", "1T", "0x10", " 1"] {
+            let msg = parse_err(&["--max-body", bad, URL]);
+            assert_eq!(
+                msg,
+                format!("option --max-body needs a number of bytes, optionally with K, M or G, not {bad:?}")
+            );
+        }
+        for huge in ["18446744073709551616", "18446744073709551615K"] {
+            assert_eq!(
+                parse_err(&["--max-body", huge, URL]),
+                format!("option --max-body is too large: {huge:?}")
+            );
+        }
+    }
+
+    #[test]
+    fn max_body_limits_the_response_body() {
+        // `{"seq":0}` is 9 bytes.
+        let server = DeviceServer::keep_alive();
+        let (status, out, err) =
+            ctl(&["--json", "--max-body", "8", "--timeout-ms", "2000"], &server.url("/io"));
+        assert_eq!(status, 1, "{err}");
+        let first = out.lines().next().unwrap();
+        assert!(
+            first.starts_with(r#"{"i":0,"error":{"kind":"limit_exceeded","may_have_been_processed":true,"#),
+            "{first}"
+        );
+        let (status, out, err) = ctl(&["--max-body", "8", "--timeout-ms", "2000"], &server.url("/io"));
+        assert_eq!((status, out.as_str()), (1, ""));
+        assert!(err.starts_with("error: ") && err.contains("note: the device may have acted"), "{err}");
+        let (status, out, err) = ctl(&["--max-body", "9", "--timeout-ms", "2000"], &server.url("/io"));
+        assert_eq!(status, 0, "{err}");
+        assert!(out.ends_with("\n\n{\"seq\":2}\n"), "{out}");
+    }
+
+    /// A device whose bodies are binary: `BINARY` for the first request, then its first 3 bytes.
+    fn binary_device() -> DeviceServer {
+        DeviceServer::start(|r| Reply::ok_for(r, if r.seq == 0 { BINARY } else { &BINARY[..3] }))
+    }
+
+    /// Runs `opts` with stdout a terminal or not; returns (exit status, stdout bytes, stderr).
+    fn run_bytes(opts: &Options, terminal: bool) -> (u8, Vec<u8>, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = run_on(opts, &mut out, terminal, &mut err);
+        (status, out, String::from_utf8(err).unwrap())
+    }
+
+    const BINARY_HEAD: &[u8] = b"HTTP/1.1 200 OK\nContent-Length: 11\nContent-Type: application/json\n\n";
+
+    #[test]
+    fn the_body_goes_to_stdout_as_raw_bytes() {
+        assert_eq!(BINARY.len(), 11);
+        let server = binary_device();
+        let (status, out, err) = run_bytes(&options(&["--timeout-ms", "2000", &server.url("/b")]), false);
+        assert_eq!(status, 0, "{err}");
+        // Its own bytes, then a newline (it does not end in one).
+        assert_eq!(out, [BINARY_HEAD, BINARY, b"\n"].concat());
+        assert_eq!(err, "");
+    }
+
+    #[test]
+    fn a_binary_body_is_held_back_from_a_terminal() {
+        let server = binary_device();
+        let url = server.url("/b");
+        let (status, out, err) = run_bytes(&options(&["--timeout-ms", "2000", &url]), true);
+        assert_eq!((status, out.as_slice()), (0, BINARY_HEAD));
+        assert_eq!(
+            err,
+            "warning: the body (11 bytes) looks binary (it has a NUL byte) and stdout is a terminal: \
+             not shown; -o FILE saves it, -o - prints it anyway\n"
+        );
+        // -s drops the warning (the body is still held back).
+        let server = binary_device();
+        let (status, out, err) =
+            run_bytes(&options(&["-s", "--timeout-ms", "2000", &server.url("/b")]), true);
+        assert_eq!((status, out.as_slice(), err.as_str()), (0, BINARY_HEAD, ""));
+        // -o - prints it anyway; text is not held back.
+        let server = binary_device();
+        let (status, out, err) =
+            run_bytes(&options(&["-o-", "--timeout-ms", "2000", &server.url("/b")]), true);
+        assert_eq!((status, out, err.as_str()), (0, [BINARY_HEAD, BINARY, b"\n"].concat(), ""));
+        let text = DeviceServer::keep_alive();
+        let (status, out, err) = run_bytes(&options(&["--timeout-ms", "2000", &text.url("/io")]), true);
+        assert_eq!((status, err.as_str()), (0, ""));
+        assert!(out.ends_with(b"\n\n{\"seq\":0}\n"));
+    }
+
+    #[test]
+    fn output_file_gets_the_exact_bytes_of_the_last_body() {
+        let server = binary_device();
+        let file = TempPath::new("output");
+        let url = server.url("/b");
+        let opts = options(&["-o", file.str(), "--timeout-ms", "2000", &url]);
+        let (status, out, err) = run_bytes(&opts, false);
+        assert_eq!((status, err.as_str()), (0, ""));
+        // stdout: the status line and headers only.
+        assert_eq!(out, BINARY_HEAD);
+        assert_eq!(std::fs::read(&file.0).unwrap(), BINARY);
+        // --count 2: the second, shorter body replaces the first entirely; --json is unchanged.
+        let server = binary_device();
+        let url = server.url("/b");
+        let opts = options(&["--json", "--count", "2", "--output", file.str(), "--timeout-ms", "2000", &url]);
+        let (status, out, err) = run_bytes(&opts, false);
+        assert_eq!((status, err.as_str()), (0, ""));
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(field(lines[0], "body_b64"), format!("\"{}\"", base64(BINARY)));
+        assert_eq!(std::fs::read(&file.0).unwrap(), &BINARY[..3]);
+    }
+
+    #[test]
+    fn output_file_is_truncated_before_sending_and_a_bad_one_sends_nothing() {
+        let file = TempPath::with("output-stale", b"stale");
+        let (status, _, err) = ctl(&["-o", file.str(), "--timeout-ms", "1000"], &refused_url());
+        assert_eq!(status, 1, "{err}");
+        assert_eq!(std::fs::read(&file.0).unwrap(), b"", "no response: an empty file, not a stale one");
+
+        let server = DeviceServer::keep_alive();
+        let (status, out, err) = ctl(&["-o", "/nonexistent/finwatch-ctl.out"], &server.url("/io"));
+        assert_eq!((status, out.as_str()), (2, ""));
+        assert!(
+            err.starts_with(r#"error: cannot create the output file "/nonexistent/finwatch-ctl.out" (-o): "#)
+                && err.ends_with("; nothing was sent\n"),
+            "{err}"
+        );
+        assert_eq!(server.request_count(), 0);
+    }
+
+    #[test]
+    fn silent_still_shows_errors_and_the_verbose_trace() {
+        let server = DeviceServer::keep_alive();
+        let (status, out, err) = ctl(&["-sv", "--json", "--timeout-ms", "2000"], &server.url("/io"));
+        assert_eq!(status, 0, "{err}");
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(err.contains(" > GET /io\n") && err.contains(" < 200\n"), "{err}");
+        assert_verbose_lines(&err);
+        let (status, _, err) = ctl(&["-sS", "--timeout-ms", "1000"], &refused_url());
+        assert_eq!(status, 1);
+        assert!(err.starts_with("error: could not connect to "), "{err}");
+        assert!(err.contains("\nnote: the device did not receive this request"), "{err}");
+    }
+
+    #[test]
+    fn exit_statuses() {
+        // Any HTTP status is a response.
+        let server =
+            DeviceServer::start(|_| Reply::raw("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"));
+        let (status, out, _) = ctl(&["--timeout-ms", "2000"], &server.url("/nope"));
+        assert_eq!((status, out.as_str()), (0, "HTTP/1.1 404 Not Found\nContent-Length: 0\n\n"));
+        // One failure among successes.
+        let server = DeviceServer::keep_alive();
+        let text = format!("GET {}\nGET {}\n", server.url("/io"), refused_url());
+        let (status, _, _) = run_opts(&script_options(&["--timeout-ms", "1000", "--script", "t.ctl"], &text));
+        assert_eq!(status, 1);
+    }
+
+    /// The `--json` lines documented in the header of this file: scripts depend on these keys
+    /// and their order. Changing them breaks this test on purpose.
+    const JSON_CONTRACT: [&str; 3] = [
+        r#"{"i":0,"status":200,"body_b64":"eyJvbiI6dHJ1ZX0=","conn":1,"reused":false,"us":412}"#,
+        r#"{"i":1,"error":{"kind":"connect_failed","may_have_been_processed":false,"message":"..."}}"#,
+        r#"{"summary":{"sent":2,"ok":1,"failed":1,"retried":0,"connections_opened":2,"fins_seen_idle":0,"p50_us":412,"p99_us":412,"max_us":412}}"#,
+    ];
+
+    #[test]
+    fn the_json_contract_is_unchanged() {
+        // The header documents exactly these lines ...
+        let source = include_str!("ctl.rs");
+        let from = source.find("//! With `--json`, stdout carries exactly one JSON object").unwrap();
+        let block = &source[from..];
+        let block = &block[block.find("//! ```text\n").unwrap() + "//! ```text\n".len()..];
+        let documented: Vec<&str> =
+            block.lines().take_while(|l| *l != "//! ```").map(|l| l.strip_prefix("//! ").unwrap()).collect();
+        assert_eq!(documented, JSON_CONTRACT);
+        // ... and ctl prints them.
+        let meta = Meta { connection_id: 1, reused: false, retries: 0, reauthenticated: false };
+        assert_eq!(success_line(0, 200, br#"{"on":true}"#, meta, 412), JSON_CONTRACT[0]);
+        let e = Error::ConnectFailed { host: "10.0.0.5:80".to_string(), source: io::Error::other("refused") };
+        let line = error_line(1, &e);
+        let (head, _) = JSON_CONTRACT[1].split_once(r#""..."#).unwrap();
+        assert!(line.starts_with(head) && line.ends_with(r#""}}"#), "{line}");
+        let stats = Stats { connects: 2, ..Stats::default() };
+        assert_eq!(summary_line(&Summary::new(&[412], 1, &stats)), JSON_CONTRACT[2]);
     }
 }
