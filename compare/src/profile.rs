@@ -66,8 +66,14 @@ const MAIN_KINDS: [&str; 20] = [
     "futex",
 ];
 
-/// A kind outside [`MAIN_KINDS`] gets a column when some client makes this many per command.
-const OWN_COLUMN: f64 = 0.5;
+/// The kinds in a row's `other` are listed under the table when they add up to this many.
+const LIST_OTHER: f64 = 0.1;
+
+/// The user/system split is shown for windows of at least this much CPU time. Most kernels
+/// (tick-based CPU accounting) split `getrusage`'s exact total by where the scheduler ticks
+/// (every 1–10 ms) found the threads: over a few ms of CPU that is noise; over 200 ms, 20 ticks
+/// or more.
+const MIN_SPLIT_CPU_NS: u64 = 200_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // The counting allocator.
@@ -251,7 +257,7 @@ fn run_child(args: &[String]) -> Result<Window, String> {
     let cpu1 = crate::process_cpu_ns();
     let (user1, sys1) = rusage_us();
     if let Some(e) = first_error {
-        eprintln!("{CHILD_FLAG} {key}: {} of {n} commands failed; the first: {e}", n as u64 - ok);
+        eprintln!("{CHILD_FLAG} {key}: the first failure: {e}");
     }
     Ok(Window {
         n: n as u64,
@@ -339,6 +345,8 @@ pub struct ClientProfile {
     pub window: Result<Window, String>,
     /// Syscalls per command by kind (over [`ScenarioProfile::n_strace`] commands).
     pub syscalls: Result<BTreeMap<String, f64>, String>,
+    /// Commands that failed in a child (the figures still count them): which run, how many.
+    pub failed: Vec<String>,
 }
 
 /// One scenario's figures.
@@ -413,20 +421,33 @@ pub fn run(cfg: &Config, sc: Scenario, device: &Device, warmup: usize, not_run: 
                     gaps_arg.clone(),
                 ]
             };
+            let mut failed = Vec::new();
+            let mut note = |run: &str, r: &Result<(Window, Option<Syscalls>, String), String>| {
+                if let Ok((w, _, stderr)) = r
+                    && w.ok < w.n
+                {
+                    failed.push(format!("{run}: {} of {} commands failed ({stderr})", w.n - w.ok, w.n));
+                }
+            };
             let window = spawn(None, &args(n));
+            note("measured", &window);
             let syscalls = match strace() {
                 None => Err("strace not found (apt-get install strace)".to_string()),
-                Some(st) => spawn(Some(st), &args(n_strace)).and_then(|(_, with)| {
-                    let (_, without) = spawn(Some(st), &args(0))?;
-                    Ok(per_command(
-                        &with.unwrap_or_default(),
-                        &without.unwrap_or_default(),
-                        n_strace as u64,
-                        leave_out,
-                    ))
-                }),
+                Some(st) => {
+                    let with = spawn(Some(st), &args(n_strace));
+                    note("under strace", &with);
+                    with.and_then(|(_, with, _)| {
+                        let (_, without, _) = spawn(Some(st), &args(0))?;
+                        Ok(per_command(
+                            &with.unwrap_or_default(),
+                            &without.unwrap_or_default(),
+                            n_strace as u64,
+                            leave_out,
+                        ))
+                    })
+                }
             };
-            p.clients.push(Some(ClientProfile { window: window.map(|(w, _)| w), syscalls }));
+            p.clients.push(Some(ClientProfile { window: window.map(|(w, _, _)| w), syscalls, failed }));
         }
         eprintln!();
     }
@@ -434,9 +455,9 @@ pub fn run(cfg: &Config, sc: Scenario, device: &Device, warmup: usize, not_run: 
     RESULTS.lock().unwrap_or_else(|e| e.into_inner()).push(p);
 }
 
-/// Runs one child (under `strace` if given); returns its window and, under strace, its
-/// syscall counts.
-fn spawn(strace: Option<&str>, args: &[String]) -> Result<(Window, Option<Syscalls>), String> {
+/// Runs one child (under `strace` if given); returns its window, under strace its syscall
+/// counts, and the last line of its standard error (what failed, if any command did).
+fn spawn(strace: Option<&str>, args: &[String]) -> Result<(Window, Option<Syscalls>, String), String> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let summary: Option<PathBuf> = strace.map(|_| {
@@ -468,34 +489,27 @@ fn spawn(strace: Option<&str>, args: &[String]) -> Result<(Window, Option<Syscal
     }
     let window =
         Window::parse(&String::from_utf8_lossy(&out.stdout)).ok_or("no result line from the child")?;
-    if window.ok < window.n {
-        return Err(format!(
-            "{} of {} commands failed{}",
-            window.n - window.ok,
-            window.n,
-            stderr.lines().next_back().map(|l| format!(": {l}")).unwrap_or_default()
-        ));
-    }
-    Ok((window, syscalls?))
+    let last = stderr.lines().rfind(|l| l.starts_with(CHILD_FLAG)).unwrap_or("").to_string();
+    Ok((window, syscalls?, last))
 }
 
 // ---------------------------------------------------------------------------------------------
 // The report.
 
-/// The kinds that get a column in one scenario's table, in order.
-fn columns(rows: &[&BTreeMap<String, f64>]) -> Vec<String> {
-    let seen = |name: &str, at_least: f64| rows.iter().any(|r| r.get(name).is_some_and(|&v| v >= at_least));
-    let mut cols: Vec<String> = MAIN_KINDS.iter().filter(|k| seen(k, 0.005)).map(|k| k.to_string()).collect();
-    let mut extra: Vec<String> = rows
+/// The kinds that get a column in one scenario's table: the [`MAIN_KINDS`] some client makes.
+fn columns(rows: &[&BTreeMap<String, f64>]) -> Vec<&'static str> {
+    MAIN_KINDS.into_iter().filter(|k| rows.iter().any(|r| r.get(*k).is_some_and(|&v| v >= 0.005))).collect()
+}
+
+/// A row's `other`, by kind, most frequent first (those that round to nothing left out).
+fn others(row: &BTreeMap<String, f64>, cols: &[&str]) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = row
         .iter()
-        .flat_map(|r| r.keys())
-        .filter(|k| !MAIN_KINDS.contains(&k.as_str()) && seen(k, OWN_COLUMN))
-        .cloned()
+        .filter(|(k, v)| !cols.contains(&k.as_str()) && v.abs() >= 0.005)
+        .map(|(k, &v)| (k.clone(), v))
         .collect();
-    extra.sort();
-    extra.dedup();
-    cols.extend(extra);
-    cols
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
 }
 
 /// A per-command figure: two decimals, `0` when it rounds to nothing.
@@ -519,8 +533,10 @@ pub fn section(cfg: &Config) -> String {
          commands are run again in a child process against the same device, which stays in the \
          parent: the figures are the client's alone (all its threads), not the device's. Each child \
          first sends the scenario's warm-up. `CPU µs`: `CLOCK_PROCESS_CPUTIME_ID` over the \
-         window; `user µs` / `sys µs`: its split by `getrusage` (this kernel's accounting may be by \
-         tick: the split is then sampled, the sum exact). `allocs` / `bytes`: heap allocations \
+         window (exact); `user µs` / `sys µs`: its split by `getrusage`, shown (not `·`) only for \
+         windows of {} ms of CPU or more: most kernels account CPU time by tick, where the split \
+         is sampled every 1–10 ms and only the sum is exact (the syscall counts are the \
+         machine-independent view of the system side). `allocs` / `bytes`: heap allocations \
          (a `realloc` counts as one, of its new size) by a counting global allocator. Syscalls: \
          two more children under `strace -f -c`, one with commands and one with none (same start, \
          warm-up and exit), the difference divided by the commands; kinds that some client makes \
@@ -528,7 +544,11 @@ pub fn section(cfg: &Config) -> String {
          differs: counts that depend on timing (a busy-poll's `recvfrom` that find nothing, \
          `epoll_wait`s that return empty, a background thread's `futex`) are indicative only. In \
          the scenarios with pauses, a child's pause sleeps (no spin), and that sleep \
-         (`clock_nanosleep`) is left out.\n"
+         (`clock_nanosleep`) is left out; the CPU time of a thread woken after a pause includes \
+         what the host makes a wake-up from idle cost (compare a scenario's rows with each other, \
+         not across scenarios). A command that fails in a child still counts. Kinds not in a column and not rounding to 0 are listed \
+         under the table.\n",
+        MIN_SPLIT_CPU_NS / 1_000_000
     );
     for p in results.iter() {
         let _ = writeln!(o, "### ({}) {}\n", p.scenario.letter(), p.scenario.key());
@@ -554,19 +574,28 @@ pub fn section(cfg: &Config) -> String {
         let _ = writeln!(o, " other |");
         let _ = writeln!(o, "|---|{}", "---:|".repeat(7 + cols.len()));
         let mut problems = Vec::new();
+        let mut other_lists = Vec::new();
         for (i, c) in p.clients.iter().enumerate() {
             let Some(c) = c else { continue };
             let key = cfg.clients[i].key;
+            problems.extend(c.failed.iter().map(|f| format!("{key}, {f}")));
             let _ = write!(o, "| {key} |");
             match &c.window {
                 Ok(w) if w.n > 0 => {
                     let n = w.n as f64;
+                    let split = |us: u64| {
+                        if w.cpu_ns >= MIN_SPLIT_CPU_NS {
+                            format!("{:.1}", us as f64 / n)
+                        } else {
+                            "·".into()
+                        }
+                    };
                     let _ = write!(
                         o,
-                        " {:.1} | {:.1} | {:.1} | {} | {:.0} |",
+                        " {:.1} | {} | {} | {} | {:.0} |",
                         w.cpu_ns as f64 / 1000.0 / n,
-                        w.user_us as f64 / n,
-                        w.sys_us as f64 / n,
+                        split(w.user_us),
+                        split(w.sys_us),
                         fig(w.allocs as f64 / n),
                         w.bytes as f64 / n
                     );
@@ -580,12 +609,17 @@ pub fn section(cfg: &Config) -> String {
             match &c.syscalls {
                 Ok(s) => {
                     let total: f64 = s.values().sum();
-                    let shown: f64 = cols.iter().filter_map(|k| s.get(k)).sum();
+                    let shown: f64 = cols.iter().filter_map(|k| s.get(*k)).sum();
                     let _ = write!(o, " {} |", fig(total));
                     for k in &cols {
-                        let _ = write!(o, " {} |", fig(s.get(k).copied().unwrap_or(0.0)));
+                        let _ = write!(o, " {} |", fig(s.get(*k).copied().unwrap_or(0.0)));
                     }
                     let _ = writeln!(o, " {} |", fig(total - shown));
+                    if total - shown >= LIST_OTHER {
+                        let list: Vec<String> =
+                            others(s, &cols).into_iter().map(|(k, v)| format!("{k} {}", fig(v))).collect();
+                        other_lists.push(format!("{key}, other: {}", list.join(", ")));
+                    }
                 }
                 Err(e) => {
                     let _ = writeln!(o, "{}", " – |".repeat(cols.len() + 2));
@@ -594,6 +628,9 @@ pub fn section(cfg: &Config) -> String {
             }
         }
         let _ = writeln!(o);
+        for l in other_lists {
+            let _ = writeln!(o, "- {l}");
+        }
         for e in problems {
             let _ = writeln!(o, "- {e}");
         }
@@ -665,7 +702,7 @@ total                 8077
     }
 
     #[test]
-    fn columns_are_the_main_kinds_seen_then_frequent_others() {
+    fn columns_are_the_main_kinds_seen_and_the_rest_is_listed() {
         let mut a = BTreeMap::new();
         a.insert("recvfrom".to_string(), 1.0);
         a.insert("sendto".to_string(), 1.0);
@@ -674,6 +711,10 @@ total                 8077
         b.insert("socket".to_string(), 1.0);
         b.insert("ioctl".to_string(), 2.0);
         b.insert("close".to_string(), 0.001);
-        assert_eq!(columns(&[&a, &b]), vec!["socket", "sendto", "recvfrom", "ioctl"]);
+        b.insert("clone3".to_string(), 2.0);
+        let cols = columns(&[&a, &b]);
+        assert_eq!(cols, vec!["socket", "sendto", "recvfrom"]);
+        assert_eq!(others(&b, &cols), vec![("clone3".to_string(), 2.0), ("ioctl".to_string(), 2.0)]);
+        assert_eq!(others(&a, &cols), vec![("fcntl".to_string(), 0.1)]);
     }
 }
