@@ -28,6 +28,7 @@
 mod clients;
 mod device;
 mod link;
+mod profile;
 mod regime;
 mod report;
 mod stats;
@@ -199,6 +200,9 @@ pub struct Config {
     pub x25519_only: bool,
     /// `--pin same|split`: the client's threads and the device's on one CPU, or on two.
     pub pin: Option<Pin>,
+    /// After each scenario's rounds, the machine-independent figures (`profile.rs`): on in
+    /// full runs, off with `--quick` unless `--profile`; `--no-profile` skips them.
+    pub profile: bool,
 }
 
 /// Where the threads run (`--pin`). The VM's two wake-up regimes are where a client's thread runs
@@ -256,6 +260,7 @@ impl Config {
             link_delay: Duration::ZERO,
             x25519_only: false,
             pin: None,
+            profile: true,
         }
     }
 
@@ -345,6 +350,10 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
                        halted vCPU woken); unpinned, each client lands in either for a while
   --device-x25519-only the TLS device offers no key exchange but X25519 (a diagnostic: rustls's
                        ring provider offers P-384 first)
+  --profile / --no-profile
+                       after each scenario's rounds, re-run its commands per client in a child
+                       process (under strace -f -c for the syscalls) and report CPU time,
+                       allocations and syscalls by kind per command (default: on, off with --quick)
   --out PATH           write the markdown here (default compare/RESULTS.md, with a link
                        compare/RESULTS-link.md; none with --quick)
   --no-write           only print the markdown
@@ -357,6 +366,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     }
     let mut out_given = false;
     let mut clients_given = false;
+    let mut profile = None;
     let (mut rounds_given, mut keepalive_given) = (false, false);
     let mut it = args.iter();
     let num = |v: Option<&String>, flag: &str| -> Result<usize, String> {
@@ -367,6 +377,8 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             "--quick" => {}
             "--tls" => cfg.scenarios = Scenario::TLS.to_vec(),
             "--device-x25519-only" => cfg.x25519_only = true,
+            "--profile" => profile = Some(true),
+            "--no-profile" => profile = Some(false),
             "--pin" => {
                 cfg.pin = Some(match it.next().map(String::as_str) {
                     Some("same") => Pin::Same,
@@ -442,6 +454,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
     }
+    cfg.profile = profile.unwrap_or(!cfg.quick);
     let tls = cfg.scenarios.iter().any(|s| s.is_tls());
     if !out_given && !cfg.quick {
         match (tls, cfg.on_link()) {
@@ -519,22 +532,12 @@ impl Runner {
         let batch_cpu_start = (measured && gaps.is_empty()).then(process_cpu_ns);
         let mut cpu = 0;
         for k in 0..n {
-            let gap = (!gaps.is_empty()).then(|| self.sent % gaps.len());
             // The first command of a round follows a longer pause (the other clients ran):
             // it is left out of the per-gap figures.
-            let filed_gap = gap.filter(|_| k > 0);
-            if let Some(g) = gap {
-                self.client.pause_until(last_end + Duration::from_micros(gaps[g]));
-            }
-            let (method, url, body) = if self.sent.is_multiple_of(2) {
-                (Method::Put, self.put_url.as_str(), PUT_BODY)
-            } else {
-                (Method::Get, self.get_url.as_str(), &[][..])
-            };
-            self.sent += 1;
+            let filed_gap = self.pause(gaps, last_end).filter(|_| k > 0);
             let cpu_start = per_command_cpu.then(process_cpu_ns);
             let start = Instant::now();
-            let result = self.client.command(method, url, body);
+            let result = self.send_next();
             last_end = Instant::now();
             if let Some(cpu_start) = cpu_start {
                 cpu += process_cpu_ns() - cpu_start;
@@ -566,6 +569,27 @@ impl Runner {
         }
         samples
     }
+
+    /// With `gaps`, waits the one due before the next command, measured from `last_end` (the
+    /// end of the previous command); returns its index in `gaps`.
+    fn pause(&mut self, gaps: &[u64], last_end: Instant) -> Option<usize> {
+        let gap = (!gaps.is_empty()).then(|| self.sent % gaps.len());
+        if let Some(g) = gap {
+            self.client.pause_until(last_end + Duration::from_micros(gaps[g]));
+        }
+        gap
+    }
+
+    /// Sends the next command (PUT and GET alternate); returns the body length.
+    fn send_next(&mut self) -> Result<usize, String> {
+        let (method, url, body) = if self.sent.is_multiple_of(2) {
+            (Method::Put, self.put_url.as_str(), PUT_BODY)
+        } else {
+            (Method::Get, self.get_url.as_str(), &[][..])
+        };
+        self.sent += 1;
+        self.client.command(method, url, body)
+    }
 }
 
 /// CPU time of the whole process (client, its helper threads if any, and the device), in ns.
@@ -581,9 +605,11 @@ fn process_cpu_ns() -> u64 {
 
 /// Sleeps until shortly before `deadline`, then spins to it: gaps accurate to a few µs.
 pub fn wait_until(deadline: Instant) {
+    // A profiling child only sleeps: its pauses are the harness's and must burn no CPU.
+    let spin = if profile::pauses_sleep() { Duration::ZERO } else { Duration::from_micros(300) };
     let now = Instant::now();
-    if deadline > now + Duration::from_micros(300) {
-        std::thread::sleep(deadline - now - Duration::from_micros(300));
+    if deadline > now + spin {
+        std::thread::sleep(deadline - now - spin);
     }
     while Instant::now() < deadline {
         std::hint::spin_loop();
@@ -698,6 +724,9 @@ fn run_scenario(
         rec.handshakes_all = stats::Handshakes::read(device.counters(i));
         rec.handshakes = rec.handshakes_all.minus(&hs_base[i]);
     }
+    if cfg.profile {
+        profile::run(cfg, sc, &device, warmup, &not_run);
+    }
     Ok(ScenarioResult { scenario: sc, records, not_run, notes, elapsed: started.elapsed(), group: group_of })
 }
 
@@ -754,6 +783,9 @@ fn counts(d: &Device, i: usize) -> (u64, u64) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == profile::CHILD_FLAG) {
+        return profile::child(&args[1..]);
+    }
     let cfg = match parse_args(&args) {
         Ok(Some(cfg)) => cfg,
         Ok(None) => return ExitCode::SUCCESS,

@@ -348,6 +348,7 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
     o.push_str(&tls_targets(cfg, results));
     o.push_str(&regime_targets(cfg, results));
     o.push_str(&regime_tls_targets(cfg, results));
+    o.push_str(&crate::profile::section(cfg));
     o
 }
 
