@@ -19,5 +19,15 @@ if ! pkg-config --exists libcurl 2>/dev/null; then
     cargo clean --release -p curl-sys >/dev/null 2>&1 || true
 fi
 
+# The machine-independent figures (--profile, on in full runs) count syscalls with strace.
+if ! command -v strace >/dev/null 2>&1; then
+    echo "run.sh: installing strace" >&2
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -qq strace >/dev/null \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq strace >/dev/null; }
+fi
+
 cargo build --release -p compare
 exec cargo run --quiet --release -p compare -- "$@"
