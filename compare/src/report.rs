@@ -96,7 +96,7 @@ fn utc_now() -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
 }
 
-fn title(sc: Scenario, cfg: &Config) -> String {
+pub fn title(sc: Scenario, cfg: &Config) -> String {
     match sc {
         Scenario::KeepAlive => "(a) keep-alive: the device keeps every connection open".into(),
         Scenario::Fin => {
@@ -201,6 +201,15 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
         "Written by `compare/run.sh` (`cargo run --release -p compare{}`); do not edit by hand.\n",
         run_args(cfg)
     );
+    if let Some(path) = &cfg.out {
+        let svg = crate::svg::path_beside(path);
+        let _ = writeln!(
+            o,
+            "A picture of the tables, each scenario's p50 and p99 per client with the floors' p50s and \
+             the lost commands marked, was written beside this file by the same run: `{}`.\n",
+            svg.file_name().map_or_else(|| svg.display().to_string(), |n| n.to_string_lossy().into_owned())
+        );
+    }
     let _ = writeln!(o, "## Where and what\n");
     let _ = writeln!(o, "- Date: {}", m.date);
     let _ =
