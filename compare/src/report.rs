@@ -1343,11 +1343,12 @@ pub fn perf_verdicts(cfg: &Config, results: &[ScenarioResult]) -> Verdicts {
                     .count();
                 let counted_best = best.iter().find(|(b, _)| *b == j).map_or(0, |&(_, n)| n);
                 notes.push(format!(
-                    "({letter}, {}) {} lost {lost} commands, counted as never answered: by its p50 over \
-                     the commands it did not lose it would be the best peer in {answered_best} rounds, \
-                     with them counted in {counted_best}",
+                    "({letter}, {}) {} lost {lost} command{}, counted as never answered: by its p50 over \
+                     the commands it did not lose it would be the best peer in {answered_best} of the \
+                     rounds, with them counted in {counted_best}",
                     regime_name(g, rounds.len()),
-                    cfg.clients[j].label
+                    cfg.clients[j].label,
+                    if lost == 1 { "" } else { "s" }
                 ));
             }
         }
@@ -1821,7 +1822,8 @@ mod tests {
             "| 2 fresh connection | (b) fin | finwatch (execute) | whole run | lost commands | 2 | 0 | **missed** |",
             "- (b, only one seen (3 rounds)) the best peer at p50, by rounds: floor-spare 3",
             "- (b, only one seen (3 rounds)) minreq lost 360 commands, counted as never answered: by its p50 \
-             over the commands it did not lose it would be the best peer in 3 rounds, with them counted in 0",
+             over the commands it did not lose it would be the best peer in 3 of the rounds, with them counted \
+             in 0",
             "A lost command counts as never answered (infinite latency) in every figure",
         ] {
             assert!(out.contains(expected), "{expected}\nnot in\n{out}");

@@ -26,7 +26,9 @@ const BAR_WIDTH: f64 = 540.0;
 /// The figures' column (p50 / p99 µs, lost commands).
 const FIGURES: f64 = 835.0;
 const ROW: f64 = 22.0;
-const PANEL_HEAD: f64 = 44.0;
+const PANEL_HEAD: f64 = 56.0;
+/// Rows for the floors' labels above a panel.
+const LABEL_ROWS: usize = 3;
 const PANEL_FOOT: f64 = 34.0;
 
 /// Text safe in an SVG element or a double-quoted attribute.
@@ -236,28 +238,36 @@ fn panel(o: &mut String, cfg: &Config, r: &ScenarioResult, y: f64) -> f64 {
         let _ = write!(o, r#"<text x="{FIGURES}" y="{}">{} / {}"#, ry + 13.0, us(s.p50), us(s.p99));
         let failed = r.records[i].failed;
         if failed > 0 {
-            let _ = write!(o, r##"<tspan fill="#cc0000" font-weight="bold">  ✗ {failed} lost</tspan>"##);
+            let _ = write!(o, r##"<tspan dx="8" fill="#cc0000" font-weight="bold">✗ {failed} lost</tspan>"##);
         }
         let _ = writeln!(o, "</text>");
     }
-    // The floors' p50s across the panel, labelled above it (staggered, as they may be close).
-    let floors =
-        (0..cfg.clients.len()).filter(|&i| cfg.clients[i].key.starts_with("floor") && r.not_run[i].is_none());
-    for (n, i) in floors.enumerate() {
-        let Some(p50) = sums[i].p50 else { continue };
-        let x = x_of(p50 as f64, start, end);
+    // The floors' p50s across the panel, each labelled above it in the first of three rows
+    // where the label does not run into the one before (floors' p50s are often close).
+    let mut floors: Vec<(usize, usize, f64)> = (0..cfg.clients.len())
+        .filter(|&i| cfg.clients[i].key.starts_with("floor") && r.not_run[i].is_none())
+        .enumerate()
+        .filter_map(|(n, i)| sums[i].p50.map(|p| (n, i, x_of(p as f64, start, end))))
+        .collect();
+    floors.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let mut row_end = [f64::MIN; LABEL_ROWS];
+    for (n, i, x) in floors {
         let colour = FLOOR_LINES[n % FLOOR_LINES.len()];
+        let label = format!("{} p50", cfg.clients[i].key);
+        let width = label.chars().count() as f64 * 5.6;
+        let row = (0..LABEL_ROWS).find(|&k| row_end[k] < x).unwrap_or(LABEL_ROWS - 1);
+        row_end[row] = x + 2.0 + width + 4.0;
         let _ = writeln!(
             o,
             r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{bottom}" stroke="{colour}" stroke-width="1.2" stroke-dasharray="4 3"/>"#,
-            top - 4.0
+            y + 20.0 + row as f64 * 10.0
         );
         let _ = writeln!(
             o,
             r#"<text x="{:.1}" y="{}" font-size="10" fill="{colour}">{}</text>"#,
             x + 2.0,
-            y + 26.0 + (n % 2) as f64 * 10.0,
-            esc(&format!("{} p50", cfg.clients[i].key))
+            y + 28.0 + row as f64 * 10.0,
+            esc(&label)
         );
     }
     let _ = writeln!(o, "</g>");
