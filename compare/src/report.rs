@@ -273,7 +273,7 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
          (e); in \
          each, every client sends its share of commands in turn, the order rotated by one per \
          round. In (a), the clients that opened a connection for most of their warm-up commands \
-         (no reuse: minreq, attohttpc) take all their rounds after the others': the closed \
+         (no reuse: minreq, attohttpc, the warm-spare floor) take all their rounds after the others': the closed \
          sockets they leave behind, 2,000 per round, slowed the clients measured after them, \
          the event loops most (PERFORMANCE.md). Nothing is pinned.",
         cfg.rounds[0], cfg.rounds[1], cfg.rounds[2], cfg.rounds[3], cfg.rounds[4]
