@@ -32,6 +32,7 @@ mod profile;
 mod regime;
 mod report;
 mod stats;
+mod svg;
 mod tls;
 
 use std::path::PathBuf;
@@ -873,6 +874,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         eprintln!("wrote {}", path.display());
+        let picture = svg::path_beside(path);
+        let md_name =
+            path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+        if let Err(e) = std::fs::write(&picture, svg::render(&cfg, &results, &md_name)) {
+            eprintln!("cannot write {}: {e}", picture.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("wrote {}", picture.display());
         // The default full loopback run (every scenario, every client) is the one the README
         // shows: its compact table replaces the README's between the markers.
         if cfg.is_default_full_run() && *path == results_path("RESULTS.md") {

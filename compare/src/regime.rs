@@ -125,6 +125,14 @@ pub fn paired_median(a: &[Option<u64>], b: &[Option<u64>], rounds: &[usize]) -> 
     median(ratios).map(|m| (m, n))
 }
 
+/// The median over `rounds` of `ratio(k)` (an infinite ratio, a lost command's, sorts last),
+/// the rounds without one left out; with the number of rounds that had one.
+pub fn median_over(rounds: &[usize], ratio: impl Fn(usize) -> Option<f64>) -> Option<(f64, usize)> {
+    let v: Vec<f64> = rounds.iter().filter_map(|&k| ratio(k)).collect();
+    let n = v.len();
+    median(v).map(|m| (m, n))
+}
+
 /// The range (lowest, highest) of `values` over `rounds`, in ns.
 pub fn range(values: &[Option<u64>], rounds: &[usize]) -> Option<(u64, u64)> {
     let v: Vec<u64> = rounds.iter().filter_map(|&k| values.get(k).copied().flatten()).collect();
@@ -189,5 +197,11 @@ mod tests {
         assert_eq!(paired_median(&client, &reference, &[]), None);
         assert_eq!(range(&reference, &slow), Some((70 * US, 75 * US)));
         assert_eq!(median(vec![3.0, 1.0, 2.0, 4.0]), Some(3.0));
+        // A lost command's infinite ratio sorts last: one round in three does not move the median,
+        // two do.
+        let inf = f64::INFINITY;
+        assert_eq!(median_over(&[0, 1, 2], |k| Some([1.0, inf, 1.2][k])), Some((1.2, 3)));
+        assert_eq!(median_over(&[0, 1, 2], |k| Some([1.0, inf, inf][k])), Some((inf, 3)));
+        assert_eq!(median_over(&[0, 1, 2], |k| (k != 1).then_some(2.0)), Some((2.0, 2)));
     }
 }

@@ -31,6 +31,37 @@ pub fn nearest_rank_with_lost(sorted: &[u64], lost: u64, p: Pct) -> Option<Optio
     Some(sorted.get(rank as usize - 1).copied())
 }
 
+/// A latency as the verdicts see it: answered after so many ns, or never (a lost command, ranked
+/// above every answered one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lat {
+    Ns(u64),
+    Never,
+}
+
+impl Lat {
+    /// From a percentile with lost commands counted (`None`: the rank fell among the lost).
+    pub fn from_rank(p: Option<u64>) -> Lat {
+        p.map_or(Lat::Never, Lat::Ns)
+    }
+
+    /// `self / other`: infinite when `self` never came, 0 when only `other` never did.
+    pub fn ratio(self, other: Lat) -> f64 {
+        match (self, other) {
+            (Lat::Never, _) => f64::INFINITY,
+            (Lat::Ns(_), Lat::Never) => 0.0,
+            (Lat::Ns(a), Lat::Ns(b)) if b > 0 => a as f64 / b as f64,
+            (Lat::Ns(a), Lat::Ns(_)) => {
+                if a == 0 {
+                    1.0
+                } else {
+                    f64::INFINITY
+                }
+            }
+        }
+    }
+}
+
 /// What one client did in one scenario, over all rounds.
 #[derive(Debug, Default)]
 pub struct Record {
@@ -49,6 +80,11 @@ pub struct Record {
     /// The p50 and the p99 of every round in order, `None` for a round without a successful
     /// command: what the per-regime figures pair round by round.
     pub by_round: Vec<Option<(u64, u64)>>,
+    /// Commands lost in each round, in order.
+    pub round_failed: Vec<u64>,
+    /// The p50 and the p99 of every round with its lost commands counted as never answered
+    /// (`None`: a round without any command): what the verdicts pair round by round.
+    pub by_round_lost: Vec<Option<(Lat, Lat)>>,
     /// Distinct error messages and how often each was seen.
     pub errors: BTreeMap<String, u64>,
     /// In (c): the latency of every successful command by the index of the gap before it.
@@ -118,9 +154,14 @@ fn mean(total: u64, n: u64) -> Option<u64> {
 }
 
 impl Record {
-    /// Adds one round's successful latencies (consumed) and records that round's p50.
+    /// Adds one round's successful latencies (consumed) and records that round's p50; the
+    /// commands it lost are those [`Record::add_error`] counted since the previous round.
     pub fn add_round(&mut self, mut round: Vec<u64>) {
         round.sort_unstable();
+        let lost = self.failed.saturating_sub(self.round_failed.iter().sum::<u64>());
+        self.round_failed.push(lost);
+        let with_lost = |p| nearest_rank_with_lost(&round, lost, p).map(Lat::from_rank);
+        self.by_round_lost.push(with_lost(P50).zip(with_lost(P99)));
         if let Some(p) = nearest_rank(&round, P50) {
             self.round_p50.push(p);
         }
@@ -156,6 +197,11 @@ impl Record {
     /// The p99 of every round, in order.
     pub fn round_p99s(&self) -> Vec<Option<u64>> {
         self.by_round.iter().map(|r| r.map(|(_, p99)| p99)).collect()
+    }
+
+    /// The p50 (or p99) of every round with its lost commands counted as never answered.
+    pub fn round_lats(&self, p99: bool) -> Vec<Option<Lat>> {
+        self.by_round_lost.iter().map(|r| r.map(|(p50, p)| if p99 { p } else { p50 })).collect()
     }
 
     pub fn add_error(&mut self, e: String) {
@@ -242,6 +288,29 @@ mod tests {
         assert_eq!(nearest_rank_with_lost(&v, 0, P99), nearest_rank(&v, P99).map(Some));
         assert_eq!(nearest_rank_with_lost(&[], 3, P50), Some(None));
         assert_eq!(nearest_rank_with_lost(&[], 0, P50), None);
+    }
+
+    /// A round's lost commands are those counted since the previous round, ranked slowest in
+    /// that round's figures only.
+    #[test]
+    fn each_round_counts_its_own_lost_commands() {
+        let mut r = Record::default();
+        r.add_round((1..=100).collect());
+        r.add_error("lost".into());
+        r.add_round((1..=99).collect());
+        for _ in 0..60 {
+            r.add_error("lost".into());
+        }
+        r.add_round((1..=40).collect());
+        assert_eq!(r.round_failed, vec![0, 1, 60]);
+        assert_eq!(r.round_lats(false), vec![Some(Lat::Ns(50)), Some(Lat::Ns(50)), Some(Lat::Never)]);
+        assert_eq!(r.round_lats(true), vec![Some(Lat::Ns(99)), Some(Lat::Ns(99)), Some(Lat::Never)]);
+        // Without the lost ones the last round's p50 would be 20.
+        assert_eq!(r.round_p50s()[2], Some(20));
+        assert!(Lat::Ns(u64::MAX) < Lat::Never);
+        assert_eq!(Lat::Never.ratio(Lat::Ns(5)), f64::INFINITY);
+        assert_eq!(Lat::Ns(5).ratio(Lat::Never), 0.0);
+        assert_eq!(Lat::Ns(6).ratio(Lat::Ns(4)), 1.5);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod curl;
 mod finwatch;
 mod floor_blocking;
 mod floor_mio;
+mod floor_spare;
 mod floor_spin;
 mod floor_tls;
 mod hyper;
@@ -83,6 +84,9 @@ pub struct Kind {
 pub const FLOOR_BLOCKING: &str = "floor-blocking";
 /// Key of the busy-poll floor, the reference of the last ratio columns.
 pub const FLOOR_SPIN: &str = "floor-spin";
+/// Key of the warm-spare floor: a new connection per command, opened right after the previous
+/// response (a reference of the fresh-connection target).
+pub const FLOOR_SPARE: &str = "floor-spare";
 /// Key of the TLS floor: the TLS tables' floor and the TLS scenarios' regime reference.
 pub const FLOOR_TLS: &str = "floor-tls";
 
@@ -96,6 +100,9 @@ pub const ALL: &[Kind] = &[
     },
     Kind { key: FLOOR_SPIN, label: "floor: busy-poll non-blocking", make: floor_spin::make, tls: None },
     Kind { key: "floor-mio", label: "floor: minimal mio loop", make: floor_mio::make, tls: None },
+    // A fresh connection per command at the least cost: a blocking connect right after each
+    // response, the next command sent on it (the fresh-connection target's floor).
+    Kind { key: FLOOR_SPARE, label: "floor: blocking warm spare", make: floor_spare::make, tls: None },
     // TLS only: std TcpStream + rustls `StreamOwned` (ring), blocking, keep-alive.
     Kind {
         key: FLOOR_TLS,
