@@ -27,6 +27,7 @@
 
 mod clients;
 mod device;
+mod haltpoll;
 mod link;
 mod profile;
 mod regime;
@@ -204,6 +205,8 @@ pub struct Config {
     /// After each scenario's rounds, the machine-independent figures (`profile.rs`): on in
     /// full runs, off with `--quick` unless `--profile`; `--no-profile` skips them.
     pub profile: bool,
+    /// `--halt-poll-ns N`: the guest's halt polling for the run (see [`haltpoll`]).
+    pub halt_poll_ns: Option<u64>,
 }
 
 /// Where the threads run (`--pin`). The VM's two wake-up regimes are where a client's thread runs
@@ -261,6 +264,7 @@ impl Config {
             link_delay: Duration::ZERO,
             x25519_only: false,
             pin: None,
+            halt_poll_ns: None,
             profile: true,
         }
     }
@@ -349,6 +353,11 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
   --pin same|split     pin the client's threads and the device's to one CPU (same: the VM's
                        fast wake-up regime, a context switch) or to two (split: the slow one, a
                        halted vCPU woken); unpinned, each client lands in either for a while
+  --halt-poll-ns N     set the guest's halt polling (cpuidle-haltpoll's guest_halt_poll_ns) to N
+                       for the run, and put the old value back after (root, KVM guests): an
+                       idle vCPU polls up to N ns before it halts, so a wake-up from the other
+                       vCPU within that time is fast. With --pin split: 0 gives the slow
+                       cross-vCPU regime, 200000 the fast one the performance issue saw
   --device-x25519-only the TLS device offers no key exchange but X25519 (a diagnostic: rustls's
                        ring provider offers P-384 first)
   --profile / --no-profile
@@ -380,6 +389,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             "--device-x25519-only" => cfg.x25519_only = true,
             "--profile" => profile = Some(true),
             "--no-profile" => profile = Some(false),
+            "--halt-poll-ns" => cfg.halt_poll_ns = Some(num(it.next(), a)? as u64),
             "--pin" => {
                 cfg.pin = Some(match it.next().map(String::as_str) {
                     Some("same") => Pin::Same,
@@ -798,6 +808,15 @@ fn main() -> ExitCode {
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; measure with --release (compare/run.sh does)");
     }
+    // Restored when main returns (the guard's drop).
+    let _halt_poll = match cfg.halt_poll_ns.map(haltpoll::HaltPoll::set) {
+        Some(Err(e)) => {
+            eprintln!("--halt-poll-ns: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(guard)) => Some(guard),
+        None => None,
+    };
     // The clients run on this thread (and threads it starts, which inherit the mask).
     if cfg.pin.is_some()
         && let Err(e) = pin_this_thread(0)

@@ -153,6 +153,9 @@ fn run_args(cfg: &Config) -> String {
     if let Some(pin) = cfg.pin {
         let _ = write!(args, " --pin {}", pin.as_str());
     }
+    if let Some(ns) = cfg.halt_poll_ns {
+        let _ = write!(args, " --halt-poll-ns {ns}");
+    }
     if cfg.on_link() {
         let _ = write!(args, " --link-delay-us {}", cfg.link_delay.as_micros());
     }
@@ -214,6 +217,22 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
     let _ = writeln!(o, "- Date: {}", m.date);
     let _ =
         writeln!(o, "- Machine: {} × `{}`, Linux {}, cpuidle driver {}", m.nproc, m.cpu, m.kernel, m.cpuidle);
+    if let Some(ns) = crate::haltpoll::current() {
+        let _ = writeln!(
+            o,
+            "- Halt polling during the run (`guest_halt_poll_ns`): {ns} ns{}",
+            if cfg.halt_poll_ns.is_some() { " (set by `--halt-poll-ns`)" } else { "" }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "- Threads: {}",
+        match cfg.pin {
+            None => "not pinned (the scheduler places them; a client's rounds can sit in either wake-up regime)",
+            Some(crate::Pin::Same) => "every thread on CPU 0 (`--pin same`: a response reaches the client by a context switch)",
+            Some(crate::Pin::Split) => "the device on CPU 1, the clients on CPU 0 (`--pin split`: a response wakes the client's vCPU)",
+        }
+    );
     let _ = writeln!(o, "- Load average (1/5/15 min): {} at start, {} at the end", m.load_start, m.load_end);
     let _ = writeln!(o, "- {}", env!("COMPARE_RUSTC"));
     let _ = writeln!(o, "- finwatch: {}", m.finwatch_rev);
@@ -275,7 +294,7 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
          round. In (a), the clients that opened a connection for most of their warm-up commands \
          (no reuse: minreq, attohttpc, the warm-spare floor) take all their rounds after the others': the closed \
          sockets they leave behind, 2,000 per round, slowed the clients measured after them, \
-         the event loops most (PERFORMANCE.md). Nothing is pinned.",
+         the event loops most (PERFORMANCE.md). Where the threads run: \"Where and what\" above.",
         cfg.rounds[0], cfg.rounds[1], cfg.rounds[2], cfg.rounds[3], cfg.rounds[4]
     );
     let _ = writeln!(
