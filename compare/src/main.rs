@@ -269,20 +269,6 @@ impl Config {
         }
     }
 
-    /// Every scenario and client with the default counts, on loopback: what the README shows.
-    fn is_default_full_run(&self) -> bool {
-        let full = Config::full();
-        !self.quick
-            && !self.on_link()
-            && self.scenarios == full.scenarios
-            && self.clients.len() == full.clients.len()
-            && self.rounds == full.rounds
-            && self.commands == full.commands
-            && self.warmup == full.warmup
-            && self.idle_ms == full.idle_ms
-            && self.gap_offsets == full.gap_offsets
-    }
-
     fn quick(mut self) -> Config {
         self.rounds = [4; SCENARIOS];
         self.commands = [3_000, 600, 100, 600, 40, 2_000, 400, 100, 40, 400, 200, 100];
@@ -901,20 +887,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         eprintln!("wrote {}", picture.display());
-        // The default full loopback run (every scenario, every client) is the one the README
-        // shows: its compact table replaces the README's between the markers.
-        if cfg.is_default_full_run() && *path == results_path("RESULTS.md") {
-            let readme = results_path("../README.md");
-            let table = report::readme_table(&cfg, &machine, &results);
-            match std::fs::read_to_string(&readme).map(|r| report::splice_readme(&r, &table)) {
-                Ok(Some(updated)) => match std::fs::write(&readme, updated) {
-                    Ok(()) => eprintln!("updated the table in {}", readme.display()),
-                    Err(e) => eprintln!("cannot write {}: {e}", readme.display()),
-                },
-                Ok(None) => eprintln!("{}: no table markers; README not updated", readme.display()),
-                Err(e) => eprintln!("cannot read {}: {e}", readme.display()),
-            }
-        }
     }
     ExitCode::SUCCESS
 }
@@ -951,7 +923,6 @@ mod tests {
         assert!(keys(&parse("--tls")).iter().all(|k| clients::find(k).unwrap().tls.is_some()));
         assert!(keys(&parse("--scenarios a,t1")).contains(&clients::FLOOR_TLS));
         assert_eq!(keys(&parse("--tls --clients finwatch,hyper")), vec!["finwatch", "hyper"]);
-        assert!(parse("").is_default_full_run());
     }
 
     /// (a) runs 30 × 2,000 on loopback and 10 × 2,000 across a link, unless told otherwise;

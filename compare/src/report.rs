@@ -228,9 +228,12 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
         o,
         "- Threads: {}",
         match cfg.pin {
-            None => "not pinned (the scheduler places them; a client's rounds can sit in either wake-up regime)",
-            Some(crate::Pin::Same) => "every thread on CPU 0 (`--pin same`: a response reaches the client by a context switch)",
-            Some(crate::Pin::Split) => "the device on CPU 1, the clients on CPU 0 (`--pin split`: a response wakes the client's vCPU)",
+            None =>
+                "not pinned (the scheduler places them; a client's rounds can sit in either wake-up regime)",
+            Some(crate::Pin::Same) =>
+                "every thread on CPU 0 (`--pin same`: a response reaches the client by a context switch)",
+            Some(crate::Pin::Split) =>
+                "the device on CPU 1, the clients on CPU 0 (`--pin split`: a response wakes the client's vCPU)",
         }
     );
     let _ = writeln!(o, "- Load average (1/5/15 min): {} at start, {} at the end", m.load_start, m.load_end);
@@ -1478,80 +1481,6 @@ fn gap_table(cfg: &Config, r: &ScenarioResult) -> String {
     o
 }
 
-/// The compact table the README shows (between [`README_BEGIN`] and [`README_END`]): where and
-/// when, then p50 / p99 per scenario with the ratio to the blocking floor, and commands lost.
-pub fn readme_table(cfg: &Config, m: &Machine, results: &[ScenarioResult]) -> String {
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "Latest full run ({}, written by `compare/run.sh`): {}, {} × `{}` (Linux {}), {}, finwatch {}; \
-         load average {} at start, {} at the end. Crates: {}; libcurl {}.\n",
-        if cfg.on_link() { "across the emulated link" } else { "loopback" },
-        m.date,
-        m.nproc,
-        m.cpu,
-        m.kernel,
-        env!("COMPARE_RUSTC"),
-        m.finwatch_rev,
-        m.load_start,
-        m.load_end,
-        env!("COMPARE_CRATES"),
-        m.libcurl,
-    );
-    let _ = write!(o, "| client |");
-    for r in results {
-        let _ = write!(o, " ({}) p50 / p99 µs |", r.scenario.letter());
-    }
-    let _ = writeln!(o, " commands lost |");
-    let _ = writeln!(o, "|---|{}--:|", "--:|".repeat(results.len()));
-    // Percentiles once per scenario and client (each sorts every sample), and the floor's.
-    let summaries: Vec<Vec<Summary>> =
-        results.iter().map(|r| r.records.iter().map(|rec| rec.summary()).collect()).collect();
-    let floor = cfg.clients.iter().position(|k| k.key == FLOOR_BLOCKING);
-    for (i, kind) in cfg.clients.iter().enumerate() {
-        let _ = write!(o, "| {} |", kind.label);
-        let mut lost = Vec::new();
-        for (r, sums) in results.iter().zip(&summaries) {
-            if let Some(e) = &r.not_run[i] {
-                let _ = write!(o, " not run: {} |", e.replace('|', "/"));
-                lost.push("–".to_string());
-                continue;
-            }
-            let (s, blk) = (sums[i], floor.map(|b| sums[b]));
-            let _ = write!(
-                o,
-                " {} ({}) / {} ({}) |",
-                us(s.p50),
-                ratio(s.p50, blk.and_then(|b| b.p50)),
-                us(s.p99),
-                ratio(s.p99, blk.and_then(|b| b.p99))
-            );
-            lost.push(r.records[i].failed.to_string());
-        }
-        let _ = writeln!(o, " {} |", lost.join(" / "));
-    }
-    let _ = writeln!(
-        o,
-        "\nIn brackets: the ratio to the blocking floor of the same run. Commands lost per scenario, \
-         in the order of the columns. Scenarios, method and every error: `{}`.",
-        if cfg.on_link() { "compare/RESULTS-link.md" } else { "compare/RESULTS.md" }
-    );
-    o
-}
-
-/// The README's markers around the loopback table that a full run rewrites.
-pub const README_BEGIN: &str = "<!-- compare:begin (written by compare/run.sh) -->";
-/// See [`README_BEGIN`].
-pub const README_END: &str = "<!-- compare:end -->";
-
-/// `readme` with the text between the markers replaced by `table`; `None` if the markers are
-/// missing or out of order.
-pub fn splice_readme(readme: &str, table: &str) -> Option<String> {
-    let start = readme.find(README_BEGIN)? + README_BEGIN.len();
-    let end = start + readme[start..].find(README_END)?;
-    Some(format!("{}\n{}{}", &readme[..start], table, &readme[end..]))
-}
-
 fn shorten(e: &str) -> String {
     let e = e.replace('\n', " ");
     if e.chars().count() > 160 { format!("{}…", e.chars().take(160).collect::<String>()) } else { e }
@@ -1886,16 +1815,5 @@ mod tests {
         );
         let out = regime_targets(&cfg, &[r]);
         assert!(out.contains("  - (c) finwatch: ahead of every other client at p50 and p99"), "{out}");
-    }
-
-    #[test]
-    fn the_readme_table_is_replaced_between_its_markers_only() {
-        let readme = format!("# x\n\nbefore\n{README_BEGIN}\nold table\n{README_END}\nafter\n");
-        let out = splice_readme(&readme, "new table\n").unwrap();
-        assert_eq!(out, format!("# x\n\nbefore\n{README_BEGIN}\nnew table\n{README_END}\nafter\n"));
-        // Idempotent: a second run replaces its own output.
-        assert_eq!(splice_readme(&out, "new table\n").unwrap(), out);
-        assert_eq!(splice_readme("no markers", "t"), None);
-        assert_eq!(splice_readme(&format!("{README_END} {README_BEGIN}"), "t"), None);
     }
 }
