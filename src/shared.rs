@@ -179,6 +179,9 @@ struct Shared {
     /// released while it runs callbacks (so a callback can read `stats`/`connections`) and once
     /// it has finished; held by a caller for a direct request.
     client: Mutex<Client>,
+    /// Where the outcomes of the requests in the client go (taken by the loop thread as they
+    /// complete; a direct request handed over to the loop thread joins them).
+    waiting: Mutex<HashMap<RequestId, Reply>>,
     loop_thread: OnceLock<ThreadId>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
@@ -431,6 +434,7 @@ impl SharedClient {
             #[cfg(unix)]
             watch,
             client: Mutex::new(client),
+            waiting: Mutex::new(HashMap::new()),
             loop_thread: OnceLock::new(),
             join: Mutex::new(None),
         });
@@ -719,7 +723,7 @@ impl Shared {
             }
             st.direct_active = true;
         }
-        let _end = DirectGuard(self);
+        let end = DirectGuard(self);
         let mut client = lock(&self.client);
         // Requests submitted through the loop (callbacks, futures, queued sends) are in flight:
         // their outcomes belong to the loop thread.
@@ -745,6 +749,19 @@ impl Shared {
                 Ok(None) => {}
                 Err(e) => return Direct::Done(Err(e)),
             }
+            // Another thread queued work (a request, possibly to another device; a query): the
+            // loop thread takes the client back, with this request, so that nobody waits for
+            // this one to finish. Its outcome comes through the loop as any other's.
+            if !lock(&self.state).jobs.is_empty() {
+                let (tx, rx) = mpsc::sync_channel(1);
+                lock(&self.waiting).insert(id, Reply::Blocking(tx));
+                drop(client);
+                drop(end);
+                if let Err(e) = self.wake_loop() {
+                    log::error!("could not wake the finwatch loop thread: {e}");
+                }
+                return Direct::Done(rx.recv().unwrap_or_else(|_| Err(loop_lost())));
+            }
         }
     }
 
@@ -756,8 +773,14 @@ impl Shared {
             return Some(job);
         }
         let was_empty = st.jobs.is_empty();
+        let direct = st.direct_active;
         st.jobs.push_back(job);
         drop(st);
+        // A caller runs a request on the client itself: it hands that request to the loop
+        // thread, which then serves this job too (see `send_direct`).
+        if direct && let Err(e) = self.waker.wake() {
+            log::error!("could not wake the finwatch client: {e}");
+        }
         // The loop takes the whole queue at once: if it was not empty, the wake that came with
         // its first job has not been acted on yet, and covers this one too.
         if was_empty && let Err(e) = self.wake_loop() {
@@ -849,16 +872,14 @@ impl Shared {
 /// a dead loop.
 fn run(shared: &Shared, #[cfg(unix)] outer: mio::Poll) {
     let _ = shared.loop_thread.set(thread::current().id());
-    let mut waiting: HashMap<RequestId, Reply> = HashMap::new();
-    #[cfg(unix)]
     // Kept out here, so that a panic inside the loop loses no reply: the jobs taken but not yet
     // submitted, and the one being submitted.
     let mut jobs = VecDeque::new();
     let mut in_hand: Option<Reply> = None;
     #[cfg(unix)]
-    let turns = || turn_until_finished(shared, &mut waiting, &mut jobs, &mut in_hand, outer);
+    let turns = || turn_until_finished(shared, &mut jobs, &mut in_hand, outer);
     #[cfg(not(unix))]
-    let turns = || turn_until_finished(shared, &mut waiting, &mut jobs, &mut in_hand);
+    let turns = || turn_until_finished(shared, &mut jobs, &mut in_hand);
     let outcome = panic::catch_unwind(AssertUnwindSafe(turns));
     // From here on, callers are refused (a direct request too) before any outcome is delivered.
     lock(&shared.state).closing.get_or_insert_with(Instant::now);
@@ -866,7 +887,7 @@ fn run(shared: &Shared, #[cfg(unix)] outer: mio::Poll) {
         log::error!(
             "the finwatch loop thread panicked (a bug; please report it); {} pending request(s) fail, \
              and the SharedClient refuses new ones",
-            waiting.len()
+            lock(&shared.waiting).len()
         );
     }
     // Taken from the queue, never submitted: never processed.
@@ -877,7 +898,8 @@ fn run(shared: &Shared, #[cfg(unix)] outer: mio::Poll) {
     for reply in unsent {
         reply.deliver(Err(Error::Shutdown { stage: Stage::Queued }));
     }
-    for (_, reply) in waiting.drain() {
+    let waiting: Vec<Reply> = lock(&shared.waiting).drain().map(|(_, reply)| reply).collect();
+    for reply in waiting {
         // After a shutdown never (`abort_all` completes every request); after a panic, the
         // requests that were in the client: the device may have received them.
         reply.deliver(Err(loop_lost()));
@@ -906,7 +928,6 @@ fn run(shared: &Shared, #[cfg(unix)] outer: mio::Poll) {
 /// client's fd while watched, and the waker); elsewhere it sleeps in the client's own poll.
 fn turn_until_finished(
     shared: &Shared,
-    waiting: &mut HashMap<RequestId, Reply>,
     jobs: &mut VecDeque<Job>,
     in_hand: &mut Option<Reply>,
     #[cfg(unix)] mut outer: mio::Poll,
@@ -936,7 +957,7 @@ fn turn_until_finished(
                     }
                     let id = client.submit(request);
                     if let Some(reply) = in_hand.take() {
-                        waiting.insert(id, reply);
+                        lock(&shared.waiting).insert(id, reply);
                     }
                 }
                 Job::Stats(tx) => drop(tx.send(client.stats())),
@@ -997,7 +1018,8 @@ fn turn_until_finished(
         }
         drop(client);
         for c in done.drain(..) {
-            match waiting.remove(&c.id) {
+            let reply = lock(&shared.waiting).remove(&c.id);
+            match reply {
                 Some(reply) => reply.deliver(c.result),
                 None => log::error!("SharedClient: completion for unknown request {}", c.id.get()),
             }

@@ -237,3 +237,30 @@ fn shutdown_from_a_callback_does_not_deadlock() {
     assert!(t0.elapsed() < Duration::from_secs(1), "nothing was pending: {:?}", t0.elapsed());
     assert!(is_shutdown_at(&c.send(get(&dev.url("/"))), Stage::Queued));
 }
+
+/// A blocking call runs on the caller's thread when nothing else is pending (no thread hop);
+/// when another thread then queues work (here: a request to another device, and a query), the
+/// caller hands its request to the loop thread, so nobody waits for a stalled device they do
+/// not use, and the stalled request still ends by its own deadline, typed.
+#[test]
+fn a_direct_request_to_a_stalled_device_holds_up_no_other_device() {
+    let stalled = DeviceServer::start(|_| Reply::stall());
+    let fast = DeviceServer::keep_alive();
+    let c = SharedClient::from_builder(Client::builder().request_timeout(Duration::from_secs(2))).unwrap();
+    let (c2, url) = (c.clone(), stalled.url("/stalled"));
+    let waiter = thread::spawn(move || c2.get(&url));
+    assert!(wait_until(SETTLE, || stalled.request_count() == 1));
+    let t0 = Instant::now();
+    assert_eq!(c.get(&fast.url("/other")).unwrap().status(), 200);
+    assert!(t0.elapsed() < Duration::from_millis(500), "waited for the stalled device: {:?}", t0.elapsed());
+    let t0 = Instant::now();
+    assert!(c.stats().succeeded >= 1);
+    assert!(t0.elapsed() < Duration::from_millis(500), "stats waited: {:?}", t0.elapsed());
+    let stalled_outcome = waiter.join().unwrap().unwrap_err();
+    assert_eq!(stalled_outcome.kind(), "deadline_exceeded", "{stalled_outcome:?}");
+    assert!(stalled_outcome.may_have_been_processed());
+    // Back to direct calls afterwards.
+    for _ in 0..10 {
+        assert_eq!(c.get(&fast.url("/again")).unwrap().status(), 200);
+    }
+}
