@@ -606,6 +606,10 @@ impl Waker {
 /// [`Client::next_deadline`] has passed: deadlines are timers, not fds. (`examples/embed_mio.rs`
 /// does this with the application's own `mio::Poll`.)
 ///
+/// Unix only (the kqueue fd on macOS): on Windows mio's poller is an I/O completion port, with
+/// no fd to register elsewhere; drive the client with its own [`Client::poll`] there, or use a
+/// [`crate::SharedClient`].
+///
 /// ```
 /// use std::os::fd::AsRawFd;
 /// use std::time::Duration;
