@@ -34,27 +34,55 @@
 //! device would never fail. (The deadline can move earlier whenever the client is used, so read
 //! it again before each wait.)
 
+//!
+//! # Unix only
+//!
+//! The poller's fd (`AsRawFd` for `Client`) exists on Unix only (on Windows mio's poller is an
+//! I/O completion port, with no fd to register elsewhere): elsewhere the example only says so.
+
+// Every item but the stub `main` is Unix-only (a crate-level `#![cfg(unix)]` would leave a
+// binary without `main`).
+#[cfg(unix)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[cfg(unix)]
 use std::net::UdpSocket as StdUdpSocket;
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
+#[cfg(unix)]
 use std::thread;
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use finwatch::{Client, Completion, Request, RequestId};
+#[cfg(unix)]
 use mio::unix::SourceFd;
+#[cfg(unix)]
 use mio::{Events, Interest, Poll, Token};
+#[cfg(unix)]
 use support::DeviceServer;
 
+#[cfg(unix)]
 const UDP: Token = Token(0);
+#[cfg(unix)]
 const FINWATCH: Token = Token(1);
 /// The application's own timer: a state query to each device this often.
+#[cfg(unix)]
 const QUERY_EVERY: Duration = Duration::from_millis(50);
 /// A bound on the run, in case the panel's `quit` is lost.
+#[cfg(unix)]
 const LIMIT: Duration = Duration::from_secs(5);
 
+#[cfg(not(unix))]
+fn main() -> ExitCode {
+    eprintln!("embed_mio registers the client's poller fd in a mio::Poll: Unix only");
+    ExitCode::FAILURE
+}
+
+#[cfg(unix)]
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let keep = DeviceServer::keep_alive();
@@ -172,6 +200,7 @@ fn main() -> ExitCode {
 }
 
 /// Sends a few commands to the loop's UDP socket, then `quit`.
+#[cfg(unix)]
 fn operator_panel(to: std::net::SocketAddr) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let socket = StdUdpSocket::bind("127.0.0.1:0").expect("panel socket");
@@ -187,6 +216,7 @@ fn operator_panel(to: std::net::SocketAddr) -> thread::JoinHandle<()> {
 /// Shows how the outer `Poll` reports finwatch's fd: once per new batch of events
 /// (edge-triggered), not again while they wait, and again after `client.poll` only if new
 /// events arrive.
+#[cfg(unix)]
 fn check_readiness_semantics(client: &mut Client, poll: &mut Poll, events: &mut Events, url: String) {
     let reported = |poll: &mut Poll, events: &mut Events, wait: Duration| {
         poll.poll(events, Some(wait)).expect("poll");

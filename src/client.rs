@@ -645,6 +645,10 @@ impl Waker {
 /// [`Client::next_deadline`] has passed: deadlines are timers, not fds. (`examples/embed_mio.rs`
 /// does this with the application's own `mio::Poll`.)
 ///
+/// Unix only (the kqueue fd on macOS): on Windows mio's poller is an I/O completion port, with
+/// no fd to register elsewhere; drive the client with its own [`Client::poll`] there, or use a
+/// [`crate::SharedClient`].
+///
 /// ```
 /// use std::os::fd::AsRawFd;
 /// use std::time::Duration;
@@ -678,6 +682,8 @@ impl std::os::fd::AsRawFd for Client {
 /// | [`max_in_flight_per_host`](ClientBuilder::max_in_flight_per_host) | 1 |
 /// | [`max_connections_per_host`](ClientBuilder::max_connections_per_host) | 4 |
 /// | [`nodelay`](ClientBuilder::nodelay) | on |
+/// | [`local_address`](ClientBuilder::local_address) | any (the route decides) |
+/// | `bind_device` (Linux) | none (the route decides) |
 /// | [`busy_poll`](ClientBuilder::busy_poll) | off |
 /// | [`warm_spares`](ClientBuilder::warm_spares) | on |
 /// | [`trace`](ClientBuilder::trace) | off |
@@ -847,6 +853,59 @@ impl ClientBuilder {
         self
     }
 
+    /// Binds every connection to a local address before it connects (port 0: the kernel picks
+    /// the port), for a controller with several network interfaces whose devices must be
+    /// reached from one of them: the source address the devices see, and (with the host's
+    /// source-based routing) the interface. Default: unbound, the routing table decides.
+    ///
+    /// The address decides the family: a host name's addresses of the other family are skipped
+    /// (a name resolving to `::1` and `127.0.0.1` is reached at `127.0.0.1` from a local IPv4
+    /// address). A device with no address of that family fails with [`Error::ConnectFailed`]
+    /// whose source is [`std::io::ErrorKind::AddrNotAvailable`], saying which families
+    /// differ; nothing was sent. An address this host does not have fails the same way, at the
+    /// bind (`EADDRNOTAVAIL`).
+    ///
+    /// ```
+    /// use std::net::{IpAddr, Ipv4Addr};
+    /// # let base = finwatch::__doc_device();
+    /// let mut client =
+    ///     finwatch::Client::builder().local_address(IpAddr::V4(Ipv4Addr::LOCALHOST)).build()?;
+    /// assert!(client.get(&format!("{base}/io-state"))?.is_success());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn local_address(mut self, addr: std::net::IpAddr) -> Self {
+        self.cfg.local_address = Some(addr);
+        self
+    }
+
+    /// Linux only: binds every connection to a network interface by name (`SO_BINDTODEVICE`,
+    /// e.g. `"eth1"`) before it connects: its packets leave through that interface whatever
+    /// the routing table says, and only what arrives on it is accepted. Combine with
+    /// [`ClientBuilder::local_address`] to set the source address too. Default: none.
+    ///
+    /// Linux before 5.7 requires `CAP_NET_RAW` for it (run as root, or `setcap
+    /// cap_net_raw+ep` the binary); since 5.7 an unprivileged process may bind a socket that is
+    /// not bound to a device yet, as finwatch's are. Without the privilege, or for an interface
+    /// that does not exist (or is gone, a USB adapter unplugged), every connect fails with
+    /// [`Error::ConnectFailed`] (`EPERM`, `ENODEV`); nothing was sent. The name itself is
+    /// checked by [`ClientBuilder::build`]: empty, longer than 15 bytes, or containing `/`,
+    /// `:`, whitespace or a NUL, and it fails with [`Error::Io`] of kind
+    /// [`std::io::ErrorKind::InvalidInput`]. The method does not exist on other systems.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// // `lo`: the loopback interface, where the documentation's device listens.
+    /// let mut client = finwatch::Client::builder().bind_device("lo").build()?;
+    /// assert!(client.get(&format!("{base}/io-state"))?.is_success());
+    /// assert!(finwatch::Client::builder().bind_device("no such interface").build().is_err());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    #[cfg(target_os = "linux")]
+    pub fn bind_device(mut self, interface: &str) -> Self {
+        self.cfg.bind_device = Some(interface.into());
+        self
+    }
+
     /// Busy-poll mode, for a control loop that owns a core: while waiting for a response, spin
     /// for up to `budget` before sleeping in the poller. While one response is all that is
     /// pending, the spin reads that socket directly (one `recv` per pass) and looks at the
@@ -918,7 +977,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client (creates its poller; fails with [`Error::Io`] only if that fails).
+    /// Builds the client (creates its poller; fails with [`Error::Io`] only if that fails, or
+    /// if the name given to `bind_device` cannot be an interface's).
     ///
     /// ```
     /// let client = finwatch::Client::builder().build()?;
@@ -928,6 +988,9 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client> {
         let mut cfg = self.cfg;
         cfg.limits.max_headers = cfg.limits.max_headers.min(MAX_HEADERS_CAP);
+        if let Some(name) = &cfg.bind_device {
+            check_interface_name(name).map_err(Error::Io)?;
+        }
         let lookup = self.lookup.map_or_else(crate::resolve::system_lookup, |Lookup(f)| f);
         #[allow(unused_mut)]
         let mut driver = Driver::with_lookup(lookup).map_err(Error::Io)?;
@@ -966,4 +1029,21 @@ impl ClientBuilder {
         self.lookup = Some(Lookup(std::sync::Arc::new(lookup)));
         self
     }
+}
+
+/// A name Linux could give an interface (`dev_valid_name`): 1 to 15 bytes (`IFNAMSIZ` less
+/// the NUL), not `.` or `..`, without `/`, `:`, whitespace or a NUL.
+fn check_interface_name(name: &str) -> std::io::Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+    if bad {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{name:?} cannot be a network interface's name (1-15 bytes, no '/', ':' or spaces)"),
+        ));
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! the walk through a name's addresses when one refuses, and the handshake's result.
 
 use super::*;
+use crate::os::OpenOpts;
 
 impl<K: Kernel> Driver<K> {
     /// `label`: the host's key (`host:port`), which names it in errors and in the resolver.
@@ -93,7 +94,26 @@ impl<K: Kernel> Driver<K> {
         host: Arc<str>,
         attempt: Option<Attempt>,
     ) -> Result<(), (io::Error, Option<Attempt>)> {
-        let stream = match self.k.open(addr, engine.config().nodelay, key.index()) {
+        let cfg = engine.config();
+        if let Some(local) = cfg.local_address
+            && local.is_ipv4() != addr.is_ipv4()
+        {
+            // No socket: a bind of one family and a connect to the other would fail anyway
+            // (EINVAL, EAFNOSUPPORT), less clearly. A host name's next address is tried.
+            let family = |ip: IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            let e = io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!(
+                    "the local address {local} is {}, the device's address {addr} is {}",
+                    family(local),
+                    family(addr.ip())
+                ),
+            );
+            return Err((e, attempt));
+        }
+        let opts =
+            OpenOpts { nodelay: cfg.nodelay, local: cfg.local_address, device: cfg.bind_device.as_deref() };
+        let stream = match self.k.open(addr, &opts, key.index()) {
             Ok(s) => s,
             Err(e) => return Err((e, attempt)),
         };

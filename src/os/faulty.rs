@@ -21,7 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Caps, Kernel, Notify, Ready, Waited};
+use super::{Caps, Kernel, Notify, OpenOpts, Ready, Waited};
 
 /// How often each fault fires, in percent of the calls it applies to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,13 +151,13 @@ impl<K: Kernel + Observe> Kernel for Faulty<K> {
         self.inner.now()
     }
 
-    fn open(&mut self, addr: SocketAddr, nodelay: bool, token: usize) -> io::Result<Self::Stream> {
+    fn open(&mut self, addr: SocketAddr, opts: &OpenOpts<'_>, token: usize) -> io::Result<Self::Stream> {
         if self.maybe(self.rates.emfile) {
             self.counts.emfile += 1;
             log::trace!("faulty: open {addr}: EMFILE");
             return Err(io::Error::from_raw_os_error(24));
         }
-        let inner = self.inner.open(addr, nodelay, token)?;
+        let inner = self.inner.open(addr, opts, token)?;
         self.live.push(Live { token, connected: false });
         Ok(FaultyStream { inner, token })
     }
@@ -284,6 +284,8 @@ mod tests {
     use super::*;
     use crate::os::sim::{Script, SimKernel, SimOptions};
 
+    const OPEN: OpenOpts<'static> = OpenOpts { nodelay: true, local: None, device: None };
+
     /// A kernel with one connected socket to the simulated device, under `rates` and `seed`.
     fn connected(
         rates: FaultRates,
@@ -292,7 +294,7 @@ mod tests {
         let opts = SimOptions { events: 256, ..SimOptions::default() };
         let mut k = Faulty::new(SimKernel::new(opts, Script::default()), FaultRates::NONE, seed);
         let addr = crate::os::sim::DEVICE.parse().unwrap();
-        let mut s = k.open(addr, true, 0).unwrap();
+        let mut s = k.open(addr, &OPEN, 0).unwrap();
         let mut ready = Vec::new();
         while !ready.iter().any(|r: &Ready| r.writable) {
             k.wait(&mut ready, Some(Duration::from_millis(10))).unwrap();
@@ -322,7 +324,7 @@ mod tests {
                 k.wait(&mut ready, Some(Duration::ZERO)).map_err(|e| e.kind())
             ));
             if i % 10 == 0 {
-                match k.open(addr, true, 1 + i) {
+                match k.open(addr, &OPEN, 1 + i) {
                     Ok(o) => others.push(o),
                     Err(e) => log.push(format!("open {:?}", e.raw_os_error())),
                 }
@@ -359,8 +361,8 @@ mod tests {
     fn a_truncated_batch_reports_the_rest_next() {
         let (mut k, _s) = connected(FaultRates::NONE, 1);
         let addr = crate::os::sim::DEVICE.parse().unwrap();
-        let _a = k.open(addr, true, 1).unwrap();
-        let _b = k.open(addr, true, 2).unwrap();
+        let _a = k.open(addr, &OPEN, 1).unwrap();
+        let _b = k.open(addr, &OPEN, 2).unwrap();
         let later = k.inner.virtual_ns() + 10_000_000;
         k.inner.settle(later); // both connects complete: two events are ready
         k.rates.truncate = 100;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Caps, Kernel, Notify, Ready, Waited};
+use super::{Caps, Kernel, Notify, OpenOpts, Ready, Waited};
 
 /// `EINPROGRESS`: a non-blocking connect has started (`io::ErrorKind::InProgress` is unstable).
 #[cfg(target_os = "linux")]
@@ -68,8 +68,8 @@ impl Kernel for MioKernel {
         Instant::now()
     }
 
-    fn open(&mut self, addr: SocketAddr, nodelay: bool, token: usize) -> io::Result<Self::Stream> {
-        let mut stream = open_socket(addr, nodelay)?;
+    fn open(&mut self, addr: SocketAddr, opts: &OpenOpts<'_>, token: usize) -> io::Result<Self::Stream> {
+        let mut stream = open_socket(addr, opts)?;
         self.poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)?;
         Ok(stream)
     }
@@ -147,8 +147,8 @@ impl Kernel for MioKernel {
     }
 }
 
-/// A non-blocking TCP socket with its connect started.
-fn open_socket(addr: SocketAddr, nodelay: bool) -> io::Result<mio::net::TcpStream> {
+/// A non-blocking TCP socket with its connect started (bound first, if `opts` says so).
+fn open_socket(addr: SocketAddr, opts: &OpenOpts<'_>) -> io::Result<mio::net::TcpStream> {
     #[cfg(target_os = "linux")]
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     #[cfg(not(target_os = "linux"))]
@@ -157,7 +157,25 @@ fn open_socket(addr: SocketAddr, nodelay: bool) -> io::Result<mio::net::TcpStrea
         s.set_nonblocking(true)?;
         s
     };
-    socket.set_tcp_nodelay(nodelay)?;
+    socket.set_tcp_nodelay(opts.nodelay)?;
+    if let Some(device) = opts.device {
+        // SO_BINDTODEVICE: CAP_NET_RAW before Linux 5.7; since, unprivileged on a socket not yet
+        // bound to a device (as here). A missing interface is ENODEV.
+        #[cfg(target_os = "linux")]
+        socket.bind_device(Some(device.as_bytes()))?;
+        #[cfg(not(target_os = "linux"))]
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("binding to an interface ({device:?}) is supported on Linux only"),
+        ));
+    }
+    if let Some(local) = opts.local {
+        // Port 0: the kernel picks an ephemeral port at the bind, unique for the local address
+        // (without IP_BIND_ADDRESS_NO_PORT, which socket2 does not offer, it cannot wait for
+        // the destination): a few tens of thousands of connections at once, plenty for a
+        // controller.
+        socket.bind(&SocketAddr::new(local, 0).into())?;
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}

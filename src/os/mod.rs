@@ -19,7 +19,7 @@ pub(crate) mod mio;
 pub mod sim;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,20 @@ pub(crate) struct Caps {
     /// reports a socket in SYN_SENT neither readable nor writable). Without it the driver asks
     /// [`Kernel::connect_result`].
     pub writable_means_connected: bool,
+}
+
+/// How [`Kernel::open`] sets a socket up before its connect: the client's connect settings,
+/// borrowed from its `Config` (nothing is allocated per connect).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OpenOpts<'a> {
+    /// `TCP_NODELAY`.
+    pub nodelay: bool,
+    /// `bind()` to this address, port 0 (the kernel picks the port), before the connect. The
+    /// driver has checked that it is of the destination's family.
+    pub local: Option<IpAddr>,
+    /// `SO_BINDTODEVICE` to this interface before the connect (Linux; elsewhere the client
+    /// cannot be given one, and a kernel given one anyway fails the open).
+    pub device: Option<&'a str>,
 }
 
 /// One readiness event, copied out of the kernel's buffer so the loop can act on it.
@@ -74,10 +88,11 @@ pub(crate) trait Kernel {
     /// The only clock the driver reads (quinn's `Runtime::now`): the simulator's is virtual.
     fn now(&self) -> Instant;
 
-    /// `socket()`, `TCP_NODELAY`, a non-blocking `connect()`, registration for readable and
-    /// writable events under `token`. An error is a connect that failed at once (refused,
-    /// unreachable, `EMFILE`): the driver handles it exactly like one that fails later.
-    fn open(&mut self, addr: SocketAddr, nodelay: bool, token: usize) -> io::Result<Self::Stream>;
+    /// `socket()`, `TCP_NODELAY`, the binds of `opts` (device, then local address), a
+    /// non-blocking `connect()`, registration for readable and writable events under `token`.
+    /// An error is a connect that failed at once (refused, unreachable, `EMFILE`, a bind that
+    /// failed): the driver handles it exactly like one that fails later.
+    fn open(&mut self, addr: SocketAddr, opts: &OpenOpts<'_>, token: usize) -> io::Result<Self::Stream>;
 
     /// After a writable or error event of a connecting socket: `Ok(true)` connected,
     /// `Ok(false)` not yet (a spurious wake-up), `Err` the connect's error.

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 pub use device::{Act, AfterResponse, Cut, Ledger, Listen, Script};
 pub use scenario::{Command, Scenario};
 
-use super::{Caps, Kernel, Notify, Ready, Waited};
+use super::{Caps, Kernel, Notify, OpenOpts, Ready, Waited};
 use device::{Device, ns};
 use tcp::{Input, Sock, State};
 use wire::Mark;
@@ -493,7 +493,7 @@ impl Kernel for SimKernel {
         self.instant(self.virtual_ns())
     }
 
-    fn open(&mut self, addr: SocketAddr, _nodelay: bool, token: usize) -> io::Result<SimStream> {
+    fn open(&mut self, addr: SocketAddr, _opts: &OpenOpts<'_>, token: usize) -> io::Result<SimStream> {
         self.syscall();
         self.opens += 1;
         self.progress += 1;

@@ -14,6 +14,10 @@ pub struct Config {
     pub(crate) max_connections_per_host: usize,
     pub(crate) limits: Limits,
     pub(crate) nodelay: bool,
+    /// Bind every socket to this local address (port 0) before its connect.
+    pub(crate) local_address: Option<std::net::IpAddr>,
+    /// Linux: bind every socket to this interface (`SO_BINDTODEVICE`) before its connect.
+    pub(crate) bind_device: Option<Box<str>>,
     pub(crate) busy_poll: Option<Duration>,
     pub(crate) warm_spares: bool,
     /// Record a [`Trace`] of at most this many events.
@@ -31,6 +35,8 @@ impl Default for Config {
             max_connections_per_host: 4,
             limits: Limits::default(),
             nodelay: true,
+            local_address: None,
+            bind_device: None,
             busy_poll: None,
             warm_spares: true,
             trace: None,
