@@ -231,6 +231,7 @@ impl Client {
     /// [`Client::send`]'s wait for `id`, which also returns (`None`, the request still pending)
     /// when the client's waker fires or `until` passes: for [`crate::SharedClient`]'s direct
     /// path, which must hear a shutdown.
+    #[cfg(unix)]
     pub(crate) fn wait_until(
         &mut self,
         id: RequestId,

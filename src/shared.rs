@@ -973,6 +973,7 @@ fn turn_until_finished(
         // No request pending: `poll` still sleeps on the sockets (so a FIN on an idle connection
         // is handled at once) and on the client's own timers (idle retirement), until a wake-up
         // or the timeout.
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut timeout = match closing {
             _ if finish => Duration::ZERO,
             Some(until) => until.saturating_duration_since(now).min(MAX_SLEEP),
