@@ -174,6 +174,21 @@ impl Client {
         self.send_recent(Method::DELETE, url, Vec::new())
     }
 
+    /// `HEAD url`, blocking: the status and headers a `GET` would have, without the body (a
+    /// HEAD response has none, whatever its `Content-Length` says).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let resp = client.head(&format!("{base}/unico/v1/firmware"))?;
+    /// assert_eq!((resp.status(), resp.header("Content-Length")), (200, Some("11")));
+    /// assert!(resp.body().is_empty());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn head(&mut self, url: &str) -> Result<Response> {
+        self.send_recent(Method::HEAD, url, Vec::new())
+    }
+
     /// `method url` with `body`, through the request kept from an earlier call with the same
     /// method and URL (see [`Recent`]).
     fn send_recent(&mut self, method: Method, url: &str, body: Vec<u8>) -> Result<Response> {

@@ -127,8 +127,10 @@ pub enum Limit {
 /// answers the question a control loop must ask before it sends a command again: *may the device
 /// have acted on it?* The [crate docs](crate#when-a-request-fails) summarise when a request is
 /// retried before an error is reported; the fault matrix (`FAULTS.md`) lists the error for every
-/// point at which a device can fail. `Display` gives one line for a log, saying whether the device
-/// may have acted; `source` the underlying socket error, if any.
+/// point at which a device can fail. `Display` gives one line for a log, saying what happened and
+/// whether the device may have acted; the cause behind it (the socket error, a retry's failure) is
+/// not repeated there but is its `source`, so that a printed chain (`{:#}` of an `anyhow::Error`,
+/// or a walk of `source()`) shows each text once.
 ///
 /// ```
 /// use finwatch::{Client, Error};
@@ -139,7 +141,9 @@ pub enum Limit {
 ///     Err(e @ Error::ConnectFailed { .. }) => {
 ///         assert!(!e.may_have_been_processed()); // sending it again cannot apply it twice
 ///         assert_eq!(e.kind(), "connect_failed");
-///         println!("{e}"); // could not connect to 127.0.0.1:…: Connection refused (os error 111)
+///         println!("{e}"); // could not connect to 127.0.0.1:…
+///         // The socket error is its source: Connection refused (os error 111)
+///         assert!(std::error::Error::source(&e).is_some());
 ///     }
 ///     other => panic!("expected a refused connect, got {other:?}"),
 /// }
@@ -353,10 +357,9 @@ impl fmt::Display for Error {
                 write!(f, "invalid URL {:?}: {reason}", crate::url::redact_userinfo(url))
             }
             Error::InvalidRequest { reason } => write!(f, "invalid request: {reason}"),
-            Error::Resolve { host, source } => write!(f, "could not resolve {host}: {source}"),
-            Error::ConnectFailed { host, source } => {
-                write!(f, "could not connect to {host}: {source}")
-            }
+            // The io::Error of these is their `source()`, not repeated here.
+            Error::Resolve { host, .. } => write!(f, "could not resolve {host}"),
+            Error::ConnectFailed { host, .. } => write!(f, "could not connect to {host}"),
             Error::ConnectTimedOut { host } => write!(f, "connect to {host} timed out"),
             Error::DeadlineExceeded { stage } => {
                 write!(f, "request deadline exceeded {}", stage.as_str())?;
@@ -373,7 +376,9 @@ impl fmt::Display for Error {
                     LostCause::UnsolicitedData => write!(f, "device sent bytes it was not asked for ")?,
                 }
                 write!(f, "{}", stage.as_str())?;
-                if let Some(e) = source {
+                if let Some(e) = source
+                    && is_own_words(e)
+                {
                     write!(f, " ({e})")?;
                 }
                 if stage.may_have_been_processed() {
@@ -392,11 +397,21 @@ impl fmt::Display for Error {
                 };
                 write!(f, "response exceeded the limit of {max} {what}")
             }
-            Error::RetryFailed { first, last } => {
-                write!(f, "{last} (after a retry; the first attempt: {first})")
+            // `last` is the `source()`; `first` is not in the chain, so its own causes are
+            // written out here.
+            Error::RetryFailed { first, .. } => {
+                write!(f, "the retry of a lost request failed (the first attempt: ")?;
+                let mut cause: Option<&dyn std::error::Error> = Some(&**first);
+                let mut sep = "";
+                while let Some(e) = cause {
+                    write!(f, "{sep}{e}")?;
+                    sep = ": ";
+                    cause = e.source();
+                }
+                write!(f, ")")
             }
             Error::Shutdown { stage } => write!(f, "client shut down {}", stage.as_str()),
-            Error::Io(e) => write!(f, "event loop failed: {e}"),
+            Error::Io(_) => write!(f, "event loop failed"),
             Error::Tls { host, failure, reason } => {
                 let what = match failure {
                     TlsFailure::Handshake => "TLS handshake with",
@@ -413,12 +428,21 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Resolve { source, .. } | Error::ConnectFailed { source, .. } => Some(source),
-            Error::ConnectionLost { source: Some(e), .. } => Some(e),
+            Error::ConnectionLost { source: Some(e), .. } if !is_own_words(e) => Some(e),
             Error::RetryFailed { last, .. } => Some(&**last),
             Error::Io(e) => Some(e),
             _ => None,
         }
     }
+}
+
+/// Whether the `io::Error` under a lost connection is finwatch's own account of it rather than a
+/// cause: a TLS stream that ended with a bare FIN, no `close_notify` (the response may be
+/// truncated), is told by the TLS driver in an error of kind `UnexpectedEof`, which no socket error
+/// has. Its text is part of `Display`, and `source()` does not return it (it stays in the variant's
+/// `source` field).
+fn is_own_words(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::UnexpectedEof
 }
 
 impl From<io::Error> for Error {

@@ -310,7 +310,8 @@ pub use tls::TlsConfig;
 pub use trace::{Trace, TraceEvent, TraceKind};
 pub use url::Url;
 
-/// Hooks for the micro-benchmarks in `benches/`; not part of the API.
+/// Hooks for the micro-benchmarks in `benches/`; not part of the API (feature `__internal`).
+#[cfg(feature = "__internal")]
 #[doc(hidden)]
 pub mod __bench {
     use crate::proto::framing::{Limits, Progress, ResponseReader};
@@ -332,7 +333,9 @@ pub mod __bench {
     }
 }
 
-/// The engine's own CPU per command, sans-IO, for the micro-benchmarks; not part of the API.
+/// The engine's own CPU per command, sans-IO, for the micro-benchmarks; not part of the API
+/// (feature `__internal`).
+#[cfg(feature = "__internal")]
 #[doc(hidden)]
 pub mod __bench_engine {
     use std::time::Instant;
@@ -428,6 +431,10 @@ pub use os::sim::harness as __sim;
 /// assert_eq!((resp.status(), resp.body()), (200, &br#"{"value":1}"#[..]));
 /// # Ok::<(), finwatch::Error>(())
 /// ```
+///
+/// Compiled for this crate's own tests only (feature `__internal`, which its dev-dependency on
+/// itself turns on for every test build, doctests included; and the unit tests).
+#[cfg(any(test, feature = "__internal"))]
 #[doc(hidden)]
 pub fn __doc_device() -> String {
     static BASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -435,6 +442,7 @@ pub fn __doc_device() -> String {
 }
 
 /// The server behind [`__doc_device`].
+#[cfg(any(test, feature = "__internal"))]
 mod doc_device {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};

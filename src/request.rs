@@ -102,10 +102,41 @@ impl Method {
     }
 }
 
+/// The method's name, as on the wire.
+///
+/// ```
+/// assert_eq!(finwatch::Method::PATCH.to_string(), "PATCH");
+/// ```
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// [`Method::new`]: a case-sensitive RFC 9110 token (`get` is not `GET`), extension methods
+/// included; `CONNECT` and anything that is not a token are refused.
+///
+/// ```
+/// use finwatch::Method;
+/// assert_eq!("GET".parse::<Method>()?, Method::GET);
+/// assert_eq!("get".parse::<Method>()?.as_str(), "get"); // an extension method, not GET
+/// assert!(!"get".parse::<Method>()?.is_idempotent());
+/// assert_eq!("M-SEARCH".parse::<Method>()?.to_string(), "M-SEARCH");
+/// assert!("GET /".parse::<Method>().is_err());
+/// # Ok::<(), finwatch::Error>(())
+/// ```
+impl std::str::FromStr for Method {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Method> {
+        Method::new(name)
+    }
+}
+
 /// A request, validated and ready to submit.
 ///
 /// Made with a [`RequestBuilder`] ([`Request::get`], [`Request::put`], [`Request::post`],
-/// [`Request::builder`]), which refuses anything that could not be sent exactly as written.
+/// [`Request::delete`], [`Request::head`], [`Request::builder`]), which refuses anything that could not be sent exactly as written.
 /// A `Request` can be sent many times: [`crate::Client::execute`] borrows it.
 ///
 /// ```
@@ -240,6 +271,34 @@ impl Request {
     /// ```
     pub fn post(url: &str, body: impl Into<Vec<u8>>) -> RequestBuilder {
         Request::builder(Method::POST, url).body(body)
+    }
+
+    /// `DELETE url` (idempotent: retried after a lost connection like `GET` and `PUT`).
+    ///
+    /// ```
+    /// let req = finwatch::Request::delete("http://10.0.0.5/unico/v1/schedule/7").build()?;
+    /// assert_eq!(req.method(), &finwatch::Method::DELETE);
+    /// assert!(req.body().is_empty() && req.is_retryable());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn delete(url: &str) -> RequestBuilder {
+        Request::builder(Method::DELETE, url)
+    }
+
+    /// `HEAD url`: the status and headers a `GET` would have; its response has no body.
+    ///
+    /// ```
+    /// use finwatch::{Client, Method, Request};
+    /// # let base = finwatch::__doc_device();
+    /// let req = Request::head(&format!("{base}/unico/v1/firmware")).build()?;
+    /// assert_eq!(req.method(), &Method::HEAD);
+    /// let resp = Client::new()?.send(req)?;
+    /// assert_eq!(resp.header("Content-Length"), Some("11"));
+    /// assert!(resp.body().is_empty());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn head(url: &str) -> RequestBuilder {
+        Request::builder(Method::HEAD, url)
     }
 
     /// The method.

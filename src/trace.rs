@@ -103,6 +103,7 @@ pub enum TraceKind {
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TraceEvent {
     /// When the loop saw it.
     pub at: Instant,

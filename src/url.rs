@@ -248,6 +248,54 @@ impl Url {
     }
 }
 
+/// The URL as it can be parsed again: scheme, host (an IPv6 one bracketed, its zone as `%25`),
+/// the port unless it is the scheme's default, and the target; no fragment. `Url::parse` of it
+/// gives an equal `Url`.
+///
+/// ```
+/// use finwatch::Url;
+/// let url: Url = "HTTP://Device.local:80?x=1#top".parse()?;
+/// assert_eq!(url.to_string(), "http://Device.local/?x=1");
+/// let url: Url = "http://[fe80::1%eth0]:8080/io".parse()?;
+/// assert_eq!(url.to_string(), "http://[fe80::1%25eth0]:8080/io");
+/// assert_eq!(url.to_string().parse::<Url>()?, url);
+/// # Ok::<(), finwatch::Error>(())
+/// ```
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, default_port) = if self.tls { ("https", 443) } else { ("http", 80) };
+        write!(f, "{scheme}://")?;
+        if self.host.contains(':') {
+            match self.host.split_once('%') {
+                Some((addr, zone)) => write!(f, "[{addr}%25{zone}]")?,
+                None => write!(f, "[{}]", self.host)?,
+            }
+        } else {
+            f.write_str(&self.host)?;
+        }
+        if self.port != default_port {
+            write!(f, ":{}", self.port)?;
+        }
+        f.write_str(&self.target)
+    }
+}
+
+/// [`Url::parse`].
+///
+/// ```
+/// let url: finwatch::Url = "http://10.0.0.5:8080/io".parse()?;
+/// assert_eq!((url.host(), url.port()), ("10.0.0.5", 8080));
+/// assert!("ftp://10.0.0.5/".parse::<finwatch::Url>().is_err());
+/// # Ok::<(), finwatch::Error>(())
+/// ```
+impl std::str::FromStr for Url {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Url> {
+        Url::parse(url)
+    }
+}
+
 /// RFC 3986 reg-name characters (unreserved, sub-delims, pct-encoded).
 fn is_reg_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)

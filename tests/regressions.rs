@@ -5,14 +5,20 @@
 //! read at test time, so a crash saved there becomes a test without editing this file.
 //!
 //! Each input runs under `catch_unwind`, so one failing test lists every failing file by name.
+//!
+//! The directories are read through `tests/corpus/seeds` and `tests/corpus/regressions`, links to
+//! `fuzz/seeds` and `fuzz/regressions`: `cargo package` leaves out `fuzz/` (a directory with a
+//! `Cargo.toml` of its own is another package) but follows the links, so the published crate's
+//! tests run on the same corpus. Every directory must hold inputs: an absent corpus fails.
 
 use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-/// The files of `fuzz/<kind>/<target>/`, sorted; empty if the directory does not exist.
+/// The files of `fuzz/<kind>/<target>/` (through `tests/corpus/<kind>`), sorted; empty if the
+/// directory does not exist.
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(kind).join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(kind).join(target);
     let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -58,12 +64,14 @@ fn engine_seeds() {
 
 #[test]
 fn response_regressions() {
-    run_all("regressions", "response", finwatch::__fuzz::response);
+    let n = run_all("regressions", "response", finwatch::__fuzz::response);
+    assert!(n >= 5, "only {n} response regressions found: is fuzz/regressions/response there?");
 }
 
 #[test]
 fn engine_regressions() {
-    run_all("regressions", "engine", finwatch::__fuzz::engine);
+    let n = run_all("regressions", "engine", finwatch::__fuzz::engine);
+    assert!(n >= 2, "only {n} engine regressions found: is fuzz/regressions/engine there?");
 }
 
 #[test]
@@ -78,7 +86,8 @@ fn sim_seeds() {
 /// not run here; they move to `fuzz/regressions/sim/` once fixed.
 #[test]
 fn sim_regressions() {
-    run_all("regressions", "sim", |d| {
+    let n = run_all("regressions", "sim", |d| {
         finwatch::__sim::run(d);
     });
+    assert!(n >= 9, "only {n} sim regressions found: is fuzz/regressions/sim there?");
 }

@@ -156,11 +156,12 @@ fn pseudo_random_scenarios() {
     assert!(failed.is_empty(), "{} violations:\n{}", failed.len(), failed.join("\n"));
 }
 
-/// The committed seeds are the named scenarios' encodings: `fuzz/seeds/sim/<name>`. With
+/// The committed seeds are the named scenarios' encodings: `fuzz/seeds/sim/<name>` (read through
+/// the link `tests/corpus/seeds`, which the published crate holds; see tests/regressions.rs). With
 /// `FINWATCH_WRITE_SEEDS=1` the files are (re)written instead of compared.
 #[test]
 fn named_scenarios_are_committed() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let write = std::env::var_os("FINWATCH_WRITE_SEEDS").is_some_and(|v| v == "1");
     for (name, s) in __sim::named_scenarios() {
         let dir = root.join("seeds/sim");

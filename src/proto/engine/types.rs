@@ -86,7 +86,7 @@ impl RequestId {
 /// while done.is_empty() {
 ///     client.poll(Some(Duration::from_millis(10)), &mut done)?;
 /// }
-/// let Completion { id: done_id, result } = done.pop().unwrap();
+/// let Completion { id: done_id, result, .. } = done.pop().unwrap();
 /// assert_eq!(done_id, id);
 /// match result {
 ///     Ok(resp) => assert_eq!(resp.status(), 200),
@@ -95,6 +95,7 @@ impl RequestId {
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Completion {
     /// Which request.
     pub id: RequestId,
@@ -169,6 +170,7 @@ pub struct Stats {
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// Serial number, as in the debug log.
     pub id: u64,
