@@ -1598,14 +1598,19 @@ mod tests {
 
     #[test]
     fn success_line_shape() {
-        let meta = Meta { connection_id: 3, reused: false, retries: 0, reauthenticated: false };
+        // `Meta` is #[non_exhaustive]: built from its default.
+        let meta = |connection_id, reused, retries| {
+            let mut m = Meta::default();
+            (m.connection_id, m.reused, m.retries) = (connection_id, reused, retries);
+            m
+        };
+        let meta3 = meta(3, false, 0);
         assert_eq!(
-            success_line(0, 200, br#"{"on":true}"#, meta, 412),
+            success_line(0, 200, br#"{"on":true}"#, meta3, 412),
             r#"{"i":0,"status":200,"body_b64":"eyJvbiI6dHJ1ZX0=","conn":3,"reused":false,"us":412}"#
         );
-        let meta = Meta { connection_id: 7, reused: true, retries: 1, reauthenticated: false };
         assert_eq!(
-            success_line(12, 404, b"", meta, 0),
+            success_line(12, 404, b"", meta(7, true, 1), 0),
             r#"{"i":12,"status":404,"body_b64":"","conn":7,"reused":true,"us":0}"#
         );
     }
@@ -1633,7 +1638,9 @@ mod tests {
 
     #[test]
     fn summary_line_shape() {
-        let stats = Stats { retries: 2, connects: 3, fins_seen_idle: 1, ..Stats::default() };
+        // `Stats` is #[non_exhaustive]: built from its default.
+        let mut stats = Stats::default();
+        (stats.retries, stats.connects, stats.fins_seen_idle) = (2, 3, 1);
         let s = Summary::new(&[300, 100, 200], 1, &stats);
         assert_eq!(
             summary_line(&s),
@@ -2488,13 +2495,15 @@ mod tests {
             block.lines().take_while(|l| *l != "//! ```").map(|l| l.strip_prefix("//! ").unwrap()).collect();
         assert_eq!(documented, JSON_CONTRACT);
         // ... and ctl prints them.
-        let meta = Meta { connection_id: 1, reused: false, retries: 0, reauthenticated: false };
+        let mut meta = Meta::default();
+        meta.connection_id = 1;
         assert_eq!(success_line(0, 200, br#"{"on":true}"#, meta, 412), JSON_CONTRACT[0]);
         let e = Error::ConnectFailed { host: "10.0.0.5:80".to_string(), source: io::Error::other("refused") };
         let line = error_line(1, &e);
         let (head, _) = JSON_CONTRACT[1].split_once(r#""..."#).unwrap();
         assert!(line.starts_with(head) && line.ends_with(r#""}}"#), "{line}");
-        let stats = Stats { connects: 2, ..Stats::default() };
+        let mut stats = Stats::default();
+        stats.connects = 2;
         assert_eq!(summary_line(&Summary::new(&[412], 1, &stats)), JSON_CONTRACT[2]);
     }
 }

@@ -406,10 +406,12 @@ pub mod __bench_engine {
 }
 
 /// Fuzzing entry points (used by `fuzz/` and the regression tests); not part of the API.
+#[cfg(feature = "__internal")]
 #[doc(hidden)]
 pub use proto::fuzz as __fuzz;
 
 /// The simulated kernel's harness (used by `fuzz/`, `tests/sim.rs`); not part of the API.
+#[cfg(feature = "__internal")]
 #[doc(hidden)]
 pub use os::sim::harness as __sim;
 

@@ -86,6 +86,7 @@ impl std::fmt::Debug for Response {
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Meta {
     /// The id of the connection that carried the final attempt (as in the debug log).
     pub connection_id: u64,

@@ -14,8 +14,10 @@
 //! Call order per connection: [`Kernel::open`] → ([`Kernel::wait`] reports it writable) →
 //! [`Kernel::connect_result`] → `read`/`peek`/`write` as `wait` reports → [`Kernel::close`].
 
+#[cfg(any(test, feature = "__internal"))]
 pub mod faulty;
 pub(crate) mod mio;
+#[cfg(any(test, feature = "__internal"))]
 pub mod sim;
 
 use std::io;

@@ -279,6 +279,7 @@ fn challenges<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<Challenge> {
 
 /// The best Digest challenge we can answer among the `WWW-Authenticate` values, if any:
 /// `SHA-256` over `MD5`, then `qop=auth` over none; the first of equals.
+#[cfg(any(test, feature = "__internal"))]
 pub(crate) fn best_challenge<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Challenge> {
     let mut best: Option<Challenge> = None;
     for c in challenges(values) {

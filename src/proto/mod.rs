@@ -7,6 +7,7 @@ pub(crate) mod digest;
 pub mod engine;
 pub mod framing;
 #[doc(hidden)]
+#[cfg(feature = "__internal")]
 pub mod fuzz;
 pub(crate) mod hash;
 pub(crate) mod learn;

@@ -350,6 +350,7 @@ impl Engine {
     }
 
     /// The request on `conn` and whether it may be retried (for the fuzz harness's checks).
+    #[cfg(any(test, feature = "__internal"))]
     pub(crate) fn request_on(&self, conn: Key) -> Option<(RequestId, bool)> {
         let r = self.busy_request(conn)?;
         self.reqs.get(r).map(|p| (p.id, p.retryable))

@@ -116,6 +116,7 @@ pub struct Completion {
 /// # Ok::<(), finwatch::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Requests submitted.
     pub submitted: u64,
