@@ -30,6 +30,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 #[cfg(unix)]
 const LINGER: Duration = Duration::from_micros(250);
 
+/// The longest the loop thread sleeps while callers keep calling back to back (see `linger` in
+/// the loop): after a burst, it watches the sockets again within this.
+#[cfg(unix)]
+const MAX_LINGER: Duration = Duration::from_millis(8);
+
 /// How long [`SharedClient::stats`] and [`SharedClient::connections`] wait for the loop thread to
 /// answer before they read the client themselves (the loop is then blocked in a callback).
 const QUERY_WAIT: Duration = Duration::from_secs(1);
@@ -323,11 +328,14 @@ impl Watch {
         Ok(())
     }
 
-    fn disarm(&self) {
+    /// Whether it was armed.
+    fn disarm(&self) -> bool {
         use std::sync::atomic::Ordering;
-        if self.armed.swap(false, Ordering::Relaxed) {
+        let was = self.armed.swap(false, Ordering::Relaxed);
+        if was {
             let _ = self.registry.deregister(&mut mio::unix::SourceFd(&self.fd));
         }
+        was
     }
 
     fn armed(&self) -> bool {
@@ -352,16 +360,29 @@ enum Direct<'u> {
     Declined(Outgoing<'u>),
 }
 
-/// Ends a direct request (also if it panicked): the loop thread may take over again.
+/// Ends a direct request (also if it panicked): the loop thread may take over again. If this
+/// request took the client's fd out of the loop thread's poller, the loop thread is woken once
+/// it is over: it sleeps on a timeout it chose while it watched, and must now come back after
+/// the linger to watch again (the first request of a burst pays this wake-up, not the others).
 #[cfg(unix)]
-struct DirectGuard<'a>(&'a Shared);
+struct DirectGuard<'a> {
+    shared: &'a Shared,
+    disarmed: bool,
+}
 
 #[cfg(unix)]
 impl Drop for DirectGuard<'_> {
     fn drop(&mut self) {
-        let mut st = lock(&self.0.state);
-        st.direct_active = false;
-        st.direct_end = Some(Instant::now());
+        {
+            let mut st = lock(&self.shared.state);
+            st.direct_active = false;
+            st.direct_end = Some(Instant::now());
+        }
+        if self.disarmed
+            && let Err(e) = self.shared.wake_loop()
+        {
+            log::error!("could not wake the finwatch loop thread: {e}");
+        }
     }
 }
 
@@ -723,14 +744,14 @@ impl Shared {
             }
             st.direct_active = true;
         }
-        let end = DirectGuard(self);
+        let mut end = DirectGuard { shared: self, disarmed: false };
         let mut client = lock(&self.client);
         // Requests submitted through the loop (callbacks, futures, queued sends) are in flight:
         // their outcomes belong to the loop thread.
         if client.pending() > 0 {
             return Direct::Declined(request);
         }
-        self.watch.disarm();
+        end.disarmed = self.watch.disarm();
         let id = match request {
             Outgoing::Built(request) => client.submit(request),
             Outgoing::Recent(method, url, body) => match client.submit_recent(method, url, body) {
@@ -935,9 +956,39 @@ fn turn_until_finished(
     let mut done: Vec<Completion> = Vec::new();
     #[cfg(unix)]
     let mut events = mio::Events::with_capacity(4);
+    // How long to sleep while callers keep the client to themselves (see `LINGER`): doubled at
+    // each wake-up that finds them still at it, so a long burst of calls meets the loop thread
+    // about once per `MAX_LINGER` instead of once per `LINGER`.
+    #[cfg(unix)]
+    let mut linger = LINGER;
     #[cfg(test)]
     let mut panic_after = PANIC_AFTER_JOBS.with(|p| p.take());
     loop {
+        // Callers run their requests themselves and nothing is queued: no need to touch the
+        // client (its lock, a poll); sleep again.
+        #[cfg(unix)]
+        if !shared.watch.armed() {
+            let st = lock(&shared.state);
+            let now = Instant::now();
+            // A call within the last LINGER: callers are still at it.
+            let lingering = st.direct_active
+                || st.direct_end.is_some_and(|end| now.saturating_duration_since(end) < LINGER);
+            if lingering && st.jobs.is_empty() && st.closing.is_none() && !st.finished {
+                drop(st);
+                if let Err(e) = outer.poll(&mut events, Some(linger))
+                    && e.kind() != std::io::ErrorKind::Interrupted
+                {
+                    log::error!("the finwatch loop thread cannot wait ({e}); shutting the SharedClient down");
+                    lock(&shared.state).closing.get_or_insert_with(Instant::now);
+                }
+                linger = (linger * 2).min(MAX_LINGER);
+                continue;
+            }
+        }
+        #[cfg(unix)]
+        if shared.watch.armed() {
+            linger = LINGER;
+        }
         let mut client = lock(&shared.client);
         let (closing, _direct_active, _direct_end) = {
             let mut st = lock(&shared.state);
@@ -1005,10 +1056,22 @@ fn turn_until_finished(
                 lock(&shared.state).closing.get_or_insert(now);
             }
             if let Some(at) = client.next_deadline() {
-                timeout = timeout.min(at.saturating_duration_since(now));
+                // Measured after the turn: a deadline is met to the microsecond.
+                timeout = timeout.min(at.saturating_duration_since(Instant::now()));
             }
-            if !shared.watch.armed() {
-                // Until the linger is over (a caller still in its request: look again then).
+            if shared.watch.armed() {
+                // The poller counts whole milliseconds (mio rounds a shorter wait up): wait the
+                // whole ones, and spin the last fraction on zero-timeout passes, so that a timer
+                // (retiring a connection ahead of the device's learned idle close) fires on time,
+                // not up to a millisecond after the device closed it. (As `Client::poll` does.)
+                timeout = if timeout < Duration::from_millis(1) {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(timeout.as_millis() as u64)
+                };
+            } else {
+                // Until the linger is over (a caller still in its request: look again then);
+                // no need for precision: a caller is about.
                 let since = if _direct_active {
                     Duration::ZERO
                 } else {

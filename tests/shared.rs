@@ -264,3 +264,22 @@ fn a_direct_request_to_a_stalled_device_holds_up_no_other_device() {
         assert_eq!(c.get(&fast.url("/again")).unwrap().status(), 200);
     }
 }
+
+/// Between a caller's direct requests the loop thread watches the sockets again: it sees the
+/// device's idle close coming (learned), retires the connection ahead of it and has a warm
+/// spare ready for the next command. (A direct request that took the client's fd out of the
+/// loop thread's poller once left the loop asleep for its whole backstop: no spare was ever
+/// opened, and every command after a pause paid a connect.)
+#[test]
+fn between_direct_requests_the_loop_retires_ahead_and_keeps_a_spare() {
+    let dev = DeviceServer::idle_close(Duration::from_millis(5));
+    let c = shared();
+    for _ in 0..12 {
+        assert_eq!(c.get(&dev.url("/x")).unwrap().status(), 200);
+        // A pause past the device's idle close; a sleep here is the scenario, not a wait for it.
+        thread::sleep(Duration::from_millis(8));
+    }
+    let s = c.stats();
+    assert!(s.warm_spares_used >= 3, "{s:?}");
+    assert!(s.retired_before_idle_close >= 3, "{s:?}");
+}
