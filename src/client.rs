@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::driver::Driver;
 use crate::error::{Error, Result};
-use crate::proto::engine::{Completion, Config, ConnectionInfo, Engine, RequestId, Stats};
+use crate::proto::engine::{
+    BodySink, BodySource, Completion, Config, ConnectionInfo, Engine, RequestId, Stats,
+};
 use crate::proto::framing::{Limits, MAX_HEADERS_CAP};
 use crate::request::{Method, Request};
 use crate::response::Response;
@@ -38,6 +40,24 @@ pub struct Client {
     /// The requests `get`, `put`, `post` and `delete` built lately, for the next call with the
     /// same method and URL.
     recent: Recent,
+}
+
+/// The engine's handle on a [`Client::send_to`] sink, which the caller takes back when the
+/// request has completed.
+struct SinkSlot<W>(std::sync::Arc<std::sync::Mutex<Option<W>>>);
+
+impl<W: std::io::Write> std::io::Write for SinkSlot<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut sink = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match sink.as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(std::io::Error::other("the response body's writer is gone")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How many requests [`Recent`] keeps: a control loop talks to a few URLs over and over.
@@ -228,6 +248,119 @@ impl Client {
     pub fn send(&mut self, request: Request) -> Result<Response> {
         let id = self.submit(request);
         self.wait_for(id)
+    }
+
+    /// Sends `request` with a body of exactly `len` bytes read from `body` as the socket takes
+    /// them, and blocks until the response: a firmware image goes out from a file without being
+    /// held in memory. At most one buffer of 64 KiB of the body is held at a time, whatever
+    /// `len` is.
+    ///
+    /// The head announces `Content-Length: len` (replacing any the request has); the request's
+    /// own body must be empty ([`Error::InvalidRequest`] otherwise, as with
+    /// [`RequestBuilder::digest_auth`](crate::RequestBuilder::digest_auth): answering a
+    /// challenge would need the body again). The body is read on the caller's thread, in the
+    /// event loop, once the head is written, with blocking reads of up to 64 KiB; it is never
+    /// read past `len`.
+    ///
+    /// - The request's deadline ([`RequestBuilder::timeout`](crate::RequestBuilder::timeout),
+    ///   or the client's `request_timeout`) covers the whole transfer: give a large upload one
+    ///   long enough for it.
+    /// - A reader that fails, or ends before `len` bytes, fails the request with
+    ///   [`Error::BodyStream`] at [`Stage::SendingBody`](crate::Stage::SendingBody) (the device
+    ///   has the head: [`Error::may_have_been_processed`] is `true`), and the connection is
+    ///   closed, since the device would wait for the rest. The client stays usable.
+    /// - It is sent again after a lost connection only while no body byte has been read (its
+    ///   head was not all written, under the usual rules); after that, a loss is reported,
+    ///   never re-sent.
+    /// - A device that answers before reading the whole body (`413`, or an early `200`) gives
+    ///   the response; the rest of the body is not read, and the connection is closed.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let image = std::io::Cursor::new(vec![0xA5u8; 300_000]); // a `File` in real life
+    /// let put = finwatch::Request::put(&format!("{base}/unico/v1/firmware"), "")
+    ///     .timeout(std::time::Duration::from_secs(60))
+    ///     .build()?;
+    /// assert_eq!(client.send_streaming(put, image, 300_000)?.status(), 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn send_streaming(
+        &mut self,
+        request: Request,
+        body: impl std::io::Read + Send + 'static,
+        len: u64,
+    ) -> Result<Response> {
+        if !request.body.is_empty() {
+            return Err(Error::invalid_request(
+                "a request sent with a streamed body must not have a body of its own",
+            ));
+        }
+        Self::refuse_digest(&request)?;
+        let source = BodySource::new(Box::new(body), len);
+        let id = self.engine.submit_streamed(&request, Some(source), None, self.driver.now());
+        self.wait_for(id)
+    }
+
+    /// Sends `request` and blocks until its response, whose body is written to `sink` as it
+    /// arrives instead of being kept: a firmware image or a log comes down into a file
+    /// without being held in memory. Returns the response (status and headers, an **empty**
+    /// body) and the sink, flushed.
+    ///
+    /// The body is framed as for any response (`Content-Length`, chunked, or until the device
+    /// closes); [`Limits::max_body_bytes`] does not apply to it (the sink takes it as it comes:
+    /// bound it there if it must be), the other limits do. Each write to the sink is at most
+    /// one read from the socket (64 KiB), on the caller's thread, in the event loop. The
+    /// request's deadline covers the whole transfer: give a large download one long enough for
+    /// it. A request with [`RequestBuilder::digest_auth`](crate::RequestBuilder::digest_auth) is
+    /// refused ([`Error::InvalidRequest`]): the challenge's body would go to the sink.
+    ///
+    /// A sink that fails fails the request with [`Error::BodyStream`] at
+    /// [`Stage::ReadingResponse`](crate::Stage::ReadingResponse) (the device has acted on the
+    /// request: [`Error::may_have_been_processed`] is `true`) and closes the connection; the
+    /// client stays usable. On any error the sink is dropped with what it had been given: to
+    /// keep a file open after an error, pass a handle to it (`file.try_clone()?`, or a
+    /// `&'static` or shared writer). A request whose response has begun is never sent again,
+    /// so no byte reaches the sink twice.
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let get = finwatch::Request::get(&format!("{base}/unico/v1/firmware")).build()?;
+    /// let (resp, image) = client.send_to(get, Vec::new())?; // a `File` in real life
+    /// assert_eq!(resp.status(), 200);
+    /// assert!(resp.body().is_empty());
+    /// assert_eq!(image.len(), 11);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn send_to<W: std::io::Write + Send + 'static>(
+        &mut self,
+        request: Request,
+        sink: W,
+    ) -> Result<(Response, W)> {
+        use std::sync::{Arc, Mutex, PoisonError};
+        Self::refuse_digest(&request)?;
+        let slot = Arc::new(Mutex::new(Some(sink)));
+        let sink = BodySink(Box::new(SinkSlot(Arc::clone(&slot))));
+        let id = self.engine.submit_streamed(&request, None, Some(sink), self.driver.now());
+        let resp = self.wait_for(id)?;
+        // The engine has let go of its handle with the request: the sink is the caller's again.
+        let sink = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(mut sink) = sink else {
+            let source = std::io::Error::other("the response body's writer was not handed back");
+            return Err(Error::BodyStream { stage: crate::Stage::ReadingResponse, source });
+        };
+        sink.flush().map_err(|source| Error::BodyStream { stage: crate::Stage::ReadingResponse, source })?;
+        Ok((resp, sink))
+    }
+
+    fn refuse_digest(request: &Request) -> Result<()> {
+        if request.digest.is_some() {
+            return Err(Error::invalid_request(
+                "digest_auth cannot be combined with a streamed body (a challenge would need the body again)",
+            ));
+        }
+        Ok(())
     }
 
     /// Runs the loop until request `id` completes; other completions are kept for `poll`.

@@ -237,6 +237,18 @@ pub enum Error {
         /// How far the exchange had got.
         stage: Stage,
     },
+    /// The caller's body stream failed: the reader of a streamed request body
+    /// ([`crate::Client::send_streaming`]: it returned an error, or ended before the announced
+    /// length; `stage` is then [`Stage::SendingBody`]), or the writer a response body was
+    /// streamed into ([`crate::Client::send_to`]; `stage` is then [`Stage::ReadingResponse`]).
+    /// The connection was closed (the device would have waited for the rest of the body, or the
+    /// rest of the response would have been read as the next one's); the client stays usable.
+    BodyStream {
+        /// How far the exchange had got.
+        stage: Stage,
+        /// The reader's or writer's error (`UnexpectedEof` for a reader that ended early).
+        source: io::Error,
+    },
     /// The event loop itself failed (the poller). The client may not be usable.
     Io(io::Error),
     /// The TLS handshake with the device failed (`https://`, feature `tls`): no application
@@ -295,7 +307,8 @@ impl Error {
             | Error::Tls { .. } => false,
             Error::DeadlineExceeded { stage }
             | Error::ConnectionLost { stage, .. }
-            | Error::Shutdown { stage } => stage.may_have_been_processed(),
+            | Error::Shutdown { stage }
+            | Error::BodyStream { stage, .. } => stage.may_have_been_processed(),
             // The device answered (badly): it had the request.
             Error::MalformedResponse { .. } | Error::LimitExceeded { .. } => true,
             Error::RetryFailed { first, last } => {
@@ -309,7 +322,7 @@ impl Error {
     /// A short, stable, machine-readable name of the variant (used by `ctl --json`):
     /// `invalid_url`, `invalid_request`, `resolve`, `connect_failed`, `connect_timed_out`,
     /// `deadline_exceeded`, `connection_closed`, `connection_reset`, `malformed_response`,
-    /// `limit_exceeded`, `shutdown`, `io`; a [`Error::RetryFailed`] has the kind of its last
+    /// `limit_exceeded`, `shutdown`, `body_stream`, `io`; a [`Error::RetryFailed`] has the kind of its last
     /// failure.
     ///
     /// ```
@@ -333,6 +346,7 @@ impl Error {
             Error::LimitExceeded { .. } => "limit_exceeded",
             Error::RetryFailed { last, .. } => last.kind(),
             Error::Shutdown { .. } => "shutdown",
+            Error::BodyStream { .. } => "body_stream",
             Error::Io(_) => "io",
             Error::Tls { failure: TlsFailure::Handshake, .. } => "tls_handshake",
             Error::Tls { failure: TlsFailure::CertificateRefused, .. } => "tls_certificate",
@@ -411,6 +425,18 @@ impl fmt::Display for Error {
                 write!(f, ")")
             }
             Error::Shutdown { stage } => write!(f, "client shut down {}", stage.as_str()),
+            Error::BodyStream { stage, .. } => {
+                if *stage == Stage::ReadingResponse {
+                    write!(f, "the writer of the response body failed {}", stage.as_str())?;
+                } else {
+                    write!(f, "the reader of the request body failed {}", stage.as_str())?;
+                }
+                if stage.may_have_been_processed() {
+                    write!(f, "; the device may have acted on it")
+                } else {
+                    write!(f, "; the device did not receive it")
+                }
+            }
             Error::Io(_) => write!(f, "event loop failed"),
             Error::Tls { host, failure, reason } => {
                 let what = match failure {
@@ -430,6 +456,7 @@ impl std::error::Error for Error {
             Error::Resolve { source, .. } | Error::ConnectFailed { source, .. } => Some(source),
             Error::ConnectionLost { source: Some(e), .. } if !is_own_words(e) => Some(e),
             Error::RetryFailed { last, .. } => Some(&**last),
+            Error::BodyStream { source, .. } => Some(source),
             Error::Io(e) => Some(e),
             _ => None,
         }

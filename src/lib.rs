@@ -109,7 +109,8 @@
 //! - **Bounded memory.** Response heads, header counts, bodies, chunk metadata and interim
 //!   responses are limited ([`Limits`]); going over is [`Error::LimitExceeded`] and the
 //!   connection is retired. Reads are bounded per turn, so a flooding device cannot starve the
-//!   timers.
+//!   timers. Firmware-sized bodies are streamed through one buffer instead
+//!   ([`Client::send_streaming`] from a reader, [`Client::send_to`] into a writer).
 //! - **Bad input is refused before anything is sent**: non-`http` URLs, a host the system
 //!   resolver would read as a number other than a dotted quad (`10.0.5`, `127.1`, `0x7f.0.0.1`,
 //!   `192.168.001.010`: see [`Url::parse`]), CR, LF, NUL or other control bytes in methods,

@@ -357,6 +357,16 @@ impl Request {
 
     /// Appends the request's wire form to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_with(out, None);
+    }
+
+    /// Appends the head of the request with `Content-Length: len` in place of any the caller
+    /// set, and no body: the body is streamed after it (`Client::send_streaming`).
+    pub(crate) fn encode_streamed_head(&self, out: &mut Vec<u8>, len: u64) {
+        self.encode_with(out, Some(len));
+    }
+
+    fn encode_with(&self, out: &mut Vec<u8>, streamed: Option<u64>) {
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.url.target().as_bytes());
@@ -368,14 +378,24 @@ impl Request {
             out.extend_from_slice(b"\r\n");
         }
         for (name, value, _) in &self.headers {
+            if streamed.is_some() && name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
+        if let Some(len) = streamed {
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, len);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(b"\r\n");
+            return;
+        }
         if !has("content-length") && (!self.body.is_empty() || self.method.expects_content()) {
             out.extend_from_slice(b"Content-Length: ");
-            push_decimal(out, self.body.len());
+            push_decimal(out, self.body.len() as u64);
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -385,7 +405,7 @@ impl Request {
 
 /// Appends `n` in decimal: `write!` through `core::fmt` cost ~330 instructions a request
 /// (callgrind, a PUT per command), this a few dozen.
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -759,7 +779,7 @@ mod tests {
 
     #[test]
     fn push_decimal_writes_every_magnitude() {
-        for n in [0usize, 7, 10, 99, 100, 12_345, u32::MAX as usize, usize::MAX] {
+        for n in [0u64, 7, 10, 99, 100, 12_345, u32::MAX as u64, u64::MAX] {
             let mut out = b"x".to_vec();
             super::push_decimal(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());

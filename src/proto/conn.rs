@@ -70,6 +70,9 @@ pub enum RetireReason {
     SocketError,
     /// The client is being dropped.
     Shutdown,
+    /// The caller's body stream failed (the reader of a streamed request body, or the writer of
+    /// a streamed response body): the rest of the exchange cannot go on.
+    BodyStreamFailed,
 }
 
 impl RetireReason {
@@ -99,6 +102,7 @@ impl RetireReason {
             RetireReason::PeerClosed => "peer closed",
             RetireReason::SocketError => "socket error",
             RetireReason::Shutdown => "client shut down",
+            RetireReason::BodyStreamFailed => "the caller's body reader or writer failed",
         }
     }
 }

@@ -149,6 +149,17 @@ impl ResponseReader {
         }
     }
 
+    /// The body goes to a writer as it arrives ([`ResponseReader::body_mut`] is drained after
+    /// every feed): `max_body_bytes` does not apply to it.
+    pub(crate) fn stream_body(&mut self) {
+        self.limits.max_body_bytes = usize::MAX;
+    }
+
+    /// The body bytes received and not yet taken.
+    pub(crate) fn body_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.body
+    }
+
     /// Whether any response byte has arrived (after which a request is never retried).
     pub(crate) fn started(&self) -> bool {
         self.started

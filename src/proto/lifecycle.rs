@@ -90,6 +90,9 @@ pub(crate) struct Loss {
     pub max_retries: u32,
     /// The request's deadline is still ahead.
     pub before_deadline: bool,
+    /// Part of its body was taken from the caller's reader (a streamed body): it cannot be
+    /// sent again.
+    pub unrepeatable: bool,
 }
 
 /// The fate of a request whose connection was lost.
@@ -121,9 +124,12 @@ impl Loss {
     /// | 1 | nothing written | yes | any | any | `Requeue` | uses up one pooled connection (finite) |
     /// | 2 | any | | no | | `Fail` | a request finished |
     /// | 3 | any | | | no | `Fail` | a request finished |
-    /// | 4 | any | | yes | yes | [`retry_is_safe`] ? `Retry` : `Fail` | a retry spent, or finished |
+    /// | 4 | any, a streamed body begun | | | | `Fail` | a request finished |
+    /// | 5 | any | | yes | yes | [`retry_is_safe`] ? `Retry` : `Fail` | a retry spent, or finished |
     ///
-    /// Row 4's rules ([`crate::proto::retry`]): never once a response byte arrived; whatever
+    /// Row 4: a streamed body (`Client::send_streaming`) whose reader has given a byte cannot be
+    /// read again; the head is then out (the body is read once the head is written), so the
+    /// device may have acted on it. Row 5's rules ([`crate::proto::retry`]): never once a response byte arrived; whatever
     /// the method while the device cannot have the whole request head (`Sending`: nothing, or
     /// less than the head, written); once the head is out (`SendingBody`, `AwaitingResponse`)
     /// only an idempotent or retryable request on a pooled connection (the keep-alive race).
@@ -133,7 +139,7 @@ impl Loss {
         if self.stage == Stage::Queued && self.pooled {
             return LossFate::Requeue;
         }
-        if self.retries >= self.max_retries || !self.before_deadline {
+        if self.retries >= self.max_retries || !self.before_deadline || self.unrepeatable {
             return LossFate::Fail;
         }
         let attempt = Attempt {

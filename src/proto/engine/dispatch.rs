@@ -115,10 +115,13 @@ impl Engine {
             session.nc = session.nc.wrapping_add(1);
             authorize(&mut p.wire, a, session);
         }
-        let reader = match self.response_pool.pop() {
+        let mut reader = match self.response_pool.pop() {
             Some(spare) => ResponseReader::reuse(self.cfg.limits, p.head_request, spare),
             None => ResponseReader::new(self.cfg.limits, p.head_request),
         };
+        if p.sink.is_some() {
+            reader.stream_body();
+        }
         let ends = host_ends || p.wants_close || c.requests_left == Some(1);
         let head_len = p.wire.len() - p.body_len;
         let busy = ConnState::Open(Open::Busy(Exchange {

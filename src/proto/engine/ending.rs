@@ -241,6 +241,7 @@ impl Engine {
             retries: p.retries,
             max_retries: self.cfg.max_retries,
             before_deadline: p.deadline > now,
+            unrepeatable: p.source.as_deref().is_some_and(BodySource::started),
         };
         let fate = loss.decide();
         let host = p.host.clone();

@@ -314,10 +314,31 @@ impl Engine {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let ConnState::Open(Open::Busy(ex)) = &mut c.state else { return };
         let Phase::Writing { written } = &mut ex.phase else { return };
-        *written += n;
-        let Some(p) = self.reqs.get(ex.req) else { return };
+        let Some(p) = self.reqs.get_mut(ex.req) else { return };
+        // `written` counts the head (all of a request that is not streamed); a streamed body's
+        // progress is its source's.
+        let to_head = n.min(p.wire.len().saturating_sub(*written));
+        *written += to_head;
         if *written < p.wire.len() {
             return;
+        }
+        if let Some(src) = p.source.as_deref_mut() {
+            src.pos = (src.pos + (n - to_head)).min(src.buf.len());
+            if src.pos < src.buf.len() {
+                return;
+            }
+            if !src.done() {
+                // The buffer is written (or, after the head, not yet filled): the next part.
+                let r = ex.req;
+                match src.refill() {
+                    Ok(()) => return,
+                    Err(source) => {
+                        log::debug!("conn={} request {}: the body reader failed: {source}", c.id, p.id.0);
+                        self.fail(r, Error::BodyStream { stage: Stage::SendingBody, source }, now);
+                        return self.retire(conn, RetireReason::BodyStreamFailed, now);
+                    }
+                }
+            }
         }
         ex.phase = Phase::Reading;
         self.last_reading = Some(conn);
@@ -334,7 +355,26 @@ impl Engine {
     pub(crate) fn on_data(&mut self, conn: Key, data: &[u8], now: Instant) {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let progress = match &mut c.state {
-            ConnState::Open(Open::Busy(ex)) if !matches!(ex.phase, Phase::Probing) => ex.reader.feed(data),
+            ConnState::Open(Open::Busy(ex)) if !matches!(ex.phase, Phase::Probing) => {
+                let progress = ex.reader.feed(data);
+                // A streamed response body goes to the caller's writer as it arrives: the
+                // reader holds at most what one read delivered.
+                if progress.is_ok()
+                    && let Some(p) = self.reqs.get_mut(ex.req)
+                    && let Some(BodySink(sink)) = p.sink.as_mut()
+                {
+                    let body = ex.reader.body_mut();
+                    let written = if body.is_empty() { Ok(()) } else { sink.write_all(body) };
+                    body.clear();
+                    if let Err(source) = written {
+                        let r = ex.req;
+                        log::debug!("conn={} request {}: the body writer failed: {source}", c.id, p.id.0);
+                        self.fail(r, Error::BodyStream { stage: Stage::ReadingResponse, source }, now);
+                        return self.retire(conn, RetireReason::BodyStreamFailed, now);
+                    }
+                }
+                progress
+            }
             ConnState::Open(_) => {
                 // Idle, or assigned but not written: a response to nothing. The stream is out
                 // of step; nothing more can be trusted on it.

@@ -19,6 +19,7 @@ mod auth;
 mod dispatch;
 mod ending;
 mod events;
+mod stream;
 mod types;
 
 use std::collections::{HashMap, VecDeque};
@@ -44,6 +45,7 @@ use crate::response::{Meta, Response};
 use crate::trace::{Trace, TraceKind};
 
 use auth::{DigestAuth, DigestSession, authorize};
+pub(crate) use stream::{BodySink, BodySource};
 pub use types::*;
 
 #[derive(Debug)]
@@ -64,6 +66,10 @@ struct Pending {
     on: Option<(Key, bool)>,
     /// Digest credentials, and where the `Authorization` line goes in `wire`.
     auth: Option<Box<DigestAuth>>,
+    /// A streamed request body (`wire` is then the head alone).
+    source: Option<Box<BodySource>>,
+    /// Where the response body goes instead of the response (then empty).
+    sink: Option<BodySink>,
 }
 
 #[derive(Debug)]
@@ -144,23 +150,40 @@ impl Engine {
 
     /// Queues a request behind earlier ones to the same host.
     pub(crate) fn submit(&mut self, req: &Request, now: Instant) -> RequestId {
+        self.submit_streamed(req, None, None, now)
+    }
+
+    /// [`Engine::submit`], with the body from `source` (after a head that announces its length;
+    /// the request's own body is not sent) and the response body into `sink`, if given. The
+    /// caller refuses Digest authentication with either (a challenge would need both again).
+    pub(crate) fn submit_streamed(
+        &mut self,
+        req: &Request,
+        source: Option<BodySource>,
+        sink: Option<BodySink>,
+        now: Instant,
+    ) -> RequestId {
         let id = RequestId(self.next_req_id);
         self.next_req_id += 1;
         self.stats.submitted += 1;
         let key = HostKey::new(req.url.host_key().clone());
         let mut wire = self.wire_pool.pop().unwrap_or_default();
-        req.encode(&mut wire);
+        match &source {
+            Some(src) => req.encode_streamed_head(&mut wire, src.len()),
+            None => req.encode(&mut wire),
+        }
+        let body_len = if source.is_some() { 0 } else { req.body.len() };
         // The wire is the head's lines, an empty line and the body: an `Authorization` line
         // goes right before the empty line.
         let auth = req.digest.as_ref().map(|creds| {
-            let at = wire.len() - req.body.len() - 2;
+            let at = wire.len() - body_len - 2;
             Box::new(DigestAuth { creds: Arc::clone(creds), at, len: 0, challenged: false })
         });
         let pending = Pending {
             id,
             host: key.clone(),
             wire,
-            body_len: req.body.len(),
+            body_len,
             head_request: req.method.as_str() == "HEAD",
             retryable: req.is_retryable(),
             wants_close: req.wants_close(),
@@ -169,6 +192,8 @@ impl Engine {
             first_failure: None,
             on: None,
             auth,
+            source: source.map(Box::new),
+            sink,
         };
         let deadline = pending.deadline;
         let r = self.reqs.insert(pending);
@@ -235,7 +260,12 @@ impl Engine {
         let Some(c) = self.conns.get(conn) else { return &[] };
         let ConnState::Open(Open::Busy(ex)) = &c.state else { return &[] };
         let Phase::Writing { written } = ex.phase else { return &[] };
-        self.reqs.get(ex.req).map_or(&[], |p| &p.wire[written..])
+        let Some(p) = self.reqs.get(ex.req) else { return &[] };
+        match p.wire.get(written..) {
+            Some(head) if !head.is_empty() => head,
+            // The head is out: a streamed body's current buffer.
+            _ => p.source.as_deref().map_or(&[], BodySource::unsent),
+        }
     }
 
     /// Whether a Connecting connection is awaiting its handshake (the driver checks SO_ERROR).

@@ -34,6 +34,7 @@ fn loss_table() {
         retries: 0,
         max_retries: 1,
         before_deadline: true,
+        unrepeatable: false,
     };
     let rows = [
         // 1: a stale pooled connection caught before any byte: not an attempt, whatever else.
@@ -41,7 +42,10 @@ fn loss_table() {
         // 2, 3: no retries left, or past the deadline.
         (Loss { stage: Stage::Sending, retries: 1, ..base }, Fail),
         (Loss { stage: Stage::Sending, before_deadline: false, ..base }, Fail),
-        // 4: nothing written on a fresh connection is an attempt at `Sending`: any method.
+        // 4: a streamed body begun cannot be read again, retryable and reused or not.
+        (Loss { stage: Stage::SendingBody, retryable: true, unrepeatable: true, ..base }, Fail),
+        (Loss { stage: Stage::AwaitingResponse, retryable: true, unrepeatable: true, ..base }, Fail),
+        // 5: nothing written on a fresh connection is an attempt at `Sending`: any method.
         (Loss { pooled: false, ..base }, Retry),
         // Less than the head written: the device cannot have parsed it, any method.
         (Loss { stage: Stage::Sending, ..base }, Retry),
