@@ -321,9 +321,10 @@ impl Error {
 
     /// A short, stable, machine-readable name of the variant (used by `ctl --json`):
     /// `invalid_url`, `invalid_request`, `resolve`, `connect_failed`, `connect_timed_out`,
-    /// `deadline_exceeded`, `connection_closed`, `connection_reset`, `malformed_response`,
-    /// `limit_exceeded`, `shutdown`, `body_stream`, `io`; a [`Error::RetryFailed`] has the kind of its last
-    /// failure.
+    /// `deadline_exceeded`, `connection_closed`, `connection_reset`,
+    /// `connection_unsolicited_data`, `malformed_response`, `limit_exceeded`, `shutdown`,
+    /// `body_stream`, `io`, and with the `tls` feature `tls_handshake`, `tls_certificate`,
+    /// `tls_pin_mismatch`; a [`Error::RetryFailed`] has the kind of its last failure.
     ///
     /// ```
     /// use finwatch::{Error, Stage};
