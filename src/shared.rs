@@ -963,6 +963,9 @@ fn turn_until_finished(
     // about once per `MAX_LINGER` instead of once per `LINGER`.
     #[cfg(unix)]
     let mut linger = LINGER;
+    // A sub-millisecond wait before a timer, slept rather than spun (see below).
+    #[cfg(unix)]
+    let mut sub_ms_sleep: Option<Duration> = None;
     #[cfg(test)]
     let mut panic_after = PANIC_AFTER_JOBS.with(|p| p.take());
     loop {
@@ -1063,14 +1066,20 @@ fn turn_until_finished(
             }
             if shared.watch.armed() {
                 // The poller counts whole milliseconds (mio rounds a shorter wait up): wait the
-                // whole ones, and spin the last fraction on zero-timeout passes, so that a timer
-                // (retiring a connection ahead of the device's learned idle close) fires on time,
-                // not up to a millisecond after the device closed it. (As `Client::poll` does.)
-                timeout = if timeout < Duration::from_millis(1) {
-                    Duration::ZERO
+                // whole ones, so that a timer (retiring a connection ahead of the device's
+                // learned idle close) fires on time, not up to a millisecond after the device
+                // closed it. The last fraction: with requests in flight, spun on zero-timeout
+                // passes (as `Client::poll` does: their responses must not wait); with none, slept
+                // (nothing but idle sockets to watch, and a spin would burn up to a millisecond
+                // of CPU before every timer).
+                if timeout < Duration::from_millis(1) {
+                    if client.pending() == 0 && !timeout.is_zero() {
+                        sub_ms_sleep = Some(timeout);
+                    }
+                    timeout = Duration::ZERO;
                 } else {
-                    Duration::from_millis(timeout.as_millis() as u64)
-                };
+                    timeout = Duration::from_millis(timeout.as_millis() as u64);
+                }
             } else {
                 // Until the linger is over (a caller still in its request: look again then);
                 // no need for precision: a caller is about.
@@ -1092,6 +1101,10 @@ fn turn_until_finished(
         }
         if finish {
             break;
+        }
+        #[cfg(unix)]
+        if let Some(d) = sub_ms_sleep.take() {
+            thread::sleep(d);
         }
         #[cfg(unix)]
         if let Err(e) = outer.poll(&mut events, Some(timeout))
