@@ -166,6 +166,17 @@ struct State {
     direct_end: Option<Instant>,
 }
 
+impl State {
+    /// How long ago a caller last ran a request on the client itself: zero while one does,
+    /// `None` if none ever did.
+    fn since_direct(&self, now: Instant) -> Option<Duration> {
+        if self.direct_active {
+            return Some(Duration::ZERO);
+        }
+        self.direct_end.map(|end| now.saturating_duration_since(end))
+    }
+}
+
 /// What the handles and the loop thread share.
 struct Shared {
     state: Mutex<State>,
@@ -345,12 +356,21 @@ impl Watch {
     }
 }
 
-/// A request offered to [`Shared::send_direct`]: built, or a method and URL for the client's
-/// cache of recent URLs (`SharedClient::get` and the like).
-#[cfg(unix)]
+/// A blocking call's request: built, or a method and URL for the client's cache of recent URLs
+/// (`SharedClient::get` and the like).
 enum Outgoing<'u> {
     Built(Request),
     Recent(Method, &'u str, Vec<u8>),
+}
+
+impl Outgoing<'_> {
+    /// The request itself, for the queue (a URL from the cache is parsed here).
+    fn into_request(self) -> Result<Request> {
+        match self {
+            Outgoing::Built(request) => Ok(request),
+            Outgoing::Recent(method, url, body) => Request::builder(method, url).body(body).build(),
+        }
+    }
 }
 
 /// What became of it.
@@ -501,20 +521,7 @@ impl SharedClient {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn send(&self, request: Request) -> Result<Response> {
-        let shared = &self.handle.shared;
-        if shared.on_loop_thread() {
-            return Err(on_loop_thread());
-        }
-        #[cfg(unix)]
-        let request = match shared.send_direct(Outgoing::Built(request)) {
-            Direct::Done(outcome) => return outcome,
-            Direct::Declined(Outgoing::Built(request)) => request,
-            // (Given back as given: not reached.)
-            Direct::Declined(Outgoing::Recent(method, url, body)) => {
-                Request::builder(method, url).body(body).build()?
-            }
-        };
-        shared.send_queued(request)
+        self.handle.shared.send_blocking(Outgoing::Built(request))
     }
 
     /// `GET url`, blocking: [`SharedClient::send`] of `Request::get(url)`, but a URL used
@@ -527,7 +534,7 @@ impl SharedClient {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn get(&self, url: &str) -> Result<Response> {
-        self.send_recent(Method::GET, url, Vec::new())
+        self.handle.shared.send_blocking(Outgoing::Recent(Method::GET, url, Vec::new()))
     }
 
     /// `PUT url` with `body`, blocking (see [`SharedClient::get`] and [`Client::put`]).
@@ -539,48 +546,20 @@ impl SharedClient {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn put(&self, url: &str, body: impl Into<Vec<u8>>) -> Result<Response> {
-        self.send_recent(Method::PUT, url, body.into())
+        self.handle.shared.send_blocking(Outgoing::Recent(Method::PUT, url, body.into()))
     }
 
     /// `POST url` with `body`, blocking (see [`SharedClient::get`] and [`Client::post`]: POST
     /// is not idempotent and is retried only where the device provably did not receive it).
     pub fn post(&self, url: &str, body: impl Into<Vec<u8>>) -> Result<Response> {
-        self.send_recent(Method::POST, url, body.into())
+        self.handle.shared.send_blocking(Outgoing::Recent(Method::POST, url, body.into()))
     }
 
     /// `DELETE url`, blocking (see [`SharedClient::get`]).
     pub fn delete(&self, url: &str) -> Result<Response> {
-        self.send_recent(Method::DELETE, url, Vec::new())
+        self.handle.shared.send_blocking(Outgoing::Recent(Method::DELETE, url, Vec::new()))
     }
 
-    fn send_recent(&self, method: Method, url: &str, body: Vec<u8>) -> Result<Response> {
-        let shared = &self.handle.shared;
-        if shared.on_loop_thread() {
-            return Err(on_loop_thread());
-        }
-        #[cfg(unix)]
-        let (method, body) = match shared.send_direct(Outgoing::Recent(method, url, body)) {
-            Direct::Done(outcome) => return outcome,
-            Direct::Declined(Outgoing::Recent(method, _, body)) => (method, body),
-            // (Given back as given: not reached.)
-            Direct::Declined(Outgoing::Built(request)) => return shared.send_queued(request),
-        };
-        shared.send_queued(Request::builder(method, url).body(body).build()?)
-    }
-}
-
-impl Shared {
-    /// Through the loop thread: queued, and waited for.
-    fn send_queued(&self, request: Request) -> Result<Response> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        if self.submit(request, Reply::Blocking(tx)).is_err() {
-            return Err(Error::Shutdown { stage: Stage::Queued });
-        }
-        rx.recv().unwrap_or_else(|_| Err(loop_lost()))
-    }
-}
-
-impl SharedClient {
     /// Sends a request and returns a [`Future`] of its outcome, for async code: the calling task
     /// is not blocked, the loop thread does the I/O and wakes the task when the response (or
     /// the error) is there. Runtime-agnostic: no executor is assumed (see [`ResponseFuture`];
@@ -723,6 +702,25 @@ impl SharedClient {
 impl Shared {
     fn on_loop_thread(&self) -> bool {
         self.loop_thread.get() == Some(&thread::current().id())
+    }
+
+    /// Every blocking call: refused on the loop thread, run on the caller's thread where it can
+    /// be (`send_direct`), else queued for the loop thread and waited for.
+    fn send_blocking(&self, out: Outgoing<'_>) -> Result<Response> {
+        if self.on_loop_thread() {
+            return Err(on_loop_thread());
+        }
+        #[cfg(unix)]
+        let out = match self.send_direct(out) {
+            Direct::Done(outcome) => return outcome,
+            Direct::Declined(out) => out,
+        };
+        let request = out.into_request()?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.submit(request, Reply::Blocking(tx)).is_err() {
+            return Err(Error::Shutdown { stage: Stage::Queued });
+        }
+        rx.recv().unwrap_or_else(|_| Err(loop_lost()))
     }
 
     /// Wakes the loop thread.
@@ -963,9 +961,6 @@ fn turn_until_finished(
     // about once per `MAX_LINGER` instead of once per `LINGER`.
     #[cfg(unix)]
     let mut linger = LINGER;
-    // A sub-millisecond wait before a timer, slept rather than spun (see below).
-    #[cfg(unix)]
-    let mut sub_ms_sleep: Option<Duration> = None;
     #[cfg(test)]
     let mut panic_after = PANIC_AFTER_JOBS.with(|p| p.take());
     loop {
@@ -974,18 +969,11 @@ fn turn_until_finished(
         #[cfg(unix)]
         if !shared.watch.armed() {
             let st = lock(&shared.state);
-            let now = Instant::now();
             // A call within the last LINGER: callers are still at it.
-            let lingering = st.direct_active
-                || st.direct_end.is_some_and(|end| now.saturating_duration_since(end) < LINGER);
+            let lingering = st.since_direct(Instant::now()).is_some_and(|d| d < LINGER);
             if lingering && st.jobs.is_empty() && st.closing.is_none() && !st.finished {
                 drop(st);
-                if let Err(e) = outer.poll(&mut events, Some(linger))
-                    && e.kind() != std::io::ErrorKind::Interrupted
-                {
-                    log::error!("the finwatch loop thread cannot wait ({e}); shutting the SharedClient down");
-                    lock(&shared.state).closing.get_or_insert_with(Instant::now);
-                }
+                wait(shared, &mut outer, &mut events, linger);
                 linger = (linger * 2).min(MAX_LINGER);
                 continue;
             }
@@ -995,10 +983,12 @@ fn turn_until_finished(
             linger = LINGER;
         }
         let mut client = lock(&shared.client);
-        let (closing, _direct_active, _direct_end) = {
+        let now = Instant::now();
+        #[cfg_attr(not(unix), allow(unused_variables))]
+        let (closing, since_direct) = {
             let mut st = lock(&shared.state);
             std::mem::swap(&mut st.jobs, jobs);
-            (st.closing, st.direct_active, st.direct_end)
+            (st.closing, st.since_direct(now))
         };
         while let Some(job) = jobs.pop_front() {
             match job {
@@ -1020,7 +1010,6 @@ fn turn_until_finished(
                 Job::Connections(tx) => drop(tx.send(client.connections())),
             }
         }
-        let now = Instant::now();
         let mut finish = closing.is_some_and(|until| now >= until || client.pending() == 0);
         if finish {
             let aborted = client.abort_all();
@@ -1050,10 +1039,12 @@ fn turn_until_finished(
         // unix: what the sleep below waits for. The client's fd is watched again once callers
         // have left it alone for LINGER, and at once when the loop has requests of its own in
         // flight (their responses must wake it).
+        // A sub-millisecond wait before a timer, slept rather than spun (see below).
+        #[cfg(unix)]
+        let mut sub_ms_sleep = None;
         #[cfg(unix)]
         {
-            let lingering =
-                _direct_active || _direct_end.is_some_and(|end| now.saturating_duration_since(end) < LINGER);
+            let lingering = since_direct.is_some_and(|d| d < LINGER);
             if (!lingering || client.pending() > 0)
                 && let Err(e) = shared.watch.arm()
             {
@@ -1083,11 +1074,7 @@ fn turn_until_finished(
             } else {
                 // Until the linger is over (a caller still in its request: look again then);
                 // no need for precision: a caller is about.
-                let since = if _direct_active {
-                    Duration::ZERO
-                } else {
-                    _direct_end.map_or(LINGER, |e| now.saturating_duration_since(e))
-                };
+                let since = since_direct.unwrap_or(LINGER);
                 timeout = timeout.min(LINGER.saturating_sub(since).max(Duration::from_micros(1)));
             }
         }
@@ -1103,16 +1090,24 @@ fn turn_until_finished(
             break;
         }
         #[cfg(unix)]
-        if let Some(d) = sub_ms_sleep.take() {
-            thread::sleep(d);
-        }
-        #[cfg(unix)]
-        if let Err(e) = outer.poll(&mut events, Some(timeout))
-            && e.kind() != std::io::ErrorKind::Interrupted
         {
-            log::error!("the finwatch loop thread cannot wait ({e}); shutting the SharedClient down");
-            lock(&shared.state).closing.get_or_insert_with(Instant::now);
+            if let Some(d) = sub_ms_sleep {
+                thread::sleep(d);
+            }
+            wait(shared, &mut outer, &mut events, timeout);
         }
+    }
+}
+
+/// The loop thread's sleep on its own poller (unix): until the client's fd (when watched) or
+/// the waker has news, or `timeout`. A poller that cannot wait shuts the client down.
+#[cfg(unix)]
+fn wait(shared: &Shared, outer: &mut mio::Poll, events: &mut mio::Events, timeout: Duration) {
+    if let Err(e) = outer.poll(events, Some(timeout))
+        && e.kind() != std::io::ErrorKind::Interrupted
+    {
+        log::error!("the finwatch loop thread cannot wait ({e}); shutting the SharedClient down");
+        lock(&shared.state).closing.get_or_insert_with(Instant::now);
     }
 }
 
