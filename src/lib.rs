@@ -272,7 +272,7 @@
 //! `proto` (sans-IO: the connection state machine, pool, dispatch, retries, response framing).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one exception: `os::mio::as_uninit`, for socket2's `recv`
 #![deny(missing_docs)]
 
 /// The README's examples are compiled as doctests, so they cannot rot.

@@ -38,6 +38,44 @@ fn keep_alive_device_serves_every_method_on_one_connection() {
     assert_eq!((r.ok, r.opens), (6, 1), "{r:?}");
 }
 
+/// On a Linux-like kernel the one-connection keep-alive case waits in the socket's own `recv`
+/// (one syscall where the poller's wait and a read are two); elsewhere in the poller. Both
+/// keep every invariant, including the pre-write check ((a2): the check peeks after such a
+/// wait, since the poller still holds the socket's event).
+#[test]
+fn keep_alive_waits_in_the_sockets_recv_where_the_kernel_can() {
+    for linux in [true, false] {
+        let mut s = scenario("keep_alive_mixed");
+        s.kernel.zero_wait_is_exact = linux;
+        s.kernel.read_wait = linux;
+        let r = __sim::check_scenario(&s).unwrap_or_else(|v| panic!("linux={linux}: {v}"));
+        assert_eq!((r.ok, r.opens), (6, 1), "{r:?}");
+        assert_eq!(r.read_waits > 0, linux, "{r:?}");
+    }
+}
+
+/// A wait in the socket's `recv` ends well before the deadline (the kernel rounds its timeout
+/// up to a tick, 10 ms in the simulator): a device that accepted and never answers fails the
+/// request by its deadline (invariant (d): within 2 ms of it), after direct waits, and one
+/// that answers within the deadline is answered.
+#[test]
+fn waits_in_the_sockets_recv_keep_the_deadline() {
+    for (respond_ms, timeout_ms, ok) in [(300, 55, false), (20, 10_000, true), (300, 10_000, true)] {
+        let mut s = Scenario::default();
+        s.script.respond_delay = Duration::from_millis(respond_ms);
+        s.request_timeout = Duration::from_millis(timeout_ms);
+        s.warm_spares = false; // a spare is a second connection: the poller's wait
+        s.commands = vec![__sim::Command::new("PUT", 10, Duration::ZERO)];
+        let r = __sim::check_scenario(&s).unwrap_or_else(|v| panic!("{respond_ms} ms, {timeout_ms} ms: {v}"));
+        assert!(r.read_waits > 0, "{r:?}");
+        assert_eq!(
+            (r.ok, r.failed),
+            (usize::from(ok), usize::from(!ok)),
+            "{respond_ms} ms, {timeout_ms} ms: {r:?}"
+        );
+    }
+}
+
 #[test]
 fn device_closing_after_every_response() {
     let r = run("fin_after_every_response");

@@ -70,6 +70,37 @@ impl<K: Kernel> Driver<K> {
         }
     }
 
+    /// The wait of a turn whose only business is the response on `key` ([`Driver::direct_wait`]):
+    /// one `recv` that blocks up to `timeout`, where the poller's wait and a read would be two
+    /// syscalls and the poller's bookkeeping. What it returns is handled as `read_all` handles a
+    /// read; a full buffer may have more behind it, which `read_all` goes on to read. The poller
+    /// still holds the socket's event for these bytes, so the next pre-write check of this
+    /// socket peeks it rather than polling (`read_around_poller`, as after a busy-poll spin).
+    pub(super) fn read_direct(&mut self, engine: &mut Engine, key: Key, timeout: Duration) {
+        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
+        else {
+            return;
+        };
+        self.read_around_poller = true;
+        let result = self.k.read_wait(&mut s.stream, &mut self.scratch, timeout);
+        let now = self.k.now();
+        match result {
+            Ok(0) => engine.on_fin(key, now),
+            Ok(n) => {
+                engine.on_data(key, &self.scratch[..n], now);
+                if n == self.scratch.len() {
+                    self.read_all(engine, key, false, &mut None, now);
+                } else if engine.is_busy(key) {
+                    // As in `read_all`: the rest may wait for our ACK.
+                    self.k.ack_now(&mut s.stream);
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(e) => engine.on_error(key, e, now),
+        }
+        self.after_io(engine, now, false);
+    }
+
     /// Writes what the engine has for `key` until it is all out or the socket is full.
     ///
     /// A write error is reported only after what the socket still holds has been read: a device

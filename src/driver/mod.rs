@@ -36,6 +36,10 @@ pub(crate) use crate::os::Wake;
 /// that sends without pause must not keep the loop from its timers and other devices.
 const READ_BUDGET: usize = 16;
 
+/// A wait in a socket's own `recv` ends at least this long before the nearest deadline: the
+/// kernel counts the receive timeout in ticks (1–10 ms), and the poller waits the rest.
+const DIRECT_MARGIN: Duration = Duration::from_millis(20);
+
 /// While busy-polling one socket, the poller is asked on every this many passes.
 const POLLER_EVERY: u32 = 64;
 
@@ -197,6 +201,11 @@ impl<K: Kernel> Driver<K> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if let Some((key, timeout)) = self.direct_wait(engine, wake, now, stop_on_wake) {
+            self.read_direct(engine, key, timeout);
+            self.end_wait(engine);
+            return Ok(());
+        }
         if let Some(budget) = engine.config().busy_poll
             && engine.pending() > 0
         {
@@ -282,6 +291,40 @@ impl<K: Kernel> Driver<K> {
             }
             std::hint::spin_loop();
         }
+    }
+
+    /// Whether this turn may wait in the socket's own `recv` ([`Driver::read_direct`]) instead
+    /// of the poller, and for how long. Only when nothing but that socket can need the loop
+    /// before its response: the one pending request awaits its response on the only connection
+    /// (no other socket's FIN, connect or data to notice, no name lookup under way), no read is
+    /// paused, no event was left in the poller, no busy-polling, no TLS (rustls reads the
+    /// socket), and, in a turn that a wake-up ends, no waker. The nearest timer or `until` must be
+    /// further than [`DIRECT_MARGIN`]: the receive timeout counts in the kernel's ticks, so the
+    /// last stretch before a deadline is waited in the poller, to the microsecond. While the
+    /// deadline is far the timeout is a whole second, set once per connection.
+    fn direct_wait(
+        &self,
+        engine: &Engine,
+        wake: Option<Instant>,
+        now: Instant,
+        stop_on_wake: bool,
+    ) -> Option<(Key, Duration)> {
+        if !self.k.caps().read_wait
+            || (stop_on_wake && self.waker.is_some())
+            || !self.unfinished.is_empty()
+            || self.events_full
+            || engine.config().busy_poll.is_some()
+            || engine.connection_count() != 1
+        {
+            return None;
+        }
+        let key = engine.sole_awaited()?;
+        if self.is_tls(key) {
+            return None;
+        }
+        let left = wake?.checked_duration_since(now)?.checked_sub(DIRECT_MARGIN)?;
+        let timeout = left.min(Duration::from_secs(1));
+        (!timeout.is_zero()).then_some((key, timeout))
     }
 
     /// Whether the turn has something for the caller (or work the poller will not announce).

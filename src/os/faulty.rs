@@ -177,6 +177,11 @@ impl<K: Kernel + Observe> Kernel for Faulty<K> {
         self.inner.read(&mut s.inner, buf)
     }
 
+    fn read_wait(&mut self, s: &mut Self::Stream, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        self.eintr("read_wait")?;
+        self.inner.read_wait(&mut s.inner, buf, timeout)
+    }
+
     fn write(&mut self, s: &mut Self::Stream, buf: &[u8]) -> io::Result<usize> {
         self.eintr("write")?;
         let mut len = buf.len();

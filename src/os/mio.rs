@@ -1,7 +1,11 @@
 //! The real kernel: mio's poller and socket2's sockets. The only file of the crate that names
 //! either.
 
-use std::io::{self, Read, Write};
+use std::io;
+#[cfg(not(target_os = "linux"))]
+use std::io::{Read, Write};
+#[cfg(target_os = "linux")]
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,14 @@ use super::{Caps, Kernel, Notify, OpenOpts, Ready, Waited};
 const EINPROGRESS: i32 = 115;
 #[cfg(not(target_os = "linux"))]
 const EINPROGRESS: i32 = 36;
+
+/// The `recv`/`send` flags (Linux's values, the same on every architecture).
+#[cfg(target_os = "linux")]
+const MSG_PEEK: i32 = 0x2;
+#[cfg(target_os = "linux")]
+const MSG_DONTWAIT: i32 = 0x40;
+#[cfg(target_os = "linux")]
+const MSG_NOSIGNAL: i32 = 0x4000;
 
 /// The token of the client's waker: never a socket's (slab indices stay below `u32::MAX`, which
 /// is `usize::MAX` on 32-bit targets: `slab::MAX_SLOTS`).
@@ -52,8 +64,42 @@ impl Notify for mio::Waker {
     }
 }
 
+/// A connection's socket. On Linux every read, peek and write passes `MSG_DONTWAIT`, so that
+/// [`Kernel::read_wait`] may clear the socket's `O_NONBLOCK` and block in its `recv`.
+pub(crate) struct MioStream {
+    io: mio::net::TcpStream,
+    /// `O_NONBLOCK` was cleared (by the first `read_wait`).
+    #[cfg(target_os = "linux")]
+    blocking: bool,
+    /// The `SO_RCVTIMEO` last set (`None`: none, the default).
+    #[cfg(target_os = "linux")]
+    rcvtimeo: Option<Duration>,
+}
+
+impl MioStream {
+    fn new(io: mio::net::TcpStream) -> MioStream {
+        MioStream {
+            io,
+            #[cfg(target_os = "linux")]
+            blocking: false,
+            #[cfg(target_os = "linux")]
+            rcvtimeo: None,
+        }
+    }
+}
+
+/// `buf` as the uninitialised bytes socket2's `recv` takes.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the slice's only writer is the
+    // kernel, through socket2's `recv`, which writes received (initialised) bytes: nothing
+    // uninitialised can be written into `buf` through it. (What std's own `read` does.)
+    unsafe { &mut *(std::ptr::from_mut::<[u8]>(buf) as *mut [MaybeUninit<u8>]) }
+}
+
 impl Kernel for MioKernel {
-    type Stream = mio::net::TcpStream;
+    type Stream = MioStream;
 
     fn caps(&self) -> Caps {
         Caps {
@@ -61,6 +107,7 @@ impl Kernel for MioKernel {
             // mio drives them make no such promise.
             zero_wait_is_exact: cfg!(target_os = "linux"),
             writable_means_connected: cfg!(target_os = "linux"),
+            read_wait: cfg!(target_os = "linux"),
         }
     }
 
@@ -71,13 +118,13 @@ impl Kernel for MioKernel {
     fn open(&mut self, addr: SocketAddr, opts: &OpenOpts<'_>, token: usize) -> io::Result<Self::Stream> {
         let mut stream = open_socket(addr, opts)?;
         self.poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)?;
-        Ok(stream)
+        Ok(MioStream::new(stream))
     }
 
     fn connect_result(&mut self, s: &mut Self::Stream) -> io::Result<bool> {
-        match s.take_error() {
+        match s.io.take_error() {
             Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => match s.peer_addr() {
+            Ok(None) => match s.io.peer_addr() {
                 Ok(_) => Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false), // spurious wake-up
                 Err(e) => Err(e),
@@ -86,23 +133,59 @@ impl Kernel for MioKernel {
     }
 
     fn read(&mut self, s: &mut Self::Stream, buf: &mut [u8]) -> io::Result<usize> {
-        s.read(buf)
+        #[cfg(target_os = "linux")]
+        return socket2::SockRef::from(&s.io).recv_with_flags(as_uninit(buf), MSG_DONTWAIT);
+        #[cfg(not(target_os = "linux"))]
+        s.io.read(buf)
+    }
+
+    /// Linux: clears the socket's `O_NONBLOCK` on its first call (two `fcntl`s, once per
+    /// connection), sets `SO_RCVTIMEO` when the timeout differs from the last one (the driver
+    /// asks for whole seconds while a deadline is far), and `recv`s without `MSG_DONTWAIT`.
+    #[cfg(target_os = "linux")]
+    fn read_wait(&mut self, s: &mut Self::Stream, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        let sock = socket2::SockRef::from(&s.io);
+        if !s.blocking {
+            sock.set_nonblocking(false)?;
+            s.blocking = true;
+        }
+        // SO_RCVTIMEO of zero means no timeout at all.
+        let timeout = timeout.max(Duration::from_micros(1));
+        if s.rcvtimeo != Some(timeout) {
+            sock.set_read_timeout(Some(timeout))?;
+            s.rcvtimeo = Some(timeout);
+        }
+        sock.recv_with_flags(as_uninit(buf), 0)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read_wait(&mut self, _s: &mut Self::Stream, _buf: &mut [u8], _timeout: Duration) -> io::Result<usize> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 
     fn write(&mut self, s: &mut Self::Stream, buf: &[u8]) -> io::Result<usize> {
-        s.write(buf)
+        #[cfg(target_os = "linux")]
+        return socket2::SockRef::from(&s.io).send_with_flags(buf, MSG_DONTWAIT | MSG_NOSIGNAL);
+        #[cfg(not(target_os = "linux"))]
+        s.io.write(buf)
     }
 
     fn peek(&mut self, s: &mut Self::Stream) -> io::Result<usize> {
-        let mut byte = [0u8; 1];
-        s.peek(&mut byte)
+        #[cfg(target_os = "linux")]
+        return socket2::SockRef::from(&s.io)
+            .recv_with_flags(&mut [MaybeUninit::uninit()], MSG_PEEK | MSG_DONTWAIT);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut byte = [0u8; 1];
+            s.io.peek(&mut byte)
+        }
     }
 
     /// Linux: `TCP_QUICKACK`, which sends the pending ACK and leaves delayed-ACK mode until our
     /// next write. Elsewhere nothing.
     fn ack_now(&mut self, s: &mut Self::Stream) {
         #[cfg(target_os = "linux")]
-        if let Err(e) = socket2::SockRef::from(&*s).set_tcp_quickack(true) {
+        if let Err(e) = socket2::SockRef::from(&s.io).set_tcp_quickack(true) {
             log::debug!("TCP_QUICKACK: {e}");
         }
         #[cfg(not(target_os = "linux"))]
@@ -115,7 +198,7 @@ impl Kernel for MioKernel {
         #[cfg(not(target_os = "linux"))]
         let mut s = s;
         #[cfg(not(target_os = "linux"))]
-        let _ = self.poll.registry().deregister(&mut s);
+        let _ = self.poll.registry().deregister(&mut s.io);
         drop(s);
     }
 
@@ -182,4 +265,101 @@ fn open_socket(addr: SocketAddr, opts: &OpenOpts<'_>) -> io::Result<mio::net::Tc
         Err(e) => return Err(e),
     }
     Ok(mio::net::TcpStream::from_std(socket.into()))
+}
+
+/// The seam over real sockets on loopback, where a socket that [`Kernel::read_wait`] made
+/// blocking meets every other call: none of them may block.
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connected pair: the kernel's socket and the peer's (blocking, with timeouts, so a
+    /// failing test cannot hang).
+    fn pair(k: &mut MioKernel) -> (MioStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut s = k.open(l.local_addr().unwrap(), &OpenOpts::default(), 0).unwrap();
+        let (peer, _) = l.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !k.connect_result(&mut s).unwrap() {
+            assert!(Instant::now() < deadline, "connect did not complete");
+            k.wait(&mut Vec::new(), Some(Duration::from_millis(10))).unwrap();
+        }
+        (s, peer)
+    }
+
+    /// Fails if `f` took a second or more: a call that should return at once blocked (until the
+    /// guard timeouts set on the socket ended it).
+    fn at_once<T>(what: &str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        assert!(t.elapsed() < Duration::from_secs(1), "{what} blocked for {:?}", t.elapsed());
+        r
+    }
+
+    #[test]
+    fn after_a_wait_in_recv_no_other_call_blocks() {
+        let mut k = MioKernel::new(16).unwrap();
+        let (mut s, mut peer) = pair(&mut k);
+        // Guards: a call that wrongly blocks returns after 3 s instead of hanging the test.
+        socket2::SockRef::from(&s.io).set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        peer.write_all(b"abc").unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(k.read_wait(&mut s, &mut buf, Duration::from_secs(3)).unwrap(), 3);
+        assert_eq!(&buf[..3], b"abc");
+        assert!(s.blocking, "the first read_wait clears O_NONBLOCK");
+        let kind = |r: io::Result<usize>| r.map_err(|e| e.kind());
+        assert_eq!(kind(at_once("read", || k.read(&mut s, &mut buf))), Err(io::ErrorKind::WouldBlock));
+        assert_eq!(kind(at_once("peek", || k.peek(&mut s))), Err(io::ErrorKind::WouldBlock));
+        // A write larger than both socket buffers: a blocking send would wait for the peer.
+        let big = vec![b'x'; 32 << 20];
+        let n = at_once("write", || k.write(&mut s, &big)).unwrap();
+        assert!(n < big.len(), "{n}");
+        assert_eq!(kind(at_once("write", || k.write(&mut s, &big))), Err(io::ErrorKind::WouldBlock));
+        // Nothing arrives: the wait ends by its timeout, as WouldBlock.
+        let t = Instant::now();
+        assert_eq!(
+            kind(k.read_wait(&mut s, &mut buf, Duration::from_millis(30))),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        assert!(t.elapsed() >= Duration::from_millis(25), "{:?}", t.elapsed());
+        // The peer's FIN ends a wait with 0.
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(k.read_wait(&mut s, &mut buf, Duration::from_secs(3)).unwrap(), 0);
+        assert_eq!(at_once("peek", || k.peek(&mut s)).unwrap(), 0);
+    }
+
+    /// A RST with unread bytes behind it: the bytes are read first (Linux), then the reset, by
+    /// a wait in `recv` as by a plain read.
+    #[test]
+    fn a_rst_behind_unread_bytes_reaches_a_wait_in_recv_after_them() {
+        let mut k = MioKernel::new(16).unwrap();
+        let (mut s, mut peer) = pair(&mut k);
+        let mut buf = [0u8; 16];
+        // Made blocking by a first wait.
+        peer.write_all(b"1").unwrap();
+        assert_eq!(k.read_wait(&mut s, &mut buf, Duration::from_secs(3)).unwrap(), 1);
+        k.write(&mut s, b"GET").unwrap(); // unread by the peer: its close sends a RST
+        let mut got = [0u8; 3];
+        peer.read_exact(&mut got).unwrap();
+        peer.write_all(b"late").unwrap();
+        socket2::SockRef::from(&peer).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(peer);
+        let mut read = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = loop {
+            assert!(Instant::now() < deadline, "no reset");
+            match k.read_wait(&mut s, &mut buf, Duration::from_secs(1)) {
+                Ok(0) => panic!("a FIN, not the reset, after {read:?}"),
+                Ok(n) => read.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(read, b"late");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+    }
 }

@@ -38,6 +38,9 @@ pub(crate) struct Caps {
     /// reports a socket in SYN_SENT neither readable nor writable). Without it the driver asks
     /// [`Kernel::connect_result`].
     pub writable_means_connected: bool,
+    /// [`Kernel::read_wait`] can block in a socket's own `recv` (Linux). Without it the driver
+    /// always waits in the poller.
+    pub read_wait: bool,
 }
 
 /// How [`Kernel::open`] sets a socket up before its connect: the client's connect settings,
@@ -103,6 +106,13 @@ pub(crate) trait Kernel {
     fn read(&mut self, s: &mut Self::Stream, buf: &mut [u8]) -> io::Result<usize>;
 
     fn write(&mut self, s: &mut Self::Stream, buf: &[u8]) -> io::Result<usize>;
+
+    /// A read that waits up to `timeout` for data, a FIN or an error on `s` alone, in the
+    /// socket's own `recv` (no poller wait, no second syscall): `WouldBlock` when the time
+    /// passed first, else as [`Kernel::read`]. Only where [`Caps::read_wait`] says so. The
+    /// timeout may be rounded up to the kernel's tick (a few milliseconds): the driver asks for
+    /// one well short of its deadlines.
+    fn read_wait(&mut self, s: &mut Self::Stream, buf: &mut [u8], timeout: Duration) -> io::Result<usize>;
 
     /// `MSG_PEEK | MSG_DONTWAIT` of one byte: `Ok(0)` FIN, `Ok(1)` data, `WouldBlock` nothing.
     fn peek(&mut self, s: &mut Self::Stream) -> io::Result<usize>;

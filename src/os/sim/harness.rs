@@ -110,6 +110,8 @@ pub struct Report {
     pub faults: FaultCounts,
     /// Complete responses that reached a receive queue (invariant (h)).
     pub answers_delivered: usize,
+    /// Waits in one socket's `recv` instead of the poller (`Kernel::read_wait`).
+    pub read_waits: u64,
     /// Writes that failed (`ECONNRESET`, `EPIPE`) while the socket held received bytes unread:
     /// the case the driver's `flush` reads before it reports the write's error.
     pub write_errors_with_unread: u64,
@@ -275,6 +277,7 @@ impl<'a> Run<'a> {
         self.report.answers_delivered = k.delivered.len();
         self.report.write_errors_with_unread = k.write_errors_with_unread;
         self.report.opens = k.opens;
+        self.report.read_waits = k.read_waits;
         self.report.syscalls = k.syscalls;
         self.report.acted = k.device.ledger.len();
         self.report.virtual_time = Duration::from_nanos(k.virtual_ns());

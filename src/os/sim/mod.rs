@@ -171,6 +171,9 @@ impl Net {
     }
 }
 
+/// The granularity of a receive timeout (`SO_RCVTIMEO` counts jiffies; HZ=100 is the coarsest).
+const RCVTIMEO_TICK: Ns = 10_000_000;
+
 /// The kernel's options, per scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimOptions {
@@ -178,6 +181,9 @@ pub struct SimOptions {
     pub zero_wait_is_exact: bool,
     /// `Caps::writable_means_connected` (Linux: true).
     pub writable_means_connected: bool,
+    /// `Caps::read_wait` (Linux: true). The fuzz scenarios tie it to `zero_wait_is_exact`:
+    /// a Linux-like kernel has both, another neither.
+    pub read_wait: bool,
     /// Events per `wait` (1–2 exercise the driver's `full` path).
     pub events: usize,
     /// The send buffer: `write` accepts at most this many unconsumed bytes.
@@ -195,6 +201,7 @@ impl Default for SimOptions {
         SimOptions {
             zero_wait_is_exact: true,
             writable_means_connected: true,
+            read_wait: true,
             events: 256,
             sndbuf: 64 * 1024,
             latency: Duration::from_micros(100),
@@ -238,6 +245,8 @@ pub struct SimKernel {
     /// Counters the harness checks.
     pub(crate) syscalls: u64,
     pub(crate) opens: u64,
+    /// `read_wait` calls (the driver's waits in one socket's `recv`).
+    pub(crate) read_waits: u64,
     live: usize,
     /// Bumped whenever something moves: bytes, connects, closes, arrivals.
     pub(crate) progress: u64,
@@ -280,6 +289,7 @@ impl SimKernel {
             device_addr: DEVICE.parse().expect("a socket address"),
             syscalls: 0,
             opens: 0,
+            read_waits: 0,
             live: 0,
             progress: 0,
             jumps: 0,
@@ -479,6 +489,7 @@ impl Kernel for SimKernel {
         Caps {
             zero_wait_is_exact: self.opts.zero_wait_is_exact,
             writable_means_connected: self.opts.writable_means_connected,
+            read_wait: self.opts.read_wait,
         }
     }
 
@@ -543,6 +554,33 @@ impl Kernel for SimKernel {
             self.progress += 1;
         }
         r
+    }
+
+    /// Delivers what the network has scheduled, up to `timeout`, until the socket has data, a
+    /// FIN or an error. Not a wait of the poller's: it vouches for no other socket.
+    fn read_wait(&mut self, s: &mut SimStream, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        self.syscall();
+        self.read_waits += 1;
+        // As a real kernel counts SO_RCVTIMEO: in ticks, rounded up (HZ=100, the coarsest).
+        let limit = self.net.now.saturating_add(ns(timeout).div_ceil(RCVTIMEO_TICK) * RCVTIMEO_TICK);
+        loop {
+            match self.sock(s).recv(buf, false) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => {
+                    if matches!(r, Ok(n) if n > 0) {
+                        self.progress += 1;
+                    }
+                    return r;
+                }
+            }
+            if limit <= self.net.now {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let target = self.net.queue.first_key_value().map_or(limit, |(k, _)| k.0.min(limit));
+            self.jumps += 1;
+            self.deliver(target);
+            self.net.now = self.net.now.max(target);
+        }
     }
 
     fn write(&mut self, s: &mut SimStream, buf: &[u8]) -> io::Result<usize> {

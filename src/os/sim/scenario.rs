@@ -233,6 +233,7 @@ impl Scenario {
         let b9 = b.next();
         let kernel = SimOptions {
             zero_wait_is_exact: b0 & 1 == 0,
+            read_wait: b0 & 1 == 0,
             writable_means_connected: b0 & 2 == 0,
             discard_on_rst: b0 & 8 != 0,
             events: EVENTS[bits(b1, 0, 2)],
@@ -302,6 +303,7 @@ impl Scenario {
         let (k, s) = (&self.kernel, &self.script);
         let flight = idx(&[1, 2, 3], &self.max_in_flight);
         assert!(self.max_retries < 4, "max_retries 0–3");
+        assert_eq!(k.read_wait, k.zero_wait_is_exact, "one bit carries both");
         let b0 = u8::from(!k.zero_wait_is_exact)
             | u8::from(!k.writable_means_connected) << 1
             | u8::from(!self.warm_spares) << 2
@@ -478,6 +480,7 @@ pub(crate) fn named() -> Vec<(&'static str, Scenario)> {
         s.script.idle_close = Some(ms(5));
         s.script.idle_close_limit = Some(1);
         s.kernel.zero_wait_is_exact = exact;
+        s.kernel.read_wait = exact;
         s.warm_spares = false;
         v.push((name, s));
     }

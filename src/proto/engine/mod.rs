@@ -235,6 +235,11 @@ impl Engine {
         !self.completions.is_empty()
     }
 
+    /// Live connections (connecting, open, or waiting for a name lookup).
+    pub(crate) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
     /// Requests submitted and not yet completed.
     pub(crate) fn pending(&self) -> usize {
         self.reqs.len()
