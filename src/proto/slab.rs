@@ -84,6 +84,12 @@ impl<T> Slab<T> {
         Some(v)
     }
 
+    /// The key of the value in slot `index`, if one is there.
+    pub fn key_at(&self, index: usize) -> Option<Key> {
+        let e = self.entries.get(index)?;
+        e.value.as_ref().map(|_| Key { idx: index as u32, gen_: e.gen_ })
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -16,8 +16,11 @@ use crate::proto::slab::Key;
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
-    /// A request's deadline.
-    Request(Key),
+    /// The deadline of the request in this slot of the engine's request slab. One entry serves
+    /// the slot's successive requests: a request whose deadline is no earlier than the entry's
+    /// time pushes none, and the entry, when it surfaces, moves to the deadline of the request
+    /// then in the slot (a keep-alive loop reuses one slot: no heap push or pop per command).
+    Request(u32),
     /// A connecting connection's connect timeout.
     Connect(Key),
     /// An idle connection's retire time.

@@ -29,9 +29,49 @@ impl Engine {
         timers.push(at, Timer::Retire(conn));
     }
 
+    /// Gives request slot `slot`, whose request's deadline is `deadline`, a timer entry at that
+    /// time, unless its entry already in the heap is due no later (it moves when it surfaces).
+    pub(super) fn arm_deadline(&mut self, slot: usize, deadline: Instant) {
+        if self.deadline_armed.len() <= slot {
+            self.deadline_armed.resize(slot + 1, None);
+        }
+        if self.deadline_armed[slot].is_some_and(|armed| armed <= deadline) {
+            return;
+        }
+        self.deadline_armed[slot] = Some(deadline);
+        self.timers.push(deadline, Timer::Request(slot as u32));
+    }
+
+    /// The request slot's deadline entry at `at` has left the heap (it was its current one):
+    /// it moves to the deadline of the request now in the slot, if that one is later than
+    /// `now`, and the request is returned if its deadline has come.
+    fn deadline_entry_left(&mut self, slot: u32, at: Instant, now: Instant) -> Option<Key> {
+        let armed = self.deadline_armed.get_mut(slot as usize)?;
+        if *armed != Some(at) {
+            return None; // a later entry of the slot's, superseded by an earlier one
+        }
+        *armed = None;
+        let r = self.reqs.key_at(slot as usize)?;
+        let deadline = self.reqs.get(r)?.deadline;
+        if deadline <= now {
+            return Some(r);
+        }
+        self.arm_deadline(slot as usize, deadline);
+        None
+    }
+
     /// A timer entry that was not live has left the heap: if it was a connection's retire entry
-    /// and the connection, idle, now retires later, the entry moves there.
+    /// and the connection, idle, now retires later, the entry moves there; a request slot's
+    /// current entry is forgotten (the slot is empty).
     fn rearm_if_moved(&mut self, at: Instant, timer: Timer) {
+        if let Timer::Request(slot) = timer {
+            if let Some(armed) = self.deadline_armed.get_mut(slot as usize)
+                && *armed == Some(at)
+            {
+                *armed = None;
+            }
+            return;
+        }
         let Timer::Retire(k) = timer else { return };
         let Some(c) = self.conns.get_mut(k) else { return };
         if c.retire_armed != Some(at) {
@@ -66,7 +106,11 @@ impl Engine {
                 c.retire_armed = None;
             }
             match timer {
-                Timer::Request(r) => self.expire_request(r, now),
+                Timer::Request(slot) => {
+                    if let Some(r) = self.deadline_entry_left(slot, at, now) {
+                        self.expire_request(r, now);
+                    }
+                }
                 Timer::Connect(c) => {
                     let Some(conn) = self.conns.get(c) else { continue };
                     let host = conn.host.to_string();
@@ -96,7 +140,11 @@ impl Engine {
                     _ => None,
                 };
             }
-            let reqs = self.reqs.iter().map(|(k, p)| (p.deadline, Timer::Request(k)));
+            self.deadline_armed.iter_mut().for_each(|a| *a = None);
+            for (k, p) in self.reqs.iter() {
+                self.deadline_armed[k.index()] = Some(p.deadline);
+            }
+            let reqs = self.reqs.iter().map(|(k, p)| (p.deadline, Timer::Request(k.index() as u32)));
             let conns = self.conns.iter().filter_map(|(k, c)| match c.state {
                 ConnState::Connecting { deadline } => Some((deadline, Timer::Connect(k))),
                 ConnState::Open(Open::Idle { .. }) => c.retire_at.map(|(t, _)| (t, Timer::Retire(k))),
@@ -143,9 +191,12 @@ impl Engine {
     /// Whether a timer entry still applies to its subject (and, for a retire timer, why).
     pub(super) fn timer_is_live(&self, at: Instant, timer: Timer) -> Option<RetireReason> {
         match timer {
-            Timer::Request(r) => {
-                self.reqs.get(r).filter(|p| p.deadline == at).map(|_| RetireReason::DeadlineExceeded)
-            }
+            // Live while it is the slot's current entry and a request is in the slot (whose
+            // deadline may be later: the entry then moves when it surfaces, which costs a
+            // wake-up per request timeout, not a heap push per request).
+            Timer::Request(slot) => (self.deadline_armed.get(slot as usize) == Some(&Some(at))
+                && self.reqs.key_at(slot as usize).is_some())
+            .then_some(RetireReason::DeadlineExceeded),
             Timer::Connect(c) => match self.conns.get(c)?.state {
                 ConnState::Connecting { deadline } if deadline == at => Some(RetireReason::ConnectFailed),
                 _ => None,

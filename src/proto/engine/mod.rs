@@ -105,6 +105,9 @@ pub(crate) struct Engine {
     actions: VecDeque<Action>,
     completions: VecDeque<Completion>,
     timers: Timers,
+    /// Per request slot, the time of its deadline entry in `timers` (`Timer::Request`), if it
+    /// has one.
+    deadline_armed: Vec<Option<Instant>>,
     trace: Option<Trace>,
     /// Request encoding buffers, reused.
     wire_pool: Vec<Vec<u8>>,
@@ -130,6 +133,7 @@ impl Engine {
             actions: VecDeque::new(),
             completions: VecDeque::new(),
             timers: Timers::default(),
+            deadline_armed: Vec::new(),
             wire_pool: Vec::new(),
             response_pool: Vec::new(),
             prune_hosts_at: MAX_IDLE_HOSTS,
@@ -197,7 +201,7 @@ impl Engine {
         };
         let deadline = pending.deadline;
         let r = self.reqs.insert(pending);
-        self.timers.push(deadline, Timer::Request(r));
+        self.arm_deadline(r.index(), deadline);
         let host = self.hosts.entry(key.clone()).or_insert_with(|| Host {
             name: req.url.host().to_string(),
             port: req.url.port(),

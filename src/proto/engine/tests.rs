@@ -370,6 +370,49 @@ fn deadline_while_awaiting_response_retires_the_connection() {
     assert_eq!(w.actions(), vec![Action::Close { conn }]);
 }
 
+/// Successive requests in one request slot share one deadline entry: a keep-alive loop pushes
+/// none per command, and each request still fails at its own deadline, not at the earlier one
+/// of the entry it inherited (which moves to the request's deadline when it surfaces).
+#[test]
+fn requests_reusing_a_slot_share_one_deadline_entry_and_keep_their_own_deadlines() {
+    let timeout = Duration::from_millis(100);
+    let mut w = World::with(Config { request_timeout: timeout, warm_spares: false, ..Config::default() });
+    let conn = w.exchange_on_new(Method::GET);
+    let entries = w.e.timers.len();
+    for _ in 0..50 {
+        w.advance(Duration::from_millis(10));
+        w.submit(Method::GET, "http://10.0.0.5/io");
+        w.probe_alive(conn);
+        w.e.on_data(conn, OK, w.now);
+        assert!(w.completions()[0].result.is_ok());
+    }
+    assert!(w.e.timers.len() <= entries, "{} entries, {entries} before", w.e.timers.len());
+    // A request answered at once leaves its slot's entry at its deadline (or an earlier
+    // one's); the next one, 50 ms later in the same slot, inherits it: no entry of its own.
+    w.now += Duration::from_millis(1);
+    w.submit(Method::GET, "http://10.0.0.5/io");
+    let first_deadline = w.now + timeout;
+    w.probe_alive(conn);
+    w.e.on_data(conn, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    w.now += Duration::from_millis(50);
+    let entries = w.e.timers.len();
+    w.submit(Method::PUT, "http://10.0.0.5/io");
+    let deadline = w.now + timeout;
+    w.probe_alive(conn);
+    assert_eq!(w.e.timers.len(), entries, "no entry pushed");
+    let inherited = w.e.poll_timeout().unwrap();
+    assert!(inherited <= first_deadline, "the inherited entry surfaces first");
+    w.advance(inherited - w.now);
+    assert!(w.completions().is_empty(), "expired by the earlier request's deadline");
+    assert_eq!(w.e.poll_timeout(), Some(deadline), "the entry moved to this request's deadline");
+    w.advance(deadline - w.now - Duration::from_micros(1));
+    assert!(w.completions().is_empty());
+    w.advance(Duration::from_micros(1));
+    let err = w.one_error();
+    assert!(matches!(err, Error::DeadlineExceeded { stage: Stage::AwaitingResponse }), "{err:?}");
+}
+
 #[test]
 fn keep_alive_timeout_retires_before_the_server_does() {
     let mut w = World::new();
