@@ -404,12 +404,17 @@ impl ResponseReader {
     /// walked once per field name.
     fn framing_fields(&self) -> Fields {
         let mut f = Fields::default();
-        for (n, _) in &self.headers {
+        for (i, (n, _)) in self.headers.iter().enumerate() {
             let name = &self.head[n.clone()];
             match name.len() {
                 10 if name.eq_ignore_ascii_case(b"connection") => f.connection = true,
                 10 if name.eq_ignore_ascii_case(b"keep-alive") => f.keep_alive = true,
-                14 if name.eq_ignore_ascii_case(b"content-length") => f.content_length = true,
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    if f.content_lengths == 0 {
+                        f.content_length_at = i;
+                    }
+                    f.content_lengths += 1;
+                }
                 17 if name.eq_ignore_ascii_case(b"transfer-encoding") => f.transfer_encoding = true,
                 _ => {}
             }
@@ -447,7 +452,7 @@ impl ResponseReader {
         if self.head_request || self.status == 204 || self.status == 304 {
             return Ok(Body::Length(0));
         }
-        let (has_te, has_cl) = (fields.transfer_encoding, fields.content_length);
+        let (has_te, has_cl) = (fields.transfer_encoding, fields.content_lengths > 0);
         // 3. Transfer-Encoding.
         if has_te {
             if has_cl {
@@ -478,7 +483,13 @@ impl ResponseReader {
         // 5. Content-Length; repeats must agree (RFC 9110 §8.6).
         if has_cl {
             let mut length: Option<u64> = None;
-            for v in self.values("content-length").flat_map(|v| v.split(|&b| b == b',')) {
+            let single = (fields.content_lengths == 1).then(|| {
+                let (_, v) = &self.headers[fields.content_length_at];
+                self.head[v.clone()].trim_ascii()
+            });
+            // Either the single field, or all of them (`take(0)` never runs the search).
+            let all = self.values("content-length").take(if single.is_some() { 0 } else { usize::MAX });
+            for v in single.into_iter().chain(all).flat_map(|v| v.split(|&b| b == b',')) {
                 let v = v.trim_ascii();
                 let n = parse_decimal(v).ok_or_else(|| Error::malformed("invalid Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
@@ -506,15 +517,19 @@ impl ResponseReader {
 struct Fields {
     connection: bool,
     keep_alive: bool,
-    content_length: bool,
+    /// `Content-Length` fields, and the index of the first (the common single one is not
+    /// searched for again).
+    content_lengths: usize,
+    content_length_at: usize,
     transfer_encoding: bool,
 }
 
+/// Digits only (no sign, no space), at most 19 of them: below `u64::MAX`, so no overflow.
 fn parse_decimal(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || v.len() > 19 {
         return None;
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    v.iter().try_fold(0u64, |n, &b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
 }
 
 /// `Keep-Alive: timeout=5, max=100` (RFC 2068 §19.7.1.1; still what embedded servers send).
