@@ -46,7 +46,12 @@ impl Engine {
                 let r = host.queue.pop_front().expect("queue checked non-empty");
                 host.in_flight += 1;
                 let host_ends = host.behaviour.closes_after_response() || host.behaviour.announces_close();
+                // The common case, the queue's only request: no second lookup to find it empty.
+                let more = !host.queue.is_empty();
                 self.assign(conn, r, host_ends);
+                if !more {
+                    return;
+                }
                 continue;
             }
             let connecting = host

@@ -26,8 +26,13 @@ impl Engine {
             *n = n.saturating_sub(1);
         }
         c.last_response = Some(now);
-        let (behaviour, single_use) = match self.hosts.get_mut(&c.host) {
+        // One lookup of the host for the exchange's end: what the response taught, the
+        // exchange no longer in flight, and whether requests wait in its queue.
+        let (behaviour, single_use, queued) = match self.hosts.get_mut(&c.host) {
             Some(h) => {
+                h.in_flight -= 1;
+                // An exchange completed: connects suspended after a refused one may resume.
+                h.connects_suspended = false;
                 h.behaviour.observe_announced(persistence.idle_timeout);
                 h.behaviour.observe_response_closes(matches!(
                     persistence.close,
@@ -37,9 +42,9 @@ impl Engine {
                             | RetireReason::CloseDelimitedBody
                     )
                 ));
-                (h.behaviour, h.single_use)
+                (h.behaviour, h.single_use, !h.queue.is_empty())
             }
-            None => (Behaviour::default(), 0),
+            None => (Behaviour::default(), 0, false),
         };
         let facts = AfterResponse {
             fin,
@@ -78,15 +83,11 @@ impl Engine {
         }
         let probation = c.probation && retire.is_none();
         let host = c.host.clone();
-        if let Some(h) = self.hosts.get_mut(&host) {
-            h.in_flight -= 1;
-            // An exchange completed: connects suspended after a refused one may resume.
-            h.connects_suspended = false;
-        }
         if let Some(t) = &mut self.trace {
             t.record(now, c.id, &host, TraceKind::Response { request: req_id.0, status: resp.status });
         }
-        if resp.status == 401 && self.digest_challenged(ex.req, &resp) {
+        let requeued = resp.status == 401 && self.digest_challenged(ex.req, &resp);
+        if requeued {
             // Sent again, first in its queue, with the answer: not a completion.
             self.recycle(resp);
         } else if let Some(p) = self.reqs.remove(ex.req) {
@@ -108,7 +109,11 @@ impl Engine {
         } else if let Some(why) = retire {
             self.retire(conn, why, now);
         } else {
-            self.dispatch(&host, now);
+            // Nothing queued (a challenged request goes back to its queue), one request in
+            // flight at most: dispatch would find nothing to do.
+            if queued || requeued || self.cfg.max_in_flight_per_host > 1 {
+                self.dispatch(&host, now);
+            }
             if probation {
                 // The next command must not wait for the probation to end.
                 self.open_spare(&host, now);
