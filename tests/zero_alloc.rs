@@ -96,3 +96,26 @@ fn submit_ref_poll_and_recycle_allocate_nothing_per_command() {
     });
     assert_eq!(allocs, 0, "{allocs} allocations in {COMMANDS} commands");
 }
+
+/// A device that closes after every response: a fresh connection (a warm spare) per command,
+/// and still no allocation per command (the connect's host name is shared, not copied).
+#[test]
+fn a_connection_per_command_allocates_nothing_per_command() {
+    let dev = DeviceServer::close_after_response();
+    let mut client = Client::new().unwrap();
+    let get = Request::get(&dev.url("/unico/v1/interface/io-state?ioId=25602")).build().unwrap();
+    let mut resp = Response::default();
+    // Warm up: pools, buffers and the timer heap reach their steady size.
+    for _ in 0..200 {
+        client.execute(&get, &mut resp).unwrap();
+    }
+    let connects = client.stats().connects;
+    let allocs = count(|| {
+        for _ in 0..200 {
+            client.execute(&get, &mut resp).unwrap();
+        }
+    });
+    assert_eq!(resp.status(), 200);
+    assert!(client.stats().connects >= connects + 190, "{:?}", client.stats());
+    assert_eq!(allocs, 0, "{allocs} allocations in 200 commands");
+}

@@ -74,7 +74,7 @@ struct Pending {
 
 #[derive(Debug)]
 struct Host {
-    name: String,
+    name: Arc<str>,
     port: u16,
     queue: VecDeque<Key>,
     conns: Vec<Key>,
@@ -203,7 +203,7 @@ impl Engine {
         let r = self.reqs.insert(pending);
         self.arm_deadline(r.index(), deadline);
         let host = self.hosts.entry(key.clone()).or_insert_with(|| Host {
-            name: req.url.host().to_string(),
+            name: req.url.host().into(),
             port: req.url.port(),
             queue: VecDeque::new(),
             conns: Vec::new(),

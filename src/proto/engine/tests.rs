@@ -335,7 +335,7 @@ fn a_stalled_host_does_not_block_another() {
             _ => None,
         })
         .collect();
-    assert_eq!(connects, vec!["10.0.0.5".to_string(), "10.0.0.6".to_string()]);
+    assert_eq!(connects, vec![Arc::<str>::from("10.0.0.5"), Arc::from("10.0.0.6")]);
 }
 
 #[test]

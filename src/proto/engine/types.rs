@@ -197,7 +197,7 @@ pub struct ConnectionInfo {
 pub(crate) enum Action {
     /// Start a non-blocking connect to `host:port`, registered under `conn`. `label`: the
     /// host's key (`host:port`, an IPv6 host bracketed), for error messages.
-    Connect { conn: Key, host: String, port: u16, label: Arc<str> },
+    Connect { conn: Key, host: Arc<str>, port: u16, label: Arc<str> },
     /// Peek the socket without blocking and report it with [`Engine::on_probe`].
     Probe { conn: Key },
     /// Write [`Engine::output`] and report it with [`Engine::on_written`].
