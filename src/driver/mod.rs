@@ -297,7 +297,8 @@ impl<K: Kernel> Driver<K> {
     /// of the poller, and for how long. Only when nothing but that socket can need the loop
     /// before its response: the one pending request awaits its response on the only connection
     /// (no other socket's FIN, connect or data to notice, no name lookup under way), no read is
-    /// paused, no event was left in the poller, no busy-polling, no TLS (rustls reads the
+    /// paused, no event was left in the poller, no busy-polling, not the connection's first
+    /// exchange, no TLS (rustls reads the
     /// socket), and, in a turn that a wake-up ends, no waker. The nearest timer or `until` must be
     /// further than [`DIRECT_MARGIN`]: the receive timeout counts in the kernel's ticks, so the
     /// last stretch before a deadline is waited in the poller, to the microsecond. While the
@@ -319,7 +320,11 @@ impl<K: Kernel> Driver<K> {
             return None;
         }
         let key = engine.sole_awaited()?;
-        if self.is_tls(key) {
+        // A connection's first exchange waits in the poller: making the socket blocking costs
+        // three syscalls (two `fcntl`s, `SO_RCVTIMEO`), paid back only by a connection that is
+        // reused (a device that closes after every response, or idles out between commands,
+        // never reuses one).
+        if self.is_tls(key) || !engine.has_served(key) {
             return None;
         }
         let left = wake?.checked_duration_since(now)?.checked_sub(DIRECT_MARGIN)?;

@@ -395,6 +395,11 @@ impl Engine {
         self.reqs.get(r).map(|p| (p.id, p.retryable))
     }
 
+    /// Whether `conn` has completed an exchange before the one it carries now.
+    pub(crate) fn has_served(&self, conn: Key) -> bool {
+        self.conns.get(conn).is_some_and(|c| c.served > 0)
+    }
+
     /// The connection's log serial, for the driver's own log lines.
     pub(crate) fn conn_id(&self, conn: Key) -> u64 {
         self.conns.get(conn).map_or(0, |c| c.id)
