@@ -9,6 +9,11 @@
 //!
 //! Readiness is edge-triggered: after a readable event the driver reads until `WouldBlock`, 0
 //! (the FIN) or an error, or the next event never comes.
+//!
+//! One wait is not the poller's: when the only thing the loop can have to do before a response
+//! is read that response, on the only connection (`Driver::direct_wait`), a kernel that can
+//! (`Caps::read_wait`, Linux) waits in that socket's own `recv` (`Driver::read_direct`), one
+//! syscall where the poller's wait and a read are two.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
