@@ -212,16 +212,28 @@ impl Client {
     /// `method url` with `body`, through the request kept from an earlier call with the same
     /// method and URL (see [`Recent`]).
     fn send_recent(&mut self, method: Method, url: &str, body: Vec<u8>) -> Result<Response> {
-        let id = self.submit_recent(method, url, body)?;
-        self.wait_for(id)
+        let now = self.driver.now();
+        let id = self.submit_recent_at(method, url, body, now)?;
+        self.wait_for_from(id, now)
     }
 
     /// Submits `method url` with `body` through the cache of recently used URLs (no parse, no
     /// allocation for a URL seen before), as `get`/`put`/… do.
     pub(crate) fn submit_recent(&mut self, method: Method, url: &str, body: Vec<u8>) -> Result<RequestId> {
+        let now = self.driver.now();
+        self.submit_recent_at(method, url, body, now)
+    }
+
+    fn submit_recent_at(
+        &mut self,
+        method: Method,
+        url: &str,
+        body: Vec<u8>,
+        now: Instant,
+    ) -> Result<RequestId> {
         let request = self.recent.get(method, url)?;
         request.body = body;
-        let id = self.engine.submit(request, self.driver.now());
+        let id = self.engine.submit(request, now);
         // Encoded: the body is not kept (it may be large, and it is the caller's data).
         request.body = Vec::new();
         Ok(id)
@@ -246,8 +258,9 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn send(&mut self, request: Request) -> Result<Response> {
-        let id = self.submit(request);
-        self.wait_for(id)
+        let now = self.driver.now();
+        let id = self.engine.submit(&request, now);
+        self.wait_for_from(id, now)
     }
 
     /// Sends `request` with a body of exactly `len` bytes read from `body` as the socket takes
@@ -365,8 +378,18 @@ impl Client {
 
     /// Runs the loop until request `id` completes; other completions are kept for `poll`.
     fn wait_for(&mut self, id: RequestId) -> Result<Response> {
+        let now = self.driver.now();
+        self.wait_for_from(id, now)
+    }
+
+    /// [`Client::wait_for`], its first turn from `now`, the submit's clock reading.
+    fn wait_for_from(&mut self, id: RequestId, now: Instant) -> Result<Response> {
+        let mut first = Some(now);
         loop {
-            self.driver.turn(&mut self.engine, None, false)?;
+            match first.take() {
+                Some(now) => self.driver.turn_at(&mut self.engine, None, false, now)?,
+                None => self.driver.turn(&mut self.engine, None, false)?,
+            }
             while let Some(c) = self.engine.poll_completion() {
                 if c.id == id {
                     return c.result;
@@ -494,9 +517,15 @@ impl Client {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn execute(&mut self, request: &Request, response: &mut Response) -> Result<()> {
-        let id = self.engine.submit(request, self.driver.now());
+        let now = self.driver.now();
+        let id = self.engine.submit(request, now);
+        // The first turn starts from the submit's clock reading: one read less per command.
+        let mut first = Some(now);
         loop {
-            self.driver.turn(&mut self.engine, None, false)?;
+            match first.take() {
+                Some(now) => self.driver.turn_at(&mut self.engine, None, false, now)?,
+                None => self.driver.turn(&mut self.engine, None, false)?,
+            }
             while let Some(c) = self.engine.poll_completion() {
                 if c.id == id {
                     let old = std::mem::replace(response, c.result?);

@@ -193,6 +193,19 @@ impl<K: Kernel> Driver<K> {
         stop_on_wake: bool,
     ) -> io::Result<()> {
         let now = self.k.now();
+        self.turn_at(engine, until, stop_on_wake, now)
+    }
+
+    /// [`Driver::turn`] from `now`, a clock reading the caller took a moment ago (a blocking
+    /// call's submit: one clock read less per command). Not for an instant of any age: the
+    /// turn's timers and wait are reckoned from it.
+    pub(crate) fn turn_at(
+        &mut self,
+        engine: &mut Engine,
+        until: Option<Instant>,
+        stop_on_wake: bool,
+        now: Instant,
+    ) -> io::Result<()> {
         if self.unfinished.is_empty() && !engine.timer_due(now) {
             self.after_io(engine, now, false);
         } else {
