@@ -218,7 +218,8 @@ impl Client {
     }
 
     /// Submits `method url` with `body` through the cache of recently used URLs (no parse, no
-    /// allocation for a URL seen before), as `get`/`put`/… do.
+    /// allocation for a URL seen before), as `get`/`put`/… do (for `SharedClient`'s direct path).
+    #[cfg(unix)]
     pub(crate) fn submit_recent(&mut self, method: Method, url: &str, body: Vec<u8>) -> Result<RequestId> {
         let now = self.driver.now();
         self.submit_recent_at(method, url, body, now)
