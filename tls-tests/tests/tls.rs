@@ -91,8 +91,9 @@ fn keep_alive_close_notify_and_an_untrusted_device() {
         if mode == 0 {
             assert_eq!((st.connects, st.reuses), (1, 4), "{st:?}");
         } else {
-            assert!(st.warm_spares_used >= 3, "{st:?}");
             let trace = c.take_trace().unwrap();
+            // (Failed once under a full `.ci/run`, with 2: the sequence diagram says why.)
+            assert!(st.warm_spares_used >= 3, "{st:?}\n{}", trace.to_mermaid("controller"));
             let kinds: Vec<&TraceKind> = trace.events().map(|e| &e.kind).collect();
             let resumed =
                 kinds.iter().filter(|k| matches!(k, TraceKind::TlsHandshake { resumed: true, .. })).count();
