@@ -5,7 +5,7 @@
 #   benches/callgrind_per_command.sh [CLIENT] [N] [SCENARIO]
 #   benches/callgrind_per_command.sh finwatch-execute 2000 a      # the defaults
 #
-# Needs valgrind (`apt-get install valgrind`). The build is the release one (function names
+# Installs valgrind if missing (`.ci/apt-install`). The build is the release one (function names
 # only); for lines, build compare with CARGO_PROFILE_RELEASE_DEBUG=line-tables-only into its
 # own target dir and point COMPARE at it. Prints the total (the first line) and every function
 # of at least 5 instructions per command, the client thread only (callgrind's part -01).
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 client=${1:-finwatch-execute}
 n=${2:-2000}
 scenario=${3:-a}
-command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
+command -v valgrind >/dev/null || .ci/apt-install valgrind
 if [ -z "${COMPARE:-}" ]; then
   cargo build --quiet --release -p compare
   COMPARE=target/release/compare

@@ -10,14 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 commands="${1:-30000}"
 
-if ! command -v bpftrace >/dev/null; then
-    echo "syscall_gaps.sh: installing bpftrace" >&2
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -qq bpftrace >/dev/null \
-        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq bpftrace >/dev/null; }
-fi
+command -v bpftrace >/dev/null || .ci/apt-install bpftrace
 cargo build --quiet --release --example hot_path
 bin=target/release/examples/hot_path
 

@@ -9,25 +9,13 @@ cd "$(dirname "$0")/.."
 
 # The curl crate links the system libcurl, found through pkg-config (Debian's packages).
 if ! pkg-config --exists libcurl 2>/dev/null; then
-    echo "run.sh: installing libcurl4-openssl-dev and pkg-config" >&2
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -qq libcurl4-openssl-dev pkg-config >/dev/null \
-        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq libcurl4-openssl-dev pkg-config >/dev/null; }
+    .ci/apt-install libcurl4-openssl-dev pkg-config
     # A curl-sys built while the headers were missing used its bundled libcurl: rebuild it.
     cargo clean --release -p curl-sys >/dev/null 2>&1 || true
 fi
 
 # The machine-independent figures (--profile, on in full runs) count syscalls with strace.
-if ! command -v strace >/dev/null 2>&1; then
-    echo "run.sh: installing strace" >&2
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -qq strace >/dev/null \
-        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq strace >/dev/null; }
-fi
+.ci/apt-install strace
 
 cargo build --release -p compare
 exec cargo run --quiet --release -p compare -- "$@"

@@ -383,7 +383,8 @@ impl Client {
         self.wait_for_from(id, now)
     }
 
-    /// [`Client::wait_for`], its first turn from `now`, the submit's clock reading.
+    /// [`Client::wait_for`], its first turn from `now`, the submit's clock reading (one clock
+    /// read less per command).
     fn wait_for_from(&mut self, id: RequestId, now: Instant) -> Result<Response> {
         let mut first = Some(now);
         loop {
@@ -520,22 +521,9 @@ impl Client {
     pub fn execute(&mut self, request: &Request, response: &mut Response) -> Result<()> {
         let now = self.driver.now();
         let id = self.engine.submit(request, now);
-        // The first turn starts from the submit's clock reading: one read less per command.
-        let mut first = Some(now);
-        loop {
-            match first.take() {
-                Some(now) => self.driver.turn_at(&mut self.engine, None, false, now)?,
-                None => self.driver.turn(&mut self.engine, None, false)?,
-            }
-            while let Some(c) = self.engine.poll_completion() {
-                if c.id == id {
-                    let old = std::mem::replace(response, c.result?);
-                    self.engine.recycle(old);
-                    return Ok(());
-                }
-                self.ready.push_back(c);
-            }
-        }
+        let old = std::mem::replace(response, self.wait_for_from(id, now)?);
+        self.engine.recycle(old);
+        Ok(())
     }
 
     /// Runs the event loop until at least one request completes or `timeout` passes, and

@@ -447,6 +447,14 @@ impl SimKernel {
         false
     }
 
+    /// A wait's clock jump: what the network has scheduled up to `target` arrives, and the
+    /// clock stands at `target` (or later, if a delivery moved it).
+    fn jump_to(&mut self, target: Ns) {
+        self.jumps += 1;
+        self.deliver(target);
+        self.net.now = self.net.now.max(target);
+    }
+
     fn sock(&mut self, s: &SimStream) -> &mut Sock {
         &mut self.socks[s.0]
     }
@@ -577,9 +585,7 @@ impl Kernel for SimKernel {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             let target = self.net.queue.first_key_value().map_or(limit, |(k, _)| k.0.min(limit));
-            self.jumps += 1;
-            self.deliver(target);
-            self.net.now = self.net.now.max(target);
+            self.jump_to(target);
         }
     }
 
@@ -701,9 +707,7 @@ impl Kernel for SimKernel {
                     return Err(io::Error::other("sim: a wait for ever (nothing scheduled, no timeout)"));
                 }
             };
-            self.jumps += 1;
-            self.deliver(target);
-            self.net.now = self.net.now.max(target);
+            self.jump_to(target);
         }
     }
 

@@ -67,6 +67,14 @@ impl World {
         assert!(self.e.output(conn).is_empty());
     }
 
+    /// A GET answered `200` on `conn`, idle and alive: submit, pre-write check, response.
+    fn exchange_on(&mut self, conn: Key) {
+        self.submit(Method::GET, "http://10.0.0.5/io");
+        self.probe_alive(conn);
+        self.e.on_data(conn, OK, self.now);
+        assert!(self.completions()[0].result.is_ok());
+    }
+
     /// A full exchange on a fresh connection; returns the connection, now idle.
     fn exchange_on_new(&mut self, method: Method) -> Key {
         self.submit(method, "http://10.0.0.5/io");
@@ -381,20 +389,14 @@ fn requests_reusing_a_slot_share_one_deadline_entry_and_keep_their_own_deadlines
     let entries = w.e.timers.len();
     for _ in 0..50 {
         w.advance(Duration::from_millis(10));
-        w.submit(Method::GET, "http://10.0.0.5/io");
-        w.probe_alive(conn);
-        w.e.on_data(conn, OK, w.now);
-        assert!(w.completions()[0].result.is_ok());
+        w.exchange_on(conn);
     }
     assert!(w.e.timers.len() <= entries, "{} entries, {entries} before", w.e.timers.len());
     // A request answered at once leaves its slot's entry at its deadline (or an earlier
     // one's); the next one, 50 ms later in the same slot, inherits it: no entry of its own.
     w.now += Duration::from_millis(1);
-    w.submit(Method::GET, "http://10.0.0.5/io");
     let first_deadline = w.now + timeout;
-    w.probe_alive(conn);
-    w.e.on_data(conn, OK, w.now);
-    assert!(w.completions()[0].result.is_ok());
+    w.exchange_on(conn);
     w.now += Duration::from_millis(50);
     let entries = w.e.timers.len();
     w.submit(Method::PUT, "http://10.0.0.5/io");
@@ -440,10 +442,7 @@ fn a_retire_time_moved_by_later_exchanges_is_honoured_with_one_timer_entry() {
     let entries = w.e.timers.len();
     for _ in 0..50 {
         w.advance(Duration::from_millis(10));
-        w.submit(Method::GET, "http://10.0.0.5/io");
-        w.probe_alive(conn);
-        w.e.on_data(conn, OK, w.now);
-        assert!(w.completions()[0].result.is_ok());
+        w.exchange_on(conn);
     }
     // 50 exchanges: their request deadlines are in the heap, but no retire entry per exchange.
     assert!(w.e.timers.len() <= entries + 50, "{} entries", w.e.timers.len());
