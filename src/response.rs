@@ -21,11 +21,15 @@ use std::ops::Range;
 pub struct Response {
     pub(crate) minor_version: u8,
     pub(crate) status: u16,
-    /// The final response head, as received (obs-fold already replaced by spaces).
-    pub(crate) head: Vec<u8>,
+    /// The final response head as received (obs-fold already replaced by spaces), then the
+    /// body from `body_at` on: one buffer, one allocation where two would cost a `malloc` and a
+    /// `free` more per response handed out (the head is read into it with the bytes that
+    /// follow it, so the body is usually already there: no second copy either).
+    pub(crate) buf: Vec<u8>,
+    /// Where the body starts in `buf`: the head's length.
+    pub(crate) body_at: usize,
     pub(crate) reason: Range<usize>,
     pub(crate) headers: Vec<(Range<usize>, Range<usize>)>,
-    pub(crate) body: Vec<u8>,
     pub(crate) meta: Meta,
 }
 
@@ -67,7 +71,7 @@ impl std::fmt::Debug for Response {
             .field("status", &self.status)
             .field("reason", &self.reason())
             .field("headers", &headers)
-            .field("body_len", &self.body.len())
+            .field("body_len", &self.body().len())
             .field("meta", &self.meta)
             .finish()
     }
@@ -123,7 +127,7 @@ impl Response {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn reason(&self) -> &str {
-        std::str::from_utf8(&self.head[self.reason.clone()]).unwrap_or("")
+        std::str::from_utf8(&self.buf[self.reason.clone()]).unwrap_or("")
     }
 
     /// `"HTTP/1.1"` or `"HTTP/1.0"` (an HTTP/1.0 response retires its connection unless it
@@ -151,8 +155,8 @@ impl Response {
     /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         let (_, v) =
-            self.headers.iter().find(|(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))?;
-        std::str::from_utf8(&self.head[v.clone()]).ok()
+            self.headers.iter().find(|(n, _)| self.buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))?;
+        std::str::from_utf8(&self.buf[v.clone()]).ok()
     }
 
     /// All values of a header field (case-insensitive name) in the order received, as raw bytes.
@@ -167,8 +171,8 @@ impl Response {
     pub fn header_bytes<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .iter()
-            .filter(move |(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| &self.head[v.clone()])
+            .filter(move |(n, _)| self.buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.buf[v.clone()])
     }
 
     /// All header fields in order, as (name as received, raw value).
@@ -185,7 +189,7 @@ impl Response {
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.headers.iter().map(|(n, v)| {
             // Names were validated as tokens by the parser, so they are ASCII.
-            (std::str::from_utf8(&self.head[n.clone()]).unwrap_or(""), &self.head[v.clone()])
+            (std::str::from_utf8(&self.buf[n.clone()]).unwrap_or(""), &self.buf[v.clone()])
         })
     }
 
@@ -199,7 +203,7 @@ impl Response {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn body(&self) -> &[u8] {
-        &self.body
+        self.buf.get(self.body_at..).unwrap_or_default()
     }
 
     /// Takes ownership of the body.
@@ -211,7 +215,10 @@ impl Response {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn into_body(self) -> Vec<u8> {
-        self.body
+        let mut buf = self.buf;
+        // The head goes; the body moves to the front of the same allocation.
+        buf.drain(..self.body_at.min(buf.len()));
+        buf
     }
 
     /// Whether the status is 2xx. (A 4xx or 5xx is a response, not an [`crate::Error`]: the

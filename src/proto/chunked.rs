@@ -54,9 +54,16 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
-    /// Decodes from `input`, appending data to `body` (at most `max_body` bytes in all).
+    /// Decodes from `input`, appending data to `body`, whose body starts at `body_at` (the
+    /// bytes before it are the response head: at most `max_body` bytes from there in all).
     /// Returns how many input bytes were consumed; stops right after the final CRLF.
-    pub(crate) fn decode(&mut self, input: &[u8], body: &mut Vec<u8>, max_body: usize) -> Result<usize> {
+    pub(crate) fn decode(
+        &mut self,
+        input: &[u8],
+        body: &mut Vec<u8>,
+        body_at: usize,
+        max_body: usize,
+    ) -> Result<usize> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -89,12 +96,12 @@ impl ChunkedDecoder {
                         self.state = State::Extension;
                     }
                     b'\r' => self.state = State::SizeLf,
-                    b'\n' => self.end_size_line(body.len(), max_body)?,
+                    b'\n' => self.end_size_line(body.len().saturating_sub(body_at), max_body)?,
                     _ => return Err(Error::malformed(format!("invalid byte 0x{b:02x} after chunk size"))),
                 },
                 State::Extension => match b {
                     b'\r' => self.state = State::SizeLf,
-                    b'\n' => self.end_size_line(body.len(), max_body)?,
+                    b'\n' => self.end_size_line(body.len().saturating_sub(body_at), max_body)?,
                     0 => return Err(Error::malformed("NUL in chunk extension")),
                     _ => self.count_meta()?,
                 },
@@ -102,7 +109,7 @@ impl ChunkedDecoder {
                     if b != b'\n' {
                         return Err(Error::malformed("bare CR in chunk size line"));
                     }
-                    self.end_size_line(body.len(), max_body)?;
+                    self.end_size_line(body.len().saturating_sub(body_at), max_body)?;
                 }
                 State::Data => {
                     let avail = (input.len() - i) as u64;
@@ -194,7 +201,7 @@ mod tests {
     fn decode_all(input: &[u8]) -> Result<(Vec<u8>, usize, bool)> {
         let mut d = ChunkedDecoder::new(1024);
         let mut body = Vec::new();
-        let n = d.decode(input, &mut body, 1 << 20)?;
+        let n = d.decode(input, &mut body, 0, 1 << 20)?;
         Ok((body, n, d.is_done()))
     }
 
@@ -213,9 +220,9 @@ mod tests {
         for split in 0..input.len() {
             let mut d = ChunkedDecoder::new(1024);
             let mut body = Vec::new();
-            let a = d.decode(&input[..split], &mut body, 1 << 20).unwrap();
+            let a = d.decode(&input[..split], &mut body, 0, 1 << 20).unwrap();
             assert_eq!(a, split);
-            let b = d.decode(&input[split..], &mut body, 1 << 20).unwrap();
+            let b = d.decode(&input[split..], &mut body, 0, 1 << 20).unwrap();
             assert_eq!(split + b, input.len());
             assert!(d.is_done(), "split {split}");
             assert_eq!(body, b"0123456789abc");
@@ -260,13 +267,36 @@ mod tests {
     #[test]
     fn bounds_body_and_metadata() {
         let mut d = ChunkedDecoder::new(1024);
-        let r = d.decode(b"401\r\n", &mut Vec::new(), 1024);
+        let r = d.decode(b"401\r\n", &mut Vec::new(), 0, 1024);
         assert!(matches!(r, Err(Error::LimitExceeded { limit: Limit::BodyBytes, .. })));
         let mut d = ChunkedDecoder::new(8);
-        let r = d.decode(b"1;aaaaaaaaaaaaaaaaa", &mut Vec::new(), 1024);
+        let r = d.decode(b"1;aaaaaaaaaaaaaaaaa", &mut Vec::new(), 0, 1024);
         assert!(matches!(r, Err(Error::LimitExceeded { limit: Limit::HeadBytes, .. })));
         let mut d = ChunkedDecoder::new(8);
-        let r = d.decode(b"0\r\nX-Endless-Trailer: aaaaaaa", &mut Vec::new(), 1024);
+        let r = d.decode(b"0\r\nX-Endless-Trailer: aaaaaaa", &mut Vec::new(), 0, 1024);
         assert!(matches!(r, Err(Error::LimitExceeded { limit: Limit::HeadBytes, .. })));
+    }
+
+    /// The body shares its buffer with the response head: only the bytes from `body_at` on
+    /// count against `max_body`.
+    #[test]
+    fn the_head_before_body_at_does_not_count_against_the_body_limit() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut buf = head.to_vec();
+        let mut d = ChunkedDecoder::new(1024);
+        // Exactly the limit: accepted, after the head.
+        let n = d.decode(b"4\r\nabcd\r\n0\r\n\r\n", &mut buf, head.len(), 4).unwrap();
+        assert_eq!((n, d.is_done(), &buf[head.len()..]), (14, true, &b"abcd"[..]));
+        // One byte over: refused, however long the head.
+        let mut buf = head.to_vec();
+        let mut d = ChunkedDecoder::new(1024);
+        let r = d.decode(b"5\r\n", &mut buf, head.len(), 4);
+        assert!(matches!(r, Err(Error::LimitExceeded { limit: Limit::BodyBytes, max: 4 })));
+        // Across two chunks the count goes on from the first.
+        let mut buf = head.to_vec();
+        let mut d = ChunkedDecoder::new(1024);
+        assert!(d.decode(b"3\r\nabc\r\n", &mut buf, head.len(), 4).is_ok());
+        let r = d.decode(b"2\r\n", &mut buf, head.len(), 4);
+        assert!(matches!(r, Err(Error::LimitExceeded { limit: Limit::BodyBytes, max: 4 })));
     }
 }

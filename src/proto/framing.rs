@@ -98,12 +98,14 @@ pub(crate) struct ResponseReader {
     state: State,
     started: bool,
     interim: usize,
-    head: Vec<u8>,
+    /// The head as it arrives, then (once it is complete, from `body_at`) the body: the
+    /// [`Response`]'s one buffer.
+    buf: Vec<u8>,
+    body_at: usize,
     minor_version: u8,
     status: u16,
     reason: Range<usize>,
     headers: Vec<(Range<usize>, Range<usize>)>,
-    body: Vec<u8>,
     persistence: Persistence,
     /// Heads handed to the parser (complete or not), for the tests.
     #[cfg(test)]
@@ -127,22 +129,21 @@ impl ResponseReader {
     /// A reader that fills the buffers of a response no longer needed (no allocation once
     /// they have grown to the size of the responses they carry).
     pub(crate) fn reuse(limits: Limits, head_request: bool, spare: Response) -> ResponseReader {
-        let Response { mut head, mut headers, mut body, .. } = spare;
-        head.clear();
+        let Response { mut buf, mut headers, .. } = spare;
+        buf.clear();
         headers.clear();
-        body.clear();
         ResponseReader {
             limits,
             head_request,
             state: State::Head,
             started: false,
             interim: 0,
-            head,
+            buf,
+            body_at: 0,
             minor_version: 1,
             status: 0,
             reason: 0..0,
             headers,
-            body,
             persistence: Persistence::default(),
             #[cfg(test)]
             parses: 0,
@@ -155,9 +156,20 @@ impl ResponseReader {
         self.limits.max_body_bytes = usize::MAX;
     }
 
-    /// The body bytes received and not yet taken.
-    pub(crate) fn body_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.body
+    /// The body bytes received and not yet taken (none before the head is complete).
+    pub(crate) fn body(&self) -> &[u8] {
+        match self.state {
+            State::Head => &[],
+            _ => self.buf.get(self.body_at..).unwrap_or_default(),
+        }
+    }
+
+    /// Drops the body bytes received so far (a streamed body, once written out); not the head,
+    /// nor a head still arriving.
+    pub(crate) fn clear_body(&mut self) {
+        if !matches!(self.state, State::Head) {
+            self.buf.truncate(self.body_at);
+        }
     }
 
     /// Whether any response byte has arrived (after which a request is never retried).
@@ -179,7 +191,7 @@ impl ResponseReader {
                 }
                 State::Body(Body::Length(remaining)) => {
                     let take = (*remaining).min(input.len() as u64) as usize;
-                    self.body.extend_from_slice(&input[..take]);
+                    self.buf.extend_from_slice(&input[..take]);
                     *remaining -= take as u64;
                     input = &input[take..];
                     if *remaining == 0 {
@@ -187,20 +199,21 @@ impl ResponseReader {
                     }
                 }
                 State::Body(Body::Chunked(decoder)) => {
-                    let used = decoder.decode(input, &mut self.body, self.limits.max_body_bytes)?;
+                    let used =
+                        decoder.decode(input, &mut self.buf, self.body_at, self.limits.max_body_bytes)?;
                     input = &input[used..];
                     if decoder.is_done() {
                         self.state = State::Done;
                     }
                 }
                 State::Body(Body::UntilClose) => {
-                    if self.body.len() + input.len() > self.limits.max_body_bytes {
+                    if self.buf.len() - self.body_at + input.len() > self.limits.max_body_bytes {
                         return Err(Error::LimitExceeded {
                             limit: Limit::BodyBytes,
                             max: self.limits.max_body_bytes,
                         });
                     }
-                    self.body.extend_from_slice(input);
+                    self.buf.extend_from_slice(input);
                     input = &[];
                 }
                 State::Done => break,
@@ -233,10 +246,10 @@ impl ResponseReader {
         let resp = Response {
             minor_version: self.minor_version,
             status: self.status,
-            head: self.head,
+            buf: self.buf,
+            body_at: self.body_at,
             reason: self.reason,
             headers: self.headers,
-            body: self.body,
             meta,
         };
         (resp, self.persistence)
@@ -244,7 +257,7 @@ impl ResponseReader {
 
     /// Parses the head from `input`; returns how many input bytes it used.
     fn feed_head(&mut self, input: &[u8]) -> Result<usize> {
-        let old = self.head.len();
+        let old = self.buf.len();
         // httparse skips empty lines before a status line; RFC 9112 §2.2 allows that only to a
         // server reading a request. In a response it means the stream is out of step.
         if old == 0 && matches!(input.first(), Some(b'\r' | b'\n')) {
@@ -255,17 +268,17 @@ impl ResponseReader {
         // release builds (no room: the loop spun on a head it never took in).
         let room = self.limits.max_head_bytes.saturating_add(1).saturating_sub(old);
         let take = input.len().min(room);
-        self.head.extend_from_slice(&input[..take]);
+        self.buf.extend_from_slice(&input[..take]);
         // RFC 9112 §2.3: a message in a later minor version of HTTP/1 (`HTTP/1.2`) is processed
         // as the highest minor version the recipient implements, 1.1. httparse knows only 1.0
         // and 1.1, so the digit is rewritten once it has arrived.
         // (`HTTP/1.2x` still fails: httparse wants the space after the version.)
         if old < 8
-            && self.head.len() >= 8
-            && self.head.starts_with(b"HTTP/1.")
-            && matches!(self.head[7], b'2'..=b'9')
+            && self.buf.len() >= 8
+            && self.buf.starts_with(b"HTTP/1.")
+            && matches!(self.buf[7], b'2'..=b'9')
         {
-            self.head[7] = b'1';
+            self.buf[7] = b'1';
         }
 
         // A head can only be complete once a line break arrives (it ends with an empty line),
@@ -276,11 +289,11 @@ impl ResponseReader {
         // at once. A server that sends its head a byte at a time so costs a parse per line, not
         // one per byte, and the verdict depends on the bytes received, not on how they were
         // split into reads.
-        let has_break = self.head[old..].contains(&b'\n');
+        let has_break = self.buf[old..].contains(&b'\n');
         let mut parse_to = if has_break {
-            self.head.len()
-        } else if old < EAGER_HEAD_BYTES && !self.head[..old].contains(&b'\n') {
-            self.head.len().min(EAGER_HEAD_BYTES)
+            self.buf.len()
+        } else if old < EAGER_HEAD_BYTES && !self.buf[..old].contains(&b'\n') {
+            self.buf.len().min(EAGER_HEAD_BYTES)
         } else {
             return self.head_limit().map(|()| take);
         };
@@ -301,19 +314,19 @@ impl ResponseReader {
         let mut parsed = httparse::Response::new(&mut []);
         let mut outcome = config.parse_response_with_uninit_headers(
             &mut parsed,
-            &self.head[..parse_to],
+            &self.buf[..parse_to],
             &mut storage[..max_headers],
         );
         // Parsed through the line still arriving (the common case costs one parse and no search
         // for the last line break); an error counts only if it lies before that line.
         if has_break && outcome.is_err() {
-            let last_break = self.head.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let last_break = self.buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             if last_break < parse_to {
                 parse_to = last_break;
                 parsed = httparse::Response::new(&mut []);
                 outcome = config.parse_response_with_uninit_headers(
                     &mut parsed,
-                    &self.head[..parse_to],
+                    &self.buf[..parse_to],
                     &mut storage[..max_headers],
                 );
             }
@@ -331,10 +344,10 @@ impl ResponseReader {
         }
         let status = parsed.code.unwrap_or(0);
         let minor_version = parsed.version.unwrap_or(1);
-        let base = self.head.as_ptr() as usize;
+        let base = self.buf.as_ptr() as usize;
         // httparse hands back slices of the buffer, except an empty reason phrase, which may be
         // a static "": anything outside the buffer is the empty range.
-        let end = base + self.head.len();
+        let end = base + self.buf.len();
         let range = |s: &[u8]| {
             let p = s.as_ptr() as usize;
             if s.is_empty() || p < base || p + s.len() > end {
@@ -361,15 +374,19 @@ impl ResponseReader {
                     max: self.limits.max_interim_responses,
                 });
             }
-            self.head.clear();
+            self.buf.clear();
             return Ok(used);
         }
 
-        self.head.truncate(len);
+        // The bytes after the head were taken in with it (one copy, into one allocation that
+        // the body then fills without growing) but are handed back as unused: the body's state
+        // takes what belongs to it, by its framing.
+        self.buf.truncate(len);
+        self.body_at = len;
         // obs-fold: replace the line breaks inside a value with spaces, in place.
         // (A folded value holds a LF: found by memchr, the byte loop runs only there.)
         for (_, v) in &self.headers {
-            let value = &mut self.head[v.clone()];
+            let value = &mut self.buf[v.clone()];
             if value.contains(&b'\n') {
                 for b in value {
                     if *b == b'\r' || *b == b'\n' {
@@ -390,7 +407,7 @@ impl ResponseReader {
 
     /// An incomplete head must not grow past the limit.
     fn head_limit(&self) -> Result<()> {
-        if self.head.len() > self.limits.max_head_bytes {
+        if self.buf.len() > self.limits.max_head_bytes {
             return Err(Error::LimitExceeded { limit: Limit::HeadBytes, max: self.limits.max_head_bytes });
         }
         Ok(())
@@ -399,8 +416,8 @@ impl ResponseReader {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .iter()
-            .filter(move |(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| self.head[v.clone()].trim_ascii())
+            .filter(move |(n, _)| self.buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| self.buf[v.clone()].trim_ascii())
     }
 
     /// Which of the fields that decide framing and persistence the head has: one pass over the
@@ -409,7 +426,7 @@ impl ResponseReader {
     fn framing_fields(&self) -> Fields {
         let mut f = Fields::default();
         for (i, (n, _)) in self.headers.iter().enumerate() {
-            let name = &self.head[n.clone()];
+            let name = &self.buf[n.clone()];
             match name.len() {
                 10 if is_field(name, b"connection") => f.connection = true,
                 10 if is_field(name, b"keep-alive") => f.keep_alive = true,
@@ -489,7 +506,7 @@ impl ResponseReader {
             let mut length: Option<u64> = None;
             let single = (fields.content_lengths == 1).then(|| {
                 let (_, v) = &self.headers[fields.content_length_at];
-                self.head[v.clone()].trim_ascii()
+                self.buf[v.clone()].trim_ascii()
             });
             // Either the single field, or all of them (`take(0)` never runs the search).
             let all = self.values("content-length").take(if single.is_some() { 0 } else { usize::MAX });
@@ -612,6 +629,31 @@ mod tests {
     /// A server that trickles its head a byte at a time costs a parse per line, not one per
     /// byte (a parse re-reads the head from its start: per byte, a 16 KiB head would be
     /// 16,384 parses of 8 KiB on average). Here: 10,780 bytes, 53 line breaks, 69 parses.
+    /// The head and the body share one buffer: what a streamed body hands out after each feed
+    /// (and then drops) is body only, never a part of a head still arriving, whatever the
+    /// split; the response keeps its head.
+    #[test]
+    fn a_streamed_body_never_takes_head_bytes() {
+        let input = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-A: b\r\n\r\n0123456789";
+        for split in 1..input.len() {
+            let mut r = ResponseReader::new(Limits::default(), false);
+            r.stream_body();
+            let mut streamed = Vec::new();
+            for piece in [&input[..split], &input[split..]] {
+                assert!(r.feed(piece).is_ok(), "split at {split}");
+                streamed.extend_from_slice(r.body());
+                r.clear_body();
+            }
+            assert_eq!(streamed, b"0123456789", "split at {split}");
+            let (resp, _) = r.finish(Meta::default());
+            assert_eq!((resp.status(), resp.header("x-a"), resp.body()), (200, Some("b"), &b""[..]));
+        }
+        // Kept in memory, the body follows the head in the same buffer, and leaves it whole.
+        let (resp, _, _) = read_all(input, false).unwrap();
+        assert_eq!((resp.body(), resp.header("content-length")), (&b"0123456789"[..], Some("10")));
+        assert_eq!(resp.into_body(), b"0123456789");
+    }
+
     #[test]
     fn a_head_trickled_byte_by_byte_is_parsed_once_per_line() {
         let mut input = b"HTTP/1.1 200 OK\r\n".to_vec();
@@ -850,7 +892,7 @@ mod tests {
             }
         }
         assert!(matches!(result, Err(Error::LimitExceeded { limit: Limit::HeadBytes, .. })));
-        assert!(r.head.len() <= 33);
+        assert!(r.buf.len() <= 33);
     }
 
     /// `usize::MAX` in every limit (a natural "no limit") overflows nothing: the response is

@@ -91,7 +91,7 @@ fn read(limits: Limits, head_request: bool, eof: bool, pieces: &[&[u8]]) -> Outc
         let _ = digest::answerable(resp.header_bytes("www-authenticate"), Some(&c), &creds, &"fuzz");
     }
     assert!(resp.body().len() <= limits.max_body_bytes);
-    assert!(resp.head.len() <= limits.max_head_bytes);
+    assert!(resp.body_at <= limits.max_head_bytes);
     Outcome::Complete {
         status: resp.status(),
         body: resp.into_body(),

@@ -414,9 +414,9 @@ impl Engine {
                     && let Some(p) = self.reqs.get_mut(ex.req)
                     && let Some(BodySink(sink)) = p.sink.as_mut()
                 {
-                    let body = ex.reader.body_mut();
+                    let body = ex.reader.body();
                     let written = if body.is_empty() { Ok(()) } else { sink.write_all(body) };
-                    body.clear();
+                    ex.reader.clear_body();
                     if let Err(source) = written {
                         let r = ex.req;
                         log::debug!("conn={} request {}: the body writer failed: {source}", c.id, p.id.0);

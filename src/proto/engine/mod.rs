@@ -336,7 +336,7 @@ impl Engine {
 
     /// Takes back a response the caller is done with, so its buffers carry a later one.
     pub(crate) fn recycle(&mut self, resp: Response) {
-        if self.response_pool.len() < POOL_SIZE && resp.body.capacity() <= POOLED_BUFFER_MAX {
+        if self.response_pool.len() < POOL_SIZE && resp.buf.capacity() <= POOLED_BUFFER_MAX {
             self.response_pool.push(resp);
         }
     }
