@@ -860,6 +860,17 @@ mod tests {
             read_all(b"HTTP/1.1 200 OK\r\nX-Long: a\r\n  b\r\nContent-Length: 0\r\n\r\n", false).unwrap();
         let v = resp.header("x-long").unwrap();
         assert!(v.starts_with('a') && v.ends_with('b') && !v.contains(['\r', '\n']), "{v:?}");
+        // Several folds, in several fields, bare LFs among them, the last field folded: every
+        // line break inside a value goes (the head's line-break count finds them all).
+        let (resp, _, _) = read_all(
+            b"HTTP/1.1 200 OK\nA: 1\r\n 2\n\t3\r\nB: x\r\nContent-Length: 0\r\nC: y\n z\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        for (name, first, last) in [("a", '1', '3'), ("b", 'x', 'x'), ("c", 'y', 'z')] {
+            let v = resp.header(name).unwrap();
+            assert!(v.starts_with(first) && v.ends_with(last) && !v.contains(['\r', '\n']), "{name}: {v:?}");
+        }
     }
 
     #[test]
