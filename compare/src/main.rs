@@ -247,7 +247,7 @@ impl Config {
         Config {
             scenarios: Scenario::PLAIN.to_vec(),
             // The TLS floor runs in the TLS scenarios only (`parse_args` adds it there).
-            clients: clients::ALL.iter().filter(|k| k.key != clients::FLOOR_TLS).collect(),
+            clients: clients::defaults().filter(|k| k.key != clients::FLOOR_TLS).collect(),
             // (a) decides the keep-alive targets, which sit within a few per cent of the
             // blocking floor while the machine's speed drifts by ±20 % from round to round: 30
             // rounds of 2,000 commands average that drift out better than 10 (rounds much
@@ -314,7 +314,8 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
                        (or t1,t2,t2g,t3)
   --tls                the four TLS scenarios (t1,t2,t2g,t3) with the TLS-capable clients;
                        default output compare/RESULTS-tls.md
-  --clients LIST       comma-separated client keys (see --list); default all
+  --clients LIST       comma-separated client keys (see --list); default all but the
+                       experimental (floor-peek, floor-uring, floor-uring-audit)
   --list               print the client keys and exit
   --rounds N           interleaved rounds in every scenario (default 30 in (a) on loopback, 5 in (e),
                        10 in the others)
@@ -389,7 +390,9 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
             }
             "--list" => {
                 for k in clients::ALL {
-                    println!("{:14} {}", k.key, k.label);
+                    let only =
+                        if k.experimental { "  (experimental: only when named in --clients)" } else { "" };
+                    println!("{:14} {}{only}", k.key, k.label);
                 }
                 return Ok(None);
             }
@@ -463,9 +466,9 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     }
     // Only TLS scenarios: only the clients that speak TLS here, unless told otherwise.
     if !clients_given && cfg.scenarios.iter().all(|s| s.is_tls()) {
-        cfg.clients = clients::ALL.iter().filter(|k| k.tls.is_some()).collect();
+        cfg.clients = clients::defaults().filter(|k| k.tls.is_some()).collect();
     } else if !clients_given && tls {
-        cfg.clients = clients::ALL.iter().collect();
+        cfg.clients = clients::defaults().collect();
     }
     // Across the link a command costs a millisecond round trip, which dwarfs the machine's
     // drift: (a) keeps 10 rounds of 2,000 there (three times as many would add 12 minutes).
@@ -923,6 +926,21 @@ mod tests {
         assert!(keys(&parse("--tls")).iter().all(|k| clients::find(k).unwrap().tls.is_some()));
         assert!(keys(&parse("--scenarios a,t1")).contains(&clients::FLOOR_TLS));
         assert_eq!(keys(&parse("--tls --clients finwatch,hyper")), vec!["finwatch", "hyper"]);
+    }
+
+    /// The experimental floors run only when named: never in a default run, plain or TLS.
+    #[test]
+    fn experimental_clients_run_only_when_named() {
+        let keys = |c: &Config| c.clients.iter().map(|k| k.key).collect::<Vec<_>>();
+        let experimental: Vec<&str> = clients::ALL.iter().filter(|k| k.experimental).map(|k| k.key).collect();
+        assert_eq!(experimental, ["floor-peek", "floor-uring", "floor-uring-audit"]);
+        for args in ["", "--quick", "--tls", "--scenarios a,t1", "--scenarios b,c"] {
+            assert!(keys(&parse(args)).iter().all(|k| !experimental.contains(k)), "{args:?}");
+        }
+        assert_eq!(
+            keys(&parse("--clients floor-blocking,floor-peek,floor-uring")),
+            ["floor-blocking", "floor-peek", "floor-uring"]
+        );
     }
 
     /// (a) runs 30 × 2,000 on loopback and 10 × 2,000 across a link, unless told otherwise;

@@ -345,6 +345,19 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
          on a connection: right after each response, inside the timed call, it connects a new \
          socket (blocking), and sends the next command on it; the used one is closed."
     );
+    if cfg.clients.iter().any(|k| k.experimental) {
+        let _ = writeln!(
+            o,
+            "- Experimental floors (run only when named): the blocking floor with a check before \
+             each write on a reused connection, that reconnects first when the peer has closed it. \
+             `floor-peek`: `recv(MSG_PEEK | MSG_DONTWAIT)`, one syscall. `floor-uring`: a read of \
+             an io_uring completion queue (no syscall), where a multishot poll for POLLRDHUP | \
+             POLLERR | POLLHUP armed at connect (one `io_uring_enter`) posts the close. \
+             `floor-uring-audit`: the latter, then a peek whenever the ring says open (a \
+             diagnostic: one syscall more). Their notes count the closes caught and the writes \
+             that still went to a closed connection."
+        );
+    }
     let _ = writeln!(
         o,
         "- Clients (`compare/src/clients/`): one client / agent / handle per scenario reused for \

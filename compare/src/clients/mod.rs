@@ -21,9 +21,12 @@ mod curl;
 mod finwatch;
 mod floor_blocking;
 mod floor_mio;
+mod floor_peek;
 mod floor_spare;
 mod floor_spin;
 mod floor_tls;
+#[cfg(target_os = "linux")]
+mod floor_uring;
 mod hyper;
 mod minreq;
 mod raw;
@@ -78,6 +81,9 @@ pub struct Kind {
     pub make: Make,
     /// How to make it for the TLS scenarios; `None`: it does not run there.
     pub tls: Option<MakeTls>,
+    /// Run only when named in `--clients`: kept out of the default set, so that a full run
+    /// takes no longer and its tables stay as they were.
+    pub experimental: bool,
 }
 
 /// Key of the blocking floor, the reference of the first ratio columns.
@@ -97,27 +103,54 @@ pub const ALL: &[Kind] = &[
         label: "floor: blocking std TcpStream",
         make: floor_blocking::make,
         tls: None,
+        experimental: false,
     },
-    Kind { key: FLOOR_SPIN, label: "floor: busy-poll non-blocking", make: floor_spin::make, tls: None },
-    Kind { key: "floor-mio", label: "floor: minimal mio loop", make: floor_mio::make, tls: None },
+    Kind {
+        key: FLOOR_SPIN,
+        label: "floor: busy-poll non-blocking",
+        make: floor_spin::make,
+        tls: None,
+        experimental: false,
+    },
+    Kind {
+        key: "floor-mio",
+        label: "floor: minimal mio loop",
+        make: floor_mio::make,
+        tls: None,
+        experimental: false,
+    },
     // A fresh connection per command at the least cost: a blocking connect right after each
     // response, the next command sent on it (the fresh-connection target's floor).
-    Kind { key: FLOOR_SPARE, label: "floor: blocking warm spare", make: floor_spare::make, tls: None },
+    Kind {
+        key: FLOOR_SPARE,
+        label: "floor: blocking warm spare",
+        make: floor_spare::make,
+        tls: None,
+        experimental: false,
+    },
     // TLS only: std TcpStream + rustls `StreamOwned` (ring), blocking, keep-alive.
     Kind {
         key: FLOOR_TLS,
         label: "floor: blocking rustls StreamOwned",
         make: floor_tls::make,
         tls: Some(floor_tls::make_tls),
+        experimental: false,
     },
     // `get` / `put`: `Client::send` of a request built per command.
-    Kind { key: "finwatch", label: "finwatch", make: finwatch::make, tls: Some(finwatch::make_tls) },
+    Kind {
+        key: "finwatch",
+        label: "finwatch",
+        make: finwatch::make,
+        tls: Some(finwatch::make_tls),
+        experimental: false,
+    },
     // finwatch with prepared requests and `Client::execute` (no allocation per command).
     Kind {
         key: "finwatch-execute",
         label: "finwatch (execute)",
         make: finwatch::make_execute,
         tls: Some(|a, p| finwatch::make_execute_with(a, finwatch::tls(Client::builder(), p)?)),
+        experimental: false,
     },
     // finwatch as a control loop that owns a core uses it: prepared requests and its opt-in
     // busy-poll mode (spins up to the budget before sleeping in epoll).
@@ -126,6 +159,7 @@ pub const ALL: &[Kind] = &[
         label: "finwatch (execute, busy-poll)",
         make: |a| finwatch::make_execute_with(a, busy()),
         tls: Some(|a, p| finwatch::make_execute_with(a, finwatch::tls(busy(), p)?)),
+        experimental: false,
     },
     // finwatch, caller-driven, that lets its loop run during the pauses of (c) (`Client::poll`
     // until the next command is due): retires ahead of the device and keeps a spare ready.
@@ -134,6 +168,7 @@ pub const ALL: &[Kind] = &[
         label: "finwatch (execute, poll in pauses)",
         make: finwatch::make_poll,
         tls: Some(|_, p| finwatch::make_poll_with(finwatch::tls(Client::builder(), p)?)),
+        experimental: false,
     },
     // finwatch with its loop on a background thread (`SharedClient`): sees every FIN and timer
     // as it happens, also between the caller's commands.
@@ -142,19 +177,75 @@ pub const ALL: &[Kind] = &[
         label: "finwatch (SharedClient)",
         make: finwatch::make_shared,
         tls: Some(|_, p| finwatch::make_shared_with(finwatch::tls(Client::builder(), p)?)),
+        experimental: false,
     },
-    Kind { key: "reqwest", label: "reqwest (blocking)", make: reqwest::make, tls: Some(reqwest::make_tls) },
-    Kind { key: "ureq", label: "ureq", make: ureq::make, tls: Some(ureq::make_tls) },
+    Kind {
+        key: "reqwest",
+        label: "reqwest (blocking)",
+        make: reqwest::make,
+        tls: Some(reqwest::make_tls),
+        experimental: false,
+    },
+    Kind { key: "ureq", label: "ureq", make: ureq::make, tls: Some(ureq::make_tls), experimental: false },
     Kind {
         key: "hyper",
         label: "hyper (legacy Client, current-thread)",
         make: hyper::make,
         tls: Some(hyper::make_tls),
+        experimental: false,
     },
-    Kind { key: "curl", label: "curl (libcurl easy)", make: curl::make, tls: Some(curl::make_tls) },
-    Kind { key: "minreq", label: "minreq", make: minreq::make, tls: None },
-    Kind { key: "attohttpc", label: "attohttpc", make: attohttpc::make, tls: None },
+    Kind {
+        key: "curl",
+        label: "curl (libcurl easy)",
+        make: curl::make,
+        tls: Some(curl::make_tls),
+        experimental: false,
+    },
+    Kind { key: "minreq", label: "minreq", make: minreq::make, tls: None, experimental: false },
+    Kind { key: "attohttpc", label: "attohttpc", make: attohttpc::make, tls: None, experimental: false },
+    // Experimental (only with `--clients`): the blocking floor with a check for the peer's
+    // close before each write on a reused connection, by a syscall (a `recv(MSG_PEEK)`) or by a
+    // read of an io_uring completion queue; and the latter audited by the former.
+    Kind {
+        key: "floor-peek",
+        label: "floor: blocking + peek check",
+        make: floor_peek::make,
+        tls: None,
+        experimental: true,
+    },
+    Kind {
+        key: "floor-uring",
+        label: "floor: blocking + io_uring poll check",
+        make: uring(false),
+        tls: None,
+        experimental: true,
+    },
+    Kind {
+        key: "floor-uring-audit",
+        label: "floor: io_uring poll check + peek audit",
+        make: uring(true),
+        tls: None,
+        experimental: true,
+    },
 ];
+
+/// The io_uring floor (Linux only): `audit` adds the peek after the ring's "open".
+const fn uring(audit: bool) -> Make {
+    #[cfg(target_os = "linux")]
+    {
+        if audit { floor_uring::make_audit } else { floor_uring::make }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = audit;
+        |_| Err("io_uring: Linux only".to_string())
+    }
+}
+
+/// The clients a run takes when `--clients` does not name them: all but the experimental.
+pub fn defaults() -> impl Iterator<Item = &'static Kind> {
+    ALL.iter().filter(|k| !k.experimental)
+}
 
 /// The other clients that speak TLS here: the peers the TLS targets are measured against.
 pub const TLS_PEERS: [&str; 4] = ["reqwest", "ureq", "hyper", "curl"];
