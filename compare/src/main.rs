@@ -933,7 +933,7 @@ mod tests {
     fn experimental_clients_run_only_when_named() {
         let keys = |c: &Config| c.clients.iter().map(|k| k.key).collect::<Vec<_>>();
         let experimental: Vec<&str> = clients::ALL.iter().filter(|k| k.experimental).map(|k| k.key).collect();
-        assert_eq!(experimental, ["floor-peek", "floor-uring", "floor-uring-audit"]);
+        assert_eq!(experimental, ["floor-peek", "floor-uring", "floor-uring-audit", "floor-uring-in"]);
         for args in ["", "--quick", "--tls", "--scenarios a,t1", "--scenarios b,c"] {
             assert!(keys(&parse(args)).iter().all(|k| !experimental.contains(k)), "{args:?}");
         }

@@ -35,6 +35,12 @@ use super::{HttpClient, Method};
 
 /// What the poll waits for: the peer's FIN (POLLRDHUP), a reset or error (POLLERR, POLLHUP).
 const MASK: u32 = (libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
+/// `floor-uring-in`'s: bytes too (POLLIN). finwatch's check also refuses a connection on which
+/// bytes arrived that nobody asked for (a device's late `408` on an idle connection, say), which
+/// [`MASK`] cannot see; with POLLIN every response's arrival posts a completion too (when the
+/// task_work runs before the read takes the bytes), read and dropped when the response is
+/// complete ([`PollCheck::settle`]).
+const MASK_IN: u32 = MASK | libc::POLLIN as u32;
 /// Set in the user_data of a cancellation (its own CQE); the rest is the generation cancelled.
 const CANCEL: u64 = 1 << 63;
 /// Ring size: at most two SQEs (a cancellation, an arm) are ever queued at once.
@@ -47,6 +53,13 @@ pub fn make(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
     Ok(Box::new(FloorUring(floor(addr, false)?)))
 }
 
+/// `floor-uring-in`: the io_uring check with POLLIN in the mask, as exact as the peek about
+/// stray bytes.
+pub fn make_in(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
+    let check = PollCheck::with_mask(false, MASK_IN)?;
+    Ok(Box::new(FloorUring(StdFloor::with_check(addr, false, super::raw::Check::Uring(Box::new(check))))))
+}
+
 /// `floor-uring-audit`: the io_uring check, then a `recv(MSG_PEEK)` whenever it says "open"
 /// (one syscall per command more: a diagnostic, not a floor to time).
 pub fn make_audit(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
@@ -54,7 +67,7 @@ pub fn make_audit(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
 }
 
 pub fn floor(addr: SocketAddr, audit: bool) -> Result<StdFloor, String> {
-    let check = PollCheck::new(audit)?;
+    let check = PollCheck::with_mask(audit, MASK)?;
     Ok(StdFloor::with_check(addr, false, super::raw::Check::Uring(Box::new(check))))
 }
 
@@ -86,6 +99,13 @@ fn notes(c: &Counts, u: &PollCheck) -> String {
         u.overflow,
         c.interrupted
     );
+    if u.mask & libc::POLLIN as u32 != 0 {
+        s.push_str(&format!(
+            "; POLLIN completions: {} of responses (dropped when complete), {} found by a check (bytes \
+             after a response: not written to)",
+            u.pollin_settled, u.pollin_found
+        ));
+    }
     if u.audit {
         s.push_str(&format!(
             "; audit: the ring said open and the peek found the connection closed {} times ({} of them \
@@ -109,7 +129,15 @@ pub struct PollCheck {
     armed: bool,
     /// A cancellation waits in the SQ for the next submit.
     pending_cancel: bool,
+    /// What [`PollCheck::settle`] found (a close), for the next check.
+    pending: Found,
     audit: bool,
+    /// The poll's events ([`MASK`] or [`MASK_IN`]).
+    mask: u32,
+    /// POLLIN completions read: dropped when a response completed ([`PollCheck::settle`]), or
+    /// found by a check (bytes after the response: the connection is not written to).
+    pub pollin_settled: u64,
+    pub pollin_found: u64,
     pub arms: u64,
     pub rearms: u64,
     pub cancels: u64,
@@ -129,7 +157,12 @@ pub struct PollCheck {
 }
 
 impl PollCheck {
+    #[cfg(test)]
     pub fn new(audit: bool) -> Result<PollCheck, String> {
+        PollCheck::with_mask(audit, MASK)
+    }
+
+    pub fn with_mask(audit: bool, mask: u32) -> Result<PollCheck, String> {
         let ring = IoUring::new(ENTRIES).map_err(|e| {
             format!(
                 "io_uring setup failed: {e} (kernel.io_uring_disabled = {})",
@@ -142,7 +175,11 @@ impl PollCheck {
             generation: 0,
             armed: false,
             pending_cancel: false,
+            pending: Found::Open,
             audit,
+            mask,
+            pollin_settled: 0,
+            pollin_found: 0,
             arms: 0,
             rearms: 0,
             cancels: 0,
@@ -170,10 +207,11 @@ impl PollCheck {
     fn arm_poll(&mut self, s: &TcpStream) -> io::Result<()> {
         self.generation += 1;
         let sqe =
-            opcode::PollAdd::new(Fd(s.as_raw_fd()), MASK).multi(true).build().user_data(self.generation);
+            opcode::PollAdd::new(Fd(s.as_raw_fd()), self.mask).multi(true).build().user_data(self.generation);
         self.push(&sqe)?;
         self.submit()?;
         self.pending_cancel = false;
+        self.pending = Found::Open;
         self.armed = true;
         Ok(())
     }
@@ -183,7 +221,7 @@ impl PollCheck {
     /// close. A multishot that ended without one is armed again (a syscall).
     pub fn check(&mut self, s: &TcpStream) -> Found {
         let start = self.audit.then(std::time::Instant::now);
-        let mut found = self.drain();
+        let mut found = self.drain(false);
         if let Some(start) = start
             && found == Found::Open
         {
@@ -193,7 +231,7 @@ impl PollCheck {
             if found != Found::Open {
                 self.audit_missed += 1;
                 // The peek's syscall has been through the kernel: its return ran the task_work.
-                if self.drain() != Found::Open {
+                if self.drain(false) != Found::Open {
                     self.audit_late += 1;
                 }
             }
@@ -208,16 +246,28 @@ impl PollCheck {
         found
     }
 
-    /// CQEs waiting in the completion queue (read without consuming them).
+    /// CQEs waiting in the completion queue (read without consuming them), and a close that
+    /// [`PollCheck::settle`] took from it for the next check.
     #[cfg(test)]
     pub fn ready(&mut self) -> usize {
-        self.ring.completion().len()
+        self.ring.completion().len() + usize::from(self.pending != Found::Open)
+    }
+
+    /// A response is complete: its bytes have all been read, so a POLLIN completion in the ring
+    /// now was posted for them (the task_work re-polls the socket before posting, and runs at
+    /// the latest on the return of the read that took the last bytes). They are dropped; a close
+    /// found meanwhile stays for the next check.
+    pub fn settle(&mut self) {
+        if self.mask & libc::POLLIN as u32 != 0 {
+            self.pending = self.drain(true);
+        }
     }
 
     /// Reads every CQE there is (the tail with acquire ordering, the head stored back with
-    /// release: memory only), and tells whether the current generation's poll saw a close.
-    fn drain(&mut self) -> Found {
-        let mut found = Found::Open;
+    /// release: memory only), and tells whether the current generation's poll saw a close (or,
+    /// unless `settling`, bytes).
+    fn drain(&mut self, settling: bool) -> Found {
+        let mut found = std::mem::replace(&mut self.pending, Found::Open);
         let mut cq = self.ring.completion();
         self.overflow = cq.overflow();
         for cqe in &mut cq {
@@ -243,11 +293,19 @@ impl PollCheck {
                 Some(Found::Error)
             } else if res as u32 & libc::POLLRDHUP as u32 != 0 {
                 Some(Found::Fin)
+            } else if res as u32 & libc::POLLIN as u32 != 0 {
+                if settling {
+                    self.pollin_settled += 1;
+                    None
+                } else {
+                    self.pollin_found += 1;
+                    Some(Found::Stray)
+                }
             } else {
                 None
             };
             if let Some(c) = closed {
-                self.closing += 1;
+                self.closing += u64::from(c != Found::Stray);
                 if found == Found::Open || c == Found::Error {
                     found = c;
                 }

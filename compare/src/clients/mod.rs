@@ -227,6 +227,14 @@ pub const ALL: &[Kind] = &[
         tls: None,
         experimental: true,
     },
+    // With POLLIN in the poll's mask: stray bytes too, as finwatch's check and the peek see.
+    Kind {
+        key: "floor-uring-in",
+        label: "floor: blocking + io_uring poll check (POLLIN too)",
+        make: uring_in(),
+        tls: None,
+        experimental: true,
+    },
 ];
 
 /// The io_uring floor (Linux only): `audit` adds the peek after the ring's "open".
@@ -238,6 +246,18 @@ const fn uring(audit: bool) -> Make {
     #[cfg(not(target_os = "linux"))]
     {
         let _ = audit;
+        |_| Err("io_uring: Linux only".to_string())
+    }
+}
+
+/// `floor-uring-in` (Linux only).
+const fn uring_in() -> Make {
+    #[cfg(target_os = "linux")]
+    {
+        floor_uring::make_in
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
         |_| Err("io_uring: Linux only".to_string())
     }
 }

@@ -248,7 +248,13 @@ impl StdFloor {
                 }
             }
             match self.exchange() {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    #[cfg(target_os = "linux")]
+                    if let Check::Uring(u) = &mut self.check {
+                        u.settle();
+                    }
+                    return Ok(n);
+                }
                 Err(Lost::Closed(_)) if !fresh => {
                     // reconnect, send again
                     self.counts.resent += 1;
@@ -346,7 +352,12 @@ mod tests {
         Close,
         /// Closed with linger 0: a reset.
         Rst,
+        /// Open, after bytes nobody asked for (a `408`, as servers send on idle connections
+        /// before they close them); the socket is handed back.
+        Stray,
     }
+
+    const STRAY: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n";
 
     /// Accepts one connection on `l` (within [`DEADLINE`]), answers one request with a fixed
     /// 200 OK and ends the connection as `end` says; returns the server's socket if still open.
@@ -383,6 +394,9 @@ mod tests {
                 socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
                 None
             }
+            // The bytes go once the client has read the response (`send_stray`): sent with it,
+            // they would be read with it, and dropped as what follows a complete response.
+            End::Stray => Some(s),
         }
     }
 
@@ -415,11 +429,19 @@ mod tests {
         });
         assert_eq!(f.command(Method::Get, &url, b"").map_err(|e| e.to_string()), Ok(2), "first command");
         let (l, first) = server.join().expect("test server");
+        if end == End::Stray {
+            send_stray(first.as_ref().expect("open"));
+        }
         wait_for(&format!("{end:?}"), || seen(&mut f));
         let server = std::thread::spawn(move || serve_one(&l, End::Close));
         assert_eq!(f.command(Method::Get, &url, b"").map_err(|e| e.to_string()), Ok(2), "second command");
         server.join().expect("test server");
         (f, first)
+    }
+
+    /// The stray bytes, on a connection whose response the client has read.
+    fn send_stray(mut s: &TcpStream) {
+        s.write_all(STRAY).expect("test server: the stray bytes");
     }
 
     /// The server's end of a connection sees the client's close (EOF or reset) within the
@@ -433,10 +455,11 @@ mod tests {
         }
     }
 
-    /// The peek catches the FIN before the second write: a new connection, no write on the old.
+    /// The peek catches the FIN (the reset, the stray bytes) before the second write: a new
+    /// connection, no write on the old.
     #[test]
     fn the_peek_check_catches_a_close_before_writing() {
-        for end in [End::Fin, End::Rst] {
+        for end in [End::Fin, End::Rst, End::Stray] {
             let (f, first) = two_commands(
                 |a| StdFloor::with_check(a, false, Check::Peek),
                 end,
@@ -494,5 +517,59 @@ mod tests {
                 assert_closed_by_client(&mut s);
             }
         }
+    }
+
+    /// With POLLIN in the poll's mask the ring sees stray bytes too: the check refuses the
+    /// connection before the second write. The response's own POLLIN completions (if the
+    /// task_work ran before the read took its bytes) are dropped when it is complete, never
+    /// taken for stray bytes: the first command's connection is not refused for them.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_io_uring_check_with_pollin_catches_stray_bytes() {
+        fn ring(f: &mut StdFloor) -> &mut super::super::floor_uring::PollCheck {
+            match f.check_mut() {
+                Check::Uring(u) => u,
+                _ => unreachable!("an io_uring floor"),
+            }
+        }
+        for end in [End::Fin, End::Stray] {
+            let make = |a| {
+                let check = super::super::floor_uring::PollCheck::with_mask(
+                    false,
+                    (libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP | libc::POLLIN) as u32,
+                )
+                .unwrap_or_else(|e| panic!("this test needs io_uring, which failed: {e}"));
+                StdFloor::with_check(a, false, Check::Uring(Box::new(check)))
+            };
+            let (mut f, _first) = two_commands(make, end, |f| ring(f).ready() > 0);
+            let c = f.counts;
+            assert_eq!((c.connections, c.caught(), c.resent), (2, 1, 0), "{end:?}: {}", c.describe());
+            let expected = if end == End::Fin { c.caught_fin } else { c.caught_stray };
+            assert_eq!(expected, 1, "{end:?}: {}", c.describe());
+            assert_eq!(ring(&mut f).pollin_found, u64::from(end == End::Stray), "{end:?}");
+        }
+    }
+
+    /// Without POLLIN (`floor-uring`) the ring is blind to stray bytes: the second request goes
+    /// out on the connection and its answer is the device's `408`: a lost command. What the
+    /// cheaper mask gives up (finwatch's check and the peek refuse that connection).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_io_uring_check_without_pollin_misses_stray_bytes() {
+        use super::super::floor_uring::floor;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let url = format!("http://{addr}/x");
+        let mut f =
+            floor(addr, false).unwrap_or_else(|e| panic!("this test needs io_uring, which failed: {e}"));
+        let server = std::thread::spawn(move || serve_one(&l, End::Stray));
+        assert_eq!(f.command(Method::Get, &url, b"").map_err(|e| e.to_string()), Ok(2), "first command");
+        let open = server.join().expect("test server").expect("open");
+        send_stray(&open);
+        // The bytes have arrived (a peek sees them; it does not take them).
+        wait_for("stray bytes", || peek(f.conn().expect("connected")) == Found::Stray);
+        let second = f.command(Method::Get, &url, b"");
+        assert!(matches!(&second, Err(e) if e.contains("408")), "{second:?}");
+        assert_eq!(f.counts.caught(), 0, "{}", f.counts.describe());
     }
 }
