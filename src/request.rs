@@ -172,8 +172,24 @@ pub struct Request {
     /// and the empty line: encoded once, by [`RequestBuilder::build`], and copied for every
     /// send (encoding them piece by piece cost ~250 instructions a command, callgrind).
     pub(crate) wire_head: Box<[u8]>,
+    /// What the engine asks of every request it is given, worked out once by `build` from the
+    /// method and fields, which cannot change after it (string comparisons per send before).
+    pub(crate) traits: Traits,
+}
+
+/// A built request's facts that the engine and the encoder use per send.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Traits {
     /// The caller set a `Content-Length` field (checked against the body by `build`).
     pub(crate) declares_length: bool,
+    /// [`Method::expects_content`].
+    pub(crate) expects_content: bool,
+    /// `HEAD`: the response has no body, whatever its fields say.
+    pub(crate) head: bool,
+    /// [`Request::is_retryable`].
+    pub(crate) retryable: bool,
+    /// [`Request::wants_close`].
+    pub(crate) wants_close: bool,
 }
 
 /// Credentials stay out of logs and panic messages: the value of a header field that carries
@@ -240,7 +256,7 @@ impl Request {
                     digest: None,
                     digest_policy: DigestPolicy::new(),
                     wire_head: Box::default(),
-                    declares_length: false,
+                    traits: Traits::default(),
                 }),
             },
             Err(e) => RequestBuilder { inner: Err(e) },
@@ -366,7 +382,7 @@ impl Request {
 
     /// Appends the request's wire form to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        let length = !self.declares_length && (!self.body.is_empty() || self.method.expects_content());
+        let length = !self.traits.declares_length && (!self.body.is_empty() || self.traits.expects_content);
         out.reserve(self.wire_head.len() + if length { 40 } else { 2 } + self.body.len());
         out.extend_from_slice(&self.wire_head);
         if length {
@@ -693,7 +709,13 @@ impl RequestBuilder {
                 req.body.len()
             )));
         }
-        req.declares_length = declared.is_some();
+        req.traits = Traits {
+            declares_length: declared.is_some(),
+            expects_content: req.method.expects_content(),
+            head: req.method == Method::HEAD,
+            retryable: req.is_retryable(),
+            wants_close: req.wants_close(),
+        };
         let mut head = Vec::new();
         req.encode_fields(&mut head, true);
         req.wire_head = head.into_boxed_slice();
