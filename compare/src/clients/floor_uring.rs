@@ -56,8 +56,7 @@ pub fn make(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
 /// `floor-uring-in`: the io_uring check with POLLIN in the mask, as exact as the peek about
 /// stray bytes.
 pub fn make_in(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    let check = PollCheck::with_mask(false, MASK_IN)?;
-    Ok(Box::new(FloorUring(StdFloor::with_check(addr, false, super::raw::Check::Uring(Box::new(check))))))
+    Ok(Box::new(FloorUring(floor_in(addr)?)))
 }
 
 /// `floor-uring-audit`: the io_uring check, then a `recv(MSG_PEEK)` whenever it says "open"
@@ -66,8 +65,18 @@ pub fn make_audit(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
     Ok(Box::new(FloorUring(floor(addr, true)?)))
 }
 
+/// The floor of `floor-uring` (`audit`: of `floor-uring-audit`).
 pub fn floor(addr: SocketAddr, audit: bool) -> Result<StdFloor, String> {
-    let check = PollCheck::with_mask(audit, MASK)?;
+    floor_with(addr, audit, MASK)
+}
+
+/// The floor of `floor-uring-in`.
+pub fn floor_in(addr: SocketAddr) -> Result<StdFloor, String> {
+    floor_with(addr, false, MASK_IN)
+}
+
+fn floor_with(addr: SocketAddr, audit: bool, mask: u32) -> Result<StdFloor, String> {
+    let check = PollCheck::with_mask(audit, mask)?;
     Ok(StdFloor::with_check(addr, false, super::raw::Check::Uring(Box::new(check))))
 }
 

@@ -158,30 +158,18 @@ impl Counts {
 
 /// `recv(MSG_PEEK | MSG_DONTWAIT)` of one byte: `Ok(0)` is a FIN, a byte is stray data, an
 /// error other than WouldBlock (ECONNRESET, ...) a dead connection.
-#[cfg(unix)]
 pub fn peek(s: &TcpStream) -> Found {
-    use std::os::fd::AsRawFd;
-    let mut byte = 0u8;
+    let mut byte = [std::mem::MaybeUninit::uninit()];
     loop {
-        // SAFETY: one writable byte at `byte`; the fd is `s`'s, open for the call.
-        let n = unsafe {
-            libc::recv(s.as_raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-        };
-        return match n {
-            0 => Found::Fin,
-            1.. => Found::Stray,
-            _ => match io::Error::last_os_error().kind() {
-                io::ErrorKind::WouldBlock => Found::Open,
-                io::ErrorKind::Interrupted => continue,
-                _ => Found::Error,
-            },
+        return match socket2::SockRef::from(s).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        {
+            Ok(0) => Found::Fin,
+            Ok(_) => Found::Stray,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Found::Open,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => Found::Error,
         };
     }
-}
-
-#[cfg(not(unix))]
-pub fn peek(_: &TcpStream) -> Found {
-    Found::Open
 }
 
 impl StdFloor {
@@ -489,19 +477,22 @@ mod tests {
         assert_eq!((c.connections, c.caught(), c.resent), (2, 0, 1), "{}", c.describe());
     }
 
+    /// The io_uring floor's check.
+    #[cfg(target_os = "linux")]
+    fn ring(f: &mut StdFloor) -> &mut super::super::floor_uring::PollCheck {
+        match f.check_mut() {
+            Check::Uring(u) => u,
+            _ => unreachable!("an io_uring floor"),
+        }
+    }
+
     /// The io_uring check catches the close from the completion queue (no syscall) before the
     /// second write; the first connection's poll is cancelled, so the ring lets go of its socket
     /// (the server sees it closed). Fails, not skips, where io_uring cannot be set up.
     #[cfg(target_os = "linux")]
     #[test]
     fn the_io_uring_check_catches_a_close_before_writing() {
-        use super::super::floor_uring::{PollCheck, floor};
-        fn ring(f: &mut StdFloor) -> &mut PollCheck {
-            match f.check_mut() {
-                Check::Uring(u) => u,
-                _ => unreachable!("an io_uring floor"),
-            }
-        }
+        use super::super::floor_uring::floor;
         for end in [End::Fin, End::Rst] {
             let make =
                 |a| floor(a, false).unwrap_or_else(|e| panic!("this test needs io_uring, which failed: {e}"));
@@ -526,20 +517,10 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_io_uring_check_with_pollin_catches_stray_bytes() {
-        fn ring(f: &mut StdFloor) -> &mut super::super::floor_uring::PollCheck {
-            match f.check_mut() {
-                Check::Uring(u) => u,
-                _ => unreachable!("an io_uring floor"),
-            }
-        }
         for end in [End::Fin, End::Stray] {
             let make = |a| {
-                let check = super::super::floor_uring::PollCheck::with_mask(
-                    false,
-                    (libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP | libc::POLLIN) as u32,
-                )
-                .unwrap_or_else(|e| panic!("this test needs io_uring, which failed: {e}"));
-                StdFloor::with_check(a, false, Check::Uring(Box::new(check)))
+                super::super::floor_uring::floor_in(a)
+                    .unwrap_or_else(|e| panic!("this test needs io_uring, which failed: {e}"))
             };
             let (mut f, _first) = two_commands(make, end, |f| ring(f).ready() > 0);
             let c = f.counts;
