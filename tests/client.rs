@@ -283,6 +283,25 @@ fn busy_poll_spins_for_its_budget_then_sleeps() {
     assert!(spent <= 20, "{spent} ticks of CPU in a 600 ms wait with a 5 ms spin budget");
 }
 
+/// A deadline that falls inside the spin budget ends the spin on time: the spin skips the
+/// engine on a pass that read nothing, so it must still watch the nearest timer itself. The
+/// connection is reused (the spin reads the awaited socket directly only then).
+#[test]
+fn a_deadline_inside_the_busy_poll_budget_ends_the_spin_on_time() {
+    let dev =
+        DeviceServer::start(|req| if req.target == "/stall" { Reply::stall() } else { Reply::ok(b"{}") });
+    let mut c = Client::builder().busy_poll(Duration::from_secs(30)).build().unwrap();
+    assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200);
+    for timeout in [Duration::from_millis(20), Duration::from_millis(150)] {
+        let start = Instant::now();
+        let err = c.send(Request::get(&dev.url("/stall")).timeout(timeout).build().unwrap());
+        let took = start.elapsed();
+        assert!(matches!(err, Err(Error::DeadlineExceeded { .. })), "{err:?}");
+        assert!(took >= timeout && took < timeout + Duration::from_secs(1), "{timeout:?}: {took:?}");
+        assert_eq!(c.get(&dev.url("/")).unwrap().status(), 200, "the client stays usable");
+    }
+}
+
 /// Busy-polling spins on the socket that awaits the only pending response: responses, a FIN
 /// and a reset that arrive during the spin are all handled as without it, promptly.
 #[test]
