@@ -793,7 +793,7 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared, cut_first: bool) {
             Some(handler) => handler(&req),
             None => TlsReply::seq(&req, options.after),
         };
-        if !reply.bytes.is_empty() && (c.tls.writer().write_all(&reply.bytes).is_err() || !c.flush()) {
+        if !(reply.bytes.is_empty() || c.send(&reply.bytes)) {
             return;
         }
         match reply.after {
@@ -950,7 +950,7 @@ impl TlsConn<'_> {
                         stray_due = None;
                         self.shared.strays.fetch_add(1, SeqCst);
                         let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray";
-                        if self.tls.writer().write_all(bytes).is_err() || !self.flush() {
+                        if !self.send(bytes) {
                             return Err(NoRequest::Gone);
                         }
                     }
@@ -1019,6 +1019,25 @@ impl TlsConn<'_> {
             }
         }
         Ok(peer_closed)
+    }
+
+    /// Sends `bytes` as application data: as much as rustls buffers at a time (its plaintext
+    /// buffer is bounded: a `write_all` of a 4 MiB reply stopped at `WriteZero`), flushing
+    /// between, and the rest with one last flush (a small reply leaves in one write, as one
+    /// flush did before).
+    fn send(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            match self.tls.writer().write(bytes) {
+                Ok(0) => {
+                    if !self.flush() {
+                        return false;
+                    }
+                }
+                Ok(n) => bytes = &bytes[n..],
+                Err(_) => return false,
+            }
+        }
+        self.flush()
     }
 
     /// Writes the held records, then everything rustls has to send.
@@ -1218,7 +1237,7 @@ impl TlsConn<'_> {
         }
         self.shared.cuts_read.fetch_add(1, SeqCst);
         if !cut.respond.is_empty() {
-            if self.tls.writer().write_all(cut.respond).is_err() || !self.flush() {
+            if !self.send(cut.respond) {
                 return;
             }
             // Pause so the client reads the bytes before the cut.
