@@ -34,8 +34,9 @@ pub struct Url {
     authority: String,
     /// Origin-form request target: `/path?query` (at least `/`).
     target: String,
-    /// The pool key `host:port` (lowercase host), shared by every request to the device.
-    key: std::sync::Arc<str>,
+    /// The pool key `host:port` (lowercase host), shared by every request to the device, its
+    /// hash computed once here rather than at every submit.
+    key: crate::proto::hash::HostKey,
     /// `https`: the connection is TLS.
     tls: bool,
 }
@@ -184,8 +185,8 @@ impl Url {
             format!("{scheme}[{}]:{port}", zoned(host.to_ascii_lowercase()))
         } else {
             format!("{scheme}{}:{port}", host.to_ascii_lowercase())
-        }
-        .into();
+        };
+        let key = crate::proto::hash::HostKey::new(key.into());
         Ok(Url { host: zoned(host.to_string()), port, authority, target, key, tls })
     }
 
@@ -238,7 +239,7 @@ impl Url {
     }
 
     /// The pool key: requests with equal keys share connections and one ordered queue.
-    pub(crate) fn host_key(&self) -> &std::sync::Arc<str> {
+    pub(crate) fn host_key(&self) -> &crate::proto::hash::HostKey {
         &self.key
     }
 
@@ -381,7 +382,7 @@ mod tests {
             (u.host(), u.port(), u.authority(), u.target()),
             ("Device.local", 80, "Device.local", "/")
         );
-        assert_eq!(&**u.host_key(), "device.local:80");
+        assert_eq!(u.host_key().as_str(), "device.local:80");
         assert_eq!(Url::parse("http://h?x=1").unwrap().target(), "/?x=1");
         assert_eq!(Url::parse("http://h/a#frag").unwrap().target(), "/a");
     }
@@ -390,8 +391,8 @@ mod tests {
     fn ipv6_literals() {
         let u = Url::parse("http://[::1]:9000/x").unwrap();
         assert_eq!((u.host(), u.port(), u.authority()), ("::1", 9000, "[::1]:9000"));
-        assert_eq!(&**u.host_key(), "[::1]:9000");
-        assert_eq!(&**Url::parse("http://[FE80::1]/").unwrap().host_key(), "[fe80::1]:80");
+        assert_eq!(u.host_key().as_str(), "[::1]:9000");
+        assert_eq!(Url::parse("http://[FE80::1]/").unwrap().host_key().as_str(), "[fe80::1]:80");
         let u = Url::parse("http://[fe80::1]/").unwrap();
         assert_eq!((u.host(), u.port(), u.authority()), ("fe80::1", 80, "[fe80::1]"));
         assert!(Url::parse("http://[::1/x").is_err());
@@ -403,15 +404,15 @@ mod tests {
     fn ipv6_zones() {
         let u = Url::parse("http://[FE80::1%25eth0]:8080/x").unwrap();
         assert_eq!((u.host(), u.port(), u.authority()), ("FE80::1%eth0", 8080, "[FE80::1]:8080"));
-        assert_eq!(&**u.host_key(), "[fe80::1%eth0]:8080");
+        assert_eq!(u.host_key().as_str(), "[fe80::1%eth0]:8080");
         // The RFC 4007 text form, as `ip` prints it.
         let u = Url::parse("http://[fe80::1%eth0]/x").unwrap();
         assert_eq!(
-            (u.host(), u.authority(), &*u.host_key().clone()),
+            (u.host(), u.authority(), u.host_key().as_str()),
             ("fe80::1%eth0", "[fe80::1]", "[fe80::1%eth0]:80")
         );
         // The zone keeps its case; the same address on another interface is another device.
-        assert_eq!(&**Url::parse("http://[fe80::1%25ETH0]/").unwrap().host_key(), "[fe80::1%ETH0]:80");
+        assert_eq!(Url::parse("http://[fe80::1%25ETH0]/").unwrap().host_key().as_str(), "[fe80::1%ETH0]:80");
         assert_eq!(Url::parse("http://[fe80::1%253]/").unwrap().host(), "fe80::1%3");
         for bad in [
             "http://[fe80::1%25]/",
@@ -609,9 +610,9 @@ mod tests {
     fn https_urls() {
         let u = Url::parse("https://10.0.0.5/io").unwrap();
         assert!(u.is_tls());
-        assert_eq!((u.port(), u.authority(), &**u.host_key()), (443, "10.0.0.5", "https://10.0.0.5:443"));
+        assert_eq!((u.port(), u.authority(), u.host_key().as_str()), (443, "10.0.0.5", "https://10.0.0.5:443"));
         let u = Url::parse("HTTPS://[fe80::1%25eth0]:8443/").unwrap();
-        assert_eq!(&**u.host_key(), "https://[fe80::1%eth0]:8443");
+        assert_eq!(u.host_key().as_str(), "https://[fe80::1%eth0]:8443");
         assert!(!Url::parse("http://10.0.0.5/").unwrap().is_tls());
     }
 }

@@ -80,6 +80,11 @@ impl HostKey {
     pub(crate) fn new(name: Arc<str>) -> HostKey {
         HostKey { hash: FastBuild::default().hash_one(&*name), name }
     }
+
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
+        &self.name
+    }
 }
 
 impl From<&str> for HostKey {

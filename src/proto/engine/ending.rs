@@ -82,9 +82,8 @@ impl Engine {
             Self::arm_retire(&mut self.timers, c, conn);
         }
         let probation = c.probation && retire.is_none();
-        let host = c.host.clone();
         if let Some(t) = &mut self.trace {
-            t.record(now, c.id, &host, TraceKind::Response { request: req_id.0, status: resp.status });
+            t.record(now, c.id, &c.host, TraceKind::Response { request: req_id.0, status: resp.status });
         }
         let requeued = resp.status == 401 && self.digest_challenged(ex.req, &resp);
         if requeued {
@@ -95,7 +94,7 @@ impl Engine {
             // taking it saves the next request a 401.
             if p.auth.is_some()
                 && let Some(nonce) = digest::next_nonce(resp.header_bytes("authentication-info"))
-                && let Some(session) = self.hosts.get_mut(&host).and_then(|h| h.digest.as_mut())
+                && let Some(session) = self.hosts.get_mut(&p.host).and_then(|h| h.digest.as_mut())
             {
                 session.challenge.nonce = nonce;
                 session.nc = 0;
@@ -110,13 +109,19 @@ impl Engine {
             self.retire(conn, why, now);
         } else {
             // Nothing queued (a challenged request goes back to its queue), one request in
-            // flight at most: dispatch would find nothing to do.
-            if queued || requeued || self.cfg.max_in_flight_per_host > 1 {
-                self.dispatch(&host, now);
-            }
-            if probation {
-                // The next command must not wait for the probation to end.
-                self.open_spare(&host, now);
+            // flight at most: dispatch would find nothing to do. (The host's key is cloned
+            // only here: an `Arc`'s two atomic operations on every command otherwise.)
+            let dispatch = queued || requeued || self.cfg.max_in_flight_per_host > 1;
+            if (dispatch || probation)
+                && let Some(host) = self.conns.get(conn).map(|c| c.host.clone())
+            {
+                if dispatch {
+                    self.dispatch(&host, now);
+                }
+                if probation {
+                    // The next command must not wait for the probation to end.
+                    self.open_spare(&host, now);
+                }
             }
         }
     }

@@ -170,7 +170,7 @@ impl Engine {
         let id = RequestId(self.next_req_id);
         self.next_req_id += 1;
         self.stats.submitted += 1;
-        let key = HostKey::new(req.url.host_key().clone());
+        let key = req.url.host_key();
         let mut wire = self.wire_pool.pop().unwrap_or_default();
         match &source {
             Some(src) => req.encode_streamed_head(&mut wire, src.len()),
@@ -202,22 +202,26 @@ impl Engine {
         let deadline = pending.deadline;
         let r = self.reqs.insert(pending);
         self.arm_deadline(r.index(), deadline);
-        let host = self.hosts.entry(key.clone()).or_insert_with(|| Host {
-            name: req.url.host().into(),
-            port: req.url.port(),
-            queue: VecDeque::new(),
-            conns: Vec::new(),
-            in_flight: 0,
-            behaviour: Behaviour::default(),
-            single_use: 0,
-            learned_retirements: 0,
-            recheck_every: RECHECK_LEARNED_EVERY,
-            connects_suspended: false,
-            digest: None,
-        });
+        // A lookup by reference first: the key's `Arc` is cloned only for a new host.
+        let host = match self.hosts.get_mut(key) {
+            Some(host) => host,
+            None => self.hosts.entry(key.clone()).or_insert_with(|| Host {
+                name: req.url.host().into(),
+                port: req.url.port(),
+                queue: VecDeque::new(),
+                conns: Vec::new(),
+                in_flight: 0,
+                behaviour: Behaviour::default(),
+                single_use: 0,
+                learned_retirements: 0,
+                recheck_every: RECHECK_LEARNED_EVERY,
+                connects_suspended: false,
+                digest: None,
+            }),
+        };
         host.queue.push_back(r);
         log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);
-        self.dispatch(&key, now);
+        self.dispatch(key, now);
         id
     }
 
