@@ -207,7 +207,8 @@ impl<K: Kernel> Driver<K> {
         now: Instant,
     ) -> io::Result<()> {
         if self.unfinished.is_empty() && !engine.timer_due(now) {
-            self.after_io(engine, now, false);
+            // No timer is due (just asked): the engine's actions, without `on_timeout`.
+            self.run_actions_vouched(engine, now, false);
         } else {
             self.step(engine, Some(Duration::ZERO))?;
         }
