@@ -283,9 +283,9 @@ fn busy_poll_spins_for_its_budget_then_sleeps() {
     assert!(spent <= 20, "{spent} ticks of CPU in a 600 ms wait with a 5 ms spin budget");
 }
 
-/// A deadline that falls inside the spin budget ends the spin on time: the spin skips the
-/// engine on a pass that read nothing, so it must still watch the nearest timer itself. The
-/// connection is reused (the spin reads the awaited socket directly only then).
+/// A deadline that falls inside the spin budget ends the spin on time (the spin reads the
+/// awaited socket directly, around the poller, and must still run the timers). The connection
+/// is reused: the spin reads the socket directly only then.
 #[test]
 fn a_deadline_inside_the_busy_poll_budget_ends_the_spin_on_time() {
     let dev =

@@ -15,9 +15,6 @@ impl<K: Kernel> Driver<K> {
     /// `write_error`: a write on this socket just failed (its error not yet reported). The reset
     /// that failed it was consumed by the write, so a read then returns 0 as if for a FIN: that
     /// 0 is reported as the write's error, the connection's true end.
-    ///
-    /// Returns whether the engine may have news: `false` only when the socket had nothing (the
-    /// first read would block), so a busy-poll pass that found nothing skips the engine.
     pub(super) fn read_all(
         &mut self,
         engine: &mut Engine,
@@ -25,31 +22,29 @@ impl<K: Kernel> Driver<K> {
         closing: bool,
         write_error: &mut Option<io::Error>,
         now: Instant,
-    ) -> bool {
+    ) {
         #[cfg(feature = "tls")]
         if self.sock(key).is_some_and(|s| s.tls.is_some()) {
-            self.tls_read_all(engine, key, closing, write_error, now);
-            return true;
+            return self.tls_read_all(engine, key, closing, write_error, now);
         }
         let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
         else {
-            return false;
+            return;
         };
         let was_busy = engine.is_busy(key);
         // Stop once the engine has let go of the connection (an error, a limit): a flooding
         // server must not keep the loop reading. Stop at the budget too, and resume next turn,
         // so timers (a deadline) run even while a server sends without pause.
-        for pass in 0..READ_BUDGET {
+        for _ in 0..READ_BUDGET {
             if !engine.knows(key) {
-                return true;
+                return;
             }
             match self.k.read(&mut s.stream, &mut self.scratch) {
                 Ok(0) => {
-                    match write_error.take() {
+                    return match write_error.take() {
                         Some(e) => engine.on_error(key, e, now),
                         None => engine.on_fin(key, now),
                     };
-                    return true;
                 }
                 Ok(n) => {
                     engine.on_data(key, &self.scratch[..n], now);
@@ -62,21 +57,17 @@ impl<K: Kernel> Driver<K> {
                     // event, which the pre-write poll relies on. A full buffer may have left
                     // bytes behind the response (unsolicited), so the read goes on.
                     if was_busy && !closing && !engine.is_busy(key) && n < self.scratch.len() {
-                        return true;
+                        return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return pass > 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    engine.on_error(key, e, now);
-                    return true;
-                }
+                Err(e) => return engine.on_error(key, e, now),
             }
         }
         if engine.knows(key) {
             self.unfinished.push((key, closing, write_error.take()));
         }
-        true
     }
 
     /// The wait of a turn whose only business is the response on `key` ([`Driver::direct_wait`]):

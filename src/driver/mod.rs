@@ -283,9 +283,6 @@ impl<K: Kernel> Driver<K> {
     /// is due, and every write is still preceded by the pre-write check.
     fn spin(&mut self, engine: &mut Engine, stop: Instant, stop_on_wake: bool) -> io::Result<bool> {
         let mut sole = engine.sole_awaited();
-        // The nearest live timer: only the engine's own calls change it, so a pass that found
-        // nothing to read keeps it (and skips the engine entirely).
-        let mut next_timer = engine.poll_timeout();
         let mut pass = 0u32;
         loop {
             let now = self.k.now();
@@ -295,12 +292,9 @@ impl<K: Kernel> Driver<K> {
             pass = pass.wrapping_add(1);
             match sole {
                 // A due timer waits for a full pass: the poller's news first (see `turn`).
-                Some(key) if !pass.is_multiple_of(POLLER_EVERY) && next_timer.is_none_or(|t| t > now) => {
+                Some(key) if !pass.is_multiple_of(POLLER_EVERY) && !engine.timer_due(now) => {
                     self.read_around_poller = true;
-                    if !self.read_all(engine, key, false, &mut None, now) {
-                        std::hint::spin_loop();
-                        continue;
-                    }
+                    self.read_all(engine, key, false, &mut None, now);
                     self.after_io(engine, now, false);
                     if !engine.is_busy(key) {
                         sole = engine.sole_awaited();
@@ -311,7 +305,6 @@ impl<K: Kernel> Driver<K> {
                     sole = engine.sole_awaited();
                 }
             }
-            next_timer = engine.poll_timeout();
             if engine.has_completions() || (stop_on_wake && self.woken) {
                 return Ok(true);
             }
