@@ -57,6 +57,9 @@ enum Failure {
     Closed,
     /// An earlier call panicked while it held the client.
     Poisoned,
+    /// A signal handler raised (Ctrl-C: `KeyboardInterrupt`) while the call waited; the request
+    /// was aborted, with this error.
+    Interrupted { interrupt: PyErr, aborted: Option<finwatch::Error> },
 }
 
 impl Failure {
@@ -67,6 +70,10 @@ impl Failure {
             Failure::Poisoned => PyRuntimeError::new_err(
                 "the finwatch.Client is unusable: an earlier call panicked while it held the client",
             ),
+            Failure::Interrupted { interrupt, aborted } => {
+                interrupt.set_cause(py, aborted.map(|e| core_error(py, &e)));
+                interrupt
+            }
         }
     }
 }
@@ -266,11 +273,37 @@ impl PyClient {
         let result = py.detach(|| -> Result<Response, Failure> {
             let mut guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
             let client = guard.as_mut().ok_or(Failure::Closed)?;
-            Ok(client.send(request)?)
+            wait_interruptibly(client, request)
         });
         match result {
             Ok(response) => Ok(PyResponse::new(py, &response)),
             Err(failure) => Err(failure.into_py(py)),
+        }
+    }
+}
+
+/// How often a waiting call takes the GIL to look for a signal (Ctrl-C).
+const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// `Client::send`, in slices of [`SIGNAL_CHECK_EVERY`]: between them the GIL is taken for
+/// `check_signals`, so a `KeyboardInterrupt` ends the wait within a slice instead of at the
+/// request's deadline. The interrupted request is aborted (its connection closed, the client
+/// stays usable) and its `finwatch.Error` (`Shutdown`: whether the device may have acted) is
+/// the interrupt's `__cause__`. Off the main thread `check_signals` never raises.
+fn wait_interruptibly(client: &mut Client, request: Request) -> Result<Response, Failure> {
+    let id = client.submit(request);
+    let mut done = Vec::new();
+    loop {
+        client.poll(Some(SIGNAL_CHECK_EVERY), &mut done)?;
+        // The client's mutex serialises calls: the only request pending is this one.
+        if let Some(at) = done.iter().position(|c| c.id == id) {
+            return Ok(done.swap_remove(at).result?);
+        }
+        if let Err(interrupt) = Python::attach(|py| py.check_signals()) {
+            client.abort_all();
+            let _ = client.poll(Some(Duration::ZERO), &mut done);
+            let aborted = done.into_iter().find(|c| c.id == id).and_then(|c| c.result.err());
+            return Err(Failure::Interrupted { interrupt, aborted });
         }
     }
 }

@@ -1,5 +1,6 @@
 """finwatch's Python API against the device in conftest.py (loopback only, every wait bounded)."""
 
+import _thread
 import threading
 import time
 
@@ -346,6 +347,27 @@ def test_gil_is_released_while_a_request_waits(client, device):
     assert resp.body == b"late"
     # Had the request held the GIL for its 500 ms, the counter could not have moved.
     assert during >= 20, f"the counter advanced {during} times during a 500 ms request"
+
+
+def test_ctrl_c_ends_a_wait_at_once_and_leaves_the_client_usable(client, device):
+    # A device that never answers, a 10 s deadline, and a Ctrl-C (the same as SIGINT's
+    # handler) 0.3 s into the wait: the KeyboardInterrupt arrives then, not at the deadline.
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            client.put(device.url("/hang"), b"on", timeout=10)
+    finally:
+        timer.cancel()
+    elapsed = time.monotonic() - start
+    assert 0.25 <= elapsed < 2, f"the interrupt took {elapsed:.2f} s"
+    # Why the command ended, and whether the device may have acted: it had the whole PUT.
+    cause = info.value.__cause__
+    assert isinstance(cause, finwatch.Error), repr(cause)
+    assert cause.kind == "shutdown"
+    assert cause.may_have_been_processed is True
+    assert client.get(device.url("/echo")).status == 200
 
 
 def test_one_client_used_from_several_threads(client, device):
