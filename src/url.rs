@@ -610,7 +610,10 @@ mod tests {
     fn https_urls() {
         let u = Url::parse("https://10.0.0.5/io").unwrap();
         assert!(u.is_tls());
-        assert_eq!((u.port(), u.authority(), u.host_key().as_str()), (443, "10.0.0.5", "https://10.0.0.5:443"));
+        assert_eq!(
+            (u.port(), u.authority(), u.host_key().as_str()),
+            (443, "10.0.0.5", "https://10.0.0.5:443")
+        );
         let u = Url::parse("HTTPS://[fe80::1%25eth0]:8443/").unwrap();
         assert_eq!(u.host_key().as_str(), "https://[fe80::1%eth0]:8443");
         assert!(!Url::parse("http://10.0.0.5/").unwrap().is_tls());
