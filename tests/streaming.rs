@@ -76,11 +76,6 @@ fn peak_heap(f: impl FnOnce()) -> isize {
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
-/// Byte `i` of every test body.
-fn pattern(i: u64) -> u8 {
-    (i.wrapping_mul(31) ^ (i >> 9)) as u8
-}
-
 /// FNV-1a over bytes, continued from `h`.
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
@@ -152,10 +147,6 @@ impl Write for HashSink {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-fn pattern_bytes(len: usize) -> Vec<u8> {
-    (0..len as u64).map(pattern).collect()
 }
 
 fn client(timeout: Duration) -> Client {
@@ -372,26 +363,11 @@ fn a_streamed_body_is_never_sent_again() {
 // Response bodies into a writer
 
 fn content_length_reply(body: &[u8]) -> Reply {
-    let mut bytes = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    bytes.extend_from_slice(body);
-    Reply::raw(bytes)
+    Reply::raw(content_length_response(body))
 }
 
 fn chunked_reply(body: &[u8]) -> Reply {
-    let mut bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    // Chunks of assorted sizes, some larger than a read.
-    let sizes = [1usize, 1000, 70_000, 65_536, 3, 200_000];
-    let (mut at, mut k) = (0, 0);
-    while at < body.len() {
-        let n = sizes[k % sizes.len()].min(body.len() - at);
-        bytes.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-        bytes.extend_from_slice(&body[at..at + n]);
-        bytes.extend_from_slice(b"\r\n");
-        at += n;
-        k += 1;
-    }
-    bytes.extend_from_slice(b"0\r\n\r\n");
-    Reply::raw(bytes)
+    Reply::raw(chunked_response(body))
 }
 
 #[test]

@@ -57,6 +57,42 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Byte `i` of the streaming tests' bodies (tests/streaming.rs, tls-tests' streaming_tls.rs):
+/// not periodic at any buffer or TLS record size.
+pub fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9)) as u8
+}
+
+/// The first `len` bytes of [`pattern`].
+pub fn pattern_bytes(len: usize) -> Vec<u8> {
+    (0..len as u64).map(pattern).collect()
+}
+
+/// `200 OK` with `body` behind `Content-Length`, as bytes.
+pub fn content_length_response(body: &[u8]) -> Vec<u8> {
+    let mut bytes = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// `200 OK` with `body` chunked, in chunks of assorted sizes: some larger than a TLS record
+/// (16 KiB) or a 64 KiB read, some of a byte or three.
+pub fn chunked_response(body: &[u8]) -> Vec<u8> {
+    let mut bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let sizes = [1usize, 1000, 17_000, 70_000, 65_536, 3, 200_000];
+    let (mut at, mut k) = (0, 0);
+    while at < body.len() {
+        let n = sizes[k % sizes.len()].min(body.len() - at);
+        bytes.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        bytes.extend_from_slice(&body[at..at + n]);
+        bytes.extend_from_slice(b"\r\n");
+        at += n;
+        k += 1;
+    }
+    bytes.extend_from_slice(b"0\r\n\r\n");
+    bytes
+}
+
 /// One request as the server received it.
 #[derive(Clone, Debug)]
 pub struct Received {

@@ -13,17 +13,9 @@ use std::time::{Duration, Instant};
 
 use finwatch::{Client, Error, Request, Stage, TlsConfig};
 use support::tls::*;
+use support::{chunked_response, content_length_response, pattern, pattern_bytes};
 
 const MIB: usize = 1024 * 1024;
-
-/// Byte `i` of every test body (not periodic at any record or buffer size).
-fn pattern(i: u64) -> u8 {
-    (i.wrapping_mul(31) ^ (i >> 9)) as u8
-}
-
-fn pattern_bytes(len: usize) -> Vec<u8> {
-    (0..len as u64).map(pattern).collect()
-}
 
 /// Gives the pattern for `len` bytes, in reads of whatever size the client asks for.
 struct PatternReader {
@@ -69,34 +61,11 @@ fn client() -> Client {
     Client::builder().tls(tls).request_timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-fn ok(body: &[u8]) -> Vec<u8> {
-    let mut bytes = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
-fn chunked(body: &[u8]) -> Vec<u8> {
-    let mut bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    // Chunks of assorted sizes, some larger than a TLS record (16 KiB) or a read.
-    let sizes = [1usize, 1000, 17_000, 65_536, 3, 200_000];
-    let (mut at, mut k) = (0, 0);
-    while at < body.len() {
-        let n = sizes[k % sizes.len()].min(body.len() - at);
-        bytes.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-        bytes.extend_from_slice(&body[at..at + n]);
-        bytes.extend_from_slice(b"\r\n");
-        at += n;
-        k += 1;
-    }
-    bytes.extend_from_slice(b"0\r\n\r\n");
-    bytes
-}
-
 #[test]
 fn a_4_mib_upload_over_tls_arrives_exact_and_the_connection_is_reused() {
     for versions in [Versions::Tls12, Versions::Tls13] {
         let dev = TlsDevice::with_handler(TlsOptions { versions, ..TlsOptions::default() }, |req| {
-            TlsReply::raw(ok(req.body.len().to_string().as_bytes()), TlsAfter::KeepAlive)
+            TlsReply::raw(content_length_response(req.body.len().to_string().as_bytes()), TlsAfter::KeepAlive)
         });
         let mut c = client();
         let len = 4 * MIB as u64 + 7; // not a whole number of records
@@ -116,14 +85,14 @@ fn a_4_mib_download_over_tls_into_a_writer_arrives_exact() {
     let body = Arc::new(pattern_bytes(4 * MIB + 7));
     let served = Arc::clone(&body);
     let dev = TlsDevice::with_handler(TlsOptions::default(), move |req| match req.target.as_str() {
-        "/cl" => TlsReply::raw(ok(&served), TlsAfter::KeepAlive),
-        "/chunked" => TlsReply::raw(chunked(&served), TlsAfter::KeepAlive),
+        "/cl" => TlsReply::raw(content_length_response(&served), TlsAfter::KeepAlive),
+        "/chunked" => TlsReply::raw(chunked_response(&served), TlsAfter::KeepAlive),
         "/close" => {
             let mut bytes = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
             bytes.extend_from_slice(&served);
             TlsReply::raw(bytes, TlsAfter::CloseNotify)
         }
-        _ => TlsReply::raw(ok(b"{}"), TlsAfter::KeepAlive),
+        _ => TlsReply::raw(content_length_response(b"{}"), TlsAfter::KeepAlive),
     });
     let mut c = client();
     for path in ["/cl", "/chunked", "/close"] {
@@ -146,8 +115,8 @@ fn a_failing_sink_over_tls_fails_typed_and_the_client_goes_on() {
     let body = Arc::new(pattern_bytes(4 * MIB));
     let served = Arc::clone(&body);
     let dev = TlsDevice::with_handler(TlsOptions::default(), move |req| match req.target.as_str() {
-        "/big" => TlsReply::raw(ok(&served), TlsAfter::KeepAlive),
-        _ => TlsReply::raw(ok(b"{}"), TlsAfter::KeepAlive),
+        "/big" => TlsReply::raw(content_length_response(&served), TlsAfter::KeepAlive),
+        _ => TlsReply::raw(content_length_response(b"{}"), TlsAfter::KeepAlive),
     });
     let mut c = client();
     assert_eq!(c.get(&dev.url("/state")).unwrap().status(), 200);
