@@ -294,7 +294,11 @@ fn wait_interruptibly(client: &mut Client, request: Request) -> Result<Response,
     let id = client.submit(request);
     let mut done = Vec::new();
     loop {
-        client.poll(Some(SIGNAL_CHECK_EVERY), &mut done)?;
+        if let Err(e) = client.poll(Some(SIGNAL_CHECK_EVERY), &mut done) {
+            // The poller failed: no request is left running behind the error.
+            client.abort_all();
+            return Err(e.into());
+        }
         // The client's mutex serialises calls: the only request pending is this one.
         if let Some(at) = done.iter().position(|c| c.id == id) {
             return Ok(done.swap_remove(at).result?);
