@@ -252,6 +252,25 @@ struct PyClient {
 }
 
 impl PyClient {
+    /// The request a call sends, from its Python arguments.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        url: &str,
+        body: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        retryable: bool,
+    ) -> PyResult<Request> {
+        let body = body.filter(|b| !b.is_none()).map(body_bytes).transpose()?;
+        let headers = headers.filter(|h| !h.is_none()).map(header_list).transpose()?.unwrap_or_default();
+        let timeout = timeout.filter(|t| !t.is_none()).map(|t| seconds(t, "timeout")).transpose()?;
+        build_request(method, url, body, &headers, timeout, retryable, self.user_agent.as_deref())
+            .map_err(|e| core_error(py, &e))
+    }
+
     /// Builds the request from Python's arguments (with the GIL), sends it (without).
     #[allow(clippy::too_many_arguments)]
     fn call(
@@ -264,12 +283,7 @@ impl PyClient {
         timeout: Option<&Bound<'_, PyAny>>,
         retryable: bool,
     ) -> PyResult<PyResponse> {
-        let body = body.filter(|b| !b.is_none()).map(body_bytes).transpose()?;
-        let headers = headers.filter(|h| !h.is_none()).map(header_list).transpose()?.unwrap_or_default();
-        let timeout = timeout.filter(|t| !t.is_none()).map(|t| seconds(t, "timeout")).transpose()?;
-        let request =
-            build_request(method, url, body, &headers, timeout, retryable, self.user_agent.as_deref())
-                .map_err(|e| core_error(py, &e))?;
+        let request = self.prepare(py, method, url, body, headers, timeout, retryable)?;
         let result = py.detach(|| -> Result<Response, Failure> {
             let mut guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
             let client = guard.as_mut().ok_or(Failure::Closed)?;
@@ -280,6 +294,117 @@ impl PyClient {
             Err(failure) => Err(failure.into_py(py)),
         }
     }
+}
+
+/// A Python object with `read(n)` as the body of [`Client::send_streaming`]. Each read takes
+/// the GIL, and runs Python's signal handlers first, so Ctrl-C ends an upload at the next read.
+struct PyReader {
+    file: Py<PyAny>,
+    raised: Raised,
+}
+
+/// The Python exception a reader or writer raised (or a signal handler, during one: `true`),
+/// kept for the caller: the core reports it as a body-stream error, whose `__cause__` it becomes
+/// (a signal's exception, Ctrl-C's `KeyboardInterrupt`, is raised itself instead).
+type Raised = std::sync::Arc<Mutex<Option<(PyErr, bool)>>>;
+
+/// Keeps `e` in `raised` and gives the core an `io::Error` saying what it was. An exception that
+/// is not an `Exception` (`KeyboardInterrupt` from a `read` that slept, `SystemExit`) counts as
+/// a signal's: it is raised itself.
+fn keep(py: Python<'_>, raised: &Raised, e: PyErr, signal: bool) -> std::io::Error {
+    let signal = signal || !e.is_instance_of::<PyException>(py);
+    let io = py_io_error(py, &e);
+    if let Ok(mut slot) = raised.lock() {
+        slot.get_or_insert((e, signal));
+    }
+    io
+}
+
+impl std::io::Read for PyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        Python::attach(|py| {
+            py.check_signals().map_err(|e| keep(py, &self.raised, e, true))?;
+            let data = self
+                .file
+                .call_method1(py, "read", (buf.len(),))
+                .map_err(|e| keep(py, &self.raised, e, false))?;
+            let data = data.bind(py);
+            let Ok(bytes) = data.cast::<PyBytes>().map(|b| b.as_bytes()) else {
+                let kind = data.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                let e = PyTypeError::new_err(format!("the reader's read() returned {kind}, not bytes"));
+                return Err(keep(py, &self.raised, e, false));
+            };
+            if bytes.len() > buf.len() {
+                let e = PyValueError::new_err("the reader's read(n) returned more than n bytes");
+                return Err(keep(py, &self.raised, e, false));
+            }
+            buf[..bytes.len()].copy_from_slice(bytes);
+            Ok(bytes.len())
+        })
+    }
+}
+
+/// A Python object with `write(bytes)` as the sink of [`Client::send_to`]; as [`PyReader`], each
+/// write takes the GIL and runs the signal handlers first.
+struct PyWriter {
+    file: Py<PyAny>,
+    raised: Raised,
+}
+
+impl std::io::Write for PyWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Python::attach(|py| {
+            py.check_signals().map_err(|e| keep(py, &self.raised, e, true))?;
+            let wrote = self
+                .file
+                .call_method1(py, "write", (PyBytes::new(py, buf),))
+                .map_err(|e| keep(py, &self.raised, e, false))?;
+            // A raw file may write less than it was given and say so; text-less sinks that
+            // return None (or nothing useful) took it all.
+            match wrote.extract::<usize>(py) {
+                Ok(n) if n <= buf.len() => Ok(n),
+                _ => Ok(buf.len()),
+            }
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Python::attach(|py| {
+            if self.file.bind(py).hasattr("flush").unwrap_or(false) {
+                self.file.call_method0(py, "flush").map_err(|e| keep(py, &self.raised, e, false))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The outcome of a streamed call: a body-stream error caused by a Python exception has it as
+/// its `__cause__`; one caused by a signal handler (Ctrl-C) raises that handler's exception
+/// (`KeyboardInterrupt`) with the request's `finwatch.Error` as its cause.
+fn streamed(py: Python<'_>, result: Result<Response, Failure>, raised: &Raised) -> PyResult<PyResponse> {
+    let error = match result {
+        Ok(response) => return Ok(PyResponse::new(py, &response)),
+        Err(Failure::Core(e)) => core_error(py, &e),
+        Err(other) => return Err(other.into_py(py)),
+    };
+    match raised.lock().ok().and_then(|mut slot| slot.take()) {
+        Some((interrupt, true)) => {
+            interrupt.set_cause(py, Some(error));
+            Err(interrupt)
+        }
+        Some((exception, false)) => {
+            error.set_cause(py, Some(exception));
+            Err(error)
+        }
+        None => Err(error),
+    }
+}
+
+/// A Python exception raised by a reader or writer, as the `io::Error` the core reports as the
+/// body stream's failure (its message: the exception's type and text).
+fn py_io_error(py: Python<'_>, e: &PyErr) -> std::io::Error {
+    let name = e.get_type(py).name().map(|n| n.to_string()).unwrap_or_else(|_| "exception".into());
+    std::io::Error::other(format!("{name}: {}", e.value(py)))
 }
 
 /// How often a waiting call takes the GIL to look for a signal (Ctrl-C).
@@ -473,6 +598,67 @@ impl PyClient {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyResponse> {
         self.call(py, "DELETE", url, None, headers, timeout, false)
+    }
+
+    /// Sends `method url` with a body of exactly `length` bytes read from `reader` (any object
+    /// with `read(n)` returning bytes: an open file, `io.BytesIO`), through one 64 KiB buffer,
+    /// never held whole: a firmware image goes up without being loaded. Returns the response.
+    ///
+    /// A reader that raises, or ends before `length` bytes, fails the request with a
+    /// `finwatch.Error` of kind `body_stream` (the device had the head: it may have acted), and
+    /// the connection is closed. A streamed body is never sent twice: once any of it was read,
+    /// a lost connection is an error, not a retry. Ctrl-C is seen at the next read.
+    #[pyo3(signature = (method, url, reader, length, headers=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send_streaming(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        url: &str,
+        reader: Bound<'_, PyAny>,
+        length: u64,
+        headers: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyResponse> {
+        let request = self.prepare(py, method, url, None, headers, timeout, false)?;
+        let raised = Raised::default();
+        let reader = PyReader { file: reader.unbind(), raised: raised.clone() };
+        let result = py.detach(|| -> Result<Response, Failure> {
+            let mut guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
+            let client = guard.as_mut().ok_or(Failure::Closed)?;
+            Ok(client.send_streaming(request, reader, length)?)
+        });
+        streamed(py, result, &raised)
+    }
+
+    /// Sends `method url` (with `body`, if given) and writes the response body into `writer`
+    /// (any object with `write(bytes)`: an open file, `io.BytesIO`) as it arrives, never held
+    /// whole: a log or an image comes down without being loaded. Returns the response, whose
+    /// `body` is empty. `max_body_bytes` does not apply to it.
+    ///
+    /// A writer that raises fails the request with a `finwatch.Error` of kind `body_stream`, and
+    /// the connection is closed. Ctrl-C is seen at the next write.
+    #[pyo3(signature = (method, url, writer, body=None, headers=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send_to(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        url: &str,
+        writer: Bound<'_, PyAny>,
+        body: Option<&Bound<'_, PyAny>>,
+        headers: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyResponse> {
+        let request = self.prepare(py, method, url, body, headers, timeout, false)?;
+        let raised = Raised::default();
+        let writer = PyWriter { file: writer.unbind(), raised: raised.clone() };
+        let result = py.detach(|| -> Result<Response, Failure> {
+            let mut guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
+            let client = guard.as_mut().ok_or(Failure::Closed)?;
+            Ok(client.send_to(request, writer)?.0)
+        });
+        streamed(py, result, &raised)
     }
 
     /// The client's counters (connects, reuses, FINs seen while idle, retries, warm spares, …)

@@ -1,6 +1,8 @@
 """finwatch's Python API against the device in conftest.py (loopback only, every wait bounded)."""
 
 import _thread
+import io
+import os
 import threading
 import time
 
@@ -405,3 +407,96 @@ def test_a_waiting_request_does_not_block_another_client(device):
         assert time.monotonic() - start < 0.5
         t.join(timeout=5)
         assert result["slow"].body == b"late"
+
+
+# --- streamed bodies -------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def test_send_streaming_uploads_from_a_file_object_and_a_file(client, device, tmp_path):
+    data = os.urandom(3 * MIB + 7)
+    resp = client.send_streaming("PUT", device.url("/echo"), io.BytesIO(data), len(data))
+    assert resp.status == 200 and resp.body == data
+    path = tmp_path / "firmware.bin"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        resp = client.send_streaming("POST", device.url("/echo"), f, len(data), timeout=30)
+    assert resp.body == data
+    assert [r[2] == data for r in device.requests] == [True, True]
+    assert client.stats()["connects"] == 1  # the connection is reused after a streamed body
+
+
+def test_send_to_downloads_into_a_file_object_and_a_file(client, device, tmp_path):
+    data = os.urandom(3 * MIB + 7)
+    sink = io.BytesIO()
+    resp = client.send_to("PUT", device.url("/echo"), sink, body=data)
+    assert resp.status == 200
+    assert resp.body == b""  # the body went to the writer, not into the response
+    assert sink.getvalue() == data
+    path = tmp_path / "log.bin"
+    with open(path, "wb") as f:
+        client.send_to("PUT", device.url("/echo"), f, body=data)
+    assert path.read_bytes() == data
+
+
+def test_a_reader_that_raises_or_ends_early_is_a_body_stream_error(client, device):
+    class Failing:
+        def __init__(self):
+            self.reads = 0
+
+        def read(self, n):
+            self.reads += 1
+            if self.reads > 2:
+                raise OSError("the flash went away")
+            return b"x" * n
+
+    with pytest.raises(finwatch.Error) as info:
+        client.send_streaming("PUT", device.url("/echo"), Failing(), 10 * MIB)
+    e = info.value
+    assert e.kind == "body_stream"
+    assert e.may_have_been_processed is True  # the device had the head
+    assert isinstance(e.__cause__, OSError) and "flash went away" in str(e.__cause__)
+
+    with pytest.raises(finwatch.Error) as info:
+        client.send_streaming("PUT", device.url("/echo"), io.BytesIO(b"short"), 100)
+    assert info.value.kind == "body_stream"
+    with pytest.raises(finwatch.Error) as info:
+        client.send_streaming("PUT", device.url("/echo"), io.StringIO("text, not bytes"), 15)
+    assert info.value.kind == "body_stream"
+    assert isinstance(info.value.__cause__, TypeError) and "not bytes" in str(info.value.__cause__)
+    assert client.get(device.url("/echo")).status == 200  # usable
+
+
+def test_a_writer_that_raises_is_a_body_stream_error(client, device):
+    class Full:
+        def write(self, data):
+            raise OSError("disk full")
+
+    with pytest.raises(finwatch.Error) as info:
+        client.send_to("PUT", device.url("/echo"), Full(), body=b"y" * MIB)
+    e = info.value
+    assert e.kind == "body_stream"
+    assert isinstance(e.__cause__, OSError) and "disk full" in str(e.__cause__)
+    assert client.get(device.url("/echo")).status == 200
+
+
+def test_ctrl_c_during_a_streamed_upload(client, device):
+    # A slow reader (a 64 KiB read every 20 ms: 10 MiB would take 3 s) and a Ctrl-C 0.3 s in.
+    class Slow:
+        def read(self, n):
+            time.sleep(0.02)
+            return b"z" * n
+
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            client.send_streaming("PUT", device.url("/echo"), Slow(), 10 * MIB, timeout=30)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 2
+    cause = info.value.__cause__
+    assert isinstance(cause, finwatch.Error) and cause.kind == "body_stream", repr(cause)
+    assert client.get(device.url("/echo")).status == 200

@@ -1,8 +1,14 @@
 from types import TracebackType
-from typing import Iterable, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Iterable, Mapping, Optional, Protocol, Tuple, Type, Union
 
 _Body = Union[bytes, bytearray, memoryview, str]
 _Headers = Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+
+class _Reader(Protocol):
+    def read(self, n: int, /) -> bytes: ...
+
+class _Writer(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
 
 class Error(Exception):
     kind: Optional[str]
@@ -61,6 +67,24 @@ class Client:
         retryable: bool = False,
     ) -> Response: ...
     def delete(self, url: str, headers: Optional[_Headers] = None, timeout: Optional[float] = None) -> Response: ...
+    def send_streaming(
+        self,
+        method: str,
+        url: str,
+        reader: _Reader,
+        length: int,
+        headers: Optional[_Headers] = None,
+        timeout: Optional[float] = None,
+    ) -> Response: ...
+    def send_to(
+        self,
+        method: str,
+        url: str,
+        writer: _Writer,
+        body: Optional[_Body] = None,
+        headers: Optional[_Headers] = None,
+        timeout: Optional[float] = None,
+    ) -> Response: ...
     def stats(self) -> dict[str, int]: ...
     def close(self) -> None: ...
     def __enter__(self) -> "Client": ...
