@@ -116,6 +116,40 @@ finwatch_response *finwatch_send(finwatch_client *c,
                                  size_t body_len,
                                  finwatch_error **error);
 
+// Sends a prepared request (not consumed) with the contents of the file at `path` as its body,
+// and blocks until the response or an error, as `finwatch_send_request`. The file is streamed
+// 64 KiB at a time, never held whole (a firmware image), behind `Content-Length` = its size when
+// opened; the request must have no body of its own. The request's timeout covers the whole
+// upload: give a large one its own (`finwatch_request_set_timeout_ms`).
+//
+// A file that cannot be opened is an error of kind `"file"` (nothing sent); a read that fails
+// or a file that shrinks while it is sent is `"body_stream"` (the device had the head: it may
+// have acted). A streamed body is never sent twice.
+//
+// # Safety
+// `c` is NULL or a live client not in use by another thread; `request` is NULL or a live
+// request; `path` is NULL or a NUL-terminated string; `error` is NULL or valid for a write of
+// one pointer.
+finwatch_response *finwatch_send_file(finwatch_client *c,
+                                      const finwatch_request *request,
+                                      const char *path,
+                                      finwatch_error **error);
+
+// Sends a prepared request (not consumed) and writes the response body into the file at `path`
+// (created, or truncated) as it arrives, never held whole; blocks until the response or an
+// error, as `finwatch_send_request`. The returned response has an **empty** body; the client's
+// body-size limit does not apply to the file. After an error the file holds what arrived.
+//
+// A file that cannot be created is an error of kind `"file"` (nothing sent); a write that fails
+// is `"body_stream"` (the device had the request: it may have acted).
+//
+// # Safety
+// As `finwatch_send_file`.
+finwatch_response *finwatch_send_to_file(finwatch_client *c,
+                                         const finwatch_request *request,
+                                         const char *path,
+                                         finwatch_error **error);
+
 // Sends a prepared request (which is not consumed: send it again later) and blocks until the
 // response or an error, as `finwatch_send`.
 //

@@ -376,6 +376,78 @@ pub unsafe extern "C" fn finwatch_send(
     .unwrap_or(std::ptr::null_mut())
 }
 
+/// Sends a prepared request (not consumed) with the contents of the file at `path` as its body,
+/// and blocks until the response or an error, as `finwatch_send_request`. The file is streamed
+/// 64 KiB at a time, never held whole (a firmware image), behind `Content-Length` = its size when
+/// opened; the request must have no body of its own. The request's timeout covers the whole
+/// upload: give a large one its own (`finwatch_request_set_timeout_ms`).
+///
+/// A file that cannot be opened is an error of kind `"file"` (nothing sent); a read that fails
+/// or a file that shrinks while it is sent is `"body_stream"` (the device had the head: it may
+/// have acted). A streamed body is never sent twice.
+///
+/// # Safety
+/// `c` is NULL or a live client not in use by another thread; `request` is NULL or a live
+/// request; `path` is NULL or a NUL-terminated string; `error` is NULL or valid for a write of
+/// one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn finwatch_send_file(
+    c: *mut finwatch_client,
+    request: *const finwatch_request,
+    path: *const c_char,
+    error: *mut *mut finwatch_error,
+) -> *mut finwatch_response {
+    // SAFETY: the caller's contract.
+    unsafe {
+        guard(error, || {
+            let c = arg_mut(c, "client")?;
+            let request = arg(request, "request")?;
+            let path = str_arg(path, "path")?;
+            let file = std::fs::File::open(path).map_err(|e| file_error("open", path, &e))?;
+            let len = file.metadata().map_err(|e| file_error("read the size of", path, &e))?.len();
+            let response = c.client.send_streaming(request.request.clone(), file, len)?;
+            Ok(boxed(finwatch_response { response }))
+        })
+    }
+    .unwrap_or(std::ptr::null_mut())
+}
+
+/// Sends a prepared request (not consumed) and writes the response body into the file at `path`
+/// (created, or truncated) as it arrives, never held whole; blocks until the response or an
+/// error, as `finwatch_send_request`. The returned response has an **empty** body; the client's
+/// body-size limit does not apply to the file. After an error the file holds what arrived.
+///
+/// A file that cannot be created is an error of kind `"file"` (nothing sent); a write that fails
+/// is `"body_stream"` (the device had the request: it may have acted).
+///
+/// # Safety
+/// As `finwatch_send_file`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn finwatch_send_to_file(
+    c: *mut finwatch_client,
+    request: *const finwatch_request,
+    path: *const c_char,
+    error: *mut *mut finwatch_error,
+) -> *mut finwatch_response {
+    // SAFETY: the caller's contract.
+    unsafe {
+        guard(error, || {
+            let c = arg_mut(c, "client")?;
+            let request = arg(request, "request")?;
+            let path = str_arg(path, "path")?;
+            let file = std::fs::File::create(path).map_err(|e| file_error("create", path, &e))?;
+            let (response, _) = c.client.send_to(request.request.clone(), file)?;
+            Ok(boxed(finwatch_response { response }))
+        })
+    }
+    .unwrap_or(std::ptr::null_mut())
+}
+
+/// A file that could not be opened or created: nothing was sent.
+fn file_error(what: &str, path: &str, e: &std::io::Error) -> finwatch_error {
+    finwatch_error::new("file", &format!("could not {what} {path:?}: {e}"), false)
+}
+
 /// Sends a prepared request (which is not consumed: send it again later) and blocks until the
 /// response or an error, as `finwatch_send`.
 ///

@@ -353,3 +353,107 @@ fn shared_client_from_several_threads() {
     assert_eq!(take_error(err).0, "connect_failed");
     unsafe { finwatch_shared_client_free(sc) };
 }
+
+/// A device for one exchange on 127.0.0.1: reads a request (its body by `Content-Length`),
+/// answers `200` with `reply`, and hands back the request body it read.
+fn one_exchange_device(reply: Vec<u8>) -> (String, std::thread::JoinHandle<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/firmware", listener.local_addr().unwrap());
+    let device = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed before the head");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = buf.split_off(head_end);
+        while body.len() < len {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed mid-body");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        s.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", reply.len()).as_bytes())
+            .unwrap();
+        s.write_all(&reply).unwrap();
+        body
+    });
+    (url, device)
+}
+
+/// A path in the temporary directory that no other test uses.
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("finwatch-ffi-{}-{name}", std::process::id()))
+}
+
+fn request(method: &str, url: &str) -> *mut finwatch_request {
+    let (method, url) = (CString::new(method).unwrap(), CString::new(url).unwrap());
+    let mut err = null_mut();
+    let r = unsafe { finwatch_request_new(method.as_ptr(), url.as_ptr(), &mut err) };
+    assert!(!r.is_null() && err.is_null());
+    r
+}
+
+#[test]
+fn a_file_goes_up_streamed_and_a_body_comes_down_into_a_file() {
+    let image: Vec<u8> = (0..3 * 1024 * 1024 + 7u32).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8).collect();
+    let c = client();
+
+    let path = temp_path("image.bin");
+    std::fs::write(&path, &image).unwrap();
+    let (url, device) = one_exchange_device(b"ok".to_vec());
+    let (r, cpath) = (request("PUT", &url), CString::new(path.to_str().unwrap()).unwrap());
+    let mut err = null_mut();
+    let resp = unsafe { finwatch_send_file(c, r, cpath.as_ptr(), &mut err) };
+    assert!(err.is_null() && !resp.is_null(), "{:?}", (!err.is_null()).then(|| take_error(err)));
+    assert_eq!((unsafe { finwatch_response_status(resp) }, body_of(resp)), (200, b"ok".to_vec()));
+    assert!(device.join().unwrap() == image, "the device got another body");
+    unsafe { (finwatch_response_free(resp), finwatch_request_free(r)) };
+
+    let out = temp_path("download.bin");
+    let (url, device) = one_exchange_device(image.clone());
+    let (r, cout) = (request("GET", &url), CString::new(out.to_str().unwrap()).unwrap());
+    let resp = unsafe { finwatch_send_to_file(c, r, cout.as_ptr(), &mut err) };
+    assert!(err.is_null() && !resp.is_null());
+    assert_eq!((unsafe { finwatch_response_status(resp) }, body_of(resp)), (200, Vec::new()));
+    assert!(std::fs::read(&out).unwrap() == image, "the file holds another body");
+    assert!(device.join().unwrap().is_empty());
+    unsafe { (finwatch_response_free(resp), finwatch_request_free(r), finwatch_client_free(c)) };
+    let _ = (std::fs::remove_file(path), std::fs::remove_file(out));
+}
+
+#[test]
+fn a_file_that_cannot_be_opened_or_created_sends_nothing() {
+    let c = client();
+    let r = request("PUT", closed_port_url().to_str().unwrap());
+    let missing = CString::new(temp_path("missing/none.bin").to_str().unwrap()).unwrap();
+    let mut err = null_mut();
+    assert!(unsafe { finwatch_send_file(c, r, missing.as_ptr(), &mut err) }.is_null());
+    let (kind, message, may) = take_error(err);
+    assert_eq!((kind.as_str(), may), ("file", false), "{message}");
+    assert!(message.contains("could not open") && message.contains("none.bin"), "{message}");
+    assert!(unsafe { finwatch_send_to_file(c, r, missing.as_ptr(), &mut err) }.is_null());
+    assert_eq!(take_error(err).0, "file");
+    // A NULL path, and a request with a body of its own: refused before anything is sent.
+    assert!(unsafe { finwatch_send_file(c, r, null(), &mut err) }.is_null());
+    assert_eq!(take_error(err).0, "invalid_argument");
+    let body = b"1";
+    unsafe { finwatch_request_set_body(r, body.as_ptr().cast(), body.len(), &mut err) };
+    assert!(err.is_null());
+    let here = CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    assert!(unsafe { finwatch_send_file(c, r, here.as_ptr(), &mut err) }.is_null());
+    let (kind, _, may) = take_error(err);
+    assert_eq!((kind.as_str(), may), ("invalid_request", false));
+    unsafe { (finwatch_request_free(r), finwatch_client_free(c)) };
+}
