@@ -46,6 +46,71 @@ pub struct Client {
 /// request has completed.
 struct SinkSlot<W>(std::sync::Arc<std::sync::Mutex<Option<W>>>);
 
+/// A request with a streamed body or a sink for its response body, checked and ready for the
+/// engine: what [`Client::send_streaming`] and [`Client::send_to`] send, on a `Client` or
+/// through a `SharedClient`.
+pub(crate) struct Streamed {
+    request: Request,
+    source: Option<BodySource>,
+    sink: Option<BodySink>,
+}
+
+impl Streamed {
+    /// `request` with `len` bytes of `body` as its body; refused if it has a body of its own or
+    /// digest authentication (a challenge would need the body again).
+    pub(crate) fn upload(
+        request: Request,
+        body: impl std::io::Read + Send + 'static,
+        len: u64,
+    ) -> Result<Streamed> {
+        if !request.body.is_empty() {
+            return Err(Error::invalid_request(
+                "a request sent with a streamed body must not have a body of its own",
+            ));
+        }
+        Self::refuse_digest(&request)?;
+        let source = Some(BodySource::new(Box::new(body), len));
+        Ok(Streamed { request, source, sink: None })
+    }
+
+    /// `request`, its response body to go to `sink`, and the handle that gives `sink` back once
+    /// the request is over.
+    pub(crate) fn download<W: std::io::Write + Send + 'static>(
+        request: Request,
+        sink: W,
+    ) -> Result<(Streamed, SinkBack<W>)> {
+        Self::refuse_digest(&request)?;
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(sink)));
+        let sink = Some(BodySink(Box::new(SinkSlot(std::sync::Arc::clone(&slot)))));
+        Ok((Streamed { request, source: None, sink }, SinkBack(slot)))
+    }
+
+    fn refuse_digest(request: &Request) -> Result<()> {
+        if request.digest.is_some() {
+            return Err(Error::invalid_request(
+                "digest_auth cannot be combined with a streamed body (a challenge would need the body again)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The caller's side of a response sink ([`Streamed::download`]).
+pub(crate) struct SinkBack<W>(std::sync::Arc<std::sync::Mutex<Option<W>>>);
+
+impl<W: std::io::Write> SinkBack<W> {
+    /// The sink, flushed, once the engine has let go of its handle with the request.
+    pub(crate) fn take(self) -> Result<W> {
+        let sink = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let Some(mut sink) = sink else {
+            let source = std::io::Error::other("the response body's writer was not handed back");
+            return Err(Error::BodyStream { stage: crate::Stage::ReadingResponse, source });
+        };
+        sink.flush().map_err(|source| Error::BodyStream { stage: crate::Stage::ReadingResponse, source })?;
+        Ok(sink)
+    }
+}
+
 impl<W: std::io::Write> std::io::Write for SinkSlot<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut sink = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -305,14 +370,7 @@ impl Client {
         body: impl std::io::Read + Send + 'static,
         len: u64,
     ) -> Result<Response> {
-        if !request.body.is_empty() {
-            return Err(Error::invalid_request(
-                "a request sent with a streamed body must not have a body of its own",
-            ));
-        }
-        Self::refuse_digest(&request)?;
-        let source = BodySource::new(Box::new(body), len);
-        let id = self.engine.submit_streamed(&request, Some(source), None, self.driver.now());
+        let id = self.submit_streamed(Streamed::upload(request, body, len)?);
         self.wait_for(id)
     }
 
@@ -352,29 +410,16 @@ impl Client {
         request: Request,
         sink: W,
     ) -> Result<(Response, W)> {
-        use std::sync::{Arc, Mutex, PoisonError};
-        Self::refuse_digest(&request)?;
-        let slot = Arc::new(Mutex::new(Some(sink)));
-        let sink = BodySink(Box::new(SinkSlot(Arc::clone(&slot))));
-        let id = self.engine.submit_streamed(&request, None, Some(sink), self.driver.now());
+        let (streamed, sink) = Streamed::download(request, sink)?;
+        let id = self.submit_streamed(streamed);
         let resp = self.wait_for(id)?;
-        // The engine has let go of its handle with the request: the sink is the caller's again.
-        let sink = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let Some(mut sink) = sink else {
-            let source = std::io::Error::other("the response body's writer was not handed back");
-            return Err(Error::BodyStream { stage: crate::Stage::ReadingResponse, source });
-        };
-        sink.flush().map_err(|source| Error::BodyStream { stage: crate::Stage::ReadingResponse, source })?;
-        Ok((resp, sink))
+        Ok((resp, sink.take()?))
     }
 
-    fn refuse_digest(request: &Request) -> Result<()> {
-        if request.digest.is_some() {
-            return Err(Error::invalid_request(
-                "digest_auth cannot be combined with a streamed body (a challenge would need the body again)",
-            ));
-        }
-        Ok(())
+    /// Queues a request with a streamed body or response sink (`Client::send_streaming`,
+    /// `Client::send_to`, and `SharedClient`'s).
+    pub(crate) fn submit_streamed(&mut self, s: Streamed) -> RequestId {
+        self.engine.submit_streamed(&s.request, s.source, s.sink, self.driver.now())
     }
 
     /// Runs the loop until request `id` completes; other completions are kept for `poll`.

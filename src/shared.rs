@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, ClientBuilder, Waker};
+use crate::client::{Client, ClientBuilder, Streamed, Waker};
 use crate::error::{Error, Result, Stage};
 use crate::proto::engine::{Completion, ConnectionInfo, RequestId, Stats};
 use crate::request::{Method, Request};
@@ -148,7 +148,7 @@ impl Future for ResponseFuture {
 /// rare others would cost an allocation per command.
 #[allow(clippy::large_enum_variant)]
 enum Job {
-    Submit(Request, Reply),
+    Submit(Outbound, Reply),
     Stats(mpsc::SyncSender<Stats>),
     Connections(mpsc::SyncSender<Vec<ConnectionInfo>>),
 }
@@ -356,19 +356,41 @@ impl Watch {
     }
 }
 
-/// A blocking call's request: built, or a method and URL for the client's cache of recent URLs
-/// (`SharedClient::get` and the like).
+/// A request for the queue: plain, or with a streamed body or response sink (boxed: rare, and
+/// boxing the plain one instead would cost an allocation per command, as for `Job`).
+#[allow(clippy::large_enum_variant)]
+enum Outbound {
+    Plain(Request),
+    Streamed(Box<Streamed>),
+}
+
+impl Outbound {
+    fn submit_to(self, client: &mut Client) -> RequestId {
+        match self {
+            Outbound::Plain(request) => client.submit(request),
+            Outbound::Streamed(s) => client.submit_streamed(*s),
+        }
+    }
+}
+
+/// A blocking call's request (boxed where rare, as `Outbound`): built, a method and URL for the client's cache of recent URLs
+/// (`SharedClient::get` and the like), or streamed (`SharedClient::send_streaming`, `send_to`).
+#[allow(clippy::large_enum_variant)]
 enum Outgoing<'u> {
     Built(Request),
     Recent(Method, &'u str, Vec<u8>),
+    Streamed(Box<Streamed>),
 }
 
 impl Outgoing<'_> {
     /// The request itself, for the queue (a URL from the cache is parsed here).
-    fn into_request(self) -> Result<Request> {
+    fn into_outbound(self) -> Result<Outbound> {
         match self {
-            Outgoing::Built(request) => Ok(request),
-            Outgoing::Recent(method, url, body) => Request::builder(method, url).body(body).build(),
+            Outgoing::Built(request) => Ok(Outbound::Plain(request)),
+            Outgoing::Recent(method, url, body) => {
+                Request::builder(method, url).body(body).build().map(Outbound::Plain)
+            }
+            Outgoing::Streamed(s) => Ok(Outbound::Streamed(s)),
         }
     }
 }
@@ -560,6 +582,52 @@ impl SharedClient {
         self.handle.shared.send_blocking(Outgoing::Recent(Method::DELETE, url, Vec::new()))
     }
 
+    /// [`Client::send_streaming`] through the shared client: `len` bytes of `body` as the
+    /// request's body, streamed, never held whole. Blocking, as [`SharedClient::send`]; the
+    /// reader runs on whichever thread runs the request (the caller's, or the loop thread's,
+    /// where it holds up the other devices' requests while it reads: keep it quick).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let client = finwatch::SharedClient::new()?;
+    /// let image = std::io::Cursor::new(vec![0xA5u8; 300_000]); // a `File` in real life
+    /// let put = finwatch::Request::put(&format!("{base}/unico/v1/firmware"), "").build()?;
+    /// assert_eq!(client.send_streaming(put, image, 300_000)?.status(), 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn send_streaming(
+        &self,
+        request: Request,
+        body: impl std::io::Read + Send + 'static,
+        len: u64,
+    ) -> Result<Response> {
+        let streamed = Streamed::upload(request, body, len)?;
+        self.handle.shared.send_blocking(Outgoing::Streamed(Box::new(streamed)))
+    }
+
+    /// [`Client::send_to`] through the shared client: the response body goes to `sink` as it
+    /// arrives; returns the response (an empty body) and the sink, flushed. Blocking, as
+    /// [`SharedClient::send`]; the sink runs on whichever thread runs the request (see
+    /// [`SharedClient::send_streaming`]).
+    ///
+    /// ```
+    /// # let base = finwatch::__doc_device();
+    /// let client = finwatch::SharedClient::new()?;
+    /// let get = finwatch::Request::get(&format!("{base}/unico/v1/firmware")).build()?;
+    /// let (resp, image) = client.send_to(get, Vec::new())?; // a `File` in real life
+    /// assert_eq!((resp.status(), resp.body().len(), image.len()), (200, 0, 11));
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn send_to<W: std::io::Write + Send + 'static>(
+        &self,
+        request: Request,
+        sink: W,
+    ) -> Result<(Response, W)> {
+        let (streamed, sink) = Streamed::download(request, sink)?;
+        let resp = self.handle.shared.send_blocking(Outgoing::Streamed(Box::new(streamed)))?;
+        Ok((resp, sink.take()?))
+    }
+
     /// Sends a request and returns a [`Future`] of its outcome, for async code: the calling task
     /// is not blocked, the loop thread does the I/O and wakes the task when the response (or
     /// the error) is there. Runtime-agnostic: no executor is assumed (see [`ResponseFuture`];
@@ -590,7 +658,9 @@ impl SharedClient {
     /// ```
     pub fn send_async(&self, request: Request) -> ResponseFuture {
         let slot = Arc::new(Slot::default());
-        if let Err(refused) = self.handle.shared.submit(request, Reply::Async(Arc::clone(&slot))) {
+        if let Err(refused) =
+            self.handle.shared.submit(Outbound::Plain(request), Reply::Async(Arc::clone(&slot)))
+        {
             refused.deliver(Err(Error::Shutdown { stage: Stage::Queued }));
         }
         ResponseFuture { slot }
@@ -615,7 +685,9 @@ impl SharedClient {
     /// # Ok::<(), finwatch::Error>(())
     /// ```
     pub fn submit_with(&self, request: Request, on_done: impl FnOnce(Result<Response>) + Send + 'static) {
-        if let Err(refused) = self.handle.shared.submit(request, Reply::Callback(Box::new(on_done))) {
+        if let Err(refused) =
+            self.handle.shared.submit(Outbound::Plain(request), Reply::Callback(Box::new(on_done)))
+        {
             refused.deliver(Err(Error::Shutdown { stage: Stage::Queued }));
         }
     }
@@ -715,7 +787,7 @@ impl Shared {
             Direct::Done(outcome) => return outcome,
             Direct::Declined(out) => out,
         };
-        let request = out.into_request()?;
+        let request = out.into_outbound()?;
         let (tx, rx) = mpsc::sync_channel(1);
         if self.submit(request, Reply::Blocking(tx)).is_err() {
             return Err(Error::Shutdown { stage: Stage::Queued });
@@ -754,6 +826,7 @@ impl Shared {
         end.disarmed = self.watch.disarm();
         let id = match request {
             Outgoing::Built(request) => client.submit(request),
+            Outgoing::Streamed(s) => client.submit_streamed(*s),
             Outgoing::Recent(method, url, body) => match client.submit_recent(method, url, body) {
                 Ok(id) => id,
                 Err(e) => return Direct::Done(Err(e)),
@@ -811,7 +884,7 @@ impl Shared {
     }
 
     /// Queues a request; gives its reply back if it was refused.
-    fn submit(&self, request: Request, reply: Reply) -> Result<(), Reply> {
+    fn submit(&self, request: Outbound, reply: Reply) -> Result<(), Reply> {
         match self.enqueue(Job::Submit(request, reply), true) {
             None => Ok(()),
             Some(Job::Submit(_, reply)) => Err(reply),
@@ -1001,7 +1074,7 @@ fn turn_until_finished(
                         }
                         *n -= 1;
                     }
-                    let id = client.submit(request);
+                    let id = request.submit_to(&mut client);
                     if let Some(reply) = in_hand.take() {
                         lock(&shared.waiting).insert(id, reply);
                     }

@@ -283,3 +283,58 @@ fn between_direct_requests_the_loop_retires_ahead_and_keeps_a_spare() {
     assert!(s.warm_spares_used >= 3, "{s:?}");
     assert!(s.retired_before_idle_close >= 3, "{s:?}");
 }
+
+/// Streamed bodies through the shared client: uploads and downloads from several threads at
+/// once, beside plain requests to another device, each exact; the direct path (nothing else
+/// pending) and the loop thread (others queued) both carry them.
+#[test]
+fn streamed_bodies_go_up_and_down_from_several_threads() {
+    let image: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(pattern_bytes(2 * 1024 * 1024 + 7));
+    let served = std::sync::Arc::clone(&image);
+    let firmware = DeviceServer::start(move |req| match req.method.as_str() {
+        // The upload's answer: its length and whether it is the image, byte for byte.
+        "PUT" => Reply::ok(format!("{} {}", req.body.len(), req.body == *served).as_bytes()),
+        _ => Reply::raw(content_length_response(&served)),
+    });
+    let other = DeviceServer::keep_alive();
+    let client =
+        SharedClient::from_builder(Client::builder().request_timeout(Duration::from_secs(20))).unwrap();
+    // Alone: the caller's thread runs it.
+    let put = Request::put(&firmware.url("/fw"), "").build().unwrap();
+    let len = image.len() as u64;
+    let resp = client.send_streaming(put, std::io::Cursor::new(image.to_vec()), len).unwrap();
+    assert_eq!(resp.body(), format!("{len} true").as_bytes());
+    let (resp, got) = client.send_to(get(&firmware.url("/fw")), Vec::new()).unwrap();
+    assert!(resp.body().is_empty() && got == *image);
+    // Beside each other and beside plain requests: some go through the loop thread.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let (client, image) = (client.clone(), std::sync::Arc::clone(&image));
+            let (fw, plain) = (firmware.url("/fw"), other.url("/io"));
+            thread::spawn(move || {
+                for _ in 0..3 {
+                    if i % 2 == 0 {
+                        let put = Request::put(&fw, "").build().unwrap();
+                        let len = image.len() as u64;
+                        let resp =
+                            client.send_streaming(put, std::io::Cursor::new(image.to_vec()), len).unwrap();
+                        assert_eq!(resp.body(), format!("{len} true").as_bytes());
+                    } else {
+                        let (_, got) = client.send_to(get(&fw), Vec::new()).unwrap();
+                        assert!(got == *image, "{} bytes", got.len());
+                    }
+                    assert_eq!(client.send(get(&plain)).unwrap().status(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = client.stats();
+    assert_eq!((s.failed, s.retries), (0, 0), "{s:?}");
+    // Refused before anything is sent, as on a Client: a body of its own.
+    let with_body = Request::put(&firmware.url("/fw"), "x").build().unwrap();
+    let err = client.send_streaming(with_body, std::io::empty(), 0).unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");
+}
