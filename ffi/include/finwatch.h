@@ -267,6 +267,27 @@ finwatch_response *finwatch_shared_client_send_request(const finwatch_shared_cli
                                                        const finwatch_request *request,
                                                        finwatch_error **error);
 
+// `finwatch_send_file` on a shared client (any thread). The file is read on whichever thread
+// runs the request: the caller's, or the client's loop thread when other requests were queued.
+//
+// # Safety
+// `c` is NULL or a live shared client; `request` is NULL or a live request; `path` is NULL or
+// a NUL-terminated string; `error` is NULL or valid for a write of one pointer.
+finwatch_response *finwatch_shared_client_send_file(const finwatch_shared_client *c,
+                                                    const finwatch_request *request,
+                                                    const char *path,
+                                                    finwatch_error **error);
+
+// `finwatch_send_to_file` on a shared client (any thread); written as
+// `finwatch_shared_client_send_file` reads.
+//
+// # Safety
+// As `finwatch_shared_client_send_file`.
+finwatch_response *finwatch_shared_client_send_to_file(const finwatch_shared_client *c,
+                                                       const finwatch_request *request,
+                                                       const char *path,
+                                                       finwatch_error **error);
+
 // A request `method url` (any RFC 9110 token as the method, `http://host[:port]/path?query` as
 // the URL), with no body. NULL on failure, with `*error` set (`"invalid_argument"`,
 // `"invalid_request"`, `"invalid_url"`).

@@ -402,9 +402,7 @@ pub unsafe extern "C" fn finwatch_send_file(
         guard(error, || {
             let c = arg_mut(c, "client")?;
             let request = arg(request, "request")?;
-            let path = str_arg(path, "path")?;
-            let file = std::fs::File::open(path).map_err(|e| file_error("open", path, &e))?;
-            let len = file.metadata().map_err(|e| file_error("read the size of", path, &e))?.len();
+            let (file, len) = open_body(str_arg(path, "path")?)?;
             let response = c.client.send_streaming(request.request.clone(), file, len)?;
             Ok(boxed(finwatch_response { response }))
         })
@@ -434,13 +432,24 @@ pub unsafe extern "C" fn finwatch_send_to_file(
         guard(error, || {
             let c = arg_mut(c, "client")?;
             let request = arg(request, "request")?;
-            let path = str_arg(path, "path")?;
-            let file = std::fs::File::create(path).map_err(|e| file_error("create", path, &e))?;
+            let file = create_sink(str_arg(path, "path")?)?;
             let (response, _) = c.client.send_to(request.request.clone(), file)?;
             Ok(boxed(finwatch_response { response }))
         })
     }
     .unwrap_or(std::ptr::null_mut())
+}
+
+/// The file at `path`, to send as a body, and its size.
+fn open_body(path: &str) -> FfiResult<(std::fs::File, u64)> {
+    let file = std::fs::File::open(path).map_err(|e| file_error("open", path, &e))?;
+    let len = file.metadata().map_err(|e| file_error("read the size of", path, &e))?.len();
+    Ok((file, len))
+}
+
+/// The file at `path`, created or truncated, for a response body.
+fn create_sink(path: &str) -> FfiResult<std::fs::File> {
+    std::fs::File::create(path).map_err(|e| file_error("create", path, &e))
 }
 
 /// A file that could not be opened or created: nothing was sent.
@@ -728,6 +737,57 @@ pub unsafe extern "C" fn finwatch_shared_client_send_request(
             let c = arg(c, "shared client")?;
             let request = arg(request, "request")?;
             let response = c.client.send(request.request.clone())?;
+            Ok(boxed(finwatch_response { response }))
+        })
+    }
+    .unwrap_or(std::ptr::null_mut())
+}
+
+/// `finwatch_send_file` on a shared client (any thread). The file is read on whichever thread
+/// runs the request: the caller's, or the client's loop thread when other requests were queued.
+///
+/// # Safety
+/// `c` is NULL or a live shared client; `request` is NULL or a live request; `path` is NULL or
+/// a NUL-terminated string; `error` is NULL or valid for a write of one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn finwatch_shared_client_send_file(
+    c: *const finwatch_shared_client,
+    request: *const finwatch_request,
+    path: *const c_char,
+    error: *mut *mut finwatch_error,
+) -> *mut finwatch_response {
+    // SAFETY: the caller's contract.
+    unsafe {
+        guard(error, || {
+            let c = arg(c, "shared client")?;
+            let request = arg(request, "request")?;
+            let (file, len) = open_body(str_arg(path, "path")?)?;
+            let response = c.client.send_streaming(request.request.clone(), file, len)?;
+            Ok(boxed(finwatch_response { response }))
+        })
+    }
+    .unwrap_or(std::ptr::null_mut())
+}
+
+/// `finwatch_send_to_file` on a shared client (any thread); written as
+/// `finwatch_shared_client_send_file` reads.
+///
+/// # Safety
+/// As `finwatch_shared_client_send_file`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn finwatch_shared_client_send_to_file(
+    c: *const finwatch_shared_client,
+    request: *const finwatch_request,
+    path: *const c_char,
+    error: *mut *mut finwatch_error,
+) -> *mut finwatch_response {
+    // SAFETY: the caller's contract.
+    unsafe {
+        guard(error, || {
+            let c = arg(c, "shared client")?;
+            let request = arg(request, "request")?;
+            let file = create_sink(str_arg(path, "path")?)?;
+            let (response, _) = c.client.send_to(request.request.clone(), file)?;
             Ok(boxed(finwatch_response { response }))
         })
     }

@@ -430,6 +430,28 @@ fn a_file_goes_up_streamed_and_a_body_comes_down_into_a_file() {
     assert!(std::fs::read(&out).unwrap() == image, "the file holds another body");
     assert!(device.join().unwrap().is_empty());
     unsafe { (finwatch_response_free(resp), finwatch_request_free(r), finwatch_client_free(c)) };
+
+    // The same through a shared client.
+    let shared = unsafe { finwatch_shared_client_new_with_timeouts(1000, 2000, &mut err) };
+    assert!(!shared.is_null() && err.is_null());
+    let (url, device) = one_exchange_device(b"ok".to_vec());
+    let r = request("PUT", &url);
+    let resp = unsafe { finwatch_shared_client_send_file(shared, r, cpath.as_ptr(), &mut err) };
+    assert!(err.is_null() && !resp.is_null());
+    assert_eq!(body_of(resp), b"ok".to_vec());
+    assert!(device.join().unwrap() == image, "the device got another body (shared)");
+    unsafe { (finwatch_response_free(resp), finwatch_request_free(r)) };
+    std::fs::remove_file(&out).unwrap();
+    let (url, device) = one_exchange_device(image.clone());
+    let r = request("GET", &url);
+    let resp = unsafe { finwatch_shared_client_send_to_file(shared, r, cout.as_ptr(), &mut err) };
+    assert!(err.is_null() && !resp.is_null());
+    assert!(std::fs::read(&out).unwrap() == image, "the file holds another body (shared)");
+    assert!(device.join().unwrap().is_empty());
+    let missing = CString::new(temp_path("missing/none.bin").to_str().unwrap()).unwrap();
+    assert!(unsafe { finwatch_shared_client_send_file(shared, r, missing.as_ptr(), &mut err) }.is_null());
+    assert_eq!(take_error(err).0, "file");
+    unsafe { (finwatch_response_free(resp), finwatch_request_free(r), finwatch_shared_client_free(shared)) };
     let _ = (std::fs::remove_file(path), std::fs::remove_file(out));
 }
 
