@@ -252,6 +252,19 @@ struct PyClient {
 }
 
 impl PyClient {
+    /// Runs `f` on the client with the GIL released (the lock is only ever taken so: a thread
+    /// waiting for it never holds the GIL).
+    fn with_client<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Client) -> Result<T, Failure> + Send,
+    ) -> Result<T, Failure> {
+        py.detach(|| {
+            let mut guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
+            f(guard.as_mut().ok_or(Failure::Closed)?)
+        })
+    }
+
     /// The request a call sends, from its Python arguments.
     #[allow(clippy::too_many_arguments)]
     fn prepare(
@@ -284,11 +297,7 @@ impl PyClient {
         retryable: bool,
     ) -> PyResult<PyResponse> {
         let request = self.prepare(py, method, url, body, headers, timeout, retryable)?;
-        let result = py.detach(|| -> Result<Response, Failure> {
-            let mut guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
-            let client = guard.as_mut().ok_or(Failure::Closed)?;
-            wait_interruptibly(client, request)
-        });
+        let result = self.with_client(py, |client| wait_interruptibly(client, request));
         match result {
             Ok(response) => Ok(PyResponse::new(py, &response)),
             Err(failure) => Err(failure.into_py(py)),
@@ -623,11 +632,7 @@ impl PyClient {
         let request = self.prepare(py, method, url, None, headers, timeout, false)?;
         let raised = Raised::default();
         let reader = PyReader { file: reader.unbind(), raised: raised.clone() };
-        let result = py.detach(|| -> Result<Response, Failure> {
-            let mut guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
-            let client = guard.as_mut().ok_or(Failure::Closed)?;
-            Ok(client.send_streaming(request, reader, length)?)
-        });
+        let result = self.with_client(py, |client| Ok(client.send_streaming(request, reader, length)?));
         streamed(py, result, &raised)
     }
 
@@ -653,23 +658,14 @@ impl PyClient {
         let request = self.prepare(py, method, url, body, headers, timeout, false)?;
         let raised = Raised::default();
         let writer = PyWriter { file: writer.unbind(), raised: raised.clone() };
-        let result = py.detach(|| -> Result<Response, Failure> {
-            let mut guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
-            let client = guard.as_mut().ok_or(Failure::Closed)?;
-            Ok(client.send_to(request, writer)?.0)
-        });
+        let result = self.with_client(py, |client| Ok(client.send_to(request, writer)?.0));
         streamed(py, result, &raised)
     }
 
     /// The client's counters (connects, reuses, FINs seen while idle, retries, warm spares, …)
     /// as a dict of ints.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let stats = py
-            .detach(|| -> Result<finwatch::Stats, Failure> {
-                let guard = self.inner.lock().map_err(|_| Failure::Poisoned)?;
-                Ok(guard.as_ref().ok_or(Failure::Closed)?.stats())
-            })
-            .map_err(|f| f.into_py(py))?;
+        let stats = self.with_client(py, |client| Ok(client.stats())).map_err(|f| f.into_py(py))?;
         let d = PyDict::new(py);
         for (name, value) in [
             ("submitted", stats.submitted),
