@@ -284,19 +284,9 @@ impl PyClient {
             .map_err(|e| core_error(py, &e))
     }
 
-    /// Builds the request from Python's arguments (with the GIL), sends it (without).
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        url: &str,
-        body: Option<&Bound<'_, PyAny>>,
-        headers: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-        retryable: bool,
-    ) -> PyResult<PyResponse> {
-        let request = self.prepare(py, method, url, body, headers, timeout, retryable)?;
+    /// Sends a request built from Python's arguments (`prepare`, with the GIL), without the GIL.
+    fn call(&self, py: Python<'_>, request: PyResult<Request>) -> PyResult<PyResponse> {
+        let request = request?;
         let result = self.with_client(py, |client| wait_interruptibly(client, request));
         match result {
             Ok(response) => Ok(PyResponse::new(py, &response)),
@@ -554,7 +544,7 @@ impl PyClient {
         timeout: Option<&Bound<'_, PyAny>>,
         retryable: bool,
     ) -> PyResult<PyResponse> {
-        self.call(py, method, url, body, headers, timeout, retryable)
+        self.call(py, self.prepare(py, method, url, body, headers, timeout, retryable))
     }
 
     /// `GET url`.
@@ -566,7 +556,7 @@ impl PyClient {
         headers: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyResponse> {
-        self.call(py, "GET", url, None, headers, timeout, false)
+        self.call(py, self.prepare(py, "GET", url, None, headers, timeout, false))
     }
 
     /// `PUT url` with `body`.
@@ -579,7 +569,7 @@ impl PyClient {
         headers: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyResponse> {
-        self.call(py, "PUT", url, Some(body), headers, timeout, false)
+        self.call(py, self.prepare(py, "PUT", url, Some(body), headers, timeout, false))
     }
 
     /// `POST url` with `body` (not idempotent: retried only where the device provably did not
@@ -594,7 +584,7 @@ impl PyClient {
         timeout: Option<&Bound<'_, PyAny>>,
         retryable: bool,
     ) -> PyResult<PyResponse> {
-        self.call(py, "POST", url, Some(body), headers, timeout, retryable)
+        self.call(py, self.prepare(py, "POST", url, Some(body), headers, timeout, retryable))
     }
 
     /// `DELETE url`.
@@ -606,7 +596,7 @@ impl PyClient {
         headers: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyResponse> {
-        self.call(py, "DELETE", url, None, headers, timeout, false)
+        self.call(py, self.prepare(py, "DELETE", url, None, headers, timeout, false))
     }
 
     /// Sends `method url` with a body of exactly `length` bytes read from `reader` (any object
