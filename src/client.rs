@@ -78,11 +78,11 @@ impl Streamed {
     pub(crate) fn download<W: std::io::Write + Send + 'static>(
         request: Request,
         sink: W,
-    ) -> Result<(Streamed, SinkBack<W>)> {
+    ) -> Result<(Streamed, SinkHandle<W>)> {
         Self::refuse_digest(&request)?;
         let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(sink)));
         let sink = Some(BodySink(Box::new(SinkSlot(std::sync::Arc::clone(&slot)))));
-        Ok((Streamed { request, source: None, sink }, SinkBack(slot)))
+        Ok((Streamed { request, source: None, sink }, SinkHandle(slot)))
     }
 
     fn refuse_digest(request: &Request) -> Result<()> {
@@ -95,12 +95,22 @@ impl Streamed {
     }
 }
 
-/// The caller's side of a response sink ([`Streamed::download`]).
-pub(crate) struct SinkBack<W>(std::sync::Arc<std::sync::Mutex<Option<W>>>);
+/// The writer of a response body submitted with [`Client::submit_to`], for when its request
+/// has completed.
+pub struct SinkHandle<W>(std::sync::Arc<std::sync::Mutex<Option<W>>>);
 
-impl<W: std::io::Write> SinkBack<W> {
-    /// The sink, flushed, once the engine has let go of its handle with the request.
-    pub(crate) fn take(self) -> Result<W> {
+impl<W> std::fmt::Debug for SinkHandle<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkHandle").finish_non_exhaustive()
+    }
+}
+
+impl<W: std::io::Write> SinkHandle<W> {
+    /// The writer, flushed. Take it once the request has completed (its [`Completion`] came
+    /// out of [`Client::poll`]): taken earlier, the response's next bytes find no writer and
+    /// the request fails with [`Error::BodyStream`]. An error if the writer cannot be flushed,
+    /// or was already dropped with a request the client gave up on.
+    pub fn take(self) -> Result<W> {
         let sink = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let Some(mut sink) = sink else {
             let source = std::io::Error::other("the response body's writer was not handed back");
@@ -414,6 +424,62 @@ impl Client {
         let id = self.submit_streamed(streamed);
         let resp = self.wait_for(id)?;
         Ok((resp, sink.take()?))
+    }
+
+    /// [`Client::send_streaming`] without blocking: queues the request, whose completion comes
+    /// out of [`Client::poll`] as any other's (a host loop uploads firmware to one device while
+    /// it keeps commanding the others). The reader is read in `poll`, a buffer at a time as
+    /// the socket takes it. Refused at once (not queued) as `send_streaming` refuses.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let put = finwatch::Request::put(&format!("{base}/unico/v1/firmware"), "").build()?;
+    /// let id = client.submit_streaming(put, std::io::Cursor::new(vec![0xA5u8; 300_000]), 300_000)?;
+    /// let mut done = Vec::new();
+    /// while done.is_empty() {
+    ///     client.poll(Some(Duration::from_millis(10)), &mut done)?; // other work between polls
+    /// }
+    /// assert_eq!(done[0].id, id);
+    /// assert_eq!(done.pop().unwrap().result?.status(), 200);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn submit_streaming(
+        &mut self,
+        request: Request,
+        body: impl std::io::Read + Send + 'static,
+        len: u64,
+    ) -> Result<RequestId> {
+        Ok(self.submit_streamed(Streamed::upload(request, body, len)?))
+    }
+
+    /// [`Client::send_to`] without blocking: queues the request; its completion comes out of
+    /// [`Client::poll`] (the response, with an empty body), and then the writer out of the
+    /// returned handle ([`SinkHandle::take`]). The writer is written in `poll`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let base = finwatch::__doc_device();
+    /// let mut client = finwatch::Client::new()?;
+    /// let get = finwatch::Request::get(&format!("{base}/unico/v1/firmware")).build()?;
+    /// let (id, sink) = client.submit_to(get, Vec::new())?;
+    /// let mut done = Vec::new();
+    /// while done.is_empty() {
+    ///     client.poll(Some(Duration::from_millis(10)), &mut done)?;
+    /// }
+    /// assert_eq!(done[0].id, id);
+    /// assert!(done.pop().unwrap().result?.body().is_empty());
+    /// assert_eq!(sink.take()?.len(), 11);
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn submit_to<W: std::io::Write + Send + 'static>(
+        &mut self,
+        request: Request,
+        sink: W,
+    ) -> Result<(RequestId, SinkHandle<W>)> {
+        let (streamed, sink) = Streamed::download(request, sink)?;
+        Ok((self.submit_streamed(streamed), sink))
     }
 
     /// Queues a request with a streamed body or response sink (`Client::send_streaming`,

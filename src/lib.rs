@@ -297,7 +297,7 @@ mod tls;
 mod trace;
 mod url;
 
-pub use client::{Client, ClientBuilder, Waker};
+pub use client::{Client, ClientBuilder, SinkHandle, Waker};
 pub use error::{Error, Limit, LostCause, Result, Stage, TlsFailure};
 pub use proto::conn::RetireReason;
 pub use proto::digest::DigestPolicy;

@@ -505,3 +505,49 @@ fn a_stalled_transfer_ends_at_its_deadline() {
     assert!(matches!(err, Error::DeadlineExceeded { stage: Stage::ReadingResponse }), "{err:?}");
     assert_eq!(client.get(&device.url("/state")).unwrap().status(), 200);
 }
+
+/// The non-blocking forms: a host loop uploads to one device and downloads from another while
+/// it keeps commanding a third, all through `poll`; every transfer exact, every command answered.
+#[test]
+fn submit_streaming_and_submit_to_run_beside_other_commands_in_one_loop() {
+    let device = hashing_device();
+    let body = Arc::new(pattern_bytes(4 * MIB));
+    let served = Arc::clone(&body);
+    let downloads = DeviceServer::start(move |_| content_length_reply(&served));
+    let other = DeviceServer::keep_alive();
+    let mut client = client(Duration::from_secs(30));
+    let len = 4 * MIB as u64;
+    let put = Request::put(&device.url("/firmware"), "").build().unwrap();
+    let up = client.submit_streaming(put, PatternReader::new(len), len).unwrap();
+    let (down, sink) =
+        client.submit_to(Request::get(&downloads.url("/log")).build().unwrap(), Vec::new()).unwrap();
+    let (mut done, mut commands, mut answered) = (Vec::new(), 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done && answered == commands) {
+        assert!(Instant::now() < deadline, "not done: up {up_done}, down {down_done}, {answered}/{commands}");
+        if commands < 50 && commands == answered {
+            client.submit(Request::get(&other.url("/io")).build().unwrap());
+            commands += 1;
+        }
+        client.poll(Some(Duration::from_millis(5)), &mut done).unwrap();
+        for c in done.drain(..) {
+            let resp = c.result.unwrap();
+            if c.id == up {
+                assert_eq!(resp.body(), pattern_hash(len).to_string().as_bytes());
+                up_done = true;
+            } else if c.id == down {
+                assert!(resp.body().is_empty());
+                down_done = true;
+            } else {
+                assert_eq!(resp.status(), 200);
+                answered += 1;
+            }
+        }
+    }
+    assert!(sink.take().unwrap() == *body, "the download arrived altered");
+    assert!(commands >= 2, "the other device's commands did not run beside the transfers");
+    // Refused at once, as the blocking forms refuse.
+    let with_body = Request::put(&device.url("/x"), "1").build().unwrap();
+    assert!(matches!(client.submit_streaming(with_body, io::empty(), 0), Err(Error::InvalidRequest { .. })));
+}

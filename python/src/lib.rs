@@ -287,7 +287,10 @@ impl PyClient {
     /// Sends a request built from Python's arguments (`prepare`, with the GIL), without the GIL.
     fn call(&self, py: Python<'_>, request: PyResult<Request>) -> PyResult<PyResponse> {
         let request = request?;
-        let result = self.with_client(py, |client| wait_interruptibly(client, request));
+        let result = self.with_client(py, |client| {
+            let id = client.submit(request);
+            wait_interruptibly(client, id)
+        });
         match result {
             Ok(response) => Ok(PyResponse::new(py, &response)),
             Err(failure) => Err(failure.into_py(py)),
@@ -295,8 +298,9 @@ impl PyClient {
     }
 }
 
-/// A Python object with `read(n)` as the body of [`Client::send_streaming`]. Each read takes
-/// the GIL, and runs Python's signal handlers first, so Ctrl-C ends an upload at the next read.
+/// A Python object with `read(n)` as the body of [`Client::submit_streaming`]. Each read takes
+/// the GIL, and runs Python's signal handlers first, so Ctrl-C ends an upload at the next read
+/// (or, while the device takes nothing, at the wait's next slice).
 struct PyReader {
     file: Py<PyAny>,
     raised: Raised,
@@ -343,7 +347,7 @@ impl std::io::Read for PyReader {
     }
 }
 
-/// A Python object with `write(bytes)` as the sink of [`Client::send_to`]; as [`PyReader`], each
+/// A Python object with `write(bytes)` as the sink of [`Client::submit_to`]; as [`PyReader`], each
 /// write takes the GIL and runs the signal handlers first.
 struct PyWriter {
     file: Py<PyAny>,
@@ -409,13 +413,12 @@ fn py_io_error(py: Python<'_>, e: &PyErr) -> std::io::Error {
 /// How often a waiting call takes the GIL to look for a signal (Ctrl-C).
 const SIGNAL_CHECK_EVERY: Duration = Duration::from_millis(50);
 
-/// `Client::send`, in slices of [`SIGNAL_CHECK_EVERY`]: between them the GIL is taken for
-/// `check_signals`, so a `KeyboardInterrupt` ends the wait within a slice instead of at the
-/// request's deadline. The interrupted request is aborted (its connection closed, the client
-/// stays usable) and its `finwatch.Error` (`Shutdown`: whether the device may have acted) is
-/// the interrupt's `__cause__`. Off the main thread `check_signals` never raises.
-fn wait_interruptibly(client: &mut Client, request: Request) -> Result<Response, Failure> {
-    let id = client.submit(request);
+/// Waits for request `id` (just submitted) in slices of [`SIGNAL_CHECK_EVERY`]: between them the
+/// GIL is taken for `check_signals`, so a `KeyboardInterrupt` ends the wait within a slice
+/// instead of at the request's deadline. The interrupted request is aborted (its connection
+/// closed, the client stays usable) and its `finwatch.Error` (`Shutdown`: whether the device may
+/// have acted) is the interrupt's `__cause__`. Off the main thread `check_signals` never raises.
+fn wait_interruptibly(client: &mut Client, id: finwatch::RequestId) -> Result<Response, Failure> {
     let mut done = Vec::new();
     loop {
         if let Err(e) = client.poll(Some(SIGNAL_CHECK_EVERY), &mut done) {
@@ -606,7 +609,7 @@ impl PyClient {
     /// A reader that raises, or ends before `length` bytes, fails the request with a
     /// `finwatch.Error` of kind `body_stream` (the device had the head: it may have acted), and
     /// the connection is closed. A streamed body is never sent twice: once any of it was read,
-    /// a lost connection is an error, not a retry. Ctrl-C is seen at the next read.
+    /// a lost connection is an error, not a retry. Ctrl-C ends it within 50 ms.
     #[pyo3(signature = (method, url, reader, length, headers=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_streaming(
@@ -622,7 +625,10 @@ impl PyClient {
         let request = self.prepare(py, method, url, None, headers, timeout, false)?;
         let raised = Raised::default();
         let reader = PyReader { file: reader.unbind(), raised: raised.clone() };
-        let result = self.with_client(py, |client| Ok(client.send_streaming(request, reader, length)?));
+        let result = self.with_client(py, |client| {
+            let id = client.submit_streaming(request, reader, length)?;
+            wait_interruptibly(client, id)
+        });
         streamed(py, result, &raised)
     }
 
@@ -632,7 +638,7 @@ impl PyClient {
     /// `body` is empty. `max_body_bytes` does not apply to it.
     ///
     /// A writer that raises fails the request with a `finwatch.Error` of kind `body_stream`, and
-    /// the connection is closed. Ctrl-C is seen at the next write.
+    /// the connection is closed. Ctrl-C ends it within 50 ms.
     #[pyo3(signature = (method, url, writer, body=None, headers=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_to(
@@ -648,7 +654,12 @@ impl PyClient {
         let request = self.prepare(py, method, url, body, headers, timeout, false)?;
         let raised = Raised::default();
         let writer = PyWriter { file: writer.unbind(), raised: raised.clone() };
-        let result = self.with_client(py, |client| Ok(client.send_to(request, writer)?.0));
+        let result = self.with_client(py, |client| {
+            let (id, writer) = client.submit_to(request, writer)?;
+            let response = wait_interruptibly(client, id)?;
+            writer.take()?;
+            Ok(response)
+        });
         streamed(py, result, &raised)
     }
 

@@ -3,6 +3,7 @@
 import _thread
 import io
 import os
+import socket
 import threading
 import time
 
@@ -500,3 +501,36 @@ def test_ctrl_c_during_a_streamed_upload(client, device):
     cause = info.value.__cause__
     assert isinstance(cause, finwatch.Error) and cause.kind == "body_stream", repr(cause)
     assert client.get(device.url("/echo")).status == 200
+
+
+def test_ctrl_c_during_a_download_that_stalls():
+    # A device that sends a head and part of a body, then nothing: no write() is called while
+    # it stalls, and the Ctrl-C still ends the wait at once (not at the 30 s deadline).
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def device():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 1000)
+        time.sleep(3)
+        conn.close()
+
+    t = threading.Thread(target=device, daemon=True)
+    t.start()
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    start = time.monotonic()
+    with finwatch.Client(**OPTIONS) as c:
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt) as info:
+                c.send_to("GET", f"http://127.0.0.1:{port}/log", io.BytesIO(), timeout=30)
+        finally:
+            timer.cancel()
+    assert time.monotonic() - start < 2
+    cause = info.value.__cause__
+    assert isinstance(cause, finwatch.Error) and cause.kind == "shutdown", repr(cause)
+    assert cause.may_have_been_processed is True
+    listener.close()
