@@ -373,8 +373,9 @@ impl Outbound {
     }
 }
 
-/// A blocking call's request (boxed where rare, as `Outbound`): built, a method and URL for the client's cache of recent URLs
-/// (`SharedClient::get` and the like), or streamed (`SharedClient::send_streaming`, `send_to`).
+/// A blocking call's request: built, a method and URL for the client's cache of recent URLs
+/// (`SharedClient::get` and the like), or streamed (`SharedClient::send_streaming`, `send_to`;
+/// boxed, as in `Outbound`).
 #[allow(clippy::large_enum_variant)]
 enum Outgoing<'u> {
     Built(Request),
