@@ -380,7 +380,7 @@ impl Client {
         body: impl std::io::Read + Send + 'static,
         len: u64,
     ) -> Result<Response> {
-        let id = self.submit_streamed(Streamed::upload(request, body, len)?);
+        let id = self.submit_streaming(request, body, len)?;
         self.wait_for(id)
     }
 
@@ -420,8 +420,7 @@ impl Client {
         request: Request,
         sink: W,
     ) -> Result<(Response, W)> {
-        let (streamed, sink) = Streamed::download(request, sink)?;
-        let id = self.submit_streamed(streamed);
+        let (id, sink) = self.submit_to(request, sink)?;
         let resp = self.wait_for(id)?;
         Ok((resp, sink.take()?))
     }

@@ -400,11 +400,10 @@ pub unsafe extern "C" fn finwatch_send_file(
     // SAFETY: the caller's contract.
     unsafe {
         guard(error, || {
-            let c = arg_mut(c, "client")?;
-            let request = arg(request, "request")?;
-            let (file, len) = open_body(str_arg(path, "path")?)?;
-            let response = c.client.send_streaming(request.request.clone(), file, len)?;
-            Ok(boxed(finwatch_response { response }))
+            let (c, request) = (arg_mut(c, "client")?, arg(request, "request")?);
+            upload_file(str_arg(path, "path")?, |file, len| {
+                c.client.send_streaming(request.request.clone(), file, len)
+            })
         })
     }
     .unwrap_or(std::ptr::null_mut())
@@ -430,26 +429,32 @@ pub unsafe extern "C" fn finwatch_send_to_file(
     // SAFETY: the caller's contract.
     unsafe {
         guard(error, || {
-            let c = arg_mut(c, "client")?;
-            let request = arg(request, "request")?;
-            let file = create_sink(str_arg(path, "path")?)?;
-            let (response, _) = c.client.send_to(request.request.clone(), file)?;
-            Ok(boxed(finwatch_response { response }))
+            let (c, request) = (arg_mut(c, "client")?, arg(request, "request")?);
+            download_file(str_arg(path, "path")?, |file| c.client.send_to(request.request.clone(), file))
         })
     }
     .unwrap_or(std::ptr::null_mut())
 }
 
-/// The file at `path`, to send as a body, and its size.
-fn open_body(path: &str) -> FfiResult<(std::fs::File, u64)> {
+/// Opens the file at `path` and has `send` send it as a body (with its size): the four file
+/// functions differ only in the client that sends.
+fn upload_file(
+    path: &str,
+    send: impl FnOnce(std::fs::File, u64) -> fw::Result<fw::Response>,
+) -> FfiResult<*mut finwatch_response> {
     let file = std::fs::File::open(path).map_err(|e| file_error("open", path, &e))?;
     let len = file.metadata().map_err(|e| file_error("read the size of", path, &e))?.len();
-    Ok((file, len))
+    Ok(boxed(finwatch_response { response: send(file, len)? }))
 }
 
-/// The file at `path`, created or truncated, for a response body.
-fn create_sink(path: &str) -> FfiResult<std::fs::File> {
-    std::fs::File::create(path).map_err(|e| file_error("create", path, &e))
+/// Creates (or truncates) the file at `path` and has `send` write a response body into it.
+fn download_file(
+    path: &str,
+    send: impl FnOnce(std::fs::File) -> fw::Result<(fw::Response, std::fs::File)>,
+) -> FfiResult<*mut finwatch_response> {
+    let file = std::fs::File::create(path).map_err(|e| file_error("create", path, &e))?;
+    let (response, _) = send(file)?;
+    Ok(boxed(finwatch_response { response }))
 }
 
 /// A file that could not be opened or created: nothing was sent.
@@ -759,11 +764,10 @@ pub unsafe extern "C" fn finwatch_shared_client_send_file(
     // SAFETY: the caller's contract.
     unsafe {
         guard(error, || {
-            let c = arg(c, "shared client")?;
-            let request = arg(request, "request")?;
-            let (file, len) = open_body(str_arg(path, "path")?)?;
-            let response = c.client.send_streaming(request.request.clone(), file, len)?;
-            Ok(boxed(finwatch_response { response }))
+            let (c, request) = (arg(c, "shared client")?, arg(request, "request")?);
+            upload_file(str_arg(path, "path")?, |file, len| {
+                c.client.send_streaming(request.request.clone(), file, len)
+            })
         })
     }
     .unwrap_or(std::ptr::null_mut())
@@ -784,11 +788,8 @@ pub unsafe extern "C" fn finwatch_shared_client_send_to_file(
     // SAFETY: the caller's contract.
     unsafe {
         guard(error, || {
-            let c = arg(c, "shared client")?;
-            let request = arg(request, "request")?;
-            let file = create_sink(str_arg(path, "path")?)?;
-            let (response, _) = c.client.send_to(request.request.clone(), file)?;
-            Ok(boxed(finwatch_response { response }))
+            let (c, request) = (arg(c, "shared client")?, arg(request, "request")?);
+            download_file(str_arg(path, "path")?, |file| c.client.send_to(request.request.clone(), file))
         })
     }
     .unwrap_or(std::ptr::null_mut())
