@@ -348,9 +348,11 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
     if cfg.clients.iter().any(|k| k.experimental) {
         let _ = writeln!(
             o,
-            "- Experimental floors (run only when named): the blocking floor with a check before \
+            "- Experimental floors (run only when named): a floor with a check before \
              each write on a reused connection, that reconnects first when the peer has closed it. \
-             `floor-peek`: `recv(MSG_PEEK | MSG_DONTWAIT)`, one syscall. `floor-uring`: a read of \
+             `floor-peek`: `recv(MSG_PEEK | MSG_DONTWAIT)`, one syscall; `floor-spin-peek`: the \
+             same on the busy-poll floor (the price of finwatch's pre-write check where nothing \
+             sleeps). `floor-uring`: a read of \
              an io_uring completion queue (no syscall), where a multishot poll for POLLRDHUP | \
              POLLERR | POLLHUP armed at connect (one `io_uring_enter`) posts the close. \
              `floor-uring-audit`: the latter, then a peek whenever the ring says open (a \

@@ -214,6 +214,13 @@ pub const ALL: &[Kind] = &[
         experimental: true,
     },
     Kind {
+        key: "floor-spin-peek",
+        label: "floor: busy-poll + peek check",
+        make: floor_peek::make_spin,
+        tls: None,
+        experimental: true,
+    },
+    Kind {
         key: "floor-uring",
         label: "floor: blocking + io_uring poll check",
         make: uring(false),

@@ -444,12 +444,15 @@ mod tests {
     }
 
     /// The peek catches the FIN (the reset, the stray bytes) before the second write: a new
-    /// connection, no write on the old.
+    /// connection, no write on the old; on the blocking floor (`floor-peek`) and the spinning
+    /// one (`floor-spin-peek`).
     #[test]
     fn the_peek_check_catches_a_close_before_writing() {
-        for end in [End::Fin, End::Rst, End::Stray] {
+        for (spin, end) in
+            [false, true].into_iter().flat_map(|s| [End::Fin, End::Rst, End::Stray].map(|e| (s, e)))
+        {
             let (f, first) = two_commands(
-                |a| StdFloor::with_check(a, false, Check::Peek),
+                |a| StdFloor::with_check(a, spin, Check::Peek),
                 end,
                 |f| peek(f.conn().expect("connected")) != Found::Open,
             );
@@ -457,7 +460,12 @@ mod tests {
             // above has taken the error (a socket error is reported once; then the socket is
             // done and reads 0).
             let c = f.counts;
-            assert_eq!((c.connections, c.caught(), c.resent), (2, 1, 0), "{end:?}: {}", c.describe());
+            assert_eq!(
+                (c.connections, c.caught(), c.resent),
+                (2, 1, 0),
+                "spin {spin}, {end:?}: {}",
+                c.describe()
+            );
             if let Some(mut s) = first {
                 assert_closed_by_client(&mut s);
             }
