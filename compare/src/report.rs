@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::clients::{FLOOR_BLOCKING, FLOOR_SPARE, FLOOR_SPIN, FLOOR_TLS, TLS_PEERS};
+use crate::clients::{FLOOR_BLOCKING, FLOOR_SPARE, FLOOR_SPIN, FLOOR_SPIN_PEEK, FLOOR_TLS, TLS_PEERS};
 use crate::regime::{self, Regime, Regimes};
 use crate::stats::{Lat, Summary, ratio, us};
 use crate::{Config, LinkReport, Scenario, ScenarioResult};
@@ -1244,6 +1244,28 @@ pub fn perf_verdicts(cfg: &Config, results: &[ScenarioResult]) -> Verdicts {
                 cfg.clients[i].label
             ));
         }
+        // For information, when the busy-poll floor with the pre-write peek ran: how much of
+        // target 3's ratio is the check finwatch makes and the busy-poll floor does not.
+        if r.scenario == Scenario::KeepAlive
+            && let (Some(i), Some(s), Some(p)) =
+                (present(r, BUSY_ROW), present(r, FLOOR_SPIN), present(r, FLOOR_SPIN_PEEK))
+        {
+            for g in reg.seen() {
+                let rounds = reg.rounds(g);
+                if let (Some((mine, _)), Some((check, _))) =
+                    (lost_ratio(r, i, p, &rounds, false), lost_ratio(r, p, s, &rounds, false))
+                {
+                    notes.push(format!(
+                        "({letter}) {}, {} ({} rounds), for information: p50 {mine:.2}× the busy-poll \
+                         floor with the pre-write peek, which is itself {check:.2}× the busy-poll floor \
+                         (the check's share of target 3)",
+                        cfg.clients[i].label,
+                        g.name(),
+                        rounds.len()
+                    ));
+                }
+            }
+        }
         let mut check = |target: u8, i: usize, j: usize, what: &str, bound: f64, p99: bool| {
             for g in reg.seen() {
                 let rounds = reg.rounds(g);
@@ -1735,6 +1757,37 @@ mod tests {
         let v = perf_verdicts(&cfg, &[r]);
         assert!(v.rows.iter().all(|r| r.target != 3));
         assert!(v.notes.iter().any(|n| n.contains("busy-poll floor did not run")), "{:?}", v.notes);
+    }
+
+    /// With the busy-poll floor that makes the pre-write peek, the report says, per regime and
+    /// for information (no verdict), how much of target 3's ratio the check is.
+    #[test]
+    fn the_checks_share_of_the_busy_poll_target_is_reported_when_its_floor_ran() {
+        let mut cfg = Config::full();
+        cfg.clients = clients(&["floor-blocking", "floor-spin", "floor-spin-peek", "finwatch-busy"]);
+        let r = rounds(
+            &cfg,
+            Scenario::KeepAlive,
+            &[&[20, 70, 20, 70], &[100, 100, 100, 100], &[102, 100, 102, 100], &[104, 110, 104, 110]],
+        );
+        let v = perf_verdicts(&cfg, std::slice::from_ref(&r));
+        assert_eq!(v.rows.iter().filter(|r| r.target == 3).count(), 2, "{:#?}", v.rows);
+        for expected in [
+            "(a) finwatch (execute, busy-poll), fast (2 rounds), for information: p50 1.02× the busy-poll \
+             floor with the pre-write peek, which is itself 1.02× the busy-poll floor",
+            "(a) finwatch (execute, busy-poll), slow (2 rounds), for information: p50 1.10× the busy-poll \
+             floor with the pre-write peek, which is itself 1.00× the busy-poll floor",
+        ] {
+            assert!(v.notes.iter().any(|n| n.starts_with(expected)), "{expected}\nnot in {:#?}", v.notes);
+        }
+        // Without it, nothing said.
+        cfg.clients.remove(2);
+        let mut r = r;
+        r.records.remove(2);
+        r.not_run.remove(2);
+        r.group.remove(2);
+        let v = perf_verdicts(&cfg, &[r]);
+        assert!(v.notes.iter().all(|n| !n.contains("pre-write peek")), "{:?}", v.notes);
     }
 
     /// Target 2 in a run that saw one regime: the reference of each round is the best peer in

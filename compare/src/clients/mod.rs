@@ -90,6 +90,9 @@ pub struct Kind {
 pub const FLOOR_BLOCKING: &str = "floor-blocking";
 /// Key of the busy-poll floor, the reference of the last ratio columns.
 pub const FLOOR_SPIN: &str = "floor-spin";
+/// Key of the busy-poll floor with finwatch's pre-write peek (experimental): what of the
+/// busy-poll target's ratio is the check.
+pub const FLOOR_SPIN_PEEK: &str = "floor-spin-peek";
 /// Key of the warm-spare floor: a new connection per command, opened right after the previous
 /// response (a reference of the fresh-connection target).
 pub const FLOOR_SPARE: &str = "floor-spare";
@@ -214,7 +217,7 @@ pub const ALL: &[Kind] = &[
         experimental: true,
     },
     Kind {
-        key: "floor-spin-peek",
+        key: FLOOR_SPIN_PEEK,
         label: "floor: busy-poll + peek check",
         make: floor_peek::make_spin,
         tls: None,
