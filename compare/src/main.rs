@@ -315,7 +315,8 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
   --tls                the four TLS scenarios (t1,t2,t2g,t3) with the TLS-capable clients;
                        default output compare/RESULTS-tls.md
   --clients LIST       comma-separated client keys (see --list); default all but the
-                       experimental (floor-peek, floor-spin-peek, floor-uring,
+                       experimental (floor-peek, floor-connect,
+                       floor-connect-watchdog, floor-spin-peek, floor-uring,
                        floor-uring-audit, floor-uring-in)
   --list               print the client keys and exit
   --rounds N           interleaved rounds in every scenario (default 30 in (a) on loopback, 5 in (e),
@@ -936,7 +937,15 @@ mod tests {
         let experimental: Vec<&str> = clients::ALL.iter().filter(|k| k.experimental).map(|k| k.key).collect();
         assert_eq!(
             experimental,
-            ["floor-peek", "floor-spin-peek", "floor-uring", "floor-uring-audit", "floor-uring-in"]
+            [
+                "floor-peek",
+                "floor-connect",
+                "floor-connect-watchdog",
+                "floor-spin-peek",
+                "floor-uring",
+                "floor-uring-audit",
+                "floor-uring-in"
+            ]
         );
         for args in ["", "--quick", "--tls", "--scenarios a,t1", "--scenarios b,c"] {
             assert!(keys(&parse(args)).iter().all(|k| !experimental.contains(k)), "{args:?}");

@@ -20,6 +20,16 @@
 //! (the write, or EOF / reset before any response byte) and, as the other floors do, the floor
 //! connects again and sends the command once more. A floor that lost commands would be no
 //! floor. Those resends are counted in its notes.
+//!
+//! `floor-connect` (experimental, run when named) is the same code without the spare: it
+//! connects at the start of each call, as minreq and attohttpc do, with the floors' minimal
+//! code. Beside `floor-spare` it tells whether a plain connect beats a warm spare because of
+//! the pattern (where the connect falls) or because of a client's implementation.
+//! `floor-connect-watchdog` (experimental) adds what attohttpc does per connection: a watchdog
+//! thread, spawned right after the connect, holding a clone of the socket to shut it down at
+//! the deadline, and ending when the command drops its end of a channel. In the slow wake-up
+//! regime that thread's start and exit on the client's vCPU are worth several microseconds a
+//! command (PERFORMANCE.md, issue 16): what attohttpc's lead there is made of.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -38,10 +48,28 @@ pub struct FloorSpare {
     resent: u64,
     /// Spares that could not be connected (the next command then connects first).
     spare_failed: u64,
+    /// `floor-connect`: no spare, a connect at the start of every call.
+    just_in_time: bool,
+    /// `floor-connect-watchdog`: a thread per connection, as attohttpc's deadline watchdog.
+    watchdog: bool,
 }
 
 pub fn make(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    Ok(Box::new(FloorSpare {
+    Ok(Box::new(floor(addr, false, false)))
+}
+
+/// `floor-connect`: a connect per command, at the start of the call.
+pub fn make_connect(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
+    Ok(Box::new(floor(addr, true, false)))
+}
+
+/// `floor-connect-watchdog`: the same, with a watchdog thread per connection.
+pub fn make_connect_watchdog(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
+    Ok(Box::new(floor(addr, true, true)))
+}
+
+fn floor(addr: SocketAddr, just_in_time: bool, watchdog: bool) -> FloorSpare {
+    FloorSpare {
         addr,
         host: addr.to_string(),
         spare: None,
@@ -49,7 +77,9 @@ pub fn make(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
         buf: vec![0; 16 * 1024].into_boxed_slice(),
         resent: 0,
         spare_failed: 0,
-    }))
+        just_in_time,
+        watchdog,
+    }
 }
 
 /// A blocking connect with TCP_NODELAY and the request timeout on reads.
@@ -67,6 +97,9 @@ impl HttpClient for FloorSpare {
             Some(s) => (s, false),
             None => (open(self.addr).map_err(|e| format!("connect: {e}"))?, true),
         };
+        // Ends when this call returns (its sender dropped), as attohttpc's ends with the response.
+        let _watchdog =
+            if self.watchdog { Some(watchdog(&conn).map_err(|e| format!("watchdog: {e}"))?) } else { None };
         let len = loop {
             match exchange(&mut conn, &self.req, &mut self.buf) {
                 Ok(n) => break n,
@@ -79,9 +112,11 @@ impl HttpClient for FloorSpare {
             }
         };
         // Right after the response: the spare for the next command, then the used socket closed.
-        match open(self.addr) {
-            Ok(s) => self.spare = Some(s),
-            Err(_) => self.spare_failed += 1,
+        if !self.just_in_time {
+            match open(self.addr) {
+                Ok(s) => self.spare = Some(s),
+                Err(_) => self.spare_failed += 1,
+            }
         }
         drop(conn);
         Ok(len)
@@ -94,6 +129,19 @@ impl HttpClient for FloorSpare {
             self.resent, self.spare_failed
         ))
     }
+}
+
+/// attohttpc's deadline watchdog: a thread holding a clone of the socket, which it would shut
+/// down at the request's deadline unless the returned sender is dropped first.
+fn watchdog(s: &TcpStream) -> io::Result<std::sync::mpsc::Sender<()>> {
+    let clone = s.try_clone()?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(REQUEST_TIMEOUT) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            let _ = clone.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    Ok(tx)
 }
 
 /// Writes the request and reads the response on `s`, blocking.
@@ -136,31 +184,58 @@ mod tests {
     use super::*;
     use crate::device::{BODY, Device, Mode};
 
+    /// Waits (bounded) until the device's counter of connections accepted reaches `n`, and
+    /// returns (served, accepted): the device accepts a spare on its own thread, after the call
+    /// that opened it returned.
+    fn settled(d: &Device, n: u64) -> (u64, u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let c = d.counters(0);
+        while c.accepted.load(Relaxed) < n && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        (c.served.load(Relaxed), c.accepted.load(Relaxed))
+    }
+
     /// One connection per command, each opened after the previous response; the spare that idled
     /// out (closed at 2 ms, used after 2.5 ms) is replaced and the command sent again: none lost.
+    /// `floor-connect` opens each at the start of its call instead, and none is left over.
     #[test]
     fn a_new_connection_per_command_none_lost() {
-        for (mode, gap) in [
-            (Mode::Fin, Duration::ZERO),
-            (Mode::KeepAlive, Duration::ZERO),
-            (Mode::IdleClose(Duration::from_millis(2)), Duration::from_micros(2_500)),
+        for (jit, mode, gap) in [
+            (false, Mode::Fin, Duration::ZERO),
+            (false, Mode::KeepAlive, Duration::ZERO),
+            (false, Mode::IdleClose(Duration::from_millis(2)), Duration::from_micros(2_500)),
+            (true, Mode::Fin, Duration::ZERO),
+            (true, Mode::KeepAlive, Duration::ZERO),
+            (true, Mode::IdleClose(Duration::from_millis(2)), Duration::from_micros(2_500)),
         ] {
             let d = Device::start(mode, 1, None, None, None).unwrap();
-            let mut c = make(d.addr(0)).unwrap();
+            let mut c = if jit { make_connect(d.addr(0)) } else { make(d.addr(0)) }.unwrap();
+            // The watchdog variant: the same connections, and no command cut short by it.
+            let mut w = if jit { Some(make_connect_watchdog(d.addr(0)).unwrap()) } else { None };
             let url = format!("http://{}/x", d.addr(0));
             for k in 0..6 {
                 std::thread::sleep(gap);
                 let m = if k % 2 == 0 { Method::Put } else { Method::Get };
                 assert_eq!(c.command(m, &url, b"{}"), Ok(BODY.len()), "{mode:?}, command {k}");
+                if let Some(w) = &mut w {
+                    assert_eq!(w.command(m, &url, b"{}"), Ok(BODY.len()), "{mode:?}, command {k}, watchdog");
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
-            let served = d.counters(0).served.load(Relaxed);
-            assert_eq!(served, 6, "{mode:?}: one request per connection, each answered once");
             // A spare per command, and in idle-close a resend on a new one for every command
-            // after the first.
-            let accepted = d.counters(0).accepted.load(Relaxed);
-            let expected = if gap.is_zero() { 7 } else { 12 };
-            assert_eq!(accepted, expected, "{mode:?}: {:?}", c.notes());
+            // after the first; without spares, one connection per command.
+            let expected = match (jit, gap.is_zero()) {
+                (true, _) => 12,
+                (false, true) => 7,
+                (false, false) => 12,
+            };
+            let (served, accepted) = settled(&d, expected);
+            let commands = if jit { 12 } else { 6 };
+            assert_eq!(
+                served, commands,
+                "{mode:?}, jit {jit}: one request per connection, each answered once"
+            );
+            assert_eq!(accepted, expected, "{mode:?}, jit {jit}: {:?}", c.notes());
         }
     }
 }

@@ -217,6 +217,20 @@ pub const ALL: &[Kind] = &[
         experimental: true,
     },
     Kind {
+        key: "floor-connect",
+        label: "floor: blocking, a connect per command",
+        make: floor_spare::make_connect,
+        tls: None,
+        experimental: true,
+    },
+    Kind {
+        key: "floor-connect-watchdog",
+        label: "floor: a connect per command + attohttpc's watchdog thread",
+        make: floor_spare::make_connect_watchdog,
+        tls: None,
+        experimental: true,
+    },
+    Kind {
         key: FLOOR_SPIN_PEEK,
         label: "floor: busy-poll + peek check",
         make: floor_peek::make_spin,
