@@ -1749,14 +1749,19 @@ mod tests {
             assert!(out.contains(expected), "{expected}\nnot in\n{out}");
         }
         // Without the busy-poll floor, no verdict for its row, and the report says so.
-        cfg.clients.remove(1);
-        let mut r = r;
-        r.records.remove(1);
-        r.not_run.remove(1);
-        r.group.remove(1);
+        let r = without_client(&mut cfg, r, 1);
         let v = perf_verdicts(&cfg, &[r]);
         assert!(v.rows.iter().all(|r| r.target != 3));
         assert!(v.notes.iter().any(|n| n.contains("busy-poll floor did not run")), "{:?}", v.notes);
+    }
+
+    /// The run as if client `i` had not been in it.
+    fn without_client(cfg: &mut Config, mut r: ScenarioResult, i: usize) -> ScenarioResult {
+        cfg.clients.remove(i);
+        r.records.remove(i);
+        r.not_run.remove(i);
+        r.group.remove(i);
+        r
     }
 
     /// With the busy-poll floor that makes the pre-write peek, the report says, per regime and
@@ -1781,11 +1786,7 @@ mod tests {
             assert!(v.notes.iter().any(|n| n.starts_with(expected)), "{expected}\nnot in {:#?}", v.notes);
         }
         // Without it, nothing said.
-        cfg.clients.remove(2);
-        let mut r = r;
-        r.records.remove(2);
-        r.not_run.remove(2);
-        r.group.remove(2);
+        let r = without_client(&mut cfg, r, 2);
         let v = perf_verdicts(&cfg, &[r]);
         assert!(v.notes.iter().all(|n| !n.contains("pre-write peek")), "{:?}", v.notes);
     }
