@@ -48,27 +48,36 @@ pub struct FloorSpare {
     resent: u64,
     /// Spares that could not be connected (the next command then connects first).
     spare_failed: u64,
-    /// `floor-connect`: no spare, a connect at the start of every call.
-    just_in_time: bool,
-    /// `floor-connect-watchdog`: a thread per connection, as attohttpc's deadline watchdog.
-    watchdog: bool,
+    connects: Connects,
+}
+
+/// When the floor connects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Connects {
+    /// `floor-spare`: right after each response, the spare for the next command.
+    Ahead,
+    /// `floor-connect`: at the start of every call.
+    PerCall,
+    /// `floor-connect-watchdog`: at the start of every call, with a thread per connection, as
+    /// attohttpc's deadline watchdog.
+    PerCallWithWatchdog,
 }
 
 pub fn make(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    Ok(Box::new(floor(addr, false, false)))
+    Ok(Box::new(floor(addr, Connects::Ahead)))
 }
 
 /// `floor-connect`: a connect per command, at the start of the call.
 pub fn make_connect(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    Ok(Box::new(floor(addr, true, false)))
+    Ok(Box::new(floor(addr, Connects::PerCall)))
 }
 
 /// `floor-connect-watchdog`: the same, with a watchdog thread per connection.
 pub fn make_connect_watchdog(addr: SocketAddr) -> Result<Box<dyn HttpClient>, String> {
-    Ok(Box::new(floor(addr, true, true)))
+    Ok(Box::new(floor(addr, Connects::PerCallWithWatchdog)))
 }
 
-fn floor(addr: SocketAddr, just_in_time: bool, watchdog: bool) -> FloorSpare {
+fn floor(addr: SocketAddr, connects: Connects) -> FloorSpare {
     FloorSpare {
         addr,
         host: addr.to_string(),
@@ -77,8 +86,7 @@ fn floor(addr: SocketAddr, just_in_time: bool, watchdog: bool) -> FloorSpare {
         buf: vec![0; 16 * 1024].into_boxed_slice(),
         resent: 0,
         spare_failed: 0,
-        just_in_time,
-        watchdog,
+        connects,
     }
 }
 
@@ -98,8 +106,11 @@ impl HttpClient for FloorSpare {
             None => (open(self.addr).map_err(|e| format!("connect: {e}"))?, true),
         };
         // Ends when this call returns (its sender dropped), as attohttpc's ends with the response.
-        let _watchdog =
-            if self.watchdog { Some(watchdog(&conn).map_err(|e| format!("watchdog: {e}"))?) } else { None };
+        let _watchdog = if self.connects == Connects::PerCallWithWatchdog {
+            Some(watchdog(&conn).map_err(|e| format!("watchdog: {e}"))?)
+        } else {
+            None
+        };
         let len = loop {
             match exchange(&mut conn, &self.req, &mut self.buf) {
                 Ok(n) => break n,
@@ -112,7 +123,7 @@ impl HttpClient for FloorSpare {
             }
         };
         // Right after the response: the spare for the next command, then the used socket closed.
-        if !self.just_in_time {
+        if self.connects == Connects::Ahead {
             match open(self.addr) {
                 Ok(s) => self.spare = Some(s),
                 Err(_) => self.spare_failed += 1,
