@@ -962,6 +962,7 @@ impl std::os::fd::AsRawFd for Client {
 /// | [`local_address`](ClientBuilder::local_address) | any (the route decides) |
 /// | `bind_device` (Linux) | none (the route decides) |
 /// | [`busy_poll`](ClientBuilder::busy_poll) | off |
+/// | [`adaptive_spin`](ClientBuilder::adaptive_spin) | on, cap 100 µs |
 /// | [`warm_spares`](ClientBuilder::warm_spares) | on |
 /// | [`trace`](ClientBuilder::trace) | off |
 /// | [`limits`](ClientBuilder::limits) | [`Limits::default`] |
@@ -1193,7 +1194,9 @@ impl ClientBuilder {
     /// machines (on the 2-core VM of PERFORMANCE.md, a blocking keep-alive command took 72–89 µs
     /// and a busy-polled one 34–36 µs); spinning avoids that wake-up at the price of one core at
     /// 100 % while a request is in flight (up to `budget` per wait). Off by default; a zero
-    /// `budget` turns it off.
+    /// `budget` turns it off. Where set, it takes the place of the
+    /// [`adaptive_spin`](Self::adaptive_spin) (on by default), whose limit follows the waits:
+    /// busy-poll spins for its whole budget whatever the device's answers took.
     ///
     /// ```
     /// use std::time::Duration;
@@ -1204,6 +1207,35 @@ impl ClientBuilder {
     /// ```
     pub fn busy_poll(mut self, budget: Duration) -> Self {
         self.cfg.busy_poll = (!budget.is_zero()).then_some(budget);
+        self
+    }
+
+    /// The adaptive spin (default on, `cap` 100 µs): a wait for a response spins for a while
+    /// before it sleeps in the poller, and how long follows what the waits were, by the rule
+    /// the guest kernel's halt polling uses. A wait the spin caught keeps the limit; one that
+    /// ended after the limit but within `cap` doubles it (at least `cap / 4`, at most `cap`);
+    /// one that ended after `cap` halves it, and under `cap / 4` turns spinning off until a
+    /// response comes within `cap` again. So a device that answers within tens of µs (on the
+    /// same host, through a VM's vCPU wake-up) is served without the sleeping thread's
+    /// wake-up (on the VM of PERFORMANCE.md, a loopback keep-alive command 18 µs instead of
+    /// 68), and a device that answers in 300 µs costs 175 µs of spinning in all, over its
+    /// first three commands, then none.
+    ///
+    /// The spin reads the awaited socket directly (as [`busy_poll`](Self::busy_poll) does) and
+    /// yields the CPU between passes, so a thread that shares the CPU (on one vCPU, a device
+    /// on the same host) is not kept waiting by it. While it spins, the thread is busy:
+    /// a control loop that must not spend CPU on waits turns it off with a zero `cap`.
+    /// [`busy_poll`](Self::busy_poll), if set, takes its place.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # let base = finwatch::__doc_device();
+    /// let mut frugal = finwatch::Client::builder().adaptive_spin(Duration::ZERO).build()?;
+    /// assert!(frugal.get(&format!("{base}/io-state"))?.is_success());
+    /// # Ok::<(), finwatch::Error>(())
+    /// ```
+    pub fn adaptive_spin(mut self, cap: Duration) -> Self {
+        self.cfg.adaptive_spin = cap;
         self
     }
 

@@ -283,6 +283,21 @@ fn busy_poll_spins_for_its_budget_then_sleeps() {
     assert!(spent <= 20, "{spent} ticks of CPU in a 600 ms wait with a 5 ms spin budget");
 }
 
+/// The default client's adaptive spin is bounded by its cap (100 µs): a wait for a device that
+/// does not answer sleeps, it does not spin through it.
+#[test]
+fn the_default_adaptive_spin_sleeps_through_a_long_wait() {
+    let stalled = DeviceServer::start(|_| Reply::stall());
+    let mut c = Client::new().unwrap();
+    let before = thread_cpu_ticks();
+    let start = Instant::now();
+    let err = c.send(Request::get(&stalled.url("/")).timeout(Duration::from_millis(600)).build().unwrap());
+    assert!(matches!(err, Err(Error::DeadlineExceeded { .. })), "{err:?}");
+    assert!(start.elapsed() >= Duration::from_millis(600));
+    let spent = thread_cpu_ticks() - before;
+    assert!(spent <= 20, "{spent} ticks of CPU in a 600 ms wait");
+}
+
 /// A deadline that falls inside the spin budget ends the spin on time (the spin reads the
 /// awaited socket directly, around the poller, and must still run the timers). The connection
 /// is reused: the spin reads the socket directly only then.

@@ -57,7 +57,9 @@ fn keep_alive_waits_in_the_sockets_recv_where_the_kernel_can() {
 /// A wait in the socket's `recv` ends well before the deadline (the kernel rounds its timeout
 /// up to a tick, 10 ms in the simulator): a device that accepted and never answers fails the
 /// request by its deadline (invariant (d): within 2 ms of it), after direct waits, and one
-/// that answers within the deadline is answered. (Only a reused connection waits there.)
+/// that answers within the deadline is answered. (Only a reused connection waits there, and
+/// only once the adaptive spin is off: the first three answers, slower than its cap, turn it
+/// off.)
 #[test]
 fn waits_in_the_sockets_recv_keep_the_deadline() {
     for (respond_ms, timeout_ms, ok) in [(300, 55, false), (20, 10_000, true), (300, 10_000, true)] {
@@ -65,20 +67,48 @@ fn waits_in_the_sockets_recv_keep_the_deadline() {
         s.script.respond_delay = Duration::from_millis(respond_ms);
         s.request_timeout = Duration::from_secs(10);
         s.warm_spares = false; // a spare is a second connection: the poller's wait
-        // The connection's first exchange waits in the poller; the second, 400 ms later (after
-        // the first's answer) on the reused connection, in its `recv`.
-        let second = __sim::Command {
+        // The connection's first exchange waits in the poller; the next two on the reused
+        // connection spin first; the fourth, 400 ms after the third (after its answer), waits
+        // in its `recv`.
+        let last = __sim::Command {
             timeout: Some(Duration::from_millis(timeout_ms)),
             ..__sim::Command::new("PUT", 10, Duration::from_millis(400))
         };
-        s.commands = vec![__sim::Command::new("GET", 0, Duration::ZERO), second];
+        let get = |gap| __sim::Command::new("GET", 0, Duration::from_millis(gap));
+        s.commands = vec![get(0), get(400), get(400), last];
         let r = __sim::check_scenario(&s).unwrap_or_else(|v| panic!("{respond_ms} ms, {timeout_ms} ms: {v}"));
+        assert_eq!(r.spin_limit, Duration::ZERO, "{r:?}");
         assert!(r.read_waits > 0, "{r:?}");
         assert_eq!(
             (r.ok, r.failed),
-            (1 + usize::from(ok), usize::from(!ok)),
+            (3 + usize::from(ok), usize::from(!ok)),
             "{respond_ms} ms, {timeout_ms} ms: {r:?}"
         );
+    }
+}
+
+/// The adaptive spin (default on) follows the device: one that answers within its cap (a
+/// 10 µs link each way) keeps it, and the waits are spun, not slept in `recv`; one whose
+/// answers take longer (a 100 µs link each way: 200 µs a round trip) turns it off within three
+/// commands, and from then on a reused connection waits in its `recv` as without it. Either
+/// way every promise holds (the harness checks them all).
+#[test]
+fn the_adaptive_spin_stays_on_for_a_fast_device_and_turns_off_for_a_slow_one() {
+    for (latency_us, spins) in [(10, true), (100, false)] {
+        let mut s = scenario("keep_alive_mixed");
+        s.kernel.latency = Duration::from_micros(latency_us);
+        s.kernel.zero_wait_is_exact = true;
+        s.kernel.read_wait = true;
+        s.warm_spares = false;
+        let r = __sim::check_scenario(&s).unwrap_or_else(|v| panic!("{latency_us} µs: {v}"));
+        assert_eq!((r.ok, r.opens), (6, 1), "{latency_us} µs: {r:?}");
+        if spins {
+            assert_eq!(r.spin_limit, Duration::from_micros(100), "{r:?}");
+            assert_eq!(r.read_waits, 0, "spun, not slept: {r:?}");
+        } else {
+            assert_eq!(r.spin_limit, Duration::ZERO, "{r:?}");
+            assert!(r.read_waits > 0, "{r:?}");
+        }
     }
 }
 

@@ -365,11 +365,14 @@ pub fn markdown(cfg: &Config, m: &Machine, results: &[ScenarioResult], link: Opt
         "- Clients (`compare/src/clients/`): one client / agent / handle per scenario reused for \
          every command, pooling on where it exists, no TLS, no proxy, TCP_NODELAY where \
          settable, a 2 s timeout. minreq and attohttpc have no connection reuse (attohttpc sends \
-         `Connection: close`). finwatch runs with its defaults: `get`/`put` (a URL parsed and a \
-         response allocated per command), `execute` (prepared requests, one reused response), \
-         `SharedClient::send` (the loop on its own thread), `execute` with `Client::poll` run \
-         until the next command is due in the pauses of (c) (\"poll in pauses\"); the \
-         busy-poll row is `execute` with `ClientBuilder::busy_poll({:?})`.",
+         `Connection: close`). finwatch runs with its defaults (the adaptive spin on: a wait \
+         spins up to a limit that follows the waits, at most 100 µs, before it sleeps): \
+         `get`/`put` (a URL parsed and a response allocated per command), `execute` (prepared \
+         requests, one reused response), `SharedClient::send` (the loop on its own thread), \
+         `execute` with `Client::poll` run until the next command is due in the pauses of (c) \
+         (\"poll in pauses\"); \"no spin\" is `execute` with \
+         `ClientBuilder::adaptive_spin(Duration::ZERO)` (every wait sleeps); the busy-poll row \
+         is `execute` with `ClientBuilder::busy_poll({:?})`.",
         crate::clients::BUSY_POLL_BUDGET
     );
     let _ = writeln!(o);

@@ -40,6 +40,7 @@ const OPTIONS: &[&str] = &[
     "max_connections_per_host",
     "nodelay",
     "busy_poll",
+    "adaptive_spin",
     "warm_spares",
     "user_agent",
     "max_head_bytes",
@@ -488,6 +489,7 @@ impl PyClient {
                 "max_connections_per_host" => builder.max_connections_per_host(count(v, &key)?),
                 "nodelay" => builder.nodelay(flag(v, &key)?),
                 "busy_poll" => builder.busy_poll(seconds(v, &key)?),
+                "adaptive_spin" => builder.adaptive_spin(seconds(v, &key)?),
                 "warm_spares" => builder.warm_spares(flag(v, &key)?),
                 "user_agent" => {
                     if !v.is_none() {

@@ -267,6 +267,7 @@ def test_every_option_is_accepted(device):
         max_connections_per_host=2,
         nodelay=True,
         busy_poll=0.0001,
+        adaptive_spin=0,
         warm_spares=True,
         user_agent=None,
         max_head_bytes=8192,

@@ -91,8 +91,11 @@ pub(crate) struct Driver<K: Kernel = MioKernel> {
     waker: Option<Arc<Wake>>,
     /// The waker fired since the caller last asked.
     woken: bool,
-    /// Busy-poll: when the current wait's spinning budget runs out.
+    /// Busy-poll or the adaptive spin: when the current wait's spinning budget runs out.
     spin_until: Option<Instant>,
+    /// When the current wait for a completion began (the loop had nothing left to do), for the
+    /// adaptive spin's limit ([`crate::proto::spin`]).
+    wait_started: Option<Instant>,
     /// The last poll filled the event buffer.
     events_full: bool,
     /// The last poll filed finished name lookups (and started their connects).
@@ -147,6 +150,7 @@ impl<K: Kernel> Driver<K> {
             woken: false,
             read_around_poller: false,
             spin_until: None,
+            wait_started: None,
             events_full: false,
             looked_up: false,
             socks: Vec::new(),
@@ -220,18 +224,24 @@ impl<K: Kernel> Driver<K> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some((key, timeout)) = self.direct_wait(engine, wake, now, stop_on_wake) {
+        let spin = engine.spin_budget().filter(|_| engine.pending() > 0);
+        if !engine.spin_adapts() || engine.pending() == 0 {
+            self.wait_started = None;
+        } else if self.wait_started.is_none() {
+            self.wait_started = Some(self.k.now());
+        }
+        if let Some((key, timeout)) = self.direct_wait(engine, spin, wake, now, stop_on_wake) {
             self.read_direct(engine, key, timeout);
             self.end_wait(engine);
             return Ok(());
         }
-        if let Some(budget) = engine.config().busy_poll
-            && engine.pending() > 0
-        {
-            // Spin instead of sleeping: no thread wake-up between the response's arrival and
-            // its processing. The budget holds per wait for a completion, across turns (a
-            // blocking call runs many), and never past the nearest deadline.
-            let stop = *self.spin_until.get_or_insert(crate::proto::time::after(self.k.now(), budget));
+        if let Some(budget) = spin {
+            // Spin before sleeping: no thread wake-up between the response's arrival and its
+            // processing. The budget (busy-poll's, or the adaptive limit) holds per wait for a
+            // completion, across turns (a blocking call runs many), and never past the nearest
+            // deadline.
+            let stop =
+                *self.spin_until.get_or_insert_with(|| crate::proto::time::after(self.k.now(), budget));
             if self.spin(engine, wake.map_or(stop, |w| w.min(stop)), stop_on_wake)? {
                 self.end_wait(engine);
                 return Ok(());
@@ -308,7 +318,9 @@ impl<K: Kernel> Driver<K> {
             if engine.has_completions() || (stop_on_wake && self.woken) {
                 return Ok(true);
             }
-            std::hint::spin_loop();
+            // Not `spin_loop`: a yield lets a thread that shares this CPU run (on one vCPU, the
+            // device itself: without it, a busy-poll's p99 there was its whole budget).
+            std::thread::yield_now();
         }
     }
 
@@ -316,7 +328,7 @@ impl<K: Kernel> Driver<K> {
     /// of the poller, and for how long. Only when nothing but that socket can need the loop
     /// before its response: the one pending request awaits its response on the only connection
     /// (no other socket's FIN, connect or data to notice, no name lookup under way), no read is
-    /// paused, no event was left in the poller, no busy-polling, not the connection's first
+    /// paused, no event was left in the poller, no spin (busy-poll or the adaptive one), not the connection's first
     /// exchange, no TLS (rustls reads the
     /// socket), and, in a turn that a wake-up ends, no waker. The nearest timer or `until` must be
     /// further than [`DIRECT_MARGIN`]: the receive timeout counts in the kernel's ticks, so the
@@ -325,6 +337,7 @@ impl<K: Kernel> Driver<K> {
     fn direct_wait(
         &self,
         engine: &Engine,
+        spin: Option<Duration>,
         wake: Option<Instant>,
         now: Instant,
         stop_on_wake: bool,
@@ -333,7 +346,7 @@ impl<K: Kernel> Driver<K> {
             || (stop_on_wake && self.waker.is_some())
             || !self.unfinished.is_empty()
             || self.events_full
-            || engine.config().busy_poll.is_some()
+            || spin.is_some()
             || engine.connection_count() != 1
         {
             return None;
@@ -356,10 +369,14 @@ impl<K: Kernel> Driver<K> {
         engine.has_completions() || !self.unfinished.is_empty() || (stop_on_wake && self.woken)
     }
 
-    /// A completion ends the current wait, and with it the busy-poll budget.
-    fn end_wait(&mut self, engine: &Engine) {
+    /// A completion ends the current wait, and with it the spin's budget; the adaptive spin
+    /// learns how long the wait took.
+    fn end_wait(&mut self, engine: &mut Engine) {
         if engine.has_completions() {
             self.spin_until = None;
+            if let Some(started) = self.wait_started.take() {
+                engine.observe_wait(self.k.now().saturating_duration_since(started));
+            }
         }
     }
 

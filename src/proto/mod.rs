@@ -14,5 +14,6 @@ pub(crate) mod learn;
 pub(crate) mod lifecycle;
 pub(crate) mod retry;
 pub(crate) mod slab;
+pub(crate) mod spin;
 pub(crate) mod time;
 pub(crate) mod timers;

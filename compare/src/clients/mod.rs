@@ -155,6 +155,15 @@ pub const ALL: &[Kind] = &[
         tls: Some(|a, p| finwatch::make_execute_with(a, finwatch::tls(Client::builder(), p)?)),
         experimental: false,
     },
+    // `execute` with the adaptive spin off (`adaptive_spin(0)`): every wait sleeps, as the
+    // defaults did before the spin; what the spin buys, and what it costs in CPU, in one run.
+    Kind {
+        key: "finwatch-nospin",
+        label: "finwatch (execute, no spin)",
+        make: |a| finwatch::make_execute_with(a, no_spin()),
+        tls: Some(|a, p| finwatch::make_execute_with(a, finwatch::tls(no_spin(), p)?)),
+        experimental: false,
+    },
     // finwatch as a control loop that owns a core uses it: prepared requests and its opt-in
     // busy-poll mode (spins up to the budget before sleeping in epoll).
     Kind {
@@ -309,6 +318,11 @@ fn boxed<C: HttpClient + 'static, E: std::fmt::Display>(
 /// response is normally caught while spinning and a slow one still ends in epoll.
 fn busy() -> ::finwatch::ClientBuilder {
     ::finwatch::Client::builder().busy_poll(BUSY_POLL_BUDGET)
+}
+
+/// finwatch without its adaptive spin: every wait sleeps in the poller (or the socket's recv).
+fn no_spin() -> ::finwatch::ClientBuilder {
+    ::finwatch::Client::builder().adaptive_spin(Duration::ZERO)
 }
 
 /// The budget of the finwatch busy-poll row (named in the report).

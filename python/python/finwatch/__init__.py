@@ -20,6 +20,9 @@ double an effect.
 - ``max_in_flight_per_host`` (int, default 1), ``max_connections_per_host`` (int, default 4).
 - ``nodelay`` (bool, default True): TCP_NODELAY.
 - ``busy_poll`` (seconds, default 0 = off): spin this long before sleeping while waiting.
+- ``adaptive_spin`` (seconds, default 0.0001; 0 = off): the cap of the adaptive spin before a
+  wait sleeps (it spins only while responses come within the cap; see the Rust docs of
+  ``ClientBuilder::adaptive_spin``).
 - ``warm_spares`` (bool, default True): open the next connection ahead of need when the device
   is known to close the current one.
 - ``user_agent`` (str, default none): sent as User-Agent on every request that sets none.

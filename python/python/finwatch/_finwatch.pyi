@@ -38,6 +38,7 @@ class Client:
         max_connections_per_host: int = ...,
         nodelay: bool = ...,
         busy_poll: float = ...,
+        adaptive_spin: float = ...,
         warm_spares: bool = ...,
         user_agent: Optional[str] = ...,
         max_head_bytes: int = ...,

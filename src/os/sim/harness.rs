@@ -115,6 +115,8 @@ pub struct Report {
     /// Writes that failed (`ECONNRESET`, `EPIPE`) while the socket held received bytes unread:
     /// the case the driver's `flush` reads before it reports the write's error.
     pub write_errors_with_unread: u64,
+    /// The adaptive spin's limit at the end ([`crate::proto::spin`]).
+    pub spin_limit: Duration,
 }
 
 /// A broken promise: which invariant, and what happened.
@@ -271,6 +273,7 @@ impl<'a> Run<'a> {
         self.check_order()?;
         self.check_answers()?;
         self.report.fins_caught_by_check = self.engine.stats().fins_caught_by_peek;
+        self.report.spin_limit = self.engine.spin_limit();
         self.report.faults = self.driver.kernel_mut().counts;
         let k = &mut self.driver.kernel_mut().inner;
         self.report.starts = k.starts.len();

@@ -38,6 +38,7 @@ use crate::proto::lifecycle::{
     Loss, LossFate, PROBATION_EVERY, RECHECK_LEARNED_EVERY, RECHECK_LEARNED_MAX, Was,
 };
 use crate::proto::slab::{Key, Slab};
+use crate::proto::spin::SpinLimit;
 use crate::proto::time;
 use crate::proto::timers::{Timer, Timers};
 use crate::request::Request;
@@ -120,12 +121,15 @@ pub(crate) struct Engine {
     next_conn_id: u64,
     next_req_id: u64,
     stats: Stats,
+    /// How long the next wait may spin before it sleeps, unless busy-polling.
+    spin: SpinLimit,
 }
 
 impl Engine {
     pub(crate) fn new(cfg: Config) -> Engine {
         Engine {
             trace: cfg.trace.map(Trace::new),
+            spin: SpinLimit::new(cfg.adaptive_spin),
             cfg,
             conns: Slab::default(),
             reqs: Slab::default(),
@@ -146,6 +150,35 @@ impl Engine {
 
     pub(crate) fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// How long the current wait for a response may spin before it sleeps: busy-poll's budget,
+    /// or the adaptive limit ([`crate::proto::spin`]); `None`: sleep at once.
+    pub(crate) fn spin_budget(&self) -> Option<Duration> {
+        self.cfg.busy_poll.or_else(|| Some(self.spin.limit()).filter(|d| !d.is_zero()))
+    }
+
+    /// The adaptive spin's current limit (the simulator's report).
+    #[allow(dead_code)]
+    pub(crate) fn spin_limit(&self) -> Duration {
+        self.spin.limit()
+    }
+
+    /// Whether waits are measured for the adaptive spin (on, and not busy-polling).
+    pub(crate) fn spin_adapts(&self) -> bool {
+        self.cfg.busy_poll.is_none() && !self.cfg.adaptive_spin.is_zero()
+    }
+
+    /// A wait that ended in a completion took `waited` (from the moment the loop had nothing
+    /// left to do): the adaptive spin's limit follows it.
+    pub(crate) fn observe_wait(&mut self, waited: Duration) {
+        if self.spin_adapts() {
+            let before = self.spin.limit();
+            self.spin.observe(waited);
+            if self.spin.limit() != before {
+                log::trace!("adaptive spin: waited {waited:?}, limit {before:?} -> {:?}", self.spin.limit());
+            }
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {

@@ -19,6 +19,8 @@ pub struct Config {
     /// Linux: bind every socket to this interface (`SO_BINDTODEVICE`) before its connect.
     pub(crate) bind_device: Option<Box<str>>,
     pub(crate) busy_poll: Option<Duration>,
+    /// The cap of the adaptive spin before a wait sleeps ([`crate::proto::spin`]); zero: off.
+    pub(crate) adaptive_spin: Duration,
     pub(crate) warm_spares: bool,
     /// Record a [`Trace`] of at most this many events.
     pub(crate) trace: Option<usize>,
@@ -38,6 +40,7 @@ impl Default for Config {
             local_address: None,
             bind_device: None,
             busy_poll: None,
+            adaptive_spin: crate::proto::spin::DEFAULT_CAP,
             warm_spares: true,
             trace: None,
         }
