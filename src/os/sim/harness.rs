@@ -115,7 +115,7 @@ pub struct Report {
     /// Writes that failed (`ECONNRESET`, `EPIPE`) while the socket held received bytes unread:
     /// the case the driver's `flush` reads before it reports the write's error.
     pub write_errors_with_unread: u64,
-    /// The adaptive spin's limit at the end ([`crate::proto::spin`]).
+    /// The adaptive spin's limit at the end (`src/proto/spin.rs`).
     pub spin_limit: Duration,
 }
 
