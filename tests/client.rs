@@ -270,7 +270,8 @@ fn thread_cpu_ticks() -> u64 {
 }
 
 /// CPU ticks (10 ms each) `c` spends on its thread in a 600 ms wait for a device that never
-/// answers: a client that spun through the whole wait would burn ~60.
+/// answers: a client that spun through the whole wait would burn ~60. The wait counts as one
+/// spun in vain (`Stats::spins_missed`).
 fn ticks_in_a_600_ms_stall(mut c: Client) -> u64 {
     let stalled = DeviceServer::start(|_| Reply::stall());
     let before = thread_cpu_ticks();
@@ -278,7 +279,10 @@ fn ticks_in_a_600_ms_stall(mut c: Client) -> u64 {
     let err = c.send(Request::get(&stalled.url("/")).timeout(Duration::from_millis(600)).build().unwrap());
     assert!(matches!(err, Err(Error::DeadlineExceeded { .. })), "{err:?}");
     assert!(start.elapsed() >= Duration::from_millis(600));
-    thread_cpu_ticks() - before
+    let spent = thread_cpu_ticks() - before;
+    let s = c.stats();
+    assert_eq!((s.spins_caught, s.spins_missed), (0, 1), "one wait, spun in vain: {s:?}");
+    spent
 }
 
 #[test]

@@ -105,9 +105,11 @@ fn the_adaptive_spin_stays_on_for_a_fast_device_and_turns_off_for_a_slow_one() {
         if spins {
             assert_eq!(r.spin_limit, Duration::from_micros(100), "{r:?}");
             assert_eq!(r.read_waits, 0, "spun, not slept: {r:?}");
+            assert_eq!(r.spins, (6, 0), "every wait caught by the spin: {r:?}");
         } else {
             assert_eq!(r.spin_limit, Duration::ZERO, "{r:?}");
             assert!(r.read_waits > 0, "{r:?}");
+            assert_eq!(r.spins, (0, 3), "100 + 50 + 25 µs spun in vain, then none: {r:?}");
         }
     }
 }

@@ -94,7 +94,7 @@ pub(crate) struct Driver<K: Kernel = MioKernel> {
     /// Busy-poll or the adaptive spin: when the current wait's spinning budget runs out.
     spin_until: Option<Instant>,
     /// When the current wait for a completion began (the loop had nothing left to do), for the
-    /// adaptive spin's limit ([`crate::proto::spin`]).
+    /// adaptive spin's limit ([`crate::proto::spin`]) and the spin's counters.
     wait_started: Option<Instant>,
     /// The last poll filled the event buffer.
     events_full: bool,
@@ -225,7 +225,7 @@ impl<K: Kernel> Driver<K> {
             (a, b) => a.or(b),
         };
         let spin = engine.spin_budget().filter(|_| engine.pending() > 0);
-        if !engine.spin_adapts() || engine.pending() == 0 {
+        if !engine.measures_waits() || engine.pending() == 0 {
             self.wait_started = None;
         } else if self.wait_started.is_none() {
             self.wait_started = Some(self.k.now());

@@ -98,7 +98,7 @@ fn stats_note(s: Stats) -> String {
     format!(
         "{} connects ({} warm spares, {} of them used), {} reuses; retired {} connections ahead of \
          the device's idle close, saw {} device closes on idle connections ({} only by the \
-         pre-write check); {} retries",
+         pre-write check); {} retries; {} waits caught by the spin, {} spun in vain",
         s.connects,
         s.warm_spares_opened,
         s.warm_spares_used,
@@ -106,7 +106,9 @@ fn stats_note(s: Stats) -> String {
         s.retired_before_idle_close,
         s.fins_seen_idle,
         s.fins_caught_by_peek,
-        s.retries
+        s.retries,
+        s.spins_caught,
+        s.spins_missed
     )
 }
 

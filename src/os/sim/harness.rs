@@ -117,6 +117,8 @@ pub struct Report {
     pub write_errors_with_unread: u64,
     /// The adaptive spin's limit at the end (`src/proto/spin.rs`).
     pub spin_limit: Duration,
+    /// Waits whose spin saw the completion, and waits that spun in vain (`Stats`).
+    pub spins: (u64, u64),
 }
 
 /// A broken promise: which invariant, and what happened.
@@ -274,6 +276,7 @@ impl<'a> Run<'a> {
         self.check_answers()?;
         self.report.fins_caught_by_check = self.engine.stats().fins_caught_by_peek;
         self.report.spin_limit = self.engine.spin_limit();
+        self.report.spins = (self.engine.stats().spins_caught, self.engine.stats().spins_missed);
         self.report.faults = self.driver.kernel_mut().counts;
         let k = &mut self.driver.kernel_mut().inner;
         self.report.starts = k.starts.len();

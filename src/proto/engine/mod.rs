@@ -169,9 +169,24 @@ impl Engine {
         self.cfg.busy_poll.is_none() && !self.cfg.adaptive_spin.is_zero()
     }
 
+    /// Whether waits are measured: for the adaptive spin's limit, and for the spin's counters
+    /// (also in busy-poll mode).
+    pub(crate) fn measures_waits(&self) -> bool {
+        self.cfg.busy_poll.is_some() || self.spin_adapts()
+    }
+
     /// A wait that ended in a completion took `waited` (from the moment the loop had nothing
-    /// left to do): the adaptive spin's limit follows it.
+    /// left to do): counted as caught by the spin if it ended within the spin's limit (or
+    /// busy-poll's budget), as spun in vain if it ended after it; and the adaptive spin's limit
+    /// follows it. A wait under a zero limit (the spin off for now) counts as neither.
     pub(crate) fn observe_wait(&mut self, waited: Duration) {
+        if let Some(limit) = self.spin_budget() {
+            if waited <= limit {
+                self.stats.spins_caught += 1;
+            } else {
+                self.stats.spins_missed += 1;
+            }
+        }
         if self.spin_adapts() {
             let before = self.spin.limit();
             self.spin.observe(waited);

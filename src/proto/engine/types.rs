@@ -156,6 +156,13 @@ pub struct Stats {
     pub warm_spares_opened: u64,
     /// Requests that found a warm spare ready (or connecting) instead of opening a connection.
     pub warm_spares_used: u64,
+    /// Waits for a response that ended within the spin's limit (the adaptive spin's, or
+    /// busy-poll's budget): no thread wake-up between the response's arrival and its processing.
+    pub spins_caught: u64,
+    /// Waits that spun for their whole limit (or budget) and then slept: CPU spent in vain. The
+    /// adaptive spin turns itself off for a device whose answers keep coming after its cap
+    /// (waits while it is off count as neither).
+    pub spins_missed: u64,
 }
 
 /// A connection, as [`crate::Client::connections`] shows it.
