@@ -243,6 +243,13 @@ fn run(phase: &Phase) -> Vec<String> {
     line("FINs while busy", stats.fins_while_busy.to_string());
     line("resets / retries", format!("{} / {}", stats.resets, stats.retries));
     line("latency", spread(&all(|r| &r.latency)));
+    line(
+        "waits, spin",
+        format!(
+            "{} caught by the adaptive spin, {} spun in vain (it turns off for a slow device)",
+            stats.spins_caught, stats.spins_missed
+        ),
+    );
     line("device FINs sent", device.fins_sent().to_string());
     let counter = if settled { "" } else { " (NOT settled: the client left a closed connection open)" };
     line("bytes after FIN", format!("{late} on {late_conns} connections{counter}"));
