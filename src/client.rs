@@ -1191,10 +1191,11 @@ impl ClientBuilder {
     /// polls. Every write is still preceded by the pre-write check.
     ///
     /// Waking a sleeping thread costs more than a loopback or LAN round trip on ordinary
-    /// machines (on the 2-core VM of PERFORMANCE.md, a blocking keep-alive command took 72–89 µs
-    /// and a busy-polled one 34–36 µs); spinning avoids that wake-up at the price of one core at
-    /// 100 % while a request is in flight (up to `budget` per wait). Off by default; a zero
-    /// `budget` turns it off. Where set, it takes the place of the
+    /// machines (on the 2-core VM of PERFORMANCE.md, whose idle vCPU halts, a keep-alive command
+    /// took 70 µs sleeping and 18 µs spinning); spinning avoids that wake-up at the price of one
+    /// core at 100 % while a request is in flight (up to `budget` per wait), yielding it between
+    /// passes to any thread that shares it. Off by default; a zero `budget` turns it off. Where
+    /// set, it takes the place of the
     /// [`adaptive_spin`](Self::adaptive_spin) (on by default), whose limit follows the waits:
     /// busy-poll spins for its whole budget whatever the device's answers took.
     ///

@@ -328,9 +328,9 @@ impl<K: Kernel> Driver<K> {
     /// of the poller, and for how long. Only when nothing but that socket can need the loop
     /// before its response: the one pending request awaits its response on the only connection
     /// (no other socket's FIN, connect or data to notice, no name lookup under way), no read is
-    /// paused, no event was left in the poller, no spin (busy-poll or the adaptive one), not the connection's first
-    /// exchange, no TLS (rustls reads the
-    /// socket), and, in a turn that a wake-up ends, no waker. The nearest timer or `until` must be
+    /// paused, no event was left in the poller, no spin (busy-poll or the adaptive one), not the
+    /// connection's first exchange, no TLS (rustls reads the socket), and, in a turn that a
+    /// wake-up ends, no waker. The nearest timer or `until` must be
     /// further than [`DIRECT_MARGIN`]: the receive timeout counts in the kernel's ticks, so the
     /// last stretch before a deadline is waited in the poller, to the microsecond. While the
     /// deadline is far the timeout is a whole second, set once per connection.

@@ -164,7 +164,7 @@ impl Engine {
         self.spin.limit()
     }
 
-    /// Whether waits are measured for the adaptive spin (on, and not busy-polling).
+    /// Whether the adaptive spin is in charge (on, and not replaced by busy-poll).
     pub(crate) fn spin_adapts(&self) -> bool {
         self.cfg.busy_poll.is_none() && !self.cfg.adaptive_spin.is_zero()
     }
