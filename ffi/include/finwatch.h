@@ -93,6 +93,19 @@ finwatch_client *finwatch_client_new_with_timeouts(uint64_t connect_timeout_ms,
                                                    uint64_t request_timeout_ms,
                                                    finwatch_error **error);
 
+// A client with these timeouts (as `finwatch_client_new_with_timeouts`) and this cap of the
+// adaptive spin, in microseconds: how long a wait for a response may spin before it sleeps,
+// while the device's answers come within it (the other constructors: 100; 0: never spin, every
+// wait sleeps, for a loop that must not spend CPU on waits; Rust's
+// `ClientBuilder::adaptive_spin`). NULL on failure, with `*error` set.
+//
+// # Safety
+// `error` is NULL or valid for a write of one pointer.
+finwatch_client *finwatch_client_new_with_spin(uint64_t connect_timeout_ms,
+                                               uint64_t request_timeout_ms,
+                                               uint64_t adaptive_spin_us,
+                                               finwatch_error **error);
+
 // Frees a client: closes its connections; requests still pending are dropped. NULL is allowed.
 //
 // # Safety
@@ -238,6 +251,16 @@ finwatch_shared_client *finwatch_shared_client_new(void);
 finwatch_shared_client *finwatch_shared_client_new_with_timeouts(uint64_t connect_timeout_ms,
                                                                  uint64_t request_timeout_ms,
                                                                  finwatch_error **error);
+
+// A thread-safe client with these timeouts and this cap of the adaptive spin in microseconds
+// (as `finwatch_client_new_with_spin`: 0 never spins). NULL on failure, with `*error` set.
+//
+// # Safety
+// `error` is NULL or valid for a write of one pointer.
+finwatch_shared_client *finwatch_shared_client_new_with_spin(uint64_t connect_timeout_ms,
+                                                             uint64_t request_timeout_ms,
+                                                             uint64_t adaptive_spin_us,
+                                                             finwatch_error **error);
 
 // Shuts a shared client down and frees it: pending requests get 100 ms to complete, then fail
 // with kind `"shutdown"`. NULL is allowed.

@@ -267,13 +267,20 @@ fn millis(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 
-fn builder(connect_timeout_ms: u64, request_timeout_ms: u64) -> fw::ClientBuilder {
+fn builder(
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    adaptive_spin_us: Option<u64>,
+) -> fw::ClientBuilder {
     let mut b = fw::Client::builder();
     if let Some(t) = millis(connect_timeout_ms) {
         b = b.connect_timeout(t);
     }
     if let Some(t) = millis(request_timeout_ms) {
         b = b.request_timeout(t);
+    }
+    if let Some(us) = adaptive_spin_us {
+        b = b.adaptive_spin(Duration::from_micros(us));
     }
     b
 }
@@ -326,9 +333,37 @@ pub unsafe extern "C" fn finwatch_client_new_with_timeouts(
     error: *mut *mut finwatch_error,
 ) -> *mut finwatch_client {
     // SAFETY: the caller's contract.
+    unsafe { new_client(builder(connect_timeout_ms, request_timeout_ms, None), error) }
+}
+
+/// A client with these timeouts (as `finwatch_client_new_with_timeouts`) and this cap of the
+/// adaptive spin, in microseconds: how long a wait for a response may spin before it sleeps,
+/// while the device's answers come within it (the other constructors: 100; 0: never spin, every
+/// wait sleeps, for a loop that must not spend CPU on waits; Rust's
+/// `ClientBuilder::adaptive_spin`). NULL on failure, with `*error` set.
+///
+/// # Safety
+/// `error` is NULL or valid for a write of one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn finwatch_client_new_with_spin(
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    adaptive_spin_us: u64,
+    error: *mut *mut finwatch_error,
+) -> *mut finwatch_client {
+    // SAFETY: the caller's contract.
+    unsafe { new_client(builder(connect_timeout_ms, request_timeout_ms, Some(adaptive_spin_us)), error) }
+}
+
+/// A client from `b`, or NULL with `*error` set.
+///
+/// # Safety
+/// `error` is NULL or valid for a write of one pointer.
+unsafe fn new_client(b: fw::ClientBuilder, error: *mut *mut finwatch_error) -> *mut finwatch_client {
+    // SAFETY: the caller's contract.
     unsafe {
         guard(error, || {
-            let client = builder(connect_timeout_ms, request_timeout_ms).build()?;
+            let client = b.build()?;
             Ok(boxed(finwatch_client { client, done: VecDeque::new(), scratch: Vec::new() }))
         })
     }
@@ -679,9 +714,39 @@ pub unsafe extern "C" fn finwatch_shared_client_new_with_timeouts(
     error: *mut *mut finwatch_error,
 ) -> *mut finwatch_shared_client {
     // SAFETY: the caller's contract.
+    unsafe { new_shared_client(builder(connect_timeout_ms, request_timeout_ms, None), error) }
+}
+
+/// A thread-safe client with these timeouts and this cap of the adaptive spin in microseconds
+/// (as `finwatch_client_new_with_spin`: 0 never spins). NULL on failure, with `*error` set.
+///
+/// # Safety
+/// `error` is NULL or valid for a write of one pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn finwatch_shared_client_new_with_spin(
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    adaptive_spin_us: u64,
+    error: *mut *mut finwatch_error,
+) -> *mut finwatch_shared_client {
+    // SAFETY: the caller's contract.
+    unsafe {
+        new_shared_client(builder(connect_timeout_ms, request_timeout_ms, Some(adaptive_spin_us)), error)
+    }
+}
+
+/// A shared client from `b`, or NULL with `*error` set.
+///
+/// # Safety
+/// `error` is NULL or valid for a write of one pointer.
+unsafe fn new_shared_client(
+    b: fw::ClientBuilder,
+    error: *mut *mut finwatch_error,
+) -> *mut finwatch_shared_client {
+    // SAFETY: the caller's contract.
     unsafe {
         guard(error, || {
-            let client = fw::SharedClient::from_builder(builder(connect_timeout_ms, request_timeout_ms))?;
+            let client = fw::SharedClient::from_builder(b)?;
             Ok(boxed(finwatch_shared_client { client }))
         })
     }

@@ -479,3 +479,33 @@ fn a_file_that_cannot_be_opened_or_created_sends_nothing() {
     assert_eq!((kind.as_str(), may), ("invalid_request", false));
     unsafe { (finwatch_request_free(r), finwatch_client_free(c)) };
 }
+
+/// `finwatch_client_new_with_spin` hands its cap to the adaptive spin: 0 never spins (no wait
+/// counted either way), a cap of a second catches every loopback answer; the shared form builds
+/// and sends too. The other constructors keep the default (100 µs).
+#[test]
+fn the_adaptive_spin_cap_reaches_the_client() {
+    let url = device_url("/io");
+    for (cap_us, caught) in [(0, 0), (1_000_000, 5)] {
+        let mut err = null_mut();
+        let c = unsafe { finwatch_client_new_with_spin(1000, 2000, cap_us, &mut err) };
+        assert!(!c.is_null() && err.is_null());
+        for _ in 0..5 {
+            let r = unsafe { finwatch_send(c, c"GET".as_ptr(), url.as_ptr(), null(), 0, &mut err) };
+            assert!(err.is_null());
+            assert_eq!(unsafe { finwatch_response_status(r) }, 200);
+            unsafe { finwatch_response_free(r) };
+        }
+        let s = unsafe { &*c }.client.stats();
+        assert_eq!((s.spins_caught, s.spins_missed), (caught, 0), "cap {cap_us} µs: {s:?}");
+        unsafe { finwatch_client_free(c) };
+    }
+    let mut err = null_mut();
+    let sc = unsafe { finwatch_shared_client_new_with_spin(1000, 2000, 0, &mut err) };
+    assert!(!sc.is_null() && err.is_null());
+    let r = unsafe { finwatch_shared_client_send(sc, c"GET".as_ptr(), url.as_ptr(), null(), 0, &mut err) };
+    assert!(err.is_null());
+    assert_eq!(unsafe { finwatch_response_status(r) }, 200);
+    unsafe { finwatch_response_free(r) };
+    unsafe { finwatch_shared_client_free(sc) };
+}
