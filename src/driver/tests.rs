@@ -322,13 +322,25 @@ fn next_request_on_a_new_connection(
     e.stats()
 }
 
-/// Busy-poll reads the awaited socket around the poller, so the pre-write check peeks the
-/// chosen socket instead of polling (epoll's ready list still holds it): a FIN that arrived
-/// after the response stops the write just the same.
+/// Busy-poll, and the adaptive spin, read the awaited socket around the poller, so the pre-write
+/// check peeks the chosen socket instead of polling (epoll's ready list still holds it): a FIN
+/// that arrived after the response stops the write just the same.
 #[test]
 fn after_a_busy_poll_read_the_pre_write_peek_stops_the_write_on_a_fin() {
+    let busy = Config { warm_spares: false, busy_poll: Some(Duration::from_secs(2)), ..Config::default() };
+    after_a_spin_read_the_pre_write_peek_stops_the_write_on_a_fin(busy);
+}
+
+/// The same with the adaptive spin (default on; a cap of 2 s here, so that the first wait spins
+/// as long as busy-poll's budget does).
+#[test]
+fn after_an_adaptive_spin_read_the_pre_write_peek_stops_the_write_on_a_fin() {
+    let adaptive = Config { warm_spares: false, adaptive_spin: Duration::from_secs(2), ..Config::default() };
+    after_a_spin_read_the_pre_write_peek_stops_the_write_on_a_fin(adaptive);
+}
+
+fn after_a_spin_read_the_pre_write_peek_stops_the_write_on_a_fin(cfg: Config) {
     let mut d = Driver::new().unwrap();
-    let cfg = Config { warm_spares: false, busy_poll: Some(Duration::from_secs(2)), ..Config::default() };
     let mut e = Engine::new(cfg);
     let device = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = |p: &str| format!("http://{}{p}", device.local_addr().unwrap());
