@@ -91,10 +91,9 @@ pub(crate) struct Driver<K: Kernel = MioKernel> {
     waker: Option<Arc<Wake>>,
     /// The waker fired since the caller last asked.
     woken: bool,
-    /// Busy-poll or the adaptive spin: when the current wait's spinning budget runs out.
-    spin_until: Option<Instant>,
-    /// When the current wait for a completion began (the loop had nothing left to do), for the
-    /// adaptive spin's limit ([`crate::proto::spin`]) and the spin's counters.
+    /// When the current wait for a completion began (the loop had nothing left to do): its spin
+    /// (busy-poll's or the adaptive one) runs out a budget after it, and the adaptive spin's
+    /// limit ([`crate::proto::spin`]) and the spin's counters learn how long it took.
     wait_started: Option<Instant>,
     /// The last poll filled the event buffer.
     events_full: bool,
@@ -149,7 +148,6 @@ impl<K: Kernel> Driver<K> {
             waker: None,
             woken: false,
             read_around_poller: false,
-            spin_until: None,
             wait_started: None,
             events_full: false,
             looked_up: false,
@@ -225,23 +223,24 @@ impl<K: Kernel> Driver<K> {
             (a, b) => a.or(b),
         };
         let spin = engine.spin_budget().filter(|_| engine.pending() > 0);
-        if !engine.measures_waits() || engine.pending() == 0 {
+        // A spin implies a measured wait (`Engine::measures_waits`): `started` is then set.
+        let started = if !engine.measures_waits() || engine.pending() == 0 {
             self.wait_started = None;
-        } else if self.wait_started.is_none() {
-            self.wait_started = Some(self.k.now());
-        }
+            None
+        } else {
+            Some(*self.wait_started.get_or_insert_with(|| self.k.now()))
+        };
         if let Some((key, timeout)) = self.direct_wait(engine, spin, wake, now, stop_on_wake) {
             self.read_direct(engine, key, timeout);
             self.end_wait(engine);
             return Ok(());
         }
-        if let Some(budget) = spin {
+        if let (Some(budget), Some(started)) = (spin, started) {
             // Spin before sleeping: no thread wake-up between the response's arrival and its
             // processing. The budget (busy-poll's, or the adaptive limit) holds per wait for a
             // completion, across turns (a blocking call runs many), and never past the nearest
             // deadline.
-            let stop =
-                *self.spin_until.get_or_insert_with(|| crate::proto::time::after(self.k.now(), budget));
+            let stop = crate::proto::time::after(started, budget);
             if self.spin(engine, wake.map_or(stop, |w| w.min(stop)), stop_on_wake)? {
                 self.end_wait(engine);
                 return Ok(());
@@ -372,11 +371,10 @@ impl<K: Kernel> Driver<K> {
     /// A completion ends the current wait, and with it the spin's budget; the adaptive spin
     /// learns how long the wait took.
     fn end_wait(&mut self, engine: &mut Engine) {
-        if engine.has_completions() {
-            self.spin_until = None;
-            if let Some(started) = self.wait_started.take() {
-                engine.observe_wait(self.k.now().saturating_duration_since(started));
-            }
+        if engine.has_completions()
+            && let Some(started) = self.wait_started.take()
+        {
+            engine.observe_wait(self.k.now().saturating_duration_since(started));
         }
     }
 

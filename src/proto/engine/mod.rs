@@ -159,7 +159,7 @@ impl Engine {
     }
 
     /// The adaptive spin's current limit (the simulator's report).
-    #[allow(dead_code)]
+    #[cfg(any(test, feature = "__internal"))]
     pub(crate) fn spin_limit(&self) -> Duration {
         self.spin.limit()
     }
