@@ -686,6 +686,7 @@ impl PyClient {
             ("retired_before_idle_close", stats.retired_before_idle_close),
             ("warm_spares_opened", stats.warm_spares_opened),
             ("warm_spares_used", stats.warm_spares_used),
+            ("warm_spares_withheld", stats.warm_spares_withheld),
             ("spins_caught", stats.spins_caught),
             ("spins_missed", stats.spins_missed),
         ] {

@@ -36,6 +36,46 @@ pub(crate) struct Behaviour {
     /// The last response said its connection ends with it (`Connection: close`, HTTP/1.0
     /// without keep-alive, a close-delimited body): the next one probably will too.
     announces_close: bool,
+    /// The shortest age at which a warm spare, never used, was found closed by the device: an
+    /// upper bound of how long the device keeps an unused connection open.
+    spare_dies_after: Option<Duration>,
+}
+
+/// Whether a warm spare is worth opening, given what became of the last ones and how long the
+/// caller paused last between a response and its next request to the device.
+///
+/// | a spare died unused at age `a` | the caller's last pause `g` | open one? |
+/// |---|---|---|
+/// | never | any | yes |
+/// | `a` | unknown (no second request yet) | yes |
+/// | `a` | `g < a - a/8` | yes: it is used before it dies |
+/// | `a` | `g ≥ a - a/8` | no: it would idle out before use, and a dead spare costs the next command a FIN check and a close on top of the connect it was to save |
+///
+/// A learned "closes after every response" opens a spare for every command; against a device
+/// that in fact closes *idle* connections, with a caller that pauses longer than that idle
+/// time, every spare died before use (a stall of the client's own, a response read 2 ms late
+/// with the idle close behind it, teaches that lesson, and no probation can unlearn it while
+/// the pauses outlast the idle time). Withheld spares are re-checked now and then
+/// ([`SPARE_RECHECK_EVERY`]): one that is used alive lifts the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpareOutlook {
+    pub dies_after: Option<Duration>,
+    pub pause: Option<Duration>,
+}
+
+/// After this many withheld spares, one is opened anyway: the caller's pace or the device may
+/// have changed. The interval doubles while re-checked spares die too, up to
+/// [`SPARE_RECHECK_MAX`].
+pub(crate) const SPARE_RECHECK_EVERY: u32 = 16;
+pub(crate) const SPARE_RECHECK_MAX: u32 = 1024;
+
+impl SpareOutlook {
+    pub(crate) fn worth_opening(self) -> bool {
+        match (self.dies_after, self.pause) {
+            (Some(a), Some(g)) => g < a - a / 8,
+            _ => true,
+        }
+    }
 }
 
 impl Behaviour {
@@ -60,6 +100,29 @@ impl Behaviour {
             return true;
         }
         false
+    }
+
+    /// A warm spare, never used, was found closed by the device `age` after its connect began.
+    /// Returns whether the bound changed.
+    pub(crate) fn observe_spare_died(&mut self, age: Duration) -> bool {
+        if self.spare_dies_after.is_some_and(|a| a <= age) {
+            return false;
+        }
+        self.spare_dies_after = Some(age);
+        true
+    }
+
+    /// A warm spare was found alive (by the pre-write check) `age` after its connect began, as
+    /// its first request went out: a bound at or below that is wrong, and is dropped.
+    pub(crate) fn observe_spare_alive(&mut self, age: Duration) {
+        if self.spare_dies_after.is_some_and(|a| a <= age) {
+            self.spare_dies_after = None;
+        }
+    }
+
+    /// The age at which a spare was seen to die unused, if one was.
+    pub(crate) fn spare_dies_after(&self) -> Option<Duration> {
+        self.spare_dies_after
     }
 
     /// A TCP handshake took `handshake` (from `connect` to the socket reported connected): the
@@ -166,6 +229,34 @@ mod tests {
         assert!(b.observe_alive(3 * MS));
         assert!(!b.closes_after_response());
         assert_eq!(b.idle_close(), Some(3 * MS));
+    }
+
+    #[test]
+    fn spares_that_would_idle_out_before_use_are_not_worth_opening() {
+        let at = |dies_after: Option<u64>, pause: Option<u64>| {
+            let us = Duration::from_micros;
+            SpareOutlook { dies_after: dies_after.map(us), pause: pause.map(us) }.worth_opening()
+        };
+        // The table's rows, in order (µs).
+        assert!(at(None, Some(10_000)));
+        assert!(at(Some(2_000), None));
+        assert!(at(Some(2_000), Some(1_000)));
+        assert!(at(Some(2_000), Some(1_749)));
+        assert!(!at(Some(2_000), Some(1_750)));
+        assert!(!at(Some(2_000), Some(2_500)));
+    }
+
+    #[test]
+    fn a_spare_seen_alive_past_the_bound_lifts_it() {
+        let mut b = Behaviour::default();
+        assert!(b.observe_spare_died(50 * MS));
+        assert!(b.observe_spare_died(2 * MS));
+        assert!(!b.observe_spare_died(3 * MS));
+        assert_eq!(b.spare_dies_after(), Some(2 * MS));
+        b.observe_spare_alive(MS);
+        assert_eq!(b.spare_dies_after(), Some(2 * MS), "younger than the bound: no news");
+        b.observe_spare_alive(2 * MS);
+        assert_eq!(b.spare_dies_after(), None);
     }
 
     #[test]

@@ -156,6 +156,18 @@ impl Engine {
         if ready || host.conns.len() >= self.cfg.max_connections_per_host {
             return;
         }
+        let outlook = SpareOutlook { dies_after: host.behaviour.spare_dies_after(), pause: host.pause };
+        if !outlook.worth_opening() {
+            host.spares_withheld += 1;
+            if host.spares_withheld < host.spare_recheck_every {
+                self.stats.warm_spares_withheld += 1;
+                log::trace!("{host_key}: no warm spare: it would idle out before use ({outlook:?})");
+                return;
+            }
+            // A re-check; if this one dies unused too, the next comes twice as late.
+            host.spares_withheld = 0;
+            host.spare_recheck_every = (host.spare_recheck_every * 2).min(SPARE_RECHECK_MAX);
+        }
         let id = self.next_conn_id;
         self.next_conn_id += 1;
         let mut c = Conn::new(id, host_key.clone(), now, time::after(now, self.cfg.connect_timeout));

@@ -31,6 +31,7 @@ impl Engine {
         let (behaviour, single_use, queued) = match self.hosts.get_mut(&c.host) {
             Some(h) => {
                 h.in_flight -= 1;
+                h.last_done = Some(now);
                 // An exchange completed: connects suspended after a refused one may resume.
                 h.connects_suspended = false;
                 h.behaviour.observe_announced(persistence.idle_timeout);
@@ -190,6 +191,17 @@ impl Engine {
         let decision = Ending { was, by, served: c.served, since_response, host_single_use }.decide();
         if let Some(h) = self.hosts.get_mut(&host) {
             h.conns.retain(|&k| k != conn);
+            if c.spare
+                && c.served == 0
+                && by == EndedBy::Device
+                && matches!(was, Was::Idle | Was::Probing)
+                && h.behaviour.observe_spare_died(now.saturating_duration_since(c.created))
+            {
+                log::debug!(
+                    "{host}: a warm spare was closed by the device unused, {:?} after its connect",
+                    now.saturating_duration_since(c.created)
+                );
+            }
             if c.probation && was == Was::Idle && by == EndedBy::Device {
                 // The device closed a connection kept past the lesson: it was right. Check it
                 // less often, and never less than every `RECHECK_LEARNED_MAX` retirements.

@@ -307,6 +307,11 @@ impl Engine {
                 let ConnState::Open(Open::Busy(ex)) = &mut c.state else { return };
                 if c.served > 0 {
                     self.stats.reuses += 1;
+                } else if c.spare
+                    && let Some(h) = self.hosts.get_mut(&c.host)
+                {
+                    h.behaviour.observe_spare_alive(now.saturating_duration_since(c.created));
+                    h.spare_recheck_every = SPARE_RECHECK_EVERY;
                 }
                 if c.probation
                     && let Some(t) = c.last_response

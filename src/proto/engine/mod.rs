@@ -32,7 +32,7 @@ use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
 use crate::proto::digest::{self, Challenge, Credentials};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
 use crate::proto::hash::{FastBuild, HostKey};
-use crate::proto::learn::Behaviour;
+use crate::proto::learn::{Behaviour, SPARE_RECHECK_EVERY, SPARE_RECHECK_MAX, SpareOutlook};
 use crate::proto::lifecycle::{
     AfterConnectFailure, AfterResponse, AtRetireTime, ConnFate, ConnectFailure, EndedBy, Ending, IdleRetire,
     Loss, LossFate, PROBATION_EVERY, RECHECK_LEARNED_EVERY, RECHECK_LEARNED_MAX, Was,
@@ -94,6 +94,16 @@ struct Host {
     connects_suspended: bool,
     /// The device's last Digest challenge, answered in advance by later requests.
     digest: Option<DigestSession>,
+    /// When its last exchange completed, and the caller's pause from then to its next request:
+    /// how long a warm spare opened now would wait for use ([`SpareOutlook`]).
+    last_done: Option<Instant>,
+    pause: Option<Duration>,
+    /// Warm spares not opened because they would idle out before use, since the last one
+    /// opened anyway to re-check; that re-check comes every `spare_recheck_every` (from
+    /// [`SPARE_RECHECK_EVERY`], doubling while the re-checked spares die too, up to
+    /// [`SPARE_RECHECK_MAX`]; back to the start when one is used alive).
+    spares_withheld: u32,
+    spare_recheck_every: u32,
 }
 
 /// The core. See the module docs for the contract with the driver.
@@ -265,8 +275,15 @@ impl Engine {
                 recheck_every: RECHECK_LEARNED_EVERY,
                 connects_suspended: false,
                 digest: None,
+                last_done: None,
+                pause: None,
+                spares_withheld: 0,
+                spare_recheck_every: SPARE_RECHECK_EVERY,
             }),
         };
+        if let Some(t) = host.last_done {
+            host.pause = Some(now.saturating_duration_since(t));
+        }
         host.queue.push_back(r);
         log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);
         self.dispatch(key, now);
