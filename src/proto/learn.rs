@@ -39,17 +39,25 @@ pub(crate) struct Behaviour {
     /// The shortest age at which a warm spare, never used, was found closed by the device: an
     /// upper bound of how long the device keeps an unused connection open.
     spare_dies_after: Option<Duration>,
+    /// Warm spares found closed unused since the last one that was used alive.
+    spare_deaths_in_a_row: u8,
 }
 
 /// Whether a warm spare is worth opening, given what became of the last ones and how long the
 /// caller paused last between a response and its next request to the device.
 ///
-/// | a spare died unused at age `a` | the caller's last pause `g` | open one? |
-/// |---|---|---|
-/// | never | any | yes |
-/// | `a` | unknown (no second request yet) | yes |
-/// | `a` | `g < a - a/8` | yes: it is used before it dies |
-/// | `a` | `g ≥ a - a/8` | no: it would idle out before use, and a dead spare costs the next command a FIN check and a close on top of the connect it was to save |
+/// | spares died unused, youngest at age `a` | in a row (since one was used alive) | the caller's last pause `g` | open one? |
+/// |---|---|---|---|
+/// | never | – | any | yes |
+/// | `a` | 1 | any | yes: one death may be a pause unlike the others |
+/// | `a` | 2 or more | unknown (no second request yet) | yes |
+/// | `a` | 2 or more | `g < a - a/8` | yes: it is used before it dies |
+/// | `a` | 2 or more | `g ≥ a - a/8` | no: it would idle out before use |
+///
+/// A spare that lives saves the next command a handshake; one that dies costs it a FIN check
+/// and a close on top of the connect it was to save, several times less. So spares are
+/// withheld only once they keep dying at the caller's pace: with pauses that alternate around
+/// the device's idle time, half of them live, and they stay worth opening.
 ///
 /// A learned "closes after every response" opens a spare for every command; against a device
 /// that in fact closes *idle* connections, with a caller that pauses longer than that idle
@@ -60,6 +68,7 @@ pub(crate) struct Behaviour {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SpareOutlook {
     pub dies_after: Option<Duration>,
+    pub deaths_in_a_row: u8,
     pub pause: Option<Duration>,
 }
 
@@ -72,7 +81,7 @@ pub(crate) const SPARE_RECHECK_MAX: u32 = 1024;
 impl SpareOutlook {
     pub(crate) fn worth_opening(self) -> bool {
         match (self.dies_after, self.pause) {
-            (Some(a), Some(g)) => g < a - a / 8,
+            (Some(a), Some(g)) if self.deaths_in_a_row >= 2 => g < a - a / 8,
             _ => true,
         }
     }
@@ -105,6 +114,7 @@ impl Behaviour {
     /// A warm spare, never used, was found closed by the device `age` after its connect began.
     /// Returns whether the bound changed.
     pub(crate) fn observe_spare_died(&mut self, age: Duration) -> bool {
+        self.spare_deaths_in_a_row = self.spare_deaths_in_a_row.saturating_add(1);
         if self.spare_dies_after.is_some_and(|a| a <= age) {
             return false;
         }
@@ -115,14 +125,15 @@ impl Behaviour {
     /// A warm spare was found alive (by the pre-write check) `age` after its connect began, as
     /// its first request went out: a bound at or below that is wrong, and is dropped.
     pub(crate) fn observe_spare_alive(&mut self, age: Duration) {
+        self.spare_deaths_in_a_row = 0;
         if self.spare_dies_after.is_some_and(|a| a <= age) {
             self.spare_dies_after = None;
         }
     }
 
-    /// The age at which a spare was seen to die unused, if one was.
-    pub(crate) fn spare_dies_after(&self) -> Option<Duration> {
-        self.spare_dies_after
+    /// What became of the spares so far, for [`SpareOutlook`] (with the caller's pause).
+    pub(crate) fn spare_outlook(&self, pause: Option<Duration>) -> SpareOutlook {
+        SpareOutlook { dies_after: self.spare_dies_after, deaths_in_a_row: self.spare_deaths_in_a_row, pause }
     }
 
     /// A TCP handshake took `handshake` (from `connect` to the socket reported connected): the
@@ -233,30 +244,36 @@ mod tests {
 
     #[test]
     fn spares_that_would_idle_out_before_use_are_not_worth_opening() {
-        let at = |dies_after: Option<u64>, pause: Option<u64>| {
+        let at = |dies_after: Option<u64>, deaths_in_a_row: u8, pause: Option<u64>| {
             let us = Duration::from_micros;
-            SpareOutlook { dies_after: dies_after.map(us), pause: pause.map(us) }.worth_opening()
+            SpareOutlook { dies_after: dies_after.map(us), deaths_in_a_row, pause: pause.map(us) }
+                .worth_opening()
         };
         // The table's rows, in order (µs).
-        assert!(at(None, Some(10_000)));
-        assert!(at(Some(2_000), None));
-        assert!(at(Some(2_000), Some(1_000)));
-        assert!(at(Some(2_000), Some(1_749)));
-        assert!(!at(Some(2_000), Some(1_750)));
-        assert!(!at(Some(2_000), Some(2_500)));
+        assert!(at(None, 0, Some(10_000)));
+        assert!(at(Some(2_000), 1, Some(2_500)));
+        assert!(at(Some(2_000), 2, None));
+        assert!(at(Some(2_000), 2, Some(1_000)));
+        assert!(at(Some(2_000), 2, Some(1_749)));
+        assert!(!at(Some(2_000), 2, Some(1_750)));
+        assert!(!at(Some(2_000), 9, Some(2_500)));
     }
 
     #[test]
     fn a_spare_seen_alive_past_the_bound_lifts_it() {
         let mut b = Behaviour::default();
+        let outlook = |b: &Behaviour| b.spare_outlook(Some(3 * MS));
         assert!(b.observe_spare_died(50 * MS));
         assert!(b.observe_spare_died(2 * MS));
         assert!(!b.observe_spare_died(3 * MS));
-        assert_eq!(b.spare_dies_after(), Some(2 * MS));
+        assert_eq!((outlook(&b).dies_after, outlook(&b).deaths_in_a_row), (Some(2 * MS), 3));
+        assert!(!outlook(&b).worth_opening());
         b.observe_spare_alive(MS);
-        assert_eq!(b.spare_dies_after(), Some(2 * MS), "younger than the bound: no news");
+        assert_eq!(outlook(&b).dies_after, Some(2 * MS), "younger than the bound: no news");
+        assert_eq!(outlook(&b).deaths_in_a_row, 0, "but the deaths are no longer in a row");
+        assert!(outlook(&b).worth_opening());
         b.observe_spare_alive(2 * MS);
-        assert_eq!(b.spare_dies_after(), None);
+        assert_eq!(outlook(&b).dies_after, None);
     }
 
     #[test]

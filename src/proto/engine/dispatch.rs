@@ -156,7 +156,7 @@ impl Engine {
         if ready || host.conns.len() >= self.cfg.max_connections_per_host {
             return;
         }
-        let outlook = SpareOutlook { dies_after: host.behaviour.spare_dies_after(), pause: host.pause };
+        let outlook = host.behaviour.spare_outlook(host.pause);
         if !outlook.worth_opening() {
             host.spares_withheld += 1;
             if host.spares_withheld < host.spare_recheck_every {

@@ -32,7 +32,7 @@ use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
 use crate::proto::digest::{self, Challenge, Credentials};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
 use crate::proto::hash::{FastBuild, HostKey};
-use crate::proto::learn::{Behaviour, SPARE_RECHECK_EVERY, SPARE_RECHECK_MAX, SpareOutlook};
+use crate::proto::learn::{Behaviour, SPARE_RECHECK_EVERY, SPARE_RECHECK_MAX};
 use crate::proto::lifecycle::{
     AfterConnectFailure, AfterResponse, AtRetireTime, ConnFate, ConnectFailure, EndedBy, Ending, IdleRetire,
     Loss, LossFate, PROBATION_EVERY, RECHECK_LEARNED_EVERY, RECHECK_LEARNED_MAX, Was,
@@ -95,7 +95,8 @@ struct Host {
     /// The device's last Digest challenge, answered in advance by later requests.
     digest: Option<DigestSession>,
     /// When its last exchange completed, and the caller's pause from then to its next request:
-    /// how long a warm spare opened now would wait for use ([`SpareOutlook`]).
+    /// how long a warm spare opened now would wait for use
+    /// ([`crate::proto::learn::SpareOutlook`]).
     last_done: Option<Instant>,
     pause: Option<Duration>,
     /// Warm spares not opened because they would idle out before use, since the last one
