@@ -74,7 +74,8 @@ pub(crate) struct SpareOutlook {
 
 /// After this many withheld spares, one is opened anyway: the caller's pace or the device may
 /// have changed. The interval doubles while re-checked spares die too, up to
-/// [`SPARE_RECHECK_MAX`].
+/// [`SPARE_RECHECK_MAX`]. (A host thought to close after every response has a spare due twice
+/// a command, so its re-checks come every 8, 16, … commands.)
 pub(crate) const SPARE_RECHECK_EVERY: u32 = 16;
 pub(crate) const SPARE_RECHECK_MAX: u32 = 1024;
 

@@ -156,9 +156,11 @@ pub struct Stats {
     pub warm_spares_opened: u64,
     /// Requests that found a warm spare ready (or connecting) instead of opening a connection.
     pub warm_spares_used: u64,
-    /// Warm spares not opened because, at the caller's pace, they would idle out before use
-    /// (an earlier spare was closed by the device unused at a younger age than the caller's
-    /// last pause).
+    /// Times a warm spare was due and not opened because, at the caller's pace, it would idle
+    /// out before use (spares kept being closed by the device unused, at a younger age than
+    /// the caller's last pause). A device thought to close after every response has a spare
+    /// due twice per command: after the request is written, and when the connection it used
+    /// is retired.
     pub warm_spares_withheld: u64,
     /// Waits for a response that ended within the spin's limit (the adaptive spin's, or
     /// busy-poll's budget): no thread wake-up between the response's arrival and its processing.
