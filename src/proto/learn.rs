@@ -43,16 +43,19 @@ pub(crate) struct Behaviour {
     spare_deaths_in_a_row: u8,
 }
 
-/// Whether a warm spare is worth opening, given what became of the last ones and how long the
-/// caller paused last between a response and its next request to the device.
+/// Whether a warm spare is worth opening, given what became of the last ones and how long one
+/// opened now would wait for its request: `idle`, the caller's last pause between a response
+/// and its next request to the device, counted from the end of the exchange in flight if there
+/// is one, else from the last one's end (a spare opened between commands, at a retirement,
+/// has part of the pause behind it).
 ///
-/// | spares died unused, youngest at age `a` | in a row (since one was used alive) | the caller's last pause `g` | open one? |
+/// | spares died unused, youngest at age `a` | in a row (since one was used alive) | its wait `i` | open one? |
 /// |---|---|---|---|
 /// | never | – | any | yes |
 /// | `a` | 1 | any | yes: one death may be a pause unlike the others |
 /// | `a` | 2 or more | unknown (no second request yet) | yes |
-/// | `a` | 2 or more | `g < a - a/8` | yes: it is used before it dies |
-/// | `a` | 2 or more | `g ≥ a - a/8` | no: it would idle out before use |
+/// | `a` | 2 or more | `i < a - a/8` | yes: it is used before it dies |
+/// | `a` | 2 or more | `i ≥ a - a/8` | no: it would idle out before use |
 ///
 /// A spare that lives saves the next command a handshake; one that dies costs it a FIN check
 /// and a close on top of the connect it was to save, several times less. So spares are
@@ -69,7 +72,7 @@ pub(crate) struct Behaviour {
 pub(crate) struct SpareOutlook {
     pub dies_after: Option<Duration>,
     pub deaths_in_a_row: u8,
-    pub pause: Option<Duration>,
+    pub idle: Option<Duration>,
 }
 
 /// After this many withheld spares, one is opened anyway: the caller's pace or the device may
@@ -79,9 +82,25 @@ pub(crate) struct SpareOutlook {
 pub(crate) const SPARE_RECHECK_EVERY: u32 = 16;
 pub(crate) const SPARE_RECHECK_MAX: u32 = 1024;
 
+/// How long a warm spare opened at `now` would wait for its request, if the caller pauses as
+/// it last did (`pause`, from a response to its next request): the whole pause after the
+/// exchange in flight (a spare opened as a request goes out), or what is left of it since the
+/// last exchange ended at `last_done` (one opened between commands, at a retirement).
+pub(crate) fn spare_wait(
+    pause: Option<Duration>,
+    last_done: Option<Instant>,
+    in_flight: bool,
+    now: Instant,
+) -> Option<Duration> {
+    pause.map(|pause| match last_done {
+        Some(done) if !in_flight => time::after(done, pause).saturating_duration_since(now),
+        _ => pause,
+    })
+}
+
 impl SpareOutlook {
     pub(crate) fn worth_opening(self) -> bool {
-        match (self.dies_after, self.pause) {
+        match (self.dies_after, self.idle) {
             (Some(a), Some(g)) if self.deaths_in_a_row >= 2 => g < a - a / 8,
             _ => true,
         }
@@ -132,9 +151,10 @@ impl Behaviour {
         }
     }
 
-    /// What became of the spares so far, for [`SpareOutlook`] (with the caller's pause).
-    pub(crate) fn spare_outlook(&self, pause: Option<Duration>) -> SpareOutlook {
-        SpareOutlook { dies_after: self.spare_dies_after, deaths_in_a_row: self.spare_deaths_in_a_row, pause }
+    /// What became of the spares so far, for [`SpareOutlook`] (with how long a spare opened
+    /// now would wait).
+    pub(crate) fn spare_outlook(&self, idle: Option<Duration>) -> SpareOutlook {
+        SpareOutlook { dies_after: self.spare_dies_after, deaths_in_a_row: self.spare_deaths_in_a_row, idle }
     }
 
     /// A TCP handshake took `handshake` (from `connect` to the socket reported connected): the
@@ -245,9 +265,9 @@ mod tests {
 
     #[test]
     fn spares_that_would_idle_out_before_use_are_not_worth_opening() {
-        let at = |dies_after: Option<u64>, deaths_in_a_row: u8, pause: Option<u64>| {
+        let at = |dies_after: Option<u64>, deaths_in_a_row: u8, idle: Option<u64>| {
             let us = Duration::from_micros;
-            SpareOutlook { dies_after: dies_after.map(us), deaths_in_a_row, pause: pause.map(us) }
+            SpareOutlook { dies_after: dies_after.map(us), deaths_in_a_row, idle: idle.map(us) }
                 .worth_opening()
         };
         // The table's rows, in order (µs).
@@ -258,6 +278,21 @@ mod tests {
         assert!(at(Some(2_000), 2, Some(1_749)));
         assert!(!at(Some(2_000), 2, Some(1_750)));
         assert!(!at(Some(2_000), 9, Some(2_500)));
+    }
+
+    #[test]
+    fn a_spare_opened_between_commands_waits_what_is_left_of_the_pause() {
+        let done = Instant::now();
+        let pause = Some(2_500 * Duration::from_micros(1));
+        // As a request goes out: the whole pause, after that exchange.
+        assert_eq!(spare_wait(pause, Some(done), true, done + 3 * MS), pause);
+        // Between commands, 1.5 ms after the last response (a retirement ahead of an idle
+        // close): 1 ms left.
+        assert_eq!(spare_wait(pause, Some(done), false, done + 1_500 * MS / 1000), Some(MS));
+        // Past the usual pause: due at once.
+        assert_eq!(spare_wait(pause, Some(done), false, done + 4 * MS), Some(Duration::ZERO));
+        assert_eq!(spare_wait(None, Some(done), false, done), None);
+        assert_eq!(spare_wait(pause, None, false, done), pause);
     }
 
     #[test]

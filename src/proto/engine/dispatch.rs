@@ -156,7 +156,8 @@ impl Engine {
         if ready || host.conns.len() >= self.cfg.max_connections_per_host {
             return;
         }
-        let outlook = host.behaviour.spare_outlook(host.pause);
+        let idle = spare_wait(host.pause, host.last_done, host.in_flight > 0, now);
+        let outlook = host.behaviour.spare_outlook(idle);
         if !outlook.worth_opening() {
             host.spares_withheld += 1;
             if host.spares_withheld < host.spare_recheck_every {

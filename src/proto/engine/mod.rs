@@ -32,7 +32,7 @@ use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
 use crate::proto::digest::{self, Challenge, Credentials};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
 use crate::proto::hash::{FastBuild, HostKey};
-use crate::proto::learn::{Behaviour, SPARE_RECHECK_EVERY, SPARE_RECHECK_MAX};
+use crate::proto::learn::{Behaviour, SPARE_RECHECK_EVERY, SPARE_RECHECK_MAX, spare_wait};
 use crate::proto::lifecycle::{
     AfterConnectFailure, AfterResponse, AtRetireTime, ConnFate, ConnectFailure, EndedBy, Ending, IdleRetire,
     Loss, LossFate, PROBATION_EVERY, RECHECK_LEARNED_EVERY, RECHECK_LEARNED_MAX, Was,
