@@ -687,6 +687,7 @@ impl PyClient {
             ("warm_spares_opened", stats.warm_spares_opened),
             ("warm_spares_used", stats.warm_spares_used),
             ("warm_spares_withheld", stats.warm_spares_withheld),
+            ("warm_spares_timed", stats.warm_spares_timed),
             ("spins_caught", stats.spins_caught),
             ("spins_missed", stats.spins_missed),
         ] {

@@ -6,6 +6,9 @@ use crate::os::OpenOpts;
 
 impl<K: Kernel> Driver<K> {
     /// `label`: the host's key (`host:port`), which names it in errors and in the resolver.
+    /// `at`: the kernel starts the connect then ([`Kernel::open_at`]; a timed warm spare). A
+    /// name that must be looked up first connects when its lookup answers.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn connect(
         &mut self,
         engine: &mut Engine,
@@ -13,10 +16,11 @@ impl<K: Kernel> Driver<K> {
         host: &str,
         port: u16,
         label: Arc<str>,
+        at: Option<Instant>,
         now: Instant,
     ) {
         match ip_literal(host, port) {
-            Some(Ok(addr)) => return self.connect_to(engine, key, addr, label, None, now),
+            Some(Ok(addr)) => return self.connect_to(engine, key, addr, label, None, at, now),
             Some(Err(source)) => {
                 return engine.on_connect_failed(
                     key,
@@ -29,7 +33,9 @@ impl<K: Kernel> Driver<K> {
         // A lookup off the loop wakes it through the client's waker; without one, it runs here.
         let wake = self.waker().map_err(|e| log::warn!("no waker for background name lookups: {e}")).ok();
         match self.resolver.resolve(wake, &label, host, port, key, now) {
-            Answer::Addr(addr) => self.connect_to(engine, key, addr, label, Some(Attempt { tried: 1 }), now),
+            Answer::Addr(addr) => {
+                self.connect_to(engine, key, addr, label, Some(Attempt { tried: 1 }), at, now)
+            }
             // Parked until the lookup answers (under the engine's connect timeout); a lookup
             // that could not go to the background has answered already.
             Answer::Pending => {
@@ -41,8 +47,9 @@ impl<K: Kernel> Driver<K> {
         }
     }
 
-    /// Starts the connect of `key` to `addr`: an IP literal (`attempt` `None`), or the first
-    /// address tried for a host name.
+    /// Starts the connect of `key` to `addr` (now, or by the kernel `at`): an IP literal
+    /// (`attempt` `None`), or the first address tried for a host name.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn connect_to(
         &mut self,
         engine: &mut Engine,
@@ -50,10 +57,24 @@ impl<K: Kernel> Driver<K> {
         addr: SocketAddr,
         label: Arc<str>,
         attempt: Option<Attempt>,
+        at: Option<Instant>,
         now: Instant,
     ) {
-        if let Err((source, attempt)) = self.open(engine, key, addr, Arc::clone(&label), attempt) {
+        if let Err((source, attempt)) = self.open(engine, key, addr, Arc::clone(&label), attempt, at) {
             self.connect_failed(engine, key, label, source, attempt, now);
+        }
+    }
+
+    /// A request waits for `key`, a connect set for later: the kernel starts it now if it has
+    /// not yet; a start that failed in the kernel is the connect's failure.
+    pub(super) fn connect_now(&mut self, engine: &mut Engine, key: Key, now: Instant) {
+        let Some(s) = self.socks.get_mut(key.index()).and_then(|s| s.as_mut()).filter(|s| s.key == key)
+        else {
+            return;
+        };
+        if let Err(e) = self.k.start_now(&mut s.stream) {
+            let (label, attempt) = (Arc::clone(&s.host), s.attempt.take());
+            self.connect_failed(engine, key, label, e, attempt, now);
         }
     }
 
@@ -69,7 +90,7 @@ impl<K: Kernel> Driver<K> {
                 match &done.result {
                     Ok(addr) => {
                         let attempt = Some(Attempt { tried: 1 });
-                        self.connect_to(engine, key, *addr, Arc::clone(&done.label), attempt, now)
+                        self.connect_to(engine, key, *addr, Arc::clone(&done.label), attempt, None, now)
                     }
                     Err(e) => {
                         let source = io::Error::new(e.kind(), e.to_string());
@@ -84,8 +105,8 @@ impl<K: Kernel> Driver<K> {
         }
     }
 
-    /// Opens a socket to `addr` under `key` and starts its connect. On failure the attempt is
-    /// handed back with the error.
+    /// Opens a socket to `addr` under `key` and starts its connect (or has the kernel start it
+    /// `at`). On failure the attempt is handed back with the error.
     pub(super) fn open(
         &mut self,
         engine: &Engine,
@@ -93,6 +114,7 @@ impl<K: Kernel> Driver<K> {
         addr: SocketAddr,
         host: Arc<str>,
         attempt: Option<Attempt>,
+        at: Option<Instant>,
     ) -> Result<(), (io::Error, Option<Attempt>)> {
         let cfg = engine.config();
         if let Some(local) = cfg.local_address
@@ -113,7 +135,11 @@ impl<K: Kernel> Driver<K> {
         }
         let opts =
             OpenOpts { nodelay: cfg.nodelay, local: cfg.local_address, device: cfg.bind_device.as_deref() };
-        let stream = match self.k.open(addr, &opts, key.index()) {
+        let opened = match at {
+            Some(at) => self.k.open_at(addr, &opts, key.index(), at),
+            None => self.k.open(addr, &opts, key.index()),
+        };
+        let stream = match opened {
             Ok(s) => s,
             Err(e) => return Err((e, attempt)),
         };
@@ -150,7 +176,7 @@ impl<K: Kernel> Driver<K> {
             let Some(addr) = self.resolver.failed(&label, a.tried) else { break };
             a.tried += 1;
             log::debug!("conn={} {label}: {source}; trying {addr}", engine.conn_id(key));
-            match self.open(engine, key, addr, Arc::clone(&label), Some(a)) {
+            match self.open(engine, key, addr, Arc::clone(&label), Some(a), None) {
                 Ok(()) => return,
                 Err((e, back)) => (source, attempt) = (e, back),
             }

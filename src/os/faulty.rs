@@ -162,6 +162,27 @@ impl<K: Kernel + Observe> Kernel for Faulty<K> {
         Ok(FaultyStream { inner, token })
     }
 
+    fn open_at(
+        &mut self,
+        addr: SocketAddr,
+        opts: &OpenOpts<'_>,
+        token: usize,
+        at: Instant,
+    ) -> io::Result<Self::Stream> {
+        if self.maybe(self.rates.emfile) {
+            self.counts.emfile += 1;
+            log::trace!("faulty: open {addr} (timed): EMFILE");
+            return Err(io::Error::from_raw_os_error(24));
+        }
+        let inner = self.inner.open_at(addr, opts, token, at)?;
+        self.live.push(Live { token, connected: false });
+        Ok(FaultyStream { inner, token })
+    }
+
+    fn start_now(&mut self, s: &mut Self::Stream) -> io::Result<()> {
+        self.inner.start_now(&mut s.inner)
+    }
+
     fn connect_result(&mut self, s: &mut Self::Stream) -> io::Result<bool> {
         let r = self.inner.connect_result(&mut s.inner);
         if matches!(r, Ok(true))

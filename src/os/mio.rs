@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 #[cfg(target_os = "linux")]
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -32,16 +33,32 @@ const MSG_NOSIGNAL: i32 = 0x4000;
 /// is `usize::MAX` on 32-bit targets: `slab::MAX_SLOTS`).
 const WAKE: Token = Token(usize::MAX);
 
-/// mio's `Poll` and its event buffer.
+/// mio's `Poll` and its event buffer, and the thread that starts timed connects.
 pub(crate) struct MioKernel {
     poll: Poll,
     events: Events,
+    /// Started by the first [`Kernel::open_at`].
+    timed: Option<Timed>,
 }
 
 impl MioKernel {
     /// A poller whose event buffer holds `events` events per wait.
     pub(crate) fn new(events: usize) -> io::Result<MioKernel> {
-        Ok(MioKernel { poll: Poll::new()?, events: Events::with_capacity(events) })
+        Ok(MioKernel { poll: Poll::new()?, events: Events::with_capacity(events), timed: None })
+    }
+
+    /// The timed connects' thread, started if need be (`None`: it could not be).
+    fn timed(&mut self) -> Option<&Timed> {
+        if self.timed.is_none() {
+            match Timed::start() {
+                Ok(t) => self.timed = Some(t),
+                Err(e) => {
+                    log::warn!("no thread for timed connects ({e}): warm spares connect at once");
+                    return None;
+                }
+            }
+        }
+        self.timed.as_ref()
     }
 
     /// The poller's file descriptor, for embedding in another event loop.
@@ -68,6 +85,8 @@ impl Notify for mio::Waker {
 /// [`Kernel::read_wait`] may clear the socket's `O_NONBLOCK` and block in its `recv`.
 pub(crate) struct MioStream {
     io: mio::net::TcpStream,
+    /// Its connect, set for later ([`Kernel::open_at`]), until it is known to have started.
+    timed: Option<Arc<Job>>,
     /// `O_NONBLOCK` was cleared (by the first `read_wait`).
     #[cfg(target_os = "linux")]
     blocking: bool,
@@ -80,6 +99,7 @@ impl MioStream {
     fn new(io: mio::net::TcpStream) -> MioStream {
         MioStream {
             io,
+            timed: None,
             #[cfg(target_os = "linux")]
             blocking: false,
             #[cfg(target_os = "linux")]
@@ -116,12 +136,76 @@ impl Kernel for MioKernel {
     }
 
     fn open(&mut self, addr: SocketAddr, opts: &OpenOpts<'_>, token: usize) -> io::Result<Self::Stream> {
-        let mut stream = open_socket(addr, opts)?;
-        self.poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)?;
-        Ok(MioStream::new(stream))
+        let socket = new_socket(addr, opts)?;
+        start_connect(&socket, addr)?;
+        self.register(socket, token)
+    }
+
+    /// The socket is opened (options, binds) and registered now, and a duplicate of its
+    /// descriptor goes to the timed connects' thread, which connects it at `at` unless the
+    /// driver did first ([`Kernel::start_now`]) or closed it. Until then a `wait` may report it
+    /// (an unconnected socket is writable and hung up, to epoll), and `connect_result` says not
+    /// yet; once connected, epoll reports it writable as any other.
+    fn open_at(
+        &mut self,
+        addr: SocketAddr,
+        opts: &OpenOpts<'_>,
+        token: usize,
+        at: Instant,
+    ) -> io::Result<Self::Stream> {
+        if at <= Instant::now() {
+            return self.open(addr, opts, token);
+        }
+        let socket = new_socket(addr, opts)?;
+        let job = match (socket.try_clone(), self.timed()) {
+            (Ok(dup), Some(_)) => {
+                Arc::new(Job { at, state: Mutex::new(JobState::Pending { sock: dup, addr: addr.into() }) })
+            }
+            (Err(e), _) => {
+                log::debug!("timed connect to {addr}: no duplicate descriptor ({e}): connecting now");
+                start_connect(&socket, addr)?;
+                return self.register(socket, token);
+            }
+            (_, None) => {
+                start_connect(&socket, addr)?;
+                return self.register(socket, token);
+            }
+        };
+        let mut stream = self.register(socket, token)?;
+        if let Some(t) = &self.timed {
+            t.push(Arc::clone(&job));
+        }
+        stream.timed = Some(job);
+        Ok(stream)
+    }
+
+    fn start_now(&mut self, s: &mut Self::Stream) -> io::Result<()> {
+        match s.timed.take() {
+            Some(job) => job.start(),
+            None => Ok(()),
+        }
     }
 
     fn connect_result(&mut self, s: &mut Self::Stream) -> io::Result<bool> {
+        if let Some(job) = s.timed.take() {
+            // Not started: not yet. Failed when the thread started it: that error. Started:
+            // the socket says (and the job is no longer needed).
+            let failed = match &mut *job.lock() {
+                JobState::Pending { .. } => None,
+                JobState::Failed(e) => {
+                    Some(Err(e.take().unwrap_or_else(|| io::ErrorKind::NotConnected.into())))
+                }
+                JobState::Started | JobState::Cancelled => Some(Ok(())),
+            };
+            match failed {
+                None => {
+                    s.timed = Some(job);
+                    return Ok(false);
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok(())) => {}
+            }
+        }
         match s.io.take_error() {
             Ok(Some(e)) | Err(e) => Err(e),
             Ok(None) => match s.io.peer_addr() {
@@ -192,11 +276,14 @@ impl Kernel for MioKernel {
         let _ = s;
     }
 
-    fn close(&mut self, s: Self::Stream) {
+    fn close(&mut self, mut s: Self::Stream) {
+        // A connect still set for later is called off first (the thread's duplicate of the
+        // descriptor is closed with it), so that this close is the socket's last.
+        if let Some(job) = s.timed.take() {
+            job.cancel();
+        }
         // Dropping the stream closes the socket; on Linux closing the last descriptor also
         // removes it from the epoll set, so no EPOLL_CTL_DEL (a syscall per connection).
-        #[cfg(not(target_os = "linux"))]
-        let mut s = s;
         #[cfg(not(target_os = "linux"))]
         let _ = self.poll.registry().deregister(&mut s.io);
         drop(s);
@@ -230,8 +317,179 @@ impl Kernel for MioKernel {
     }
 }
 
-/// A non-blocking TCP socket with its connect started (bound first, if `opts` says so).
-fn open_socket(addr: SocketAddr, opts: &OpenOpts<'_>) -> io::Result<mio::net::TcpStream> {
+impl MioKernel {
+    /// Registers `socket` under `token` for readable and writable events.
+    fn register(&mut self, socket: Socket, token: usize) -> io::Result<MioStream> {
+        let mut stream = mio::net::TcpStream::from_std(socket.into());
+        self.poll.registry().register(&mut stream, Token(token), Interest::READABLE | Interest::WRITABLE)?;
+        Ok(MioStream::new(stream))
+    }
+}
+
+impl Drop for MioKernel {
+    fn drop(&mut self) {
+        if let Some(t) = self.timed.take() {
+            t.stop();
+        }
+    }
+}
+
+/// The thread that starts timed connects ([`Kernel::open_at`]): it sleeps until the earliest
+/// is due and starts it, unless the driver has started or closed it meanwhile. One per client
+/// that needs it (started by its first timed connect), stopped with the client.
+struct Timed {
+    shared: Arc<TimedShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct TimedShared {
+    jobs: Mutex<TimedJobs>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct TimedJobs {
+    due: Vec<Arc<Job>>,
+    quit: bool,
+}
+
+/// One timed connect. Its state's lock is held across the `connect` that starts it, by
+/// whichever side starts it, and by a close that calls it off: the duplicate descriptor is
+/// used or closed under it, never after.
+pub(crate) struct Job {
+    at: Instant,
+    state: Mutex<JobState>,
+}
+
+enum JobState {
+    /// Not started: a duplicate of the socket's descriptor and where to connect it.
+    Pending { sock: Socket, addr: socket2::SockAddr },
+    /// `connect` was called (in progress, or done).
+    Started,
+    /// `connect` failed at once, when the thread called it: the error, until reported.
+    Failed(Option<io::Error>),
+    /// The driver closed the socket first.
+    Cancelled,
+}
+
+/// A poisoned lock (a panic while holding it, which nothing here can cause) is still usable:
+/// the states are plain values.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Job {
+    fn lock(&self) -> MutexGuard<'_, JobState> {
+        locked(&self.state)
+    }
+
+    /// Starts the connect now if it has not started: `Err` if this start failed, or the
+    /// thread's did (reported once).
+    fn start(&self) -> io::Result<()> {
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, JobState::Started) {
+            JobState::Pending { sock, addr } => match connect_started(sock.connect(&addr)) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    *state = JobState::Failed(None);
+                    Err(e)
+                }
+            },
+            JobState::Failed(e) => {
+                *state = JobState::Failed(None);
+                Err(e.unwrap_or_else(|| io::ErrorKind::NotConnected.into()))
+            }
+            JobState::Started => Ok(()),
+            JobState::Cancelled => {
+                *state = JobState::Cancelled;
+                Ok(())
+            }
+        }
+    }
+
+    /// The thread's start, when the job is due: an error waits for the driver.
+    fn start_due(&self) {
+        let mut state = self.lock();
+        if let JobState::Pending { sock, addr } = std::mem::replace(&mut *state, JobState::Started)
+            && let Err(e) = connect_started(sock.connect(&addr))
+        {
+            log::debug!("timed connect failed at once: {e}");
+            *state = JobState::Failed(Some(e));
+        }
+    }
+
+    fn cancel(&self) {
+        *self.lock() = JobState::Cancelled;
+    }
+}
+
+impl Timed {
+    fn start() -> io::Result<Timed> {
+        let shared = Arc::new(TimedShared::default());
+        let theirs = Arc::clone(&shared);
+        let thread =
+            std::thread::Builder::new().name("finwatch-connect".into()).spawn(move || Timed::run(&theirs))?;
+        Ok(Timed { shared, thread: Some(thread) })
+    }
+
+    fn push(&self, job: Arc<Job>) {
+        let mut jobs = locked(&self.shared.jobs);
+        // Jobs the driver started or closed meanwhile go, so the list stays as long as the
+        // connects set for later.
+        jobs.due.retain(|j| matches!(*j.lock(), JobState::Pending { .. }));
+        jobs.due.push(job);
+        drop(jobs);
+        self.shared.wake.notify_one();
+    }
+
+    fn run(shared: &TimedShared) {
+        let mut jobs = locked(&shared.jobs);
+        loop {
+            if jobs.quit {
+                return;
+            }
+            let now = Instant::now();
+            let next = jobs.due.iter().enumerate().min_by_key(|(_, j)| j.at).map(|(i, j)| (i, j.at));
+            jobs = match next {
+                Some((i, at)) if at <= now => {
+                    let job = jobs.due.swap_remove(i);
+                    drop(jobs);
+                    job.start_due();
+                    locked(&shared.jobs)
+                }
+                Some((_, at)) => {
+                    shared.wake.wait_timeout(jobs, at - now).map_or_else(|e| e.into_inner().0, |(g, _)| g)
+                }
+                None => shared.wake.wait(jobs).unwrap_or_else(std::sync::PoisonError::into_inner),
+            };
+        }
+    }
+
+    fn stop(mut self) {
+        locked(&self.shared.jobs).quit = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A non-blocking connect's result: in progress is started.
+fn connect_started(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        r => r,
+    }
+}
+
+/// Starts the non-blocking connect of `socket` to `addr`.
+fn start_connect(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    connect_started(socket.connect(&addr.into()))
+}
+
+/// A non-blocking TCP socket, bound if `opts` says so; not connected.
+fn new_socket(addr: SocketAddr, opts: &OpenOpts<'_>) -> io::Result<Socket> {
     #[cfg(target_os = "linux")]
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), Some(Protocol::TCP))?;
     #[cfg(not(target_os = "linux"))]
@@ -259,12 +517,7 @@ fn open_socket(addr: SocketAddr, opts: &OpenOpts<'_>) -> io::Result<mio::net::Tc
         // controller.
         socket.bind(&SocketAddr::new(local, 0).into())?;
     }
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    Ok(mio::net::TcpStream::from_std(socket.into()))
+    Ok(socket)
 }
 
 /// The seam over real sockets on loopback, where a socket that [`Kernel::read_wait`] made
@@ -330,6 +583,90 @@ mod tests {
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         assert_eq!(k.read_wait(&mut s, &mut buf, Duration::from_secs(3)).unwrap(), 0);
         assert_eq!(at_once("peek", || k.peek(&mut s)).unwrap(), 0);
+    }
+
+    /// Waits (bounded) until `s`'s connect is reported complete: `Ok(true)`, or its error.
+    fn connected(k: &mut MioKernel, s: &mut MioStream, within: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + within;
+        let mut ready = Vec::new();
+        while Instant::now() < deadline {
+            k.wait(&mut ready, Some(Duration::from_millis(5)))?;
+            if !ready.is_empty() && k.connect_result(s)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A connect set for later starts then, on the kernel's thread, with nobody driving the
+    /// poller; before that the socket is not connecting (nothing reaches the listener), and what
+    /// a wait reports of it (an unconnected socket is hung up to epoll) is not taken for a
+    /// connect.
+    #[test]
+    fn a_timed_connect_starts_at_its_time() {
+        let mut k = MioKernel::new(16).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let at = Instant::now() + Duration::from_millis(100);
+        let mut s = k.open_at(l.local_addr().unwrap(), &OpenOpts::default(), 0, at).unwrap();
+        let mut ready = Vec::new();
+        k.wait(&mut ready, Some(Duration::ZERO)).unwrap();
+        assert!(ready.iter().all(|r| r.closing), "an unconnected socket reads as hung up: {ready:?}");
+        assert!(!k.connect_result(&mut s).unwrap(), "not connecting yet");
+        assert_eq!(l.accept().map(|_| ()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        // Nobody drives the poller until well after its time: the thread started it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let peer = loop {
+            match l.accept() {
+                Ok((peer, _)) => break peer,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "the timed connect never started");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(Instant::now() >= at, "started before its time");
+        assert!(connected(&mut k, &mut s, Duration::from_secs(5)).unwrap());
+        k.write(&mut s, b"ping").unwrap();
+        let mut got = [0u8; 4];
+        peer.set_nonblocking(false).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (&peer).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        k.close(s);
+    }
+
+    /// The driver starts a timed connect itself when a request waits for it; a close before its
+    /// time calls it off (nothing reaches the listener, ever); a start that fails is reported.
+    #[test]
+    fn a_timed_connect_started_early_called_off_or_failing() {
+        let mut k = MioKernel::new(16).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut s = k.open_at(l.local_addr().unwrap(), &OpenOpts::default(), 0, later).unwrap();
+        k.start_now(&mut s).unwrap();
+        assert!(connected(&mut k, &mut s, Duration::from_secs(5)).unwrap());
+        assert!(l.accept().is_ok());
+        k.close(s);
+
+        let soon = Instant::now() + Duration::from_millis(30);
+        let s = k.open_at(l.local_addr().unwrap(), &OpenOpts::default(), 1, soon).unwrap();
+        k.close(s);
+        // Past its time, and then some: the thread found it called off.
+        let quiet_until = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < quiet_until {
+            assert_eq!(l.accept().map(|_| ()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        // Nothing listens: refused, whether the start fails at once or by the SYN's RST.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut s = k.open_at(closed, &OpenOpts::default(), 2, later).unwrap();
+        let outcome = k.start_now(&mut s).and_then(|()| connected(&mut k, &mut s, Duration::from_secs(5)));
+        assert_eq!(outcome.map_err(|e| e.kind()), Err(io::ErrorKind::ConnectionRefused));
+        k.close(s);
     }
 
     /// A RST with unread bytes behind it: the bytes are read first (Linux), then the reset, by

@@ -99,6 +99,29 @@ pub(crate) trait Kernel {
     /// failed): the driver handles it exactly like one that fails later.
     fn open(&mut self, addr: SocketAddr, opts: &OpenOpts<'_>, token: usize) -> io::Result<Self::Stream>;
 
+    /// [`Kernel::open`], but the connect starts at `at`, while the driver may not run (the
+    /// caller is away): the socket is opened and registered now. Until the connect starts,
+    /// [`Kernel::connect_result`] says `Ok(false)` whatever a `wait` reports of the socket.
+    /// A kernel that cannot start it later starts it now.
+    fn open_at(
+        &mut self,
+        addr: SocketAddr,
+        opts: &OpenOpts<'_>,
+        token: usize,
+        at: Instant,
+    ) -> io::Result<Self::Stream> {
+        let _ = at;
+        self.open(addr, opts, token)
+    }
+
+    /// Starts the connect of a socket opened by [`Kernel::open_at`] now, if it has not started
+    /// yet (for any other socket, nothing). `Err`: the start failed (now or when the kernel
+    /// made it): the connect's error.
+    fn start_now(&mut self, s: &mut Self::Stream) -> io::Result<()> {
+        let _ = s;
+        Ok(())
+    }
+
     /// After a writable or error event of a connecting socket: `Ok(true)` connected,
     /// `Ok(false)` not yet (a spurious wake-up), `Err` the connect's error.
     fn connect_result(&mut self, s: &mut Self::Stream) -> io::Result<bool>;

@@ -7,7 +7,7 @@
 //! [`Conn::may_carry_request`] is the rule the crate exists for: only `Open(Idle)` may.
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::Stage;
 use crate::proto::framing::ResponseReader;
@@ -127,6 +127,11 @@ pub(crate) struct Exchange {
     /// The connection is known to end with this exchange (decided when the request was put
     /// on it): its successor connects as soon as the request is written.
     pub(crate) ends: bool,
+    /// The connection will not carry the caller's next request (it is retired first) and a
+    /// warm spare should connect this long after the request is written, to wait the second
+    /// duration for it ([`crate::proto::learn::TimedSpare`]; decided when the request was put
+    /// on the connection).
+    pub(crate) timed_spare: Option<(Duration, Duration)>,
     /// The length of the request's head on the wire: once that much is written, the device may
     /// act on the request, whatever becomes of its body.
     pub(crate) head_len: usize,
@@ -227,6 +232,15 @@ pub(crate) struct Conn {
     pub(crate) last_response: Option<Instant>,
     /// Opened ahead of need (a warm spare), not for a waiting request.
     pub(crate) spare: bool,
+    /// A warm spare whose connect the kernel starts at this time, while the caller is away
+    /// ([`crate::proto::learn::TimedSpare`]); cleared once a request waits for it and the
+    /// driver was told to connect it at once if it has not yet ([`Action::ConnectNow`]).
+    ///
+    /// [`Action::ConnectNow`]: crate::proto::engine::Action::ConnectNow
+    pub(crate) connect_at: Option<Instant>,
+    /// Connected at a set time by the kernel, while the loop did not run: when it is reported
+    /// connected says nothing of the handshake's length.
+    pub(crate) timed: bool,
     /// Kept after a response although the device was thought to close after every response,
     /// to find out whether it still does: usable only once it has survived
     /// [`crate::proto::learn::CLOSES_AFTER_RESPONSE`] idle (a device that closes sends its FIN
@@ -253,6 +267,8 @@ impl Conn {
             created: now,
             last_response: None,
             spare: false,
+            connect_at: None,
+            timed: false,
             probation: false,
             resolving: false,
             tls_handshaking: false,

@@ -307,6 +307,10 @@ impl Harness {
                 Action::Close { conn } => {
                     self.dead.insert(conn);
                 }
+                Action::ConnectNow { conn } => {
+                    assert!(self.conns.contains(&conn), "connect now of a connection never opened");
+                    assert!(!self.dead.contains(&conn), "connect now of a closed connection");
+                }
                 Action::Probe { .. } => {}
             }
         }

@@ -98,6 +98,63 @@ pub(crate) fn spare_wait(
     })
 }
 
+/// What a warm spare connected at a set time needs beyond the round trip before the caller's
+/// request comes: the wake-up of the thread that connects it (tens of microseconds on a host
+/// whose idle vCPUs halt) and the device's `accept`.
+pub(crate) const TIMED_SPARE_LEAD: Duration = Duration::from_micros(250);
+
+/// A warm spare for a caller who pauses longer than the device keeps a connection: the one
+/// that carries a request now will be closed (by the device, or retired by us ahead of that)
+/// before the caller's next request, which would pay a handshake; a spare opened now would
+/// idle out too. So the spare connects later, at a set time, while the caller is away, on the
+/// kernel's side of the seam (`Kernel::open_at`): late enough to be alive when the request
+/// comes, early enough to be connected. Decided as a request goes out on a kept connection
+/// (`g`: the caller's last pause, `r`: when that connection will be retired after its
+/// response), and when a spare is due between commands (`g`: what is left of the pause,
+/// [`spare_wait`]; `r` = 0: no connection would carry the request); how long from now the
+/// spare should connect, if at all:
+///
+/// | the caller's next request in `g` | a kept connection retired in `r` | an unused connection lives `l` | round trip `t` | connect the spare |
+/// |---|---|---|---|---|
+/// | unknown | – | – | – | not by this rule |
+/// | `g` | `g < r` | – | – | no: the kept connection carries it |
+/// | `g` | `r ≤ g` | unknown | – | not by this rule: nothing says how long a spare would live |
+/// | `g` | `r ≤ g` | `l` | `t + lead ≥ l - l/8` | not by this rule: it could not connect and still be alive |
+/// | `g` | `r ≤ g` | `l` | `t + lead < l - l/8` | in `g - w`, `w` the middle of `t + lead` and `l - l/8` (at once if `g ≤ w`) |
+///
+/// "Not by this rule": a spare due between commands is then opened at once, as before there
+/// was this rule (and [`SpareOutlook`] may withhold it); one due as a request goes out is not.
+///
+/// `l` is the youngest age at which a spare was found closed unused, else the learned idle
+/// close (both upper bounds: a spare that dies teaches a shorter one, and the next connects
+/// later); `lead` is [`TIMED_SPARE_LEAD`]. The spare then waits `w` for its request, which the
+/// spare rule ([`SpareOutlook`]) weighs like any other spare's wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimedSpare {
+    pub next_in: Option<Duration>,
+    pub kept_for: Duration,
+    pub lives: Option<Duration>,
+    pub rtt: Duration,
+}
+
+impl TimedSpare {
+    /// `Some((connect_after, wait))`: connect this long from now, and the spare then waits
+    /// `wait` for its request.
+    pub(crate) fn decide(self) -> Option<(Duration, Duration)> {
+        let g = self.next_in?;
+        if g < self.kept_for {
+            return None;
+        }
+        let l = self.lives?;
+        let (low, high) = (self.rtt + TIMED_SPARE_LEAD, l - l / 8);
+        if low >= high {
+            return None;
+        }
+        let wait = low + (high - low) / 2;
+        Some((g.saturating_sub(wait), wait.min(g)))
+    }
+}
+
 impl SpareOutlook {
     pub(crate) fn worth_opening(self) -> bool {
         match (self.dies_after, self.idle) {
@@ -155,6 +212,17 @@ impl Behaviour {
     /// now would wait).
     pub(crate) fn spare_outlook(&self, idle: Option<Duration>) -> SpareOutlook {
         SpareOutlook { dies_after: self.spare_dies_after, deaths_in_a_row: self.spare_deaths_in_a_row, idle }
+    }
+
+    /// How long a connection that nobody uses lives, as far as is known: the youngest age at
+    /// which a warm spare was found closed unused, else the learned idle close.
+    pub(crate) fn unused_lives(&self) -> Option<Duration> {
+        self.spare_dies_after.or(self.idle_close)
+    }
+
+    /// The fastest TCP handshake seen (zero if none yet).
+    pub(crate) fn rtt(&self) -> Duration {
+        self.rtt.unwrap_or_default()
     }
 
     /// A TCP handshake took `handshake` (from `connect` to the socket reported connected): the
@@ -278,6 +346,35 @@ mod tests {
         assert!(at(Some(2_000), 2, Some(1_749)));
         assert!(!at(Some(2_000), 2, Some(1_750)));
         assert!(!at(Some(2_000), 9, Some(2_500)));
+    }
+
+    #[test]
+    fn a_timed_spare_connects_to_be_alive_and_connected_when_the_request_comes() {
+        let us = Duration::from_micros;
+        let at = |next_in: Option<u64>, kept_for: u64, lives: Option<u64>, rtt: u64| {
+            TimedSpare {
+                next_in: next_in.map(us),
+                kept_for: us(kept_for),
+                lives: lives.map(us),
+                rtt: us(rtt),
+            }
+            .decide()
+        };
+        // The table's rows, in order (µs): the device keeps connections 2 ms, the caller pauses
+        // 2.5 ms.
+        assert_eq!(at(None, 1_700, Some(2_000), 50), None);
+        assert_eq!(at(Some(1_000), 1_700, Some(2_000), 50), None);
+        assert_eq!(at(Some(2_500), 1_700, None, 50), None);
+        assert_eq!(at(Some(2_500), 1_700, Some(2_000), 1_500), None); // 1.75 ms ≥ 1.75 ms
+        // Loopback: the spare waits the middle of 0.3 and 1.75 ms, 1.025 ms.
+        assert_eq!(at(Some(2_500), 1_700, Some(2_000), 50), Some((us(1_475), us(1_025))));
+        // Across a 1 ms link (a handshake of 1 ms): 1.5 ms, so it connects 1 ms after the write.
+        assert_eq!(at(Some(2_500), 1_000, Some(2_000), 1_000), Some((us(1_000), us(1_500))));
+        // A pause shorter than that wait (the connection was retired early, by our own limit):
+        // at once.
+        assert_eq!(at(Some(800), 500, Some(2_000), 50), Some((us(0), us(800))));
+        // Between commands, 1 ms of the pause behind (no kept connection): in 0.475 ms.
+        assert_eq!(at(Some(1_500), 0, Some(2_000), 50), Some((us(475), us(1_025))));
     }
 
     #[test]

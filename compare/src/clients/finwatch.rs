@@ -96,11 +96,12 @@ impl HttpClient for FinwatchShared {
 /// device closed them.
 fn stats_note(s: Stats) -> String {
     format!(
-        "{} connects ({} warm spares, {} of them used, {} withheld), {} reuses; retired {} connections ahead of \
+        "{} connects ({} warm spares, {} of them timed, {} used, {} withheld), {} reuses; retired {} connections ahead of \
          the device's idle close, saw {} device closes on idle connections ({} only by the \
          pre-write check); {} retries; {} waits caught by the spin, {} spun in vain",
         s.connects,
         s.warm_spares_opened,
+        s.warm_spares_timed,
         s.warm_spares_used,
         s.warm_spares_withheld,
         s.reuses,

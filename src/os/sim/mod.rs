@@ -100,6 +100,11 @@ pub(crate) struct Delivered {
 /// Something that happens at a virtual time.
 #[derive(Debug)]
 pub(crate) enum Ev {
+    /// A connect set for later (`Kernel::open_at`) starts, on the kernel's side, whether or
+    /// not the driver is running.
+    TimedConnect {
+        conn: usize,
+    },
     /// The client's SYN reaches the device.
     Syn {
         conn: usize,
@@ -377,6 +382,7 @@ impl SimKernel {
             k.queue(conn);
         };
         match ev {
+            Ev::TimedConnect { conn } => self.start(conn),
             Ev::Syn { conn } => self.device.on_syn(&mut self.net, conn),
             Ev::Connected { conn } => to_client(self, conn, Input::Connected),
             Ev::ConnectFailed { conn, kind } => to_client(self, conn, Input::ConnectFailed(kind)),
@@ -455,6 +461,79 @@ impl SimKernel {
         self.net.now = self.net.now.max(target);
     }
 
+    /// Opens a socket under `token`; its connect starts now, or (`at`) is set for that virtual
+    /// time.
+    fn open_sock(&mut self, addr: SocketAddr, token: usize, at: Option<Ns>) -> io::Result<SimStream> {
+        self.syscall();
+        self.opens += 1;
+        self.progress += 1;
+        if self.opts.fd_limit.is_some_and(|l| self.live >= l) {
+            return Err(io::Error::from_raw_os_error(24)); // EMFILE
+        }
+        if at.is_none() && addr == self.device_addr {
+            match self.device.script.listen {
+                Listen::RefuseAtOnce => return Err(io::ErrorKind::ConnectionRefused.into()),
+                Listen::UnreachableAtOnce => return Err(io::ErrorKind::NetworkUnreachable.into()),
+                _ => {}
+            }
+        }
+        let conn = self.socks.len();
+        let mut sock = Sock::new(token);
+        sock.to_device = addr == self.device_addr;
+        self.socks.push(sock);
+        self.live += 1;
+        log::trace!("sim t={}us open sock={conn} to {addr} token={token} at={at:?}", self.net.now / 1000);
+        match at {
+            None => self.send_syn(conn),
+            Some(t) => {
+                self.socks[conn].state = State::Unstarted;
+                self.queue(conn);
+                self.net.at(t.max(self.net.now), Ev::TimedConnect { conn });
+            }
+        }
+        Ok(SimStream(conn))
+    }
+
+    /// The SYN of `conn` goes out: to the device, or to an address where nothing listens
+    /// (its kernel answers with RST).
+    fn send_syn(&mut self, conn: usize) {
+        if self.socks[conn].to_device {
+            self.net.after_latency(Ev::Syn { conn });
+        } else {
+            let rtt = 2 * self.net.latency;
+            self.net.at(self.net.now + rtt, Ev::ClientRst { conn });
+        }
+    }
+
+    /// A timed connect starts (if it has not, and its socket is open). A device that refuses
+    /// or is unreachable at once fails it at once: the error waits for `connect_result`, with
+    /// no new readiness (Linux's failed `connect` on an unconnected socket changes nothing epoll
+    /// sees; the driver learns it when it asks, `start_now`, or from a report of the socket
+    /// still pending from its open).
+    fn start(&mut self, conn: usize) {
+        let now = self.net.now;
+        let s = &mut self.socks[conn];
+        if s.state != State::Unstarted {
+            return;
+        }
+        s.transition(conn, Input::Start, false, now);
+        let at_once = match (s.to_device, self.device.script.listen) {
+            (true, Listen::RefuseAtOnce) => Some(io::ErrorKind::ConnectionRefused),
+            (true, Listen::UnreachableAtOnce) => Some(io::ErrorKind::NetworkUnreachable),
+            _ => None,
+        };
+        match at_once {
+            Some(kind) => {
+                let stamp = self.syscalls;
+                let s = &mut self.socks[conn];
+                s.transition(conn, Input::ConnectFailed(kind), false, now);
+                s.start_failed = true;
+                s.closed_at.get_or_insert(stamp);
+            }
+            None => self.send_syn(conn),
+        }
+    }
+
     fn sock(&mut self, s: &SimStream) -> &mut Sock {
         &mut self.socks[s.0]
     }
@@ -513,39 +592,43 @@ impl Kernel for SimKernel {
     }
 
     fn open(&mut self, addr: SocketAddr, _opts: &OpenOpts<'_>, token: usize) -> io::Result<SimStream> {
+        self.open_sock(addr, token, None)
+    }
+
+    fn open_at(
+        &mut self,
+        addr: SocketAddr,
+        _opts: &OpenOpts<'_>,
+        token: usize,
+        at: Instant,
+    ) -> io::Result<SimStream> {
+        let t = ns(at.saturating_duration_since(self.epoch));
+        self.open_sock(addr, token, Some(t))
+    }
+
+    fn start_now(&mut self, s: &mut SimStream) -> io::Result<()> {
         self.syscall();
-        self.opens += 1;
-        self.progress += 1;
-        if self.opts.fd_limit.is_some_and(|l| self.live >= l) {
-            return Err(io::Error::from_raw_os_error(24)); // EMFILE
-        }
-        let device = addr == self.device_addr;
-        if device {
-            match self.device.script.listen {
-                Listen::RefuseAtOnce => return Err(io::ErrorKind::ConnectionRefused.into()),
-                Listen::UnreachableAtOnce => return Err(io::ErrorKind::NetworkUnreachable.into()),
-                _ => {}
+        self.start(s.0);
+        // A start that failed, now or when the kernel made it, is reported here (the real
+        // kernel's thread keeps the error for the driver).
+        let sock = self.sock(s);
+        match sock.err.take() {
+            Some(kind) if sock.start_failed => {
+                sock.seen_close = true;
+                Err(kind.into())
+            }
+            err => {
+                sock.err = err;
+                Ok(())
             }
         }
-        let conn = self.socks.len();
-        self.socks.push(Sock::new(token));
-        self.live += 1;
-        log::trace!("sim t={}us open sock={conn} to {addr} token={token}", self.net.now / 1000);
-        if device {
-            self.net.after_latency(Ev::Syn { conn });
-        } else {
-            // No device there: its kernel answers the SYN with RST.
-            let rtt = 2 * self.net.latency;
-            self.net.at(self.net.now + rtt, Ev::ClientRst { conn });
-        }
-        Ok(SimStream(conn))
     }
 
     fn connect_result(&mut self, s: &mut SimStream) -> io::Result<bool> {
         self.syscall();
         let sock = self.sock(s);
         match sock.state {
-            State::SynSent => Ok(false),
+            State::SynSent | State::Unstarted => Ok(false),
             State::Failed => {
                 sock.seen_close = true;
                 Err(sock.err.take().unwrap_or(io::ErrorKind::NotConnected).into())

@@ -18,6 +18,9 @@ use super::wire::Outgoing;
 /// Where a client socket is, from its `open` to its `close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
+    /// Opened for a connect set for later (`Kernel::open_at`), not started: like Linux's
+    /// unconnected socket, epoll reports it hung up and writable.
+    Unstarted,
     /// SYN sent, no answer yet (a dropped SYN stays here until the driver gives up).
     SynSent,
     /// The connect failed later (RST to the SYN, ICMP unreachable): the error waits in
@@ -38,6 +41,8 @@ pub(crate) enum State {
 /// What happens to a socket: the inputs of [`Sock::transition`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Input {
+    /// The timed connect started (the SYN goes out).
+    Start,
     /// The SYN-ACK arrived.
     Connected,
     /// The connect failed with this error (refused, unreachable, ...).
@@ -83,6 +88,10 @@ pub(crate) struct Sock {
     pub current_start: Option<usize>,
     /// Bytes the driver wrote on it in all.
     pub written: u64,
+    /// Opened to the device's address (else to one where nothing listens).
+    pub to_device: bool,
+    /// Its timed connect failed as it started (the error in `err` until reported).
+    pub start_failed: bool,
 }
 
 impl Sock {
@@ -102,6 +111,8 @@ impl Sock {
             out: Outgoing::default(),
             current_start: None,
             written: 0,
+            to_device: true,
+            start_failed: false,
         }
     }
 
@@ -114,6 +125,12 @@ impl Sock {
         let next = match (self.state, input) {
             (Closed, _) => Closed,
             (_, Input::Close) => Closed,
+            (Unstarted, Input::Start) => {
+                // What a wait reported of the unconnected socket was not the device's close.
+                self.seen_close = false;
+                self.seen_before_report = false;
+                SynSent
+            }
             (SynSent, Input::Connected) => Established,
             (SynSent, Input::ConnectFailed(kind)) => {
                 self.err = Some(kind);
@@ -150,6 +167,8 @@ impl Sock {
         let space = self.unacked < sndbuf;
         match self.state {
             State::SynSent | State::Closed => (false, false, false),
+            // EPOLLHUP | EPOLLOUT (`tcp_poll` of a socket in TCP_CLOSE).
+            State::Unstarted => (true, true, true),
             // EPOLLERR | EPOLLHUP | EPOLLIN | EPOLLRDHUP, no EPOLLOUT.
             State::Failed => (true, true, false),
             State::Established => (!self.rx.is_empty(), false, space),
@@ -160,7 +179,7 @@ impl Sock {
     /// `recv` (or with `peek`, `MSG_PEEK` of at most `buf.len()` bytes).
     pub(crate) fn recv(&mut self, buf: &mut [u8], peek: bool) -> io::Result<usize> {
         match self.state {
-            State::Closed => Err(io::ErrorKind::NotConnected.into()),
+            State::Closed | State::Unstarted => Err(io::ErrorKind::NotConnected.into()),
             State::SynSent => Err(io::ErrorKind::WouldBlock.into()),
             _ if !self.rx.is_empty() => {
                 let n = buf.len().min(self.rx.len());
@@ -193,7 +212,7 @@ impl Sock {
     /// its error.
     pub(crate) fn send(&mut self, len: usize, sndbuf: usize) -> io::Result<usize> {
         match self.state {
-            State::Closed => Err(io::ErrorKind::NotConnected.into()),
+            State::Closed | State::Unstarted => Err(io::ErrorKind::NotConnected.into()),
             State::SynSent => Err(io::ErrorKind::WouldBlock.into()),
             State::Failed | State::Reset => Err(self.err.take().unwrap_or(io::ErrorKind::BrokenPipe).into()),
             State::Established | State::PeerFin => {

@@ -46,9 +46,14 @@ impl Engine {
                 let r = host.queue.pop_front().expect("queue checked non-empty");
                 host.in_flight += 1;
                 let host_ends = host.behaviour.closes_after_response() || host.behaviour.announces_close();
+                let timed = if host_ends || !self.cfg.warm_spares {
+                    None
+                } else {
+                    host.timed_spare(now, self.cfg.idle_timeout)
+                };
                 // The common case, the queue's only request: no second lookup to find it empty.
                 let more = !host.queue.is_empty();
-                self.assign(conn, r, host_ends);
+                self.assign(conn, r, host_ends, timed);
                 if !more {
                     return;
                 }
@@ -62,6 +67,20 @@ impl Engine {
                 })
                 .count();
             let startable = host.queue.len().min(self.cfg.max_in_flight_per_host - host.in_flight);
+            // A warm spare whose connect the kernel was to start later, while the caller was
+            // away: the caller is here, so at once (if the kernel has not yet; told once).
+            for &k in &host.conns {
+                if let Some(c) = self.conns.get_mut(k)
+                    && let Some(at) = c.connect_at.take()
+                {
+                    if now < at {
+                        c.created = now;
+                        c.timed = false;
+                    }
+                    log::trace!("conn={} a request waits for this timed spare: connect now", c.id);
+                    self.actions.push_back(Action::ConnectNow { conn: k });
+                }
+            }
             // Suspended: a connect failed while another connection was open; the queue waits
             // for that one until an exchange completes (`lifecycle::ConnectFailure`).
             if connecting >= startable || (host.connects_suspended && !host.conns.is_empty()) {
@@ -93,7 +112,13 @@ impl Engine {
             self.timers.push(time::after(now, self.cfg.connect_timeout), Timer::Connect(conn));
             host.conns.push(conn);
             self.stats.connects += 1;
-            self.actions.push_back(Action::Connect { conn, host: name, port, label: Arc::clone(host_key) });
+            self.actions.push_back(Action::Connect {
+                conn,
+                host: name,
+                port,
+                label: Arc::clone(host_key),
+                at: None,
+            });
             if let Some(t) = &mut self.trace {
                 t.record(now, id, host_key, TraceKind::Connecting { spare: false });
             }
@@ -102,8 +127,14 @@ impl Engine {
 
     /// Puts request `r` on idle connection `conn` and asks for the pre-write peek. `host_ends`:
     /// the device is known to end connections after a response (it closes after every one, or
-    /// its last response said so).
-    pub(super) fn assign(&mut self, conn: Key, r: Key, host_ends: bool) {
+    /// its last response said so). `timed_spare`: [`Exchange::timed_spare`].
+    pub(super) fn assign(
+        &mut self,
+        conn: Key,
+        r: Key,
+        host_ends: bool,
+        timed_spare: Option<(Duration, Duration)>,
+    ) {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let Some(p) = self.reqs.get_mut(r) else { return };
         let reused = c.served > 0;
@@ -134,6 +165,7 @@ impl Engine {
             phase: Phase::Probing,
             reader,
             ends,
+            timed_spare: if ends { None } else { timed_spare },
             head_len,
             held: false,
         }));
@@ -144,6 +176,17 @@ impl Engine {
     /// Opens a connection to `host` ahead of need, so the next command finds one connected:
     /// unless one is already usable or on its way.
     pub(super) fn open_spare(&mut self, host_key: &HostKey, now: Instant) {
+        self.open_spare_at(host_key, now, None);
+    }
+
+    /// [`Engine::open_spare`], its connect started by the kernel `timed.0` from now if that is
+    /// later than now, to wait `timed.1` for its request ([`crate::proto::learn::TimedSpare`]).
+    pub(super) fn open_spare_at(
+        &mut self,
+        host_key: &HostKey,
+        now: Instant,
+        timed: Option<(Duration, Duration)>,
+    ) {
         if !self.cfg.warm_spares {
             return;
         }
@@ -156,7 +199,13 @@ impl Engine {
         if ready || host.conns.len() >= self.cfg.max_connections_per_host {
             return;
         }
-        let idle = spare_wait(host.pause, host.last_done, host.in_flight > 0, now);
+        let next_in = spare_wait(host.pause, host.last_done, host.in_flight > 0, now);
+        // Due between commands: connected later if it would idle out before use otherwise.
+        let timed = timed.or_else(|| host.timed_spare_between(next_in));
+        let idle = match timed {
+            Some((_, wait)) => Some(wait),
+            None => next_in,
+        };
         let outlook = host.behaviour.spare_outlook(idle);
         if !outlook.worth_opening() {
             host.spares_withheld += 1;
@@ -171,19 +220,32 @@ impl Engine {
         }
         let id = self.next_conn_id;
         self.next_conn_id += 1;
-        let mut c = Conn::new(id, host_key.clone(), now, time::after(now, self.cfg.connect_timeout));
+        let at = timed.map(|(after, _)| time::after(now, after)).filter(|&at| at > now);
+        let start = at.unwrap_or(now);
+        let deadline = time::after(start, self.cfg.connect_timeout);
+        let mut c = Conn::new(id, host_key.clone(), start, deadline);
         c.spare = true;
+        c.connect_at = at;
+        c.timed = at.is_some();
         let conn = self.conns.insert(c);
-        self.timers.push(time::after(now, self.cfg.connect_timeout), Timer::Connect(conn));
+        self.timers.push(deadline, Timer::Connect(conn));
         host.conns.push(conn);
         self.stats.connects += 1;
         self.stats.warm_spares_opened += 1;
-        log::debug!("conn={id} {host_key} opened as a warm spare");
+        if let Some(at) = at {
+            self.stats.warm_spares_timed += 1;
+            log::debug!(
+                "conn={id} {host_key} opened as a warm spare, to connect in {:?}",
+                at.saturating_duration_since(now)
+            );
+        } else {
+            log::debug!("conn={id} {host_key} opened as a warm spare");
+        }
         if let Some(t) = &mut self.trace {
             t.record(now, id, host_key, TraceKind::Connecting { spare: true });
         }
         let label = Arc::clone(host_key);
-        self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port, label });
+        self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port, label, at });
     }
 
     /// Whether a request of `host` submitted before `req` has not been written yet (queued, or

@@ -243,10 +243,13 @@ impl Engine {
             t.record(now, c.id, &c.host, TraceKind::Connected);
         }
         let host = c.host.clone();
-        let handshake = now.saturating_duration_since(c.created);
+        let handshake = (!c.timed).then(|| now.saturating_duration_since(c.created));
+        c.connect_at = None;
         let behaviour = match self.hosts.get_mut(&host) {
             Some(h) => {
-                h.behaviour.observe_handshake(handshake);
+                if let Some(handshake) = handshake {
+                    h.behaviour.observe_handshake(handshake);
+                }
                 h.behaviour
             }
             None => Behaviour::default(),
@@ -401,9 +404,14 @@ impl Engine {
         // The request is out and the loop waits for the response: if this connection is known
         // to end with it, the next one connects now, in the shadow of this round trip, instead
         // of after the response, on the next command's critical path.
+        // Or, if the caller's next request comes after this connection is retired, a spare
+        // connects while the caller is away, to be ready then.
         if ex.ends {
             let host = c.host.clone();
             self.open_spare(&host, now);
+        } else if let Some(timed) = ex.timed_spare {
+            let host = c.host.clone();
+            self.open_spare_at(&host, now, Some(timed));
         }
     }
 

@@ -32,7 +32,7 @@ use crate::proto::conn::{Conn, ConnState, Exchange, Open, Phase, RetireReason};
 use crate::proto::digest::{self, Challenge, Credentials};
 use crate::proto::framing::{Limits, Progress, ResponseReader};
 use crate::proto::hash::{FastBuild, HostKey};
-use crate::proto::learn::{Behaviour, SPARE_RECHECK_EVERY, SPARE_RECHECK_MAX, spare_wait};
+use crate::proto::learn::{Behaviour, SPARE_RECHECK_EVERY, SPARE_RECHECK_MAX, TimedSpare, spare_wait};
 use crate::proto::lifecycle::{
     AfterConnectFailure, AfterResponse, AtRetireTime, ConnFate, ConnectFailure, EndedBy, Ending, IdleRetire,
     Loss, LossFate, PROBATION_EVERY, RECHECK_LEARNED_EVERY, RECHECK_LEARNED_MAX, Was,
@@ -105,6 +105,32 @@ struct Host {
     /// [`SPARE_RECHECK_MAX`]; back to the start when one is used alive).
     spares_withheld: u32,
     spare_recheck_every: u32,
+}
+
+impl Host {
+    /// For a request going out now on a kept connection: whether, and when, a warm spare
+    /// should connect while the caller is away ([`TimedSpare`]). Nothing to weigh (the common
+    /// case: no close learned) costs one test.
+    fn timed_spare(&self, now: Instant, idle_limit: Duration) -> Option<(Duration, Duration)> {
+        let lives = self.behaviour.unused_lives()?;
+        let pause = self.pause?;
+        let (retire, _) = self.behaviour.retire_at(now, idle_limit, None);
+        let kept_for = retire.saturating_duration_since(now);
+        TimedSpare { next_in: Some(pause), kept_for, lives: Some(lives), rtt: self.behaviour.rtt() }.decide()
+    }
+
+    /// For a spare due between commands (a connection retired, a probation) at `now`, the
+    /// caller's next request expected in `next_in`: when it should connect, if the rule says
+    /// ([`TimedSpare`]; not for a device that closes after every response, whose unused
+    /// connections' lifetime its idle close does not tell).
+    fn timed_spare_between(&self, next_in: Option<Duration>) -> Option<(Duration, Duration)> {
+        if self.behaviour.closes_after_response() {
+            return None;
+        }
+        let lives = self.behaviour.unused_lives()?;
+        TimedSpare { next_in, kept_for: Duration::ZERO, lives: Some(lives), rtt: self.behaviour.rtt() }
+            .decide()
+    }
 }
 
 /// The core. See the module docs for the contract with the driver.

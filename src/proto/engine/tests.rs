@@ -828,16 +828,78 @@ fn learned_idle_close_retires_connections_before_the_device_does() {
     assert!(retire <= w.now + Duration::from_millis(7), "{:?}", retire - w.now);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
     w.probe_alive(spare);
+    // The caller paused 8 ms, longer than this connection will be kept (7 ms): a spare is to
+    // connect while the caller is away, to wait the middle of 0.25 ms (no round trip measured)
+    // and 7 ms (the 8 ms an unused connection lives, less an eighth), 3.625 ms.
+    let written = w.now;
+    let (timed, at) = match w.actions().as_slice() {
+        [Action::Connect { conn, at: Some(at), .. }] => (*conn, *at),
+        other => panic!("expected a timed connect, got {other:?}"),
+    };
+    assert_eq!(at, written + Duration::from_micros(8_000 - 3_625));
     w.e.on_data(spare, OK, w.now);
     w.completions();
     let retire = w.e.poll_timeout().unwrap();
     assert_eq!(retire, w.now + Duration::from_millis(7));
     w.advance(Duration::from_millis(7));
     let actions = w.actions();
-    assert_eq!(actions[0], Action::Close { conn: spare }, "retired by us, before the device's FIN");
+    assert_eq!(actions, vec![Action::Close { conn: spare }], "retired by us, before the device's FIN");
     let s = w.e.stats();
     assert_eq!((s.retired, s.retired_before_idle_close, s.fins_seen_idle), (1, 1, 1));
-    assert!(connect_of(&actions).is_some(), "and replaced by a spare: {actions:?}");
+    assert_eq!((s.warm_spares_opened, s.warm_spares_timed), (2, 1), "the timed spare replaces it: {s:?}");
+    // The kernel started it at its time; the caller's next request, 1 ms later, takes it.
+    w.e.on_connected(timed, w.now);
+    w.advance(Duration::from_millis(1));
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(timed);
+}
+
+/// A timed spare's connect is started at once when the caller comes back before its time, and
+/// a start that failed in the kernel is the connect's failure, as any connect's
+/// (`lifecycle::ConnectFailure`): the request it was for fails with it, typed, and the next
+/// one connects.
+#[test]
+fn a_caller_back_early_has_the_timed_spare_connect_at_once() {
+    let mut w = World::with(Config::default());
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.now += Duration::from_millis(8);
+    w.e.on_fin(c1, w.now); // the device closes idle connections after ~8 ms
+    let spare = connect_of(&w.actions()).unwrap();
+    w.e.on_connected(spare, w.now);
+    // The caller paused 13 ms since the first response (the spare, 5 ms old, is alive): the
+    // next spare is to connect 9.375 ms after this request's write.
+    w.now += Duration::from_millis(5);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(spare);
+    let written = w.now;
+    let timed = match w.actions().as_slice() {
+        [Action::Connect { conn, at: Some(at), .. }] => {
+            assert_eq!(*at, written + Duration::from_micros(13_000 - 3_625));
+            *conn
+        }
+        other => panic!("expected a timed connect, got {other:?}"),
+    };
+    w.e.on_data(spare, OK, w.now);
+    w.completions();
+    // This time the caller is back after 8 ms: the connection was retired at 7 ms, and the
+    // spare's time has not come.
+    w.advance(Duration::from_millis(8));
+    assert_eq!(w.actions(), vec![Action::Close { conn: spare }]);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    assert_eq!(w.actions(), vec![Action::ConnectNow { conn: timed }]);
+    // The kernel's start failed (no local port, say).
+    let source = io::Error::from(io::ErrorKind::AddrNotAvailable);
+    w.e.on_connect_failed(timed, Error::ConnectFailed { host: "10.0.0.5:80".into(), source }, w.now);
+    let err = w.one_error();
+    assert!(matches!(err, Error::ConnectFailed { .. }), "{err:?}");
+    assert!(!err.may_have_been_processed());
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    let conn = w.connect_and_send();
+    w.e.on_data(conn, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    let s = w.e.stats();
+    // (and this request, 8 ms after the last, has a timed spare of its own)
+    assert_eq!((s.failed, s.warm_spares_timed, s.connect_failures), (1, 2, 1), "{s:?}");
 }
 
 #[test]

@@ -162,6 +162,10 @@ pub struct Stats {
     /// due twice per command: after the request is written, and when the connection it used
     /// is retired.
     pub warm_spares_withheld: u64,
+    /// Of the warm spares opened, those whose connect was set for later: the caller pauses
+    /// longer than the device keeps a connection, so a spare opened at once would idle out,
+    /// and the kernel connects it while the caller is away (see `ClientBuilder::warm_spares`).
+    pub warm_spares_timed: u64,
     /// Waits for a response that ended within the spin's limit (the adaptive spin's, or
     /// busy-poll's budget): no thread wake-up between the response's arrival and its processing.
     pub spins_caught: u64,
@@ -213,7 +217,13 @@ pub struct ConnectionInfo {
 pub(crate) enum Action {
     /// Start a non-blocking connect to `host:port`, registered under `conn`. `label`: the
     /// host's key (`host:port`, an IPv6 host bracketed), for error messages.
-    Connect { conn: Key, host: Arc<str>, port: u16, label: Arc<str> },
+    ///
+    /// `at`: the kernel starts the connect at that time, not now (a timed warm spare: the
+    /// caller is away then, and the loop does not run); the socket is opened now.
+    Connect { conn: Key, host: Arc<str>, port: u16, label: Arc<str>, at: Option<Instant> },
+    /// A request waits for timed connect `conn`: start it now if the kernel has not yet, and
+    /// report a failure of the kernel's start ([`Engine::on_connect_failed`]).
+    ConnectNow { conn: Key },
     /// Peek the socket without blocking and report it with [`Engine::on_probe`].
     Probe { conn: Key },
     /// Write [`Engine::output`] and report it with [`Engine::on_written`].
