@@ -119,11 +119,21 @@ pub(crate) const TIMED_SPARE_LEAD: Duration = Duration::from_micros(250);
 /// | unknown | – | – | – | not by this rule |
 /// | `g` | `g < r` | – | – | no: the kept connection carries it |
 /// | `g` | `r ≤ g` | unknown | – | not by this rule: nothing says how long a spare would live |
-/// | `g` | `r ≤ g` | `l` | `t + lead ≥ l - l/8` | not by this rule: it could not connect and still be alive |
-/// | `g` | `r ≤ g` | `l` | `t + lead < l - l/8` | in `g - w`, `w` the middle of `t + lead` and `l - l/8` (at once if `g ≤ w`) |
+/// | `g` | `r` = 0 (between commands) | `l`, `g < l - l/8` | – | at once: it lives until the request, and an early caller finds it too |
+/// | `g` | `r ≤ g` (otherwise) | `l` | `t + lead ≥ l - l/8` | not by this rule: it could not connect and still be alive |
+/// | `g` | `r ≤ g` (otherwise) | `l` | `t + lead < l - l/8` | in `g - w`, `w` the middle of `t + lead` and `l - l/8` (at once if `g ≤ w`) |
 ///
-/// "Not by this rule": a spare due between commands is then opened at once, as before there
-/// was this rule (and [`SpareOutlook`] may withhold it); one due as a request goes out is not.
+/// As a request goes out, the caller is about to be away (a loop that runs in its pauses
+/// re-decides when it retires that connection, and starts the connect then if a spare would
+/// live until the request: `Engine::open_spare_at`); the middle of the window leaves as much
+/// room for a caller who comes early as for one who comes late, and the next pause is judged
+/// by the last.
+///
+/// "Not by this rule": a spare due between commands (or after the write of a request that
+/// ends its connection) is then opened at once, as before there was this rule (and
+/// [`SpareOutlook`] may withhold it); one due as a request goes out on a kept connection is
+/// not. For a device that closes after every response, `l` is known only from spares found
+/// closed unused (its idle close is its close after the response).
 ///
 /// `l` is the youngest age at which a spare was found closed unused, else the learned idle
 /// close (both upper bounds: a spare that dies teaches a shorter one, and the next connects
@@ -147,6 +157,9 @@ impl TimedSpare {
         }
         let l = self.lives?;
         let (low, high) = (self.rtt + TIMED_SPARE_LEAD, l - l / 8);
+        if self.kept_for.is_zero() && g < high {
+            return Some((Duration::ZERO, g));
+        }
         if low >= high {
             return None;
         }
@@ -218,6 +231,11 @@ impl Behaviour {
     /// which a warm spare was found closed unused, else the learned idle close.
     pub(crate) fn unused_lives(&self) -> Option<Duration> {
         self.spare_dies_after.or(self.idle_close)
+    }
+
+    /// The youngest age at which a warm spare was found closed unused, if one was.
+    pub(crate) fn spare_dies_after(&self) -> Option<Duration> {
+        self.spare_dies_after
     }
 
     /// The fastest TCP handshake seen (zero if none yet).
@@ -373,8 +391,10 @@ mod tests {
         // A pause shorter than that wait (the connection was retired early, by our own limit):
         // at once.
         assert_eq!(at(Some(800), 500, Some(2_000), 50), Some((us(0), us(800))));
-        // Between commands, 1 ms of the pause behind (no kept connection): in 0.475 ms.
-        assert_eq!(at(Some(1_500), 0, Some(2_000), 50), Some((us(475), us(1_025))));
+        // Between commands, 0.5 ms of the pause behind (no kept connection): in 0.975 ms.
+        assert_eq!(at(Some(2_000), 0, Some(2_000), 50), Some((us(975), us(1_025))));
+        // Between commands, 1 ms of it behind: at once (1.5 ms < 1.75 ms).
+        assert_eq!(at(Some(1_500), 0, Some(2_000), 50), Some((us(0), us(1_500))));
     }
 
     #[test]

@@ -69,16 +69,10 @@ impl Engine {
             let startable = host.queue.len().min(self.cfg.max_in_flight_per_host - host.in_flight);
             // A warm spare whose connect the kernel was to start later, while the caller was
             // away: the caller is here, so at once (if the kernel has not yet; told once).
-            for &k in &host.conns {
-                if let Some(c) = self.conns.get_mut(k)
-                    && let Some(at) = c.connect_at.take()
-                {
-                    if now < at {
-                        c.created = now;
-                        c.timed = false;
-                    }
-                    log::trace!("conn={} a request waits for this timed spare: connect now", c.id);
-                    self.actions.push_back(Action::ConnectNow { conn: k });
+            for i in 0..host.conns.len() {
+                let k = host.conns[i];
+                if self.conns.get(k).is_some_and(|c| c.connect_at.is_some()) {
+                    Self::connect_timed_now_in(&mut self.conns, &mut self.actions, k, now);
                 }
             }
             // Suspended: a connect failed while another connection was open; the queue waits
@@ -173,6 +167,22 @@ impl Engine {
         self.actions.push_back(Action::Probe { conn });
     }
 
+    /// The connect of timed spare `k` starts now, if the kernel has not started it (told once).
+    fn connect_timed_now(&mut self, k: Key, now: Instant) {
+        Self::connect_timed_now_in(&mut self.conns, &mut self.actions, k, now);
+    }
+
+    fn connect_timed_now_in(conns: &mut Slab<Conn>, actions: &mut VecDeque<Action>, k: Key, now: Instant) {
+        let Some(c) = conns.get_mut(k) else { return };
+        let Some(at) = c.connect_at.take() else { return };
+        if now < at {
+            c.created = now;
+            c.timed = false;
+        }
+        log::trace!("conn={} timed spare: connect now", c.id);
+        actions.push_back(Action::ConnectNow { conn: k });
+    }
+
     /// Opens a connection to `host` ahead of need, so the next command finds one connected:
     /// unless one is already usable or on its way.
     pub(super) fn open_spare(&mut self, host_key: &HostKey, now: Instant) {
@@ -191,17 +201,38 @@ impl Engine {
             return;
         }
         let Some(host) = self.hosts.get_mut(host_key) else { return };
+        let next_in = spare_wait(host.pause, host.last_done, host.in_flight > 0, now);
+        // Nothing queued or in flight: the loop runs in the caller's pause (a `poll`,
+        // `SharedClient`), and the spare is due because a connection was retired or closed.
+        // It opens now, as a loop in the pauses always did: the last spare moment the old
+        // connection gave, with the whole of a spare's life ahead for the caller's request
+        // whenever it comes. Otherwise (after a write) it may be set for later: it would idle
+        // out before the request if opened now.
+        let in_pause =
+            host.in_flight == 0 && host.queue.is_empty() && host.last_done.is_some_and(|t| now > t);
+        host.ran_in_pause |= in_pause;
+        let timed = if in_pause { None } else { timed.or_else(|| host.timed_spare_between(next_in)) };
+        let mut not_started = None;
         let ready = host.conns.iter().any(|&k| {
-            self.conns
-                .get(k)
-                .is_some_and(|c| c.may_carry_request(now) || matches!(c.state, ConnState::Connecting { .. }))
+            self.conns.get(k).is_some_and(|c| {
+                if c.connect_at.is_some_and(|at| at > now) {
+                    not_started = Some(k);
+                }
+                c.may_carry_request(now) || matches!(c.state, ConnState::Connecting { .. })
+            })
         });
-        if ready || host.conns.len() >= self.cfg.max_connections_per_host {
+        if ready {
+            // A spare set for later (as a request went out, for a caller away in its pauses):
+            // the loop runs in the pauses after all, and now is better, safe from an early
+            // caller (see above).
+            if in_pause && let Some(k) = not_started {
+                self.connect_timed_now(k, now);
+            }
             return;
         }
-        let next_in = spare_wait(host.pause, host.last_done, host.in_flight > 0, now);
-        // Due between commands: connected later if it would idle out before use otherwise.
-        let timed = timed.or_else(|| host.timed_spare_between(next_in));
+        if host.conns.len() >= self.cfg.max_connections_per_host {
+            return;
+        }
         let idle = match timed {
             Some((_, wait)) => Some(wait),
             None => next_in,

@@ -105,6 +105,11 @@ struct Host {
     /// [`SPARE_RECHECK_MAX`]; back to the start when one is used alive).
     spares_withheld: u32,
     spare_recheck_every: u32,
+    /// A spare was due in the caller's last pause, and the loop ran to open it (a `poll`,
+    /// `SharedClient`), or in the current one: no spare is set for later then, as a request
+    /// goes out ([`Host::timed_spare`]); the loop opens one when it retires the connection.
+    loop_in_pauses: bool,
+    ran_in_pause: bool,
 }
 
 impl Host {
@@ -113,21 +118,26 @@ impl Host {
     /// case: no close learned) costs one test.
     fn timed_spare(&self, now: Instant, idle_limit: Duration) -> Option<(Duration, Duration)> {
         let lives = self.behaviour.unused_lives()?;
+        if self.loop_in_pauses {
+            return None;
+        }
         let pause = self.pause?;
         let (retire, _) = self.behaviour.retire_at(now, idle_limit, None);
         let kept_for = retire.saturating_duration_since(now);
         TimedSpare { next_in: Some(pause), kept_for, lives: Some(lives), rtt: self.behaviour.rtt() }.decide()
     }
 
-    /// For a spare due between commands (a connection retired, a probation) at `now`, the
-    /// caller's next request expected in `next_in`: when it should connect, if the rule says
-    /// ([`TimedSpare`]; not for a device that closes after every response, whose unused
-    /// connections' lifetime its idle close does not tell).
+    /// For a spare due at once (a connection retired, a probation; after the write of a request
+    /// that ends its connection), the caller's next request expected in `next_in`: when it
+    /// should connect, if the rule says ([`TimedSpare`]). For a device that closes after every
+    /// response its idle close says nothing of how long an unused connection lives: only spares
+    /// found closed unused do.
     fn timed_spare_between(&self, next_in: Option<Duration>) -> Option<(Duration, Duration)> {
-        if self.behaviour.closes_after_response() {
-            return None;
-        }
-        let lives = self.behaviour.unused_lives()?;
+        let lives = if self.behaviour.closes_after_response() {
+            self.behaviour.spare_dies_after()?
+        } else {
+            self.behaviour.unused_lives()?
+        };
         TimedSpare { next_in, kept_for: Duration::ZERO, lives: Some(lives), rtt: self.behaviour.rtt() }
             .decide()
     }
@@ -306,10 +316,13 @@ impl Engine {
                 pause: None,
                 spares_withheld: 0,
                 spare_recheck_every: SPARE_RECHECK_EVERY,
+                loop_in_pauses: false,
+                ran_in_pause: false,
             }),
         };
         if let Some(t) = host.last_done {
             host.pause = Some(now.saturating_duration_since(t));
+            host.loop_in_pauses = std::mem::take(&mut host.ran_in_pause);
         }
         host.queue.push_back(r);
         log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::error::Error;
-use crate::proto::learn::SPARE_RECHECK_EVERY;
 use crate::request::Method;
 use crate::trace::TraceKind;
 
@@ -55,15 +54,6 @@ impl World {
         self.e.on_connected(conn, self.now);
         self.probe_alive(conn);
         conn
-    }
-
-    /// The queued request goes out on `spare` (a connect pending), completed now, if there is
-    /// one; else as [`World::connect_and_send`].
-    fn send_on_spare_or_connect(&mut self, spare: Option<Key>) -> Key {
-        let Some(spare) = spare else { return self.connect_and_send() };
-        self.e.on_connected(spare, self.now);
-        self.probe_alive(spare);
-        spare
     }
 
     /// Expects a Probe of `conn`, answers Alive, expects the Write, writes everything.
@@ -667,13 +657,14 @@ fn a_connection_known_to_end_has_its_successor_connect_during_the_exchange() {
 
 /// A stall of the client's own (a response read 2 ms late, with the device's idle close right
 /// behind it) teaches "closes after every response". Against a device that in fact closes
-/// idle connections, with a caller that pauses longer than that, every warm spare then dies
-/// before use and costs the next command a FIN check and a close on top of its connect
-/// (compare/'s (c2): 1,921 connects for 1,002 commands, p50 84 against 68 µs). The second spare
-/// in a row that dies unused stops them, but for a re-check now and then; a faster caller gets
-/// them back.
+/// idle connections, with a caller that pauses longer than that, every warm spare opened at
+/// once dies before use and costs the next command a FIN check and a close on top of its
+/// connect (compare/'s (c2): 1,921 connects for 1,002 commands, p50 84 against 68 µs). The
+/// first one found closed unused tells how long an unused connection lives; from then on the
+/// spare connects later, to be used alive ([`crate::proto::learn::TimedSpare`]), and none is
+/// withheld.
 #[test]
-fn spares_that_die_before_use_are_withheld_until_the_caller_is_faster() {
+fn spares_that_would_die_before_use_connect_later_instead() {
     let mut w = World::with(Config::default());
     let c1 = w.exchange_on_new(Method::PUT);
     w.e.on_fin(c1, w.now); // read with the response: "closes after every response"
@@ -682,81 +673,55 @@ fn spares_that_die_before_use_are_withheld_until_the_caller_is_faster() {
     // The caller pauses 2.5 ms; the device closes connections idle for 2 ms, unused ones too.
     let slow = Duration::from_micros(2_500);
     w.now += slow;
-    w.e.on_fin(first, w.now);
-    let idle_close = Duration::from_millis(2);
-    let commands = 4 * SPARE_RECHECK_EVERY as usize;
-    let (mut rechecks, mut probations, mut used) = (0, 0, 0);
-    let mut at_idle_close = None;
-    for _ in 0..commands {
+    w.e.on_fin(first, w.now); // found closed unused at 2.5 ms: they live 2.5 ms at most
+    w.actions();
+    let mut connected = false;
+    // Fewer commands than a probation comes after (`PROBATION_EVERY`): this device keeps
+    // nothing alive that the test does not say.
+    for k in 0..20 {
         w.submit(Method::GET, "http://10.0.0.5/io-state");
-        // On the spare opened at the last probation's idle close, 0.5 ms ago, if any: alive.
-        used += at_idle_close.is_some() as usize;
-        let conn = w.send_on_spare_or_connect(at_idle_close.take());
-        let mut spare = connect_of(&w.actions());
+        // On the spare connected during the pause.
+        let conn = if connected {
+            match w.actions().as_slice() {
+                [Action::Probe { conn }] => *conn,
+                other => panic!("command {k}: expected a probe, got {other:?}"),
+            }
+        } else {
+            let c = w.connect_and_send();
+            assert_eq!(k, 0);
+            c
+        };
+        if connected {
+            w.e.on_probe(conn, ProbeOutcome::Alive, w.now);
+            assert_eq!(w.actions(), vec![Action::Write { conn }]);
+            let n = w.e.output(conn).len();
+            w.e.on_written(conn, n, w.now);
+        }
+        let written = w.now;
+        // The next one is set for later: it waits the middle of 0.25 ms and 2.1875 ms.
+        let timed = match w.actions().as_slice() {
+            [Action::Connect { conn, at: Some(at), .. }] => Some((*conn, *at)),
+            other => panic!("command {k}: expected a timed spare, got {other:?}"),
+        };
         w.e.on_data(conn, OK, w.now);
         assert!(w.completions()[0].result.is_ok());
-        let actions = w.actions();
-        // Single-use, but for the probation kept now and then (it dies idle too).
-        let kept = !actions.contains(&Action::Close { conn });
-        spare = spare.or(connect_of(&actions));
-        let done = w.now;
-        if kept {
-            // The device closes it when idle for 2 ms: a spare opened then has 0.5 ms left of
-            // the caller's pause to wait, less than a spare lives, and is opened.
-            probations += 1;
-            w.now = done + idle_close;
-            w.e.on_fin(conn, w.now);
-            at_idle_close = Some(connect_of(&w.actions()).expect("a spare with 0.5 ms to wait"));
+        assert_eq!(w.actions(), vec![Action::Close { conn }], "command {k}: single-use");
+        if let Some((spare, at)) = timed {
+            assert_eq!(at, written + Duration::from_nanos(2_500_000 - 1_218_750), "command {k}");
+            // The kernel connects it at its time; the device would close it 2 ms later, after
+            // the caller's next command.
+            w.now = at;
+            w.e.on_connected(spare, w.now);
         }
-        w.now = done + slow;
-        if let Some(s) = spare {
-            rechecks += 1;
-            w.e.on_connected(s, done);
-            w.e.on_fin(s, w.now); // it died unused, as the first one did
-        }
-        w.actions();
+        w.now = written + slow;
+        connected = true;
     }
     let s = w.e.stats();
-    // One more spare after the first death (one death may be a pause unlike the others), then
-    // re-checks after 16 withheld, 32, 64 (two chances a command: after the write, and when the
-    // used connection is retired); after each probation's spare was used alive, two more (two
-    // deaths in a row again).
-    assert!(probations >= 1, "{s:?}");
-    assert!(
-        (2..=4 + 2 * probations).contains(&rechecks),
-        "{rechecks} spares opened in {commands} commands, {probations} probations: {s:?}"
-    );
-    assert!(s.warm_spares_withheld >= (commands - rechecks - 2 * probations) as u64, "{s:?}");
-    assert_eq!(
-        s.connects,
-        1 + 1 + (commands - used + rechecks + probations) as u64,
-        "one connect per command but those on a probation's spare, and the spares: {s:?}"
-    );
-
-    // The caller speeds up to a command every 0.5 ms: a spare lives to be used, and is opened.
-    let fast = Duration::from_micros(500);
-    w.submit(Method::GET, "http://10.0.0.5/io-state");
-    let conn = w.send_on_spare_or_connect(at_idle_close);
-    let paused_slow = connect_of(&w.actions());
-    w.e.on_data(conn, OK, w.now);
-    w.completions();
-    let spare = match paused_slow.or(connect_of(&w.actions())) {
-        Some(s) => s, // a re-check fell on this command
-        None => {
-            w.now += fast;
-            w.submit(Method::GET, "http://10.0.0.5/io-state");
-            let conn = w.connect_and_send();
-            let spare = connect_of(&w.actions()).expect("0.5 ms pauses: a spare is used before it dies");
-            w.e.on_data(conn, OK, w.now);
-            w.completions();
-            w.actions();
-            spare
-        }
-    };
-    w.e.on_connected(spare, w.now);
-    w.now += fast;
-    w.submit(Method::GET, "http://10.0.0.5/io-state");
-    w.probe_alive(spare);
+    assert_eq!(s.warm_spares_withheld, 0, "{s:?}");
+    assert_eq!((s.warm_spares_timed, s.warm_spares_used), (20, 19), "{s:?}");
+    // A connect per command (the spare for the next), none on a command's path after the
+    // first: the first, the spare that died, the first command's, and the timed spares.
+    assert_eq!(s.connects, 1 + 1 + 1 + 20, "{s:?}");
 }
 
 /// A caller whose pauses alternate around the device's idle time (10 ms, then 1 s; unused
@@ -828,30 +793,88 @@ fn learned_idle_close_retires_connections_before_the_device_does() {
     assert!(retire <= w.now + Duration::from_millis(7), "{:?}", retire - w.now);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
     w.probe_alive(spare);
-    // The caller paused 8 ms, longer than this connection will be kept (7 ms): a spare is to
-    // connect while the caller is away, to wait the middle of 0.25 ms (no round trip measured)
-    // and 7 ms (the 8 ms an unused connection lives, less an eighth), 3.625 ms.
-    let written = w.now;
-    let (timed, at) = match w.actions().as_slice() {
-        [Action::Connect { conn, at: Some(at), .. }] => (*conn, *at),
-        other => panic!("expected a timed connect, got {other:?}"),
-    };
-    assert_eq!(at, written + Duration::from_micros(8_000 - 3_625));
     w.e.on_data(spare, OK, w.now);
     w.completions();
     let retire = w.e.poll_timeout().unwrap();
     assert_eq!(retire, w.now + Duration::from_millis(7));
     w.advance(Duration::from_millis(7));
     let actions = w.actions();
-    assert_eq!(actions, vec![Action::Close { conn: spare }], "retired by us, before the device's FIN");
+    assert_eq!(actions[0], Action::Close { conn: spare }, "retired by us, before the device's FIN");
     let s = w.e.stats();
     assert_eq!((s.retired, s.retired_before_idle_close, s.fins_seen_idle), (1, 1, 1));
-    assert_eq!((s.warm_spares_opened, s.warm_spares_timed), (2, 1), "the timed spare replaces it: {s:?}");
-    // The kernel started it at its time; the caller's next request, 1 ms later, takes it.
+    assert!(connect_of(&actions).is_some(), "and replaced by a spare: {actions:?}");
+    // The loop ran in the caller's pause (it saw the device's FIN, and retired the spare):
+    // it opens spares itself, and none was set for later.
+    assert_eq!(s.warm_spares_timed, 0, "{s:?}");
+}
+
+/// A caller-driven client: the loop runs only in the caller's calls. The caller pauses `pause`
+/// after a first exchange; meanwhile the device closed that connection (idle close `idle`), and
+/// the next request's pre-write check finds the FIN (the close is learned then, as an upper
+/// bound: the pause). Returns the world with that request written on a new connection, and
+/// the connection.
+fn caller_away(pause: Duration) -> (World, Key) {
+    let mut w = World::with(Config::default());
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.now += pause;
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    assert_eq!(w.actions(), vec![Action::Probe { conn: c1 }]);
+    w.e.on_probe(c1, ProbeOutcome::Fin, w.now);
+    let c2 = w.connect_and_send();
+    (w, c2)
+}
+
+/// The timed spare's time, and a caller who comes when expected: the kernel connected it at
+/// its time, while nothing ran, and the request goes out on it.
+#[test]
+fn a_caller_away_in_its_pauses_gets_a_spare_connected_meanwhile() {
+    let (mut w, c2) = caller_away(Duration::from_millis(8));
+    // Paused 8 ms, longer than c2 will be kept (7 ms: the learned 8 ms less an eighth): a
+    // spare is set to connect while the caller is away, to wait the middle of 0.25 ms (no round
+    // trip measured) and 7 ms, 3.625 ms.
+    let written = w.now;
+    let (timed, at) = match w.actions().as_slice() {
+        [Action::Connect { conn, at: Some(at), .. }] => (*conn, *at),
+        other => panic!("expected a timed connect, got {other:?}"),
+    };
+    assert_eq!(at, written + Duration::from_micros(8_000 - 3_625));
+    w.e.on_data(c2, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // The kernel connects it at its time; the caller is back 8 ms after the response.
+    w.now = at;
     w.e.on_connected(timed, w.now);
-    w.advance(Duration::from_millis(1));
+    w.now = written + Duration::from_millis(8);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
     w.probe_alive(timed);
+    let s = w.e.stats();
+    assert_eq!((s.warm_spares_timed, s.warm_spares_used, s.failed), (2, 1, 0), "{s:?}");
+}
+
+/// A loop that runs in the caller's pauses (`poll`, `SharedClient`) starts a timed spare's
+/// connect when the connection the spare replaces ends: earlier than the time set, with the
+/// whole of a spare's life ahead, safe from an early caller; and sets no more for later.
+#[test]
+fn a_loop_running_in_the_pause_connects_the_timed_spare_when_the_connection_ends() {
+    // Learned as at most 30 ms (the caller's pause); the device closes idle connections after
+    // 8 ms, and this time the loop runs in the pause and sees it.
+    let (mut w, c2) = caller_away(Duration::from_millis(30));
+    let timed = match w.actions().as_slice() {
+        [Action::Connect { conn, at: Some(_), .. }] => *conn, // 16.75 ms after the write
+        other => panic!("expected a timed connect, got {other:?}"),
+    };
+    w.e.on_data(c2, OK, w.now);
+    w.completions();
+    w.now += Duration::from_millis(8);
+    w.e.on_fin(c2, w.now);
+    assert_eq!(w.actions(), vec![Action::Close { conn: c2 }, Action::ConnectNow { conn: timed }]);
+    // The caller's next request goes on it; its write sets no spare for later (the loop runs
+    // in the pauses), and the loop opens one when this connection ends.
+    w.e.on_connected(timed, w.now);
+    w.now += Duration::from_millis(5); // a pause of 13 ms, 5 ms after the spare connected
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(timed);
+    assert_eq!(w.actions(), vec![]);
+    assert_eq!(w.e.stats().warm_spares_timed, 1);
 }
 
 /// A timed spare's connect is started at once when the caller comes back before its time, and
@@ -860,33 +883,29 @@ fn learned_idle_close_retires_connections_before_the_device_does() {
 /// one connects.
 #[test]
 fn a_caller_back_early_has_the_timed_spare_connect_at_once() {
-    let mut w = World::with(Config::default());
-    let c1 = w.exchange_on_new(Method::PUT);
-    w.now += Duration::from_millis(8);
-    w.e.on_fin(c1, w.now); // the device closes idle connections after ~8 ms
-    let spare = connect_of(&w.actions()).unwrap();
-    w.e.on_connected(spare, w.now);
-    // The caller paused 13 ms since the first response (the spare, 5 ms old, is alive): the
-    // next spare is to connect 9.375 ms after this request's write.
-    w.now += Duration::from_millis(5);
-    w.submit(Method::GET, "http://10.0.0.5/io-state");
-    w.probe_alive(spare);
+    // The device closes idle connections after 8 ms; the caller paused 30 ms (and so learned
+    // at most 30 ms).
+    let (mut w, c2) = caller_away(Duration::from_millis(30));
     let written = w.now;
     let timed = match w.actions().as_slice() {
         [Action::Connect { conn, at: Some(at), .. }] => {
-            assert_eq!(*at, written + Duration::from_micros(13_000 - 3_625));
+            // The middle of 0.25 ms and 26.25 ms: 13.25 ms before the request is expected.
+            assert_eq!(*at, written + Duration::from_micros(30_000 - 13_250));
             *conn
         }
         other => panic!("expected a timed connect, got {other:?}"),
     };
-    w.e.on_data(spare, OK, w.now);
+    w.e.on_data(c2, OK, w.now);
     w.completions();
-    // This time the caller is back after 8 ms: the connection was retired at 7 ms, and the
-    // spare's time has not come.
-    w.advance(Duration::from_millis(8));
-    assert_eq!(w.actions(), vec![Action::Close { conn: spare }]);
+    // This time the caller is back after 12 ms: c2 was closed by the device (the check finds
+    // its FIN), and the spare's time has not come.
+    w.now += Duration::from_millis(12);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
-    assert_eq!(w.actions(), vec![Action::ConnectNow { conn: timed }]);
+    assert_eq!(w.actions(), vec![Action::Probe { conn: c2 }]);
+    w.e.on_probe(c2, ProbeOutcome::Fin, w.now);
+    let actions = w.actions();
+    assert!(actions.contains(&Action::ConnectNow { conn: timed }), "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Connect { .. })), "{actions:?}");
     // The kernel's start failed (no local port, say).
     let source = io::Error::from(io::ErrorKind::AddrNotAvailable);
     w.e.on_connect_failed(timed, Error::ConnectFailed { host: "10.0.0.5:80".into(), source }, w.now);
@@ -898,8 +917,7 @@ fn a_caller_back_early_has_the_timed_spare_connect_at_once() {
     w.e.on_data(conn, OK, w.now);
     assert!(w.completions()[0].result.is_ok());
     let s = w.e.stats();
-    // (and this request, 8 ms after the last, has a timed spare of its own)
-    assert_eq!((s.failed, s.warm_spares_timed, s.connect_failures), (1, 2, 1), "{s:?}");
+    assert_eq!((s.failed, s.connect_failures), (1, 1), "{s:?}");
 }
 
 #[test]
