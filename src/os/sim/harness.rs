@@ -90,6 +90,8 @@ pub struct Report {
     pub acted: usize,
     /// Sockets opened.
     pub opens: u64,
+    /// Of those, opened with a connect set for later (timed warm spares).
+    pub timed_opens: u64,
     /// Sockets opened before each command was submitted.
     pub opens_at_submit: Vec<u64>,
     /// Syscalls made.
@@ -283,6 +285,7 @@ impl<'a> Run<'a> {
         self.report.answers_delivered = k.delivered.len();
         self.report.write_errors_with_unread = k.write_errors_with_unread;
         self.report.opens = k.opens;
+        self.report.timed_opens = k.timed_opens;
         self.report.read_waits = k.read_waits;
         self.report.syscalls = k.syscalls;
         self.report.acted = k.device.ledger.len();

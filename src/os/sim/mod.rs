@@ -250,6 +250,8 @@ pub struct SimKernel {
     /// Counters the harness checks.
     pub(crate) syscalls: u64,
     pub(crate) opens: u64,
+    /// Opens with a connect set for later ([`Kernel::open_at`]).
+    pub(crate) timed_opens: u64,
     /// `read_wait` calls (the driver's waits in one socket's `recv`).
     pub(crate) read_waits: u64,
     live: usize,
@@ -294,6 +296,7 @@ impl SimKernel {
             device_addr: DEVICE.parse().expect("a socket address"),
             syscalls: 0,
             opens: 0,
+            timed_opens: 0,
             read_waits: 0,
             live: 0,
             progress: 0,
@@ -466,6 +469,7 @@ impl SimKernel {
     fn open_sock(&mut self, addr: SocketAddr, token: usize, at: Option<Ns>) -> io::Result<SimStream> {
         self.syscall();
         self.opens += 1;
+        self.timed_opens += u64::from(at.is_some());
         self.progress += 1;
         if self.opts.fd_limit.is_some_and(|l| self.live >= l) {
             return Err(io::Error::from_raw_os_error(24)); // EMFILE
