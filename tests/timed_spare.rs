@@ -47,7 +47,6 @@ fn a_spare_connects_while_the_caller_is_away() {
     }
     assert_eq!(s.failed, 0, "{s:?}");
     assert_eq!(dev.bytes_after_fin(), 0, "no request written after the device's FIN");
-    // The client's drop stops the connecting thread (a test that hangs here says it did not).
     drop(client);
 }
 

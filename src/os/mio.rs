@@ -339,7 +339,6 @@ impl Drop for MioKernel {
 /// that needs it (started by its first timed connect), stopped with the client.
 struct Timed {
     shared: Arc<TimedShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -428,9 +427,10 @@ impl Timed {
     fn start() -> io::Result<Timed> {
         let shared = Arc::new(TimedShared::default());
         let theirs = Arc::clone(&shared);
-        let thread =
-            std::thread::Builder::new().name("finwatch-connect".into()).spawn(move || Timed::run(&theirs))?;
-        Ok(Timed { shared, thread: Some(thread) })
+        // Detached: stopping it is telling it to (it holds only its share of the list), and a
+        // join could wait for a thread that a `fork` did not copy.
+        drop(std::thread::Builder::new().name("finwatch-connect".into()).spawn(move || Timed::run(&theirs))?);
+        Ok(Timed { shared })
     }
 
     fn push(&self, job: Arc<Job>) {
@@ -466,12 +466,11 @@ impl Timed {
         }
     }
 
-    fn stop(mut self) {
+    /// The thread ends at its next wake-up, now; jobs not yet due go with it (their
+    /// descriptors closed: the driver closed, or is closing, the sockets).
+    fn stop(self) {
         locked(&self.shared.jobs).quit = true;
         self.shared.wake.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
