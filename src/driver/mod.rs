@@ -516,8 +516,9 @@ impl<K: Kernel> Driver<K> {
         while let Some(action) = engine.poll_action() {
             match action {
                 // A connect the engine gave up on before it ran (abort_all, a deadline) is skipped.
-                Action::Connect { conn, host, port, label, at } if engine.knows(conn) => {
+                Action::Connect { conn, host, port, label } if engine.knows(conn) => {
                     checked = false;
+                    let at = engine.connect_at(conn);
                     self.connect(engine, conn, &host, port, label, at, now)
                 }
                 Action::ConnectNow { conn } => {

@@ -7,7 +7,7 @@
 //! [`Conn::may_carry_request`] is the rule the crate exists for: only `Open(Idle)` may.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::Stage;
 use crate::proto::framing::ResponseReader;
@@ -127,11 +127,6 @@ pub(crate) struct Exchange {
     /// The connection is known to end with this exchange (decided when the request was put
     /// on it): its successor connects as soon as the request is written.
     pub(crate) ends: bool,
-    /// The connection will not carry the caller's next request (it is retired first) and a
-    /// warm spare should connect this long after the request is written, to wait the second
-    /// duration for it ([`crate::proto::learn::TimedSpare`]; decided when the request was put
-    /// on the connection).
-    pub(crate) timed_spare: Option<(Duration, Duration)>,
     /// The length of the request's head on the wire: once that much is written, the device may
     /// act on the request, whatever becomes of its body.
     pub(crate) head_len: usize,
@@ -241,6 +236,11 @@ pub(crate) struct Conn {
     /// Connected at a set time by the kernel, while the loop did not run: when it is reported
     /// connected says nothing of the handshake's length.
     pub(crate) timed: bool,
+    /// The exchange on it will leave the caller's next request to another connection (this
+    /// one is retired first): a warm spare connects after its request is written, at this
+    /// plan's time ([`crate::proto::learn::TimedSpare`]; decided when the request was put on
+    /// it). Kept here, not in the exchange, which moves with the state on every command.
+    pub(crate) timed_spare: Option<crate::proto::learn::SparePlan>,
     /// Kept after a response although the device was thought to close after every response,
     /// to find out whether it still does: usable only once it has survived
     /// [`crate::proto::learn::CLOSES_AFTER_RESPONSE`] idle (a device that closes sends its FIN
@@ -269,6 +269,7 @@ impl Conn {
             spare: false,
             connect_at: None,
             timed: false,
+            timed_spare: None,
             probation: false,
             resolving: false,
             tls_handshaking: false,

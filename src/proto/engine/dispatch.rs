@@ -3,6 +3,7 @@
 //! order.
 
 use super::*;
+use crate::proto::learn::SparePlan;
 
 impl Engine {
     /// Starts queued requests of `host` on idle or new connections, in submission order; then
@@ -49,7 +50,7 @@ impl Engine {
                 let timed = if host_ends || !self.cfg.warm_spares {
                     None
                 } else {
-                    host.timed_spare(now, self.cfg.idle_timeout)
+                    host.timed_spare(now, self.cfg.idle_timeout).map(SparePlan::new)
                 };
                 // The common case, the queue's only request: no second lookup to find it empty.
                 let more = !host.queue.is_empty();
@@ -69,11 +70,8 @@ impl Engine {
             let startable = host.queue.len().min(self.cfg.max_in_flight_per_host - host.in_flight);
             // A warm spare whose connect the kernel was to start later, while the caller was
             // away: the caller is here, so at once (if the kernel has not yet; told once).
-            for i in 0..host.conns.len() {
-                let k = host.conns[i];
-                if self.conns.get(k).is_some_and(|c| c.connect_at.is_some()) {
-                    Self::connect_timed_now_in(&mut self.conns, &mut self.actions, k, now);
-                }
+            if connecting > 0 {
+                Self::connect_timed_now_all(&host.conns, &mut self.conns, &mut self.actions, now);
             }
             // Suspended: a connect failed while another connection was open; the queue waits
             // for that one until an exchange completes (`lifecycle::ConnectFailure`).
@@ -106,13 +104,7 @@ impl Engine {
             self.timers.push(time::after(now, self.cfg.connect_timeout), Timer::Connect(conn));
             host.conns.push(conn);
             self.stats.connects += 1;
-            self.actions.push_back(Action::Connect {
-                conn,
-                host: name,
-                port,
-                label: Arc::clone(host_key),
-                at: None,
-            });
+            self.actions.push_back(Action::Connect { conn, host: name, port, label: Arc::clone(host_key) });
             if let Some(t) = &mut self.trace {
                 t.record(now, id, host_key, TraceKind::Connecting { spare: false });
             }
@@ -121,14 +113,8 @@ impl Engine {
 
     /// Puts request `r` on idle connection `conn` and asks for the pre-write peek. `host_ends`:
     /// the device is known to end connections after a response (it closes after every one, or
-    /// its last response said so). `timed_spare`: [`Exchange::timed_spare`].
-    pub(super) fn assign(
-        &mut self,
-        conn: Key,
-        r: Key,
-        host_ends: bool,
-        timed_spare: Option<(Duration, Duration)>,
-    ) {
+    /// its last response said so). `timed_spare`: [`Conn::timed_spare`].
+    pub(super) fn assign(&mut self, conn: Key, r: Key, host_ends: bool, timed_spare: Option<SparePlan>) {
         let Some(c) = self.conns.get_mut(conn) else { return };
         let Some(p) = self.reqs.get_mut(r) else { return };
         let reused = c.served > 0;
@@ -153,18 +139,35 @@ impl Engine {
             reader.stream_body();
         }
         let ends = host_ends || p.wants_close || c.requests_left == Some(1);
+        c.timed_spare = if ends { None } else { timed_spare };
         let head_len = p.wire.len() - p.body_len;
         let busy = ConnState::Open(Open::Busy(Exchange {
             req: r,
             phase: Phase::Probing,
             reader,
             ends,
-            timed_spare: if ends { None } else { timed_spare },
             head_len,
             held: false,
         }));
         c.transition(busy, format_args!("request {}", p.id.0));
         self.actions.push_back(Action::Probe { conn });
+    }
+
+    /// Every timed spare of `host_conns` whose connect the kernel has not been told to start
+    /// now is told (out of line: the hot path of a command never comes here).
+    #[cold]
+    #[inline(never)]
+    fn connect_timed_now_all(
+        host_conns: &[Key],
+        conns: &mut Slab<Conn>,
+        actions: &mut VecDeque<Action>,
+        now: Instant,
+    ) {
+        for &k in host_conns {
+            if conns.get(k).is_some_and(|c| c.connect_at.is_some()) {
+                Self::connect_timed_now_in(conns, actions, k, now);
+            }
+        }
     }
 
     /// The connect of timed spare `k` starts now, if the kernel has not started it (told once).
@@ -276,7 +279,7 @@ impl Engine {
             t.record(now, id, host_key, TraceKind::Connecting { spare: true });
         }
         let label = Arc::clone(host_key);
-        self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port, label, at });
+        self.actions.push_back(Action::Connect { conn, host: host.name.clone(), port: host.port, label });
     }
 
     /// Whether a request of `host` submitted before `req` has not been written yet (queued, or

@@ -409,9 +409,9 @@ impl Engine {
         if ex.ends {
             let host = c.host.clone();
             self.open_spare(&host, now);
-        } else if let Some(timed) = ex.timed_spare {
+        } else if let Some(timed) = c.timed_spare.take() {
             let host = c.host.clone();
-            self.open_spare_at(&host, now, Some(timed));
+            self.open_spare_at(&host, now, Some(timed.get()));
         }
     }
 

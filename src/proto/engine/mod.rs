@@ -116,8 +116,20 @@ impl Host {
     /// For a request going out now on a kept connection: whether, and when, a warm spare
     /// should connect while the caller is away ([`TimedSpare`]). Nothing to weigh (the common
     /// case: no close learned) costs one test.
+    #[inline]
     fn timed_spare(&self, now: Instant, idle_limit: Duration) -> Option<(Duration, Duration)> {
         let lives = self.behaviour.unused_lives()?;
+        self.timed_spare_learned(lives, now, idle_limit)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn timed_spare_learned(
+        &self,
+        lives: Duration,
+        now: Instant,
+        idle_limit: Duration,
+    ) -> Option<(Duration, Duration)> {
         if self.loop_in_pauses {
             return None;
         }
@@ -328,6 +340,12 @@ impl Engine {
         log::trace!("request {} {} {} queued", id.0, req.method.as_str(), key);
         self.dispatch(key, now);
         id
+    }
+
+    /// When the kernel is to start the connect of `conn` (a timed warm spare), if later than
+    /// now; `None`: at once.
+    pub(crate) fn connect_at(&self, conn: Key) -> Option<Instant> {
+        self.conns.get(conn)?.connect_at
     }
 
     pub(crate) fn poll_action(&mut self) -> Option<Action> {

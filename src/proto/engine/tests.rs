@@ -700,7 +700,9 @@ fn spares_that_would_die_before_use_connect_later_instead() {
         let written = w.now;
         // The next one is set for later: it waits the middle of 0.25 ms and 2.1875 ms.
         let timed = match w.actions().as_slice() {
-            [Action::Connect { conn, at: Some(at), .. }] => Some((*conn, *at)),
+            [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
+                Some((*conn, w.e.connect_at(*conn).unwrap()))
+            }
             other => panic!("command {k}: expected a timed spare, got {other:?}"),
         };
         w.e.on_data(conn, OK, w.now);
@@ -834,7 +836,9 @@ fn a_caller_away_in_its_pauses_gets_a_spare_connected_meanwhile() {
     // trip measured) and 7 ms, 3.625 ms.
     let written = w.now;
     let (timed, at) = match w.actions().as_slice() {
-        [Action::Connect { conn, at: Some(at), .. }] => (*conn, *at),
+        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
+            (*conn, w.e.connect_at(*conn).unwrap())
+        }
         other => panic!("expected a timed connect, got {other:?}"),
     };
     assert_eq!(at, written + Duration::from_micros(8_000 - 3_625));
@@ -859,7 +863,7 @@ fn a_loop_running_in_the_pause_connects_the_timed_spare_when_the_connection_ends
     // 8 ms, and this time the loop runs in the pause and sees it.
     let (mut w, c2) = caller_away(Duration::from_millis(30));
     let timed = match w.actions().as_slice() {
-        [Action::Connect { conn, at: Some(_), .. }] => *conn, // 16.75 ms after the write
+        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => *conn, // 16.75 ms after the write
         other => panic!("expected a timed connect, got {other:?}"),
     };
     w.e.on_data(c2, OK, w.now);
@@ -888,9 +892,9 @@ fn a_caller_back_early_has_the_timed_spare_connect_at_once() {
     let (mut w, c2) = caller_away(Duration::from_millis(30));
     let written = w.now;
     let timed = match w.actions().as_slice() {
-        [Action::Connect { conn, at: Some(at), .. }] => {
+        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
             // The middle of 0.25 ms and 26.25 ms: 13.25 ms before the request is expected.
-            assert_eq!(*at, written + Duration::from_micros(30_000 - 13_250));
+            assert_eq!(w.e.connect_at(*conn), Some(written + Duration::from_micros(30_000 - 13_250)));
             *conn
         }
         other => panic!("expected a timed connect, got {other:?}"),

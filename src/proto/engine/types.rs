@@ -217,10 +217,9 @@ pub struct ConnectionInfo {
 pub(crate) enum Action {
     /// Start a non-blocking connect to `host:port`, registered under `conn`. `label`: the
     /// host's key (`host:port`, an IPv6 host bracketed), for error messages.
-    ///
-    /// `at`: the kernel starts the connect at that time, not now (a timed warm spare: the
-    /// caller is away then, and the loop does not run); the socket is opened now.
-    Connect { conn: Key, host: Arc<str>, port: u16, label: Arc<str>, at: Option<Instant> },
+    /// [`Engine::connect_at`] says whether the kernel is to start it later (a timed warm
+    /// spare; kept out of the action, which every command moves several of).
+    Connect { conn: Key, host: Arc<str>, port: u16, label: Arc<str> },
     /// A request waits for timed connect `conn`: start it now if the kernel has not yet, and
     /// report a failure of the kernel's start ([`Engine::on_connect_failed`]).
     ConnectNow { conn: Key },
