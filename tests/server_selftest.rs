@@ -129,6 +129,7 @@ fn close_after_response_fin_then_late_request_is_counted() {
     assert_eq!(resp.header("connection"), None, "the device never says close");
     assert_eq!(client.read_raw().unwrap(), 0, "expected FIN");
     assert_eq!(server.fins_sent(), 1);
+    assert!(wait_until(TIMEOUT, || server.fins_settled() == 1));
 
     // The bug: writing the next request on the half-closed socket.
     let late = get("/again");

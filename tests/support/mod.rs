@@ -281,6 +281,9 @@ struct Shared {
     fins: AtomicUsize,
     /// FINs whose `shutdown(Write)` has returned: on loopback, in the client's receive queue.
     fins_done: AtomicUsize,
+    /// FINs after which the bytes that crossed them were discarded: from then on every byte
+    /// counts as after FIN.
+    fins_settled: AtomicUsize,
     rsts: AtomicUsize,
     /// RSTs whose close has returned: on loopback, at the client.
     rsts_done: AtomicUsize,
@@ -313,6 +316,7 @@ impl DeviceServer {
             after_fin: Mutex::new(BTreeMap::new()),
             fins: AtomicUsize::new(0),
             fins_done: AtomicUsize::new(0),
+            fins_settled: AtomicUsize::new(0),
             rsts: AtomicUsize::new(0),
             rsts_done: AtomicUsize::new(0),
             cuts: AtomicUsize::new(0),
@@ -403,6 +407,12 @@ impl DeviceServer {
     /// client: wait for this before a test's deliberate gap to model "the FIN arrived first".
     pub fn fins_completed(&self) -> usize {
         self.shared.fins_done.load(SeqCst)
+    }
+
+    /// FINs after which every byte the client sends counts as after FIN (the bytes that
+    /// crossed the FIN were discarded): a test that writes after a FIN on purpose waits for it.
+    pub fn fins_settled(&self) -> usize {
+        self.shared.fins_settled.load(SeqCst)
     }
 
     pub fn rsts_sent(&self) -> usize {
@@ -758,6 +768,13 @@ impl Conn<'_> {
             return;
         }
         self.shared.fins_done.fetch_add(1, SeqCst);
+        // Nor are bytes that arrived while the FIN was being sent: between the discard above and
+        // the shutdown's return (a few syscalls, during which a fast client's next request,
+        // written before any FIN existed, lands), the race no client can see. On loopback the
+        // FIN reached the client's queue before `shutdown` returned; a client that then sees it
+        // needs a wake-up before it could write, so what is queued now crossed it.
+        self.discard_queued();
+        self.shared.fins_settled.fetch_add(1, SeqCst);
         // Bytes buffered before the FIN (e.g. a pipelined request) are not late.
         self.buf.clear();
         let deadline = Instant::now() + DRAIN_LIMIT;
