@@ -6,9 +6,6 @@ use crate::os::OpenOpts;
 
 impl<K: Kernel> Driver<K> {
     /// `label`: the host's key (`host:port`), which names it in errors and in the resolver.
-    /// `at`: the kernel starts the connect then ([`Kernel::open_at`]; a timed warm spare). A
-    /// name that must be looked up first connects when its lookup answers.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn connect(
         &mut self,
         engine: &mut Engine,
@@ -16,11 +13,10 @@ impl<K: Kernel> Driver<K> {
         host: &str,
         port: u16,
         label: Arc<str>,
-        at: Option<Instant>,
         now: Instant,
     ) {
         match ip_literal(host, port) {
-            Some(Ok(addr)) => return self.connect_to(engine, key, addr, label, None, at, now),
+            Some(Ok(addr)) => return self.connect_to(engine, key, addr, label, None, now),
             Some(Err(source)) => {
                 return engine.on_connect_failed(
                     key,
@@ -33,9 +29,7 @@ impl<K: Kernel> Driver<K> {
         // A lookup off the loop wakes it through the client's waker; without one, it runs here.
         let wake = self.waker().map_err(|e| log::warn!("no waker for background name lookups: {e}")).ok();
         match self.resolver.resolve(wake, &label, host, port, key, now) {
-            Answer::Addr(addr) => {
-                self.connect_to(engine, key, addr, label, Some(Attempt { tried: 1 }), at, now)
-            }
+            Answer::Addr(addr) => self.connect_to(engine, key, addr, label, Some(Attempt { tried: 1 }), now),
             // Parked until the lookup answers (under the engine's connect timeout); a lookup
             // that could not go to the background has answered already.
             Answer::Pending => {
@@ -47,9 +41,8 @@ impl<K: Kernel> Driver<K> {
         }
     }
 
-    /// Starts the connect of `key` to `addr` (now, or by the kernel `at`): an IP literal
-    /// (`attempt` `None`), or the first address tried for a host name.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts the connect of `key` to `addr`: an IP literal (`attempt` `None`), or the first
+    /// address tried for a host name.
     pub(super) fn connect_to(
         &mut self,
         engine: &mut Engine,
@@ -57,10 +50,9 @@ impl<K: Kernel> Driver<K> {
         addr: SocketAddr,
         label: Arc<str>,
         attempt: Option<Attempt>,
-        at: Option<Instant>,
         now: Instant,
     ) {
-        if let Err((source, attempt)) = self.open(engine, key, addr, Arc::clone(&label), attempt, at) {
+        if let Err((source, attempt)) = self.open(engine, key, addr, Arc::clone(&label), attempt) {
             self.connect_failed(engine, key, label, source, attempt, now);
         }
     }
@@ -90,7 +82,7 @@ impl<K: Kernel> Driver<K> {
                 match &done.result {
                     Ok(addr) => {
                         let attempt = Some(Attempt { tried: 1 });
-                        self.connect_to(engine, key, *addr, Arc::clone(&done.label), attempt, None, now)
+                        self.connect_to(engine, key, *addr, Arc::clone(&done.label), attempt, now)
                     }
                     Err(e) => {
                         let source = io::Error::new(e.kind(), e.to_string());
@@ -105,8 +97,9 @@ impl<K: Kernel> Driver<K> {
         }
     }
 
-    /// Opens a socket to `addr` under `key` and starts its connect (or has the kernel start it
-    /// `at`). On failure the attempt is handed back with the error.
+    /// Opens a socket to `addr` under `key` and starts its connect, or has the kernel start it
+    /// at the time the engine set ([`Engine::connect_at`], a timed warm spare; a kernel given a
+    /// time already past starts it now). On failure the attempt is handed back with the error.
     pub(super) fn open(
         &mut self,
         engine: &Engine,
@@ -114,7 +107,6 @@ impl<K: Kernel> Driver<K> {
         addr: SocketAddr,
         host: Arc<str>,
         attempt: Option<Attempt>,
-        at: Option<Instant>,
     ) -> Result<(), (io::Error, Option<Attempt>)> {
         let cfg = engine.config();
         if let Some(local) = cfg.local_address
@@ -135,7 +127,7 @@ impl<K: Kernel> Driver<K> {
         }
         let opts =
             OpenOpts { nodelay: cfg.nodelay, local: cfg.local_address, device: cfg.bind_device.as_deref() };
-        let opened = match at {
+        let opened = match engine.connect_at(key) {
             Some(at) => self.k.open_at(addr, &opts, key.index(), at),
             None => self.k.open(addr, &opts, key.index()),
         };
@@ -176,7 +168,7 @@ impl<K: Kernel> Driver<K> {
             let Some(addr) = self.resolver.failed(&label, a.tried) else { break };
             a.tried += 1;
             log::debug!("conn={} {label}: {source}; trying {addr}", engine.conn_id(key));
-            match self.open(engine, key, addr, Arc::clone(&label), Some(a), None) {
+            match self.open(engine, key, addr, Arc::clone(&label), Some(a)) {
                 Ok(()) => return,
                 Err((e, back)) => (source, attempt) = (e, back),
             }

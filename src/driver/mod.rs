@@ -518,8 +518,7 @@ impl<K: Kernel> Driver<K> {
                 // A connect the engine gave up on before it ran (abort_all, a deadline) is skipped.
                 Action::Connect { conn, host, port, label } if engine.knows(conn) => {
                     checked = false;
-                    let at = engine.connect_at(conn);
-                    self.connect(engine, conn, &host, port, label, at, now)
+                    self.connect(engine, conn, &host, port, label, now)
                 }
                 Action::ConnectNow { conn } => {
                     checked = false;

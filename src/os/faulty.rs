@@ -140,6 +140,25 @@ impl<K> Faulty<K> {
     }
 }
 
+impl<K: Kernel> Faulty<K> {
+    /// An open of the inner kernel's (`open` or `open_at`), or the injected `EMFILE` before it.
+    fn open_with(
+        &mut self,
+        addr: SocketAddr,
+        token: usize,
+        open: impl FnOnce(&mut K) -> io::Result<K::Stream>,
+    ) -> io::Result<FaultyStream<K::Stream>> {
+        if self.maybe(self.rates.emfile) {
+            self.counts.emfile += 1;
+            log::trace!("faulty: open {addr}: EMFILE");
+            return Err(io::Error::from_raw_os_error(24));
+        }
+        let inner = open(&mut self.inner)?;
+        self.live.push(Live { token, connected: false });
+        Ok(FaultyStream { inner, token })
+    }
+}
+
 impl<K: Kernel + Observe> Kernel for Faulty<K> {
     type Stream = FaultyStream<K::Stream>;
 
@@ -152,14 +171,7 @@ impl<K: Kernel + Observe> Kernel for Faulty<K> {
     }
 
     fn open(&mut self, addr: SocketAddr, opts: &OpenOpts<'_>, token: usize) -> io::Result<Self::Stream> {
-        if self.maybe(self.rates.emfile) {
-            self.counts.emfile += 1;
-            log::trace!("faulty: open {addr}: EMFILE");
-            return Err(io::Error::from_raw_os_error(24));
-        }
-        let inner = self.inner.open(addr, opts, token)?;
-        self.live.push(Live { token, connected: false });
-        Ok(FaultyStream { inner, token })
+        self.open_with(addr, token, |k| k.open(addr, opts, token))
     }
 
     fn open_at(
@@ -169,14 +181,7 @@ impl<K: Kernel + Observe> Kernel for Faulty<K> {
         token: usize,
         at: Instant,
     ) -> io::Result<Self::Stream> {
-        if self.maybe(self.rates.emfile) {
-            self.counts.emfile += 1;
-            log::trace!("faulty: open {addr} (timed): EMFILE");
-            return Err(io::Error::from_raw_os_error(24));
-        }
-        let inner = self.inner.open_at(addr, opts, token, at)?;
-        self.live.push(Live { token, connected: false });
-        Ok(FaultyStream { inner, token })
+        self.open_with(addr, token, |k| k.open_at(addr, opts, token, at))
     }
 
     fn start_now(&mut self, s: &mut Self::Stream) -> io::Result<()> {

@@ -187,24 +187,16 @@ impl Kernel for MioKernel {
     }
 
     fn connect_result(&mut self, s: &mut Self::Stream) -> io::Result<bool> {
-        if let Some(job) = s.timed.take() {
-            // Not started: not yet. Failed when the thread started it: that error. Started:
-            // the socket says (and the job is no longer needed).
-            let failed = match &mut *job.lock() {
-                JobState::Pending { .. } => None,
-                JobState::Failed(e) => {
-                    Some(Err(e.take().unwrap_or_else(|| io::ErrorKind::NotConnected.into())))
-                }
-                JobState::Started | JobState::Cancelled => Some(Ok(())),
-            };
-            match failed {
-                None => {
-                    s.timed = Some(job);
-                    return Ok(false);
-                }
-                Some(Err(e)) => return Err(e),
-                Some(Ok(())) => {}
+        // A timed connect not started: not yet. Failed when the thread started it: that error.
+        // Started: the socket says (and the job is no longer needed).
+        match s.timed.as_ref().map(|job| job.outcome()) {
+            Some(None) => return Ok(false),
+            Some(Some(Err(e))) => {
+                s.timed = None;
+                return Err(e);
             }
+            Some(Some(Ok(()))) => s.timed = None,
+            None => {}
         }
         match s.io.take_error() {
             Ok(Some(e)) | Err(e) => Err(e),
@@ -415,6 +407,15 @@ impl Job {
         {
             log::debug!("timed connect failed at once: {e}");
             *state = JobState::Failed(Some(e));
+        }
+    }
+
+    /// `None` while not started; the start's failure (reported once), or `Ok` once started.
+    fn outcome(&self) -> Option<io::Result<()>> {
+        match &mut *self.lock() {
+            JobState::Pending { .. } => None,
+            JobState::Failed(e) => Some(Err(e.take().unwrap_or_else(|| io::ErrorKind::NotConnected.into()))),
+            JobState::Started | JobState::Cancelled => Some(Ok(())),
         }
     }
 

@@ -171,10 +171,6 @@ impl Engine {
     }
 
     /// The connect of timed spare `k` starts now, if the kernel has not started it (told once).
-    fn connect_timed_now(&mut self, k: Key, now: Instant) {
-        Self::connect_timed_now_in(&mut self.conns, &mut self.actions, k, now);
-    }
-
     fn connect_timed_now_in(conns: &mut Slab<Conn>, actions: &mut VecDeque<Action>, k: Key, now: Instant) {
         let Some(c) = conns.get_mut(k) else { return };
         let Some(at) = c.connect_at.take() else { return };
@@ -229,7 +225,7 @@ impl Engine {
             // the loop runs in the pauses after all, and now is better, safe from an early
             // caller (see above).
             if in_pause && let Some(k) = not_started {
-                self.connect_timed_now(k, now);
+                Self::connect_timed_now_in(&mut self.conns, &mut self.actions, k, now);
             }
             return;
         }
