@@ -140,6 +140,27 @@ fn close_after_response_fin_then_late_request_is_counted() {
     assert_eq!(server.request_count(), 1, "the late request is never served");
 }
 
+/// The FIN travels with the response's last bytes: it is there the moment the response is (no
+/// wait), and a request written the moment the response was read counts as after it.
+#[cfg(target_os = "linux")]
+#[test]
+fn close_after_response_sends_the_fin_with_the_response() {
+    let server = DeviceServer::close_after_response();
+    for i in 0..20 {
+        let mut client = Client::connect(&server);
+        client.get("/status");
+        assert_eq!(client.response(false).status, 200);
+        client.stream.set_nonblocking(true).unwrap();
+        assert_eq!(client.read_raw().unwrap(), 0, "the FIN came with the response ({i})");
+        client.stream.set_nonblocking(false).unwrap();
+        let late = get("/again");
+        client.send(late.as_bytes());
+        assert!(wait_until(TIMEOUT, || server.bytes_after_fin_on(i) == late.len()), "connection {i}");
+    }
+    assert_eq!(server.request_count(), 20, "no late request is served");
+    assert_eq!(server.fins_sent(), 20);
+}
+
 #[test]
 fn close_after_response_client_closing_is_clean() {
     let server = DeviceServer::close_after_response();

@@ -9,8 +9,8 @@
 //!
 //! What it answers, by path:
 //!
-//! - `/fin…`: `200 OK`, body `{"seq":N}`, then FIN, without `Connection: close`: the incident's
-//!   device, which closes after every response;
+//! - `/fin…`: `200 OK`, body `{"seq":N}`, then FIN (in the response's last segment), without
+//!   `Connection: close`: the incident's device, which closes after every response;
 //! - `/echo…`: `200 OK`, the request body as the body, the request's method in `X-Method` and its
 //!   `X-Command-Id` field (if any) in `X-Command-Id`;
 //! - `/slow…`: `200 OK` after 2 s (for a request deadline to pass first);

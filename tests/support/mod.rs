@@ -121,7 +121,11 @@ pub enum After {
     /// Wait for the next request.
     KeepAlive,
     /// `shutdown(Write)` (FIN, without any `Connection: close` header), then
-    /// count every byte the client still sends.
+    /// count every byte the client still sends. The FIN travels in the segment that carries the
+    /// reply's last bytes (`TCP_CORK` until the shutdown): a client that has read the reply has
+    /// the FIN too, so every byte it writes afterwards was written after it, and the count is
+    /// exact. (A FIN sent a few syscalls after the reply could cross a request the client wrote
+    /// a moment before it arrived, the race no client can see: `IdleFin` keeps that shape.)
     Fin,
     /// Close with SO_LINGER 0, which sends RST.
     Rst,
@@ -585,8 +589,13 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
             return;
         }
         let piece = if reply.piece == 0 { reply.bytes.len().max(1) } else { reply.piece };
+        // A reply followed by FIN is held back until the shutdown, which sends the FIN with it.
+        let with_fin = reply.after == After::Fin && reply.piece == 0 && c.cork();
         if !reply.bytes.chunks(piece).all(|p| c.write_all(p)) {
             return;
+        }
+        if with_fin {
+            return c.fin_with_reply();
         }
         idle = None;
         match reply.after {
@@ -756,6 +765,31 @@ impl Conn<'_> {
         true
     }
 
+    /// `TCP_CORK` on: written bytes wait for a full segment or a FIN. Where there is none, the
+    /// reply and the FIN go apart, as with `IdleFin`.
+    fn cork(&self) -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return socket2::SockRef::from(&self.stream).set_tcp_cork(true).is_ok();
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        return false;
+    }
+
+    /// Sends FIN in the segment of the reply held back by the cork, then counts every byte read
+    /// as arriving after our FIN: the client had the FIN the moment it had the reply, so no
+    /// request of a client that honours it can cross it (the client does not pipeline).
+    fn fin_with_reply(mut self) {
+        // Bytes queued before the reply left were sent before the client could see it.
+        self.discard_queued();
+        self.shared.fins.fetch_add(1, SeqCst);
+        if self.stream.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        self.shared.fins_done.fetch_add(1, SeqCst);
+        self.shared.fins_settled.fetch_add(1, SeqCst);
+        self.buf.clear();
+        self.drain_after_fin(true);
+    }
+
     /// Sends FIN, then reads until EOF, error, stop or DRAIN_LIMIT. With
     /// `count`, every byte read is recorded as arriving after our FIN.
     fn fin(mut self, count: bool) {
@@ -777,6 +811,12 @@ impl Conn<'_> {
         self.shared.fins_settled.fetch_add(1, SeqCst);
         // Bytes buffered before the FIN (e.g. a pipelined request) are not late.
         self.buf.clear();
+        self.drain_after_fin(count);
+    }
+
+    /// Reads until EOF, error, stop or DRAIN_LIMIT after our FIN; with `count`, every byte read
+    /// is recorded as arriving after it.
+    fn drain_after_fin(&mut self, count: bool) {
         let deadline = Instant::now() + DRAIN_LIMIT;
         loop {
             match self.read_some(Some(deadline)) {
