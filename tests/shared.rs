@@ -271,13 +271,19 @@ fn a_direct_request_to_a_stalled_device_holds_up_no_other_device() {
 /// loop thread's poller once left the loop asleep for its whole backstop: no spare was ever
 /// opened, and every command after a pause paid a connect.)
 #[test]
+///
+/// The times are long enough for a loaded machine (nextest beside other work): the idle close
+/// (40 ms) lies far beyond the 2 ms within which a FIN after the response teaches "closes
+/// after every response", which a loop thread descheduled for a few ms learned with a 5 ms
+/// idle close; and a pause overshot by up to ~25 ms still finds the spare (opened ~35 ms after
+/// the response) alive.
 fn between_direct_requests_the_loop_retires_ahead_and_keeps_a_spare() {
-    let dev = DeviceServer::idle_close(Duration::from_millis(5));
+    let dev = DeviceServer::idle_close(Duration::from_millis(40));
     let c = shared();
     for _ in 0..12 {
         assert_eq!(c.get(&dev.url("/x")).unwrap().status(), 200);
         // A pause past the device's idle close; a sleep here is the scenario, not a wait for it.
-        thread::sleep(Duration::from_millis(8));
+        thread::sleep(Duration::from_millis(50));
     }
     let s = c.stats();
     assert!(s.warm_spares_used >= 3, "{s:?}");
