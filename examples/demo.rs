@@ -61,8 +61,8 @@ struct Phase {
 const PHASES: [Phase; 3] = [
     Phase {
         title: "close after every response, no `Connection: close` (the incident)",
-        device: "FIN right after each 200 OK",
-        start: DeviceServer::close_after_response,
+        device: "FIN right after each 200 OK, in a segment of its own",
+        start: DeviceServer::close_after_response_apart,
         gap_from_fin: true,
         commands: 2000,
         gaps: &[Duration::from_micros(100)],

@@ -125,8 +125,14 @@ pub enum After {
     /// reply's last bytes (`TCP_CORK` until the shutdown): a client that has read the reply has
     /// the FIN too, so every byte it writes afterwards was written after it, and the count is
     /// exact. (A FIN sent a few syscalls after the reply could cross a request the client wrote
-    /// a moment before it arrived, the race no client can see: `IdleFin` keeps that shape.)
+    /// a moment before it arrived, the race no client can see: [`After::FinApart`] and
+    /// `IdleFin` keep that shape.)
     Fin,
+    /// As [`After::Fin`], but the FIN in a segment of its own, a few syscalls after the reply
+    /// (the incident's capture: `200 OK`, then `FIN, ACK`). Bytes that arrived before the
+    /// shutdown returned are not counted (they may have crossed it); a test that writes after
+    /// the FIN on purpose waits for [`DeviceServer::fins_settled`].
+    FinApart,
     /// Close with SO_LINGER 0, which sends RST.
     Rst,
     /// Keep alive, but send FIN (as [`After::Fin`]) if no byte of a next
@@ -344,6 +350,11 @@ impl DeviceServer {
     /// FIN after every response, without `Connection: close`.
     pub fn close_after_response() -> DeviceServer {
         DeviceServer::preset(After::Fin)
+    }
+
+    /// FIN after every response, in a segment of its own ([`After::FinApart`]).
+    pub fn close_after_response_apart() -> DeviceServer {
+        DeviceServer::preset(After::FinApart)
     }
 
     /// FIN when a connection has been idle for `idle` after a response.
@@ -601,7 +612,7 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
         match reply.after {
             After::KeepAlive => {}
             After::IdleFin(d) => idle = Some(d),
-            After::Fin => return c.fin(true),
+            After::Fin | After::FinApart => return c.fin(true),
             After::Rst => return c.rst(),
             After::Stall => return c.stall(),
         }
