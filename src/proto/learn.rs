@@ -83,18 +83,20 @@ pub(crate) const SPARE_RECHECK_EVERY: u32 = 16;
 pub(crate) const SPARE_RECHECK_MAX: u32 = 1024;
 
 /// How long a warm spare opened at `now` would wait for its request, if the caller pauses as
-/// it last did (`pause`, from a response to its next request): the whole pause after the
-/// exchange in flight (a spare opened as a request goes out), or what is left of it since the
-/// last exchange ended at `last_done` (one opened between commands, at a retirement).
+/// it last did (`pause`, from a response to its next request): the exchange in flight (a spare
+/// opened as a request goes out; `exchange`, its expected length) and the whole pause after
+/// it, or what is left of the pause since the last exchange ended at `last_done` (one opened
+/// between commands, at a retirement).
 pub(crate) fn spare_wait(
     pause: Option<Duration>,
     last_done: Option<Instant>,
     in_flight: bool,
+    exchange: Duration,
     now: Instant,
 ) -> Option<Duration> {
     pause.map(|pause| match last_done {
         Some(done) if !in_flight => time::after(done, pause).saturating_duration_since(now),
-        _ => pause,
+        _ => pause.saturating_add(exchange),
     })
 }
 
@@ -423,14 +425,16 @@ mod tests {
         let done = Instant::now();
         let pause = Some(2_500 * Duration::from_micros(1));
         // As a request goes out: the whole pause, after that exchange.
-        assert_eq!(spare_wait(pause, Some(done), true, done + 3 * MS), pause);
+        assert_eq!(spare_wait(pause, Some(done), true, Duration::ZERO, done + 3 * MS), pause);
+        // A request in flight: its exchange comes first.
+        assert_eq!(spare_wait(pause, Some(done), true, MS, done + 3 * MS), pause.map(|p| p + MS));
         // Between commands, 1.5 ms after the last response (a retirement ahead of an idle
         // close): 1 ms left.
-        assert_eq!(spare_wait(pause, Some(done), false, done + 1_500 * MS / 1000), Some(MS));
+        assert_eq!(spare_wait(pause, Some(done), false, MS, done + 1_500 * MS / 1000), Some(MS));
         // Past the usual pause: due at once.
-        assert_eq!(spare_wait(pause, Some(done), false, done + 4 * MS), Some(Duration::ZERO));
-        assert_eq!(spare_wait(None, Some(done), false, done), None);
-        assert_eq!(spare_wait(pause, None, false, done), pause);
+        assert_eq!(spare_wait(pause, Some(done), false, MS, done + 4 * MS), Some(Duration::ZERO));
+        assert_eq!(spare_wait(None, Some(done), false, MS, done), None);
+        assert_eq!(spare_wait(pause, None, false, Duration::ZERO, done), pause);
     }
 
     #[test]

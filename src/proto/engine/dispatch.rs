@@ -200,7 +200,8 @@ impl Engine {
             return;
         }
         let Some(host) = self.hosts.get_mut(host_key) else { return };
-        let next_in = spare_wait(host.pause, host.last_done, host.in_flight > 0, now);
+        let exchange = host.behaviour.rtt();
+        let next_in = spare_wait(host.pause, host.last_done, host.in_flight > 0, exchange, now);
         // Nothing queued or in flight: the loop runs in the caller's pause (a `poll`,
         // `SharedClient`), and the spare is due because a connection was retired or closed.
         // It opens now, as a loop in the pauses always did: the last spare moment the old

@@ -854,6 +854,66 @@ fn a_caller_away_in_its_pauses_gets_a_spare_connected_meanwhile() {
     assert_eq!((s.warm_spares_timed, s.warm_spares_used, s.failed), (2, 1, 0), "{s:?}");
 }
 
+/// Across a link the caller's next request comes an exchange after the write, then its pause:
+/// the timed spare's time counts that exchange (a round trip at the least: the fastest
+/// handshake). Reckoned from the write alone, it connected an exchange early, and across a 1 ms
+/// link a caller back 0.6 ms later than last time found it idled out (compare's (c), whose
+/// pauses cycle through 3–8 ms: `execute` 0.99× the blocking floor at p50, 0.55× since).
+#[test]
+fn across_a_link_the_timed_spare_counts_the_exchange_before_the_pause() {
+    let rtt = Duration::from_millis(1);
+    let mut w = World::with(Config::default());
+    // Every connect takes a round trip, every exchange one.
+    let connect = |w: &mut World| {
+        let actions: Vec<_> =
+            w.actions().into_iter().filter(|a| !matches!(a, Action::Close { .. })).collect();
+        let conn = match actions.as_slice() {
+            [Action::Connect { conn, .. }] => *conn,
+            other => panic!("expected a connect, got {other:?}"),
+        };
+        w.now += rtt;
+        w.e.on_connected(conn, w.now);
+        w.probe_alive(conn);
+        conn
+    };
+    w.submit(Method::PUT, "http://10.0.0.5/io");
+    let c1 = connect(&mut w);
+    w.now += rtt;
+    w.e.on_data(c1, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // The caller pauses 8 ms; the device closed c1 meanwhile (found by the pre-write check: it
+    // keeps idle connections at most 8 ms).
+    w.now += Duration::from_millis(8);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    assert_eq!(w.actions(), vec![Action::Probe { conn: c1 }]);
+    w.e.on_probe(c1, ProbeOutcome::Fin, w.now);
+    let c2 = connect(&mut w);
+    let written = w.now;
+    // c2 is kept 6 ms after its answer (8 ms less an eighth, less the round trip), 7 ms from
+    // now; the caller's next request is expected in 1 + 8 ms. A spare waits the middle of
+    // 1.25 ms (a round trip and the lead) and 7 ms (8 less an eighth), 4.125 ms: it connects
+    // 9 - 4.125 = 4.875 ms after the write (3.875 before, by the pause alone).
+    let (timed, at) = match w.actions().as_slice() {
+        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
+            (*conn, w.e.connect_at(*conn).unwrap())
+        }
+        other => panic!("expected a timed connect, got {other:?}"),
+    };
+    assert_eq!(at, written + Duration::from_micros(4_875));
+    w.now += rtt;
+    w.e.on_data(c2, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // Back 2 ms later than last time (10 ms after the answer): the spare, connected by the
+    // kernel at its time (the loop learns of it now), is 6.125 ms old, inside the 7 ms the
+    // device keeps it, and the request goes out on it. (Timed by the pause alone it would have
+    // been 7.125 ms old, and the device would have closed it.)
+    w.now = written + rtt + Duration::from_millis(10);
+    w.e.on_connected(timed, w.now);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    let actions = w.actions();
+    assert!(actions.contains(&Action::Probe { conn: timed }), "{actions:?}");
+}
+
 /// A loop that runs in the caller's pauses (`poll`, `SharedClient`) starts a timed spare's
 /// connect when the connection the spare replaces ends: earlier than the time set, with the
 /// whole of a spare's life ahead, safe from an early caller; and sets no more for later.
