@@ -111,10 +111,10 @@ pub(crate) const TIMED_SPARE_LEAD: Duration = Duration::from_micros(250);
 /// idle out too. So the spare connects later, at a set time, while the caller is away, on the
 /// kernel's side of the seam (`Kernel::open_at`): late enough to be alive when the request
 /// comes, early enough to be connected. Decided as a request goes out on a kept connection
-/// (`g`: the caller's last pause, `r`: when that connection will be retired after its
-/// response), and when a spare is due between commands (`g`: what is left of the pause,
-/// [`spare_wait`]; `r` = 0: no connection would carry the request); how long from now the
-/// spare should connect, if at all:
+/// (`g`: the exchange, a round trip at least, then the caller's last pause; `r`: when that
+/// connection will be retired after its response; both from now), and when a spare is due
+/// between commands (`g`: what is left of the pause, [`spare_wait`]; `r` = 0: no connection
+/// would carry the request); how long from now the spare should connect, if at all:
 ///
 /// | the caller's next request in `g` | a kept connection retired in `r` | an unused connection lives `l` | round trip `t` | connect the spare |
 /// |---|---|---|---|---|
