@@ -206,12 +206,18 @@ impl Engine {
         // `SharedClient`), and the spare is due because a connection was retired or closed.
         // It opens now, as a loop in the pauses always did: the last spare moment the old
         // connection gave, with the whole of a spare's life ahead for the caller's request
-        // whenever it comes. Otherwise (after a write) it may be set for later: it would idle
-        // out before the request if opened now.
+        // whenever it comes; unless what is left of the pause is longer than a spare lives
+        // (across a link, a connection retired a round trip early), when it connects later as
+        // a caller-driven client's does. Otherwise (after a write) it may be set for later: it
+        // would idle out before the request if opened now.
         let in_pause =
             host.in_flight == 0 && host.queue.is_empty() && host.last_done.is_some_and(|t| now > t);
         host.ran_in_pause |= in_pause;
-        let timed = if in_pause { None } else { timed.or_else(|| host.timed_spare_between(next_in)) };
+        let timed = if in_pause {
+            host.timed_spare_between(next_in).filter(|&(after, _)| !after.is_zero())
+        } else {
+            timed.or_else(|| host.timed_spare_between(next_in))
+        };
         let mut not_started = None;
         let ready = host.conns.iter().any(|&k| {
             self.conns.get(k).is_some_and(|c| {

@@ -914,6 +914,61 @@ fn across_a_link_the_timed_spare_counts_the_exchange_before_the_pause() {
     assert!(actions.contains(&Action::Probe { conn: timed }), "{actions:?}");
 }
 
+/// A loop that runs in the caller's pauses opens its spare when it retires a connection, with
+/// a spare's whole life ahead; but a connection is retired a round trip and a margin before the
+/// device's idle close, and what is left of the pause can outlast a spare's life (the device
+/// closes idle connections after 3 ms, the caller pauses 4.5 ms, a round trip of 1 ms: retired
+/// 1.5 ms after the answer, 3 ms of pause left, a spare lives 2.625). Then it connects later,
+/// as a caller-driven client's does. (Across compare's link, (c2)'s `poll` in the pauses read
+/// 0.94-1.03x the blocking floor: its spares were retired by the idle rule before the caller.)
+#[test]
+fn a_loop_in_the_pause_times_a_spare_that_would_die_before_the_caller_comes() {
+    let rtt = Duration::from_millis(1);
+    let mut w = World::with(Config::default());
+    let connect = |w: &mut World| {
+        let actions: Vec<_> =
+            w.actions().into_iter().filter(|a| !matches!(a, Action::Close { .. })).collect();
+        let conn = match actions.as_slice() {
+            [Action::Connect { conn, .. }] => *conn,
+            other => panic!("expected a connect, got {other:?}"),
+        };
+        w.now += rtt;
+        w.e.on_connected(conn, w.now);
+        conn
+    };
+    w.submit(Method::PUT, "http://10.0.0.5/io");
+    let c1 = connect(&mut w);
+    w.probe_alive(c1);
+    w.now += rtt;
+    w.e.on_data(c1, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // The loop runs in the pause and sees the device close c1 3 ms after its answer: learned;
+    // it opens a spare at once (no pause known yet).
+    w.now += Duration::from_millis(3);
+    w.e.on_fin(c1, w.now);
+    let spare = connect(&mut w);
+    // The caller, 4.5 ms after the answer, sends on the spare.
+    w.now += Duration::from_micros(500);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(spare);
+    w.now += rtt;
+    w.e.on_data(spare, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    assert_eq!(w.actions(), vec![], "kept");
+    let answer = w.now;
+    // Kept 1.5 ms (3 ms less 0.5 of margin, less the round trip), then retired by the loop,
+    // with 3 ms of the caller's 4.5 ms pause left: the spare connects in 1.0625 ms, to wait the
+    // middle of 1.25 ms (the round trip and the lead) and 2.625 ms (3 less an eighth).
+    w.advance(Duration::from_micros(1_500));
+    let actions = w.actions();
+    assert!(actions.contains(&Action::Close { conn: spare }), "retired ahead: {actions:?}");
+    let next = match actions.iter().find(|a| matches!(a, Action::Connect { .. })) {
+        Some(Action::Connect { conn, .. }) => *conn,
+        _ => panic!("expected a spare: {actions:?}"),
+    };
+    assert_eq!(w.e.connect_at(next), Some(answer + Duration::from_nanos(2_562_500)), "{actions:?}");
+}
+
 /// A loop that runs in the caller's pauses (`poll`, `SharedClient`) starts a timed spare's
 /// connect when the connection the spare replaces ends: earlier than the time set, with the
 /// whole of a spare's life ahead, safe from an early caller; and sets no more for later.
