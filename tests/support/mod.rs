@@ -606,7 +606,7 @@ fn serve(stream: TcpStream, id: usize, shared: &Shared) {
             return;
         }
         if with_fin {
-            return c.fin_with_reply();
+            return c.fin_then(true, true);
         }
         idle = None;
         match reply.after {
@@ -785,25 +785,17 @@ impl Conn<'_> {
         return false;
     }
 
-    /// Sends FIN in the segment of the reply held back by the cork, then counts every byte read
-    /// as arriving after our FIN: the client had the FIN the moment it had the reply, so no
-    /// request of a client that honours it can cross it (the client does not pipeline).
-    fn fin_with_reply(mut self) {
-        // Bytes queued before the reply left were sent before the client could see it.
-        self.discard_queued();
-        self.shared.fins.fetch_add(1, SeqCst);
-        if self.stream.shutdown(Shutdown::Write).is_err() {
-            return;
-        }
-        self.shared.fins_done.fetch_add(1, SeqCst);
-        self.shared.fins_settled.fetch_add(1, SeqCst);
-        self.buf.clear();
-        self.drain_after_fin(true);
-    }
-
     /// Sends FIN, then reads until EOF, error, stop or DRAIN_LIMIT. With
     /// `count`, every byte read is recorded as arriving after our FIN.
-    fn fin(mut self, count: bool) {
+    fn fin(self, count: bool) {
+        self.fin_then(count, false);
+    }
+
+    /// [`Conn::fin`]. `with_reply`: the FIN leaves in the segment of the reply held back by the
+    /// cork, so the client had it the moment it had the reply, and no request of a client that
+    /// honours it can cross it (the client does not pipeline): every byte after the shutdown
+    /// counts.
+    fn fin_then(mut self, count: bool, with_reply: bool) {
         // Bytes already queued here were sent before the client could have seen this FIN (a
         // request crossing it, the race no client can see): they are not "after FIN".
         self.discard_queued();
@@ -813,21 +805,18 @@ impl Conn<'_> {
             return;
         }
         self.shared.fins_done.fetch_add(1, SeqCst);
-        // Nor are bytes that arrived while the FIN was being sent: between the discard above and
-        // the shutdown's return (a few syscalls, during which a fast client's next request,
-        // written before any FIN existed, lands), the race no client can see. On loopback the
-        // FIN reached the client's queue before `shutdown` returned; a client that then sees it
-        // needs a wake-up before it could write, so what is queued now crossed it.
-        self.discard_queued();
+        // Nor are bytes that arrived while a FIN apart from the reply was being sent: between
+        // the discard above and the shutdown's return (a few syscalls, during which a fast
+        // client's next request, written before any FIN existed, lands), the race no client can
+        // see. On loopback the FIN reached the client's queue before `shutdown` returned; a
+        // client that then sees it needs a wake-up before it could write, so what is queued now
+        // crossed it.
+        if !with_reply {
+            self.discard_queued();
+        }
         self.shared.fins_settled.fetch_add(1, SeqCst);
         // Bytes buffered before the FIN (e.g. a pipelined request) are not late.
         self.buf.clear();
-        self.drain_after_fin(count);
-    }
-
-    /// Reads until EOF, error, stop or DRAIN_LIMIT after our FIN; with `count`, every byte read
-    /// is recorded as arriving after it.
-    fn drain_after_fin(&mut self, count: bool) {
         let deadline = Instant::now() + DRAIN_LIMIT;
         loop {
             match self.read_some(Some(deadline)) {

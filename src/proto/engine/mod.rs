@@ -139,13 +139,12 @@ impl Host {
         // spare connected an exchange early: across a 1 ms link, a caller back 0.6 ms later
         // than last time found it idled out.)
         let pause = self.pause?;
-        let exchange = self.behaviour.rtt();
-        let answer = time::after(now, exchange);
+        let rtt = self.behaviour.rtt();
+        let answer = time::after(now, rtt);
         let (retire, _) = self.behaviour.retire_at(answer, idle_limit, None);
         let kept_for = retire.saturating_duration_since(now);
-        let next_in = pause.saturating_add(exchange);
-        TimedSpare { next_in: Some(next_in), kept_for, lives: Some(lives), rtt: self.behaviour.rtt() }
-            .decide()
+        let next_in = pause.saturating_add(rtt);
+        TimedSpare { next_in: Some(next_in), kept_for, lives: Some(lives), rtt }.decide()
     }
 
     /// For a spare due at once (a connection retired, a probation; after the write of a request

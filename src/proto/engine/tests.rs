@@ -45,14 +45,21 @@ impl World {
     /// Expects a Connect (after any Close), completes it, expects the Probe, answers Alive,
     /// expects the Write.
     fn connect_and_send(&mut self) -> Key {
+        let conn = self.connect_after(Duration::ZERO);
+        self.probe_alive(conn);
+        conn
+    }
+
+    /// Expects a Connect (after any Close) and completes it `handshake` later.
+    fn connect_after(&mut self, handshake: Duration) -> Key {
         let actions: Vec<_> =
             self.actions().into_iter().filter(|a| !matches!(a, Action::Close { .. })).collect();
         let conn = match actions.as_slice() {
             [Action::Connect { conn, .. }] => *conn,
             other => panic!("expected a connect, got {other:?}"),
         };
+        self.now += handshake;
         self.e.on_connected(conn, self.now);
-        self.probe_alive(conn);
         conn
     }
 
@@ -865,14 +872,7 @@ fn across_a_link_the_timed_spare_counts_the_exchange_before_the_pause() {
     let mut w = World::with(Config::default());
     // Every connect takes a round trip, every exchange one.
     let connect = |w: &mut World| {
-        let actions: Vec<_> =
-            w.actions().into_iter().filter(|a| !matches!(a, Action::Close { .. })).collect();
-        let conn = match actions.as_slice() {
-            [Action::Connect { conn, .. }] => *conn,
-            other => panic!("expected a connect, got {other:?}"),
-        };
-        w.now += rtt;
-        w.e.on_connected(conn, w.now);
+        let conn = w.connect_after(rtt);
         w.probe_alive(conn);
         conn
     };
@@ -925,19 +925,8 @@ fn across_a_link_the_timed_spare_counts_the_exchange_before_the_pause() {
 fn a_loop_in_the_pause_times_a_spare_that_would_die_before_the_caller_comes() {
     let rtt = Duration::from_millis(1);
     let mut w = World::with(Config::default());
-    let connect = |w: &mut World| {
-        let actions: Vec<_> =
-            w.actions().into_iter().filter(|a| !matches!(a, Action::Close { .. })).collect();
-        let conn = match actions.as_slice() {
-            [Action::Connect { conn, .. }] => *conn,
-            other => panic!("expected a connect, got {other:?}"),
-        };
-        w.now += rtt;
-        w.e.on_connected(conn, w.now);
-        conn
-    };
     w.submit(Method::PUT, "http://10.0.0.5/io");
-    let c1 = connect(&mut w);
+    let c1 = w.connect_after(rtt);
     w.probe_alive(c1);
     w.now += rtt;
     w.e.on_data(c1, OK, w.now);
@@ -946,7 +935,7 @@ fn a_loop_in_the_pause_times_a_spare_that_would_die_before_the_caller_comes() {
     // it opens a spare at once (no pause known yet).
     w.now += Duration::from_millis(3);
     w.e.on_fin(c1, w.now);
-    let spare = connect(&mut w);
+    let spare = w.connect_after(rtt);
     // The caller, 4.5 ms after the answer, sends on the spare.
     w.now += Duration::from_micros(500);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
