@@ -319,6 +319,9 @@ fn sweep() {
     let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
     let long = std::env::var("SWEEP_LEN").is_ok_and(|v| v == "long");
     let (mut bad, mut hits, mut answers, mut timed) = (0, 0, 0, 0u64);
+    // What the runs came to: a change to learning can keep every invariant and still lose
+    // commands or open more sockets.
+    let (mut ok, mut failed, mut opens) = (0, 0, 0u64);
     for seed in a..b {
         let input = if long { finwatch::__fuzz::bytes(seed, 10 + 2 * 80) } else { random_input(seed) };
         match __sim::check(&input) {
@@ -326,6 +329,7 @@ fn sweep() {
                 hits += u64::from(r.write_errors_with_unread > 0);
                 answers += r.answers_delivered;
                 timed += u64::from(r.timed_opens > 0);
+                (ok, failed, opens) = (ok + r.ok, failed + r.failed, opens + r.opens);
             }
             Err(v) => {
                 bad += 1;
@@ -335,7 +339,8 @@ fn sweep() {
     }
     println!(
         "sweep {a}..{b} ({}): {bad} violations; {hits} runs with a write error over an unread answer; \
-         {timed} with timed spares; {answers} answers delivered",
+         {timed} with timed spares; {answers} answers delivered; commands {ok} ok, {failed} failed; \
+         {opens} sockets opened",
         if long { "long" } else { "short" }
     );
 }

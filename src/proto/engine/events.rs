@@ -238,13 +238,8 @@ impl Engine {
         if !matches!(c.state, ConnState::Connecting { .. }) {
             return;
         }
-        c.transition(ConnState::Open(Open::Idle { since: now }), "connected");
-        if let Some(t) = &mut self.trace {
-            t.record(now, c.id, &c.host, TraceKind::Connected);
-        }
         let host = c.host.clone();
         let handshake = (!c.timed).then(|| now.saturating_duration_since(c.created));
-        c.connect_at = None;
         let behaviour = match self.hosts.get_mut(&host) {
             Some(h) => {
                 if let Some(handshake) = handshake {
@@ -254,6 +249,35 @@ impl Engine {
             }
             None => Behaviour::default(),
         };
+        // A timed spare connected at its set time, while the loop may not have run (the caller
+        // was away): the device's idle clock started when the handshake's last ACK reached it,
+        // half a round trip after the handshake ended here (a round trip after the connect
+        // began, at the soonest), not when the loop heard of it. Dated now, it counted as
+        // fresh, and a caller back late sent its request into the device's close.
+        let since = if c.timed {
+            let rtt = behaviour.rtt();
+            time::after(c.created, rtt.saturating_add(rtt / 2)).min(now)
+        } else {
+            now
+        };
+        c.transition(ConnState::Open(Open::Idle { since }), "connected");
+        if let Some(t) = &mut self.trace {
+            t.record(now, c.id, &c.host, TraceKind::Connected);
+        }
+        c.connect_at = None;
+        if since < now {
+            let retire_at = behaviour.retire_at(since, self.cfg.idle_timeout, None);
+            if retire_at.0 <= now {
+                // Past its retire time already: the device may close it under a request. As a
+                // loop that ran would have at that time: retired, or kept on probation to
+                // re-check the lesson, for a request that may be sent again.
+                self.retire_idle(conn, retire_at.1, now);
+                if self.conns.get(conn).is_some_and(|c| c.probation) {
+                    self.dispatch(&host, now);
+                }
+                return;
+            }
+        }
         // The request waiting for this connection takes it first: the idle limits are about
         // time spent idle, and it has spent none. (Armed first, a limit the margins reduce to
         // nothing, `idle_timeout(0)` or a device's tiny idle close, had every new connection past
@@ -264,7 +288,7 @@ impl Engine {
             && matches!(c.state, ConnState::Open(Open::Idle { .. }))
         {
             // Nothing took it (a warm spare): it waits under the idle limits.
-            let retire_at = behaviour.retire_at(now, self.cfg.idle_timeout, None);
+            let retire_at = behaviour.retire_at(since, self.cfg.idle_timeout, None);
             c.retire_at = Some(retire_at);
             Self::arm_retire(&mut self.timers, c, conn);
         }

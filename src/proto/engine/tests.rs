@@ -861,6 +861,40 @@ fn a_caller_away_in_its_pauses_gets_a_spare_connected_meanwhile() {
     assert_eq!((s.warm_spares_timed, s.warm_spares_used, s.failed), (2, 1, 0), "{s:?}");
 }
 
+/// A timed spare connected at its time while nothing ran, and a caller back much later than
+/// its pause said: the engine hears of the connect only now, but the spare has been idle since
+/// its time, and the device's idle clock has run as long. It is retired, not given the request
+/// (dated by when the engine heard of it, it passed for fresh, and the request went into the
+/// device's close: compare/'s (c) across a 1 ms link, "FIN while busy" and a retry).
+#[test]
+fn a_timed_spare_is_idle_since_its_connect_not_since_the_caller_came_back() {
+    let (mut w, c2) = caller_away(Duration::from_millis(8));
+    let written = w.now;
+    let (timed, at) = match w.actions().as_slice() {
+        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
+            (*conn, w.e.connect_at(*conn).unwrap())
+        }
+        other => panic!("expected a timed connect, got {other:?}"),
+    };
+    w.e.on_data(c2, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // The kernel connected it at its time (4.375 ms after the write); the caller is back 16 ms
+    // after the write, 11.6 ms later: past the 7 ms the device is thought to keep it.
+    w.now = written + Duration::from_millis(16);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    let _ = w.actions(); // c2 retired; the spare's connect, long started, told to start
+    assert!(at < w.now);
+    w.e.on_connected(timed, w.now);
+    let actions = w.actions();
+    assert!(actions.contains(&Action::Close { conn: timed }), "{actions:?}");
+    assert!(!actions.contains(&Action::Probe { conn: timed }), "{actions:?}");
+    let fresh = connect_of(&actions).expect("the request connects anew");
+    assert_ne!(fresh, timed);
+    w.e.on_connected(fresh, w.now);
+    w.probe_alive(fresh);
+    assert_eq!(w.e.stats().failed, 0);
+}
+
 /// Across a link the caller's next request comes an exchange after the write, then its pause:
 /// the timed spare's time counts that exchange (a round trip at the least: the fastest
 /// handshake). Reckoned from the write alone, it connected an exchange early, and across a 1 ms
