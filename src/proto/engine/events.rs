@@ -249,12 +249,14 @@ impl Engine {
             }
             None => Behaviour::default(),
         };
-        // A timed spare connected at its set time, while the loop may not have run (the caller
-        // was away): the device's idle clock started when the handshake's last ACK reached it,
-        // half a round trip after the handshake ended here (a round trip after the connect
-        // began, at the soonest), not when the loop heard of it. Dated now, it counted as
-        // fresh, and a caller back late sent its request into the device's close.
-        let since = if c.timed {
+        // A timed spare connected at its set time while the loop did not run, heard of only
+        // now that the caller is back with a request: the device's idle clock started when the
+        // handshake's last ACK reached it, half a round trip after the handshake ended here (a
+        // round trip after the connect began, at the soonest), not when the loop heard of it.
+        // Dated now, it counted as fresh, and a caller back late sent its request into the
+        // device's close. (A loop that runs in the pauses hears of the connect as it happens.)
+        let caller_back = self.hosts.get(&host).is_some_and(|h| !h.queue.is_empty());
+        let since = if c.timed && caller_back {
             let rtt = behaviour.rtt();
             time::after(c.created, rtt.saturating_add(rtt / 2)).min(now)
         } else {
