@@ -83,6 +83,17 @@ impl World {
     }
 
     /// A full exchange on a fresh connection; returns the connection, now idle.
+    /// Expects one connect set for later (a timed warm spare); returns it and its time.
+    fn timed_connect(&mut self) -> (Key, Instant) {
+        match self.actions().as_slice() {
+            [Action::Connect { conn, .. }] => match self.e.connect_at(*conn) {
+                Some(at) => (*conn, at),
+                None => panic!("expected a connect set for later, got one at once"),
+            },
+            other => panic!("expected a timed connect, got {other:?}"),
+        }
+    }
+
     fn exchange_on_new(&mut self, method: Method) -> Key {
         self.submit(method, "http://10.0.0.5/io");
         let conn = self.connect_and_send();
@@ -706,12 +717,7 @@ fn spares_that_would_die_before_use_connect_later_instead() {
         }
         let written = w.now;
         // The next one is set for later: it waits the middle of 0.25 ms and 2.1875 ms.
-        let timed = match w.actions().as_slice() {
-            [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
-                Some((*conn, w.e.connect_at(*conn).unwrap()))
-            }
-            other => panic!("command {k}: expected a timed spare, got {other:?}"),
-        };
+        let timed = Some(w.timed_connect());
         w.e.on_data(conn, OK, w.now);
         assert!(w.completions()[0].result.is_ok());
         assert_eq!(w.actions(), vec![Action::Close { conn }], "command {k}: single-use");
@@ -842,12 +848,7 @@ fn a_caller_away_in_its_pauses_gets_a_spare_connected_meanwhile() {
     // spare is set to connect while the caller is away, to wait the middle of 0.25 ms (no round
     // trip measured) and 7 ms, 3.625 ms.
     let written = w.now;
-    let (timed, at) = match w.actions().as_slice() {
-        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
-            (*conn, w.e.connect_at(*conn).unwrap())
-        }
-        other => panic!("expected a timed connect, got {other:?}"),
-    };
+    let (timed, at) = w.timed_connect();
     assert_eq!(at, written + Duration::from_micros(8_000 - 3_625));
     w.e.on_data(c2, OK, w.now);
     assert!(w.completions()[0].result.is_ok());
@@ -870,12 +871,7 @@ fn a_caller_away_in_its_pauses_gets_a_spare_connected_meanwhile() {
 fn a_timed_spare_is_idle_since_its_connect_not_since_the_caller_came_back() {
     let (mut w, c2) = caller_away(Duration::from_millis(8));
     let written = w.now;
-    let (timed, at) = match w.actions().as_slice() {
-        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
-            (*conn, w.e.connect_at(*conn).unwrap())
-        }
-        other => panic!("expected a timed connect, got {other:?}"),
-    };
+    let (timed, at) = w.timed_connect();
     w.e.on_data(c2, OK, w.now);
     assert!(w.completions()[0].result.is_ok());
     // The kernel connected it at its time (4.375 ms after the write); the caller is back 16 ms
@@ -927,12 +923,7 @@ fn across_a_link_the_timed_spare_counts_the_exchange_before_the_pause() {
     // now; the caller's next request is expected in 1 + 8 ms. A spare waits the middle of
     // 1.25 ms (a round trip and the lead) and 7 ms (8 less an eighth), 4.125 ms: it connects
     // 9 - 4.125 = 4.875 ms after the write (3.875 before, by the pause alone).
-    let (timed, at) = match w.actions().as_slice() {
-        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
-            (*conn, w.e.connect_at(*conn).unwrap())
-        }
-        other => panic!("expected a timed connect, got {other:?}"),
-    };
+    let (timed, at) = w.timed_connect();
     assert_eq!(at, written + Duration::from_micros(4_875));
     w.now += rtt;
     w.e.on_data(c2, OK, w.now);
@@ -1000,10 +991,7 @@ fn a_loop_running_in_the_pause_connects_the_timed_spare_when_the_connection_ends
     // Learned as at most 30 ms (the caller's pause); the device closes idle connections after
     // 8 ms, and this time the loop runs in the pause and sees it.
     let (mut w, c2) = caller_away(Duration::from_millis(30));
-    let timed = match w.actions().as_slice() {
-        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => *conn, // 16.75 ms after the write
-        other => panic!("expected a timed connect, got {other:?}"),
-    };
+    let (timed, _) = w.timed_connect(); // 16.75 ms after the write
     w.e.on_data(c2, OK, w.now);
     w.completions();
     w.now += Duration::from_millis(8);
@@ -1029,14 +1017,9 @@ fn a_caller_back_early_has_the_timed_spare_connect_at_once() {
     // at most 30 ms).
     let (mut w, c2) = caller_away(Duration::from_millis(30));
     let written = w.now;
-    let timed = match w.actions().as_slice() {
-        [Action::Connect { conn, .. }] if w.e.connect_at(*conn).is_some() => {
-            // The middle of 0.25 ms and 26.25 ms: 13.25 ms before the request is expected.
-            assert_eq!(w.e.connect_at(*conn), Some(written + Duration::from_micros(30_000 - 13_250)));
-            *conn
-        }
-        other => panic!("expected a timed connect, got {other:?}"),
-    };
+    let (timed, at) = w.timed_connect();
+    // The middle of 0.25 ms and 26.25 ms: 13.25 ms before the request is expected.
+    assert_eq!(at, written + Duration::from_micros(30_000 - 13_250));
     w.e.on_data(c2, OK, w.now);
     w.completions();
     // This time the caller is back after 12 ms: c2 was closed by the device (the check finds
