@@ -240,14 +240,15 @@ impl Engine {
         }
         let host = c.host.clone();
         let handshake = (!c.timed).then(|| now.saturating_duration_since(c.created));
-        let behaviour = match self.hosts.get_mut(&host) {
+        // `caller_back`: a request waits (see `since`).
+        let (behaviour, caller_back) = match self.hosts.get_mut(&host) {
             Some(h) => {
                 if let Some(handshake) = handshake {
                     h.behaviour.observe_handshake(handshake);
                 }
-                h.behaviour
+                (h.behaviour, !h.queue.is_empty())
             }
-            None => Behaviour::default(),
+            None => (Behaviour::default(), false),
         };
         // A timed spare connected at its set time while the loop did not run, heard of only
         // now that the caller is back with a request: the device's idle clock started when the
@@ -255,7 +256,6 @@ impl Engine {
         // round trip after the connect began, at the soonest), not when the loop heard of it.
         // Dated now, it counted as fresh, and a caller back late sent its request into the
         // device's close. (A loop that runs in the pauses hears of the connect as it happens.)
-        let caller_back = self.hosts.get(&host).is_some_and(|h| !h.queue.is_empty());
         let since = if c.timed && caller_back {
             let rtt = behaviour.rtt();
             time::after(c.created, rtt.saturating_add(rtt / 2)).min(now)

@@ -82,7 +82,6 @@ impl World {
         assert!(self.completions()[0].result.is_ok());
     }
 
-    /// A full exchange on a fresh connection; returns the connection, now idle.
     /// Expects one connect set for later (a timed warm spare); returns it and its time.
     fn timed_connect(&mut self) -> (Key, Instant) {
         match self.actions().as_slice() {
@@ -94,6 +93,7 @@ impl World {
         }
     }
 
+    /// A full exchange on a fresh connection; returns the connection, now idle.
     fn exchange_on_new(&mut self, method: Method) -> Key {
         self.submit(method, "http://10.0.0.5/io");
         let conn = self.connect_and_send();
@@ -717,17 +717,15 @@ fn spares_that_would_die_before_use_connect_later_instead() {
         }
         let written = w.now;
         // The next one is set for later: it waits the middle of 0.25 ms and 2.1875 ms.
-        let timed = Some(w.timed_connect());
+        let (spare, at) = w.timed_connect();
         w.e.on_data(conn, OK, w.now);
         assert!(w.completions()[0].result.is_ok());
         assert_eq!(w.actions(), vec![Action::Close { conn }], "command {k}: single-use");
-        if let Some((spare, at)) = timed {
-            assert_eq!(at, written + Duration::from_nanos(2_500_000 - 1_218_750), "command {k}");
-            // The kernel connects it at its time; the device would close it 2 ms later, after
-            // the caller's next command.
-            w.now = at;
-            w.e.on_connected(spare, w.now);
-        }
+        assert_eq!(at, written + Duration::from_nanos(2_500_000 - 1_218_750), "command {k}");
+        // The kernel connects it at its time; the device would close it 2 ms later, after the
+        // caller's next command.
+        w.now = at;
+        w.e.on_connected(spare, w.now);
         w.now = written + slow;
         connected = true;
     }
@@ -976,10 +974,7 @@ fn a_loop_in_the_pause_times_a_spare_that_would_die_before_the_caller_comes() {
     w.advance(Duration::from_micros(1_500));
     let actions = w.actions();
     assert!(actions.contains(&Action::Close { conn: spare }), "retired ahead: {actions:?}");
-    let next = match actions.iter().find(|a| matches!(a, Action::Connect { .. })) {
-        Some(Action::Connect { conn, .. }) => *conn,
-        _ => panic!("expected a spare: {actions:?}"),
-    };
+    let next = connect_of(&actions).unwrap_or_else(|| panic!("expected a spare: {actions:?}"));
     assert_eq!(w.e.connect_at(next), Some(answer + Duration::from_nanos(2_562_500)), "{actions:?}");
 }
 
