@@ -310,7 +310,9 @@ fn timed_spares_while_the_caller_is_away() {
 /// A sweep for false positives and new bugs, not run by `cargo test`:
 /// `SWEEP=0..50000 SWEEP_LEN=short cargo test --release --test sim -- --ignored sweep --nocapture`
 /// (`SWEEP_LEN=long`: 80-command inputs). Prints each violation, and the counts of write errors
-/// with an answer unread (the path of the driver's read-before-reporting in `flush`).
+/// with an answer unread (the path of the driver's read-before-reporting in `flush`), commands ok
+/// and failed, sockets opened. To diff two builds' sweeps seed by seed: `SWEEP_EACH=1` prints each
+/// seed's counts, `SWEEP_OUTCOMES=1` each command's outcome too.
 #[test]
 #[ignore]
 fn sweep() {
@@ -318,10 +320,12 @@ fn sweep() {
     let (a, b) = range.split_once("..").expect("SWEEP=from..to");
     let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
     let long = std::env::var("SWEEP_LEN").is_ok_and(|v| v == "long");
+    let outcomes = std::env::var_os("SWEEP_OUTCOMES").is_some();
+    let each = outcomes || std::env::var_os("SWEEP_EACH").is_some();
     let (mut bad, mut hits, mut answers, mut timed) = (0, 0, 0, 0u64);
     // What the runs came to: a change to learning can keep every invariant and still lose
     // commands or open more sockets.
-    let (mut ok, mut failed, mut opens) = (0, 0, 0u64);
+    let (mut ok, mut failed, mut opens, mut retry_failed) = (0, 0, 0u64, 0);
     for seed in a..b {
         let input = if long { finwatch::__fuzz::bytes(seed, 10 + 2 * 80) } else { random_input(seed) };
         match __sim::check(&input) {
@@ -330,6 +334,15 @@ fn sweep() {
                 answers += r.answers_delivered;
                 timed += u64::from(r.timed_opens > 0);
                 (ok, failed, opens) = (ok + r.ok, failed + r.failed, opens + r.opens);
+                retry_failed += r.retry_failed;
+                if each {
+                    println!("seed {seed}: {} ok, {} failed, {} opened", r.ok, r.failed, r.opens);
+                    if outcomes {
+                        for (i, o) in r.outcomes.iter().enumerate() {
+                            println!("  cmd {i}: {o:?}");
+                        }
+                    }
+                }
             }
             Err(v) => {
                 bad += 1;
@@ -339,7 +352,8 @@ fn sweep() {
     }
     println!(
         "sweep {a}..{b} ({}): {bad} violations; {hits} runs with a write error over an unread answer; \
-         {timed} with timed spares; {answers} answers delivered; commands {ok} ok, {failed} failed; \
+         {timed} with timed spares; {answers} answers delivered; commands {ok} ok, {failed} failed \
+         ({retry_failed} of them on a retry too); \
          {opens} sockets opened",
         if long { "long" } else { "short" }
     );

@@ -12,8 +12,11 @@
 //! 4. The head written on a *fresh* connection: the device saw it and then failed; retrying
 //!    would hide a device fault and may double a command. Report it.
 //!
-//! Every retry goes to a fresh connection at the head of the host's queue, and the number of
-//! retries is bounded, so a device that always fails cannot loop the client.
+//! Every retry goes to a fresh connection at the head of the host's queue: one that has carried
+//! nothing, connected after the lost one last saw a response (after it was lost, if it had carried
+//! nothing either), so the device's idle close cannot take the retry as it took the request
+//! (`Engine::dispatch`). The number of retries is bounded, so a device that always fails cannot
+//! loop the client.
 
 use crate::error::Stage;
 

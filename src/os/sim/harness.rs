@@ -86,6 +86,8 @@ pub struct Report {
     pub ok: usize,
     /// Completed with an error.
     pub failed: usize,
+    /// Of those, lost again on a retry (`Error::RetryFailed`).
+    pub retry_failed: usize,
     /// Requests the device acted on (with repeats).
     pub acted: usize,
     /// Sockets opened.
@@ -370,6 +372,7 @@ impl<'a> Run<'a> {
                 Err(e) => {
                     log::trace!("sim cmd {i}: {e}");
                     self.report.failed += 1;
+                    self.report.retry_failed += usize::from(matches!(e, Error::RetryFailed { .. }));
                 }
             }
         }

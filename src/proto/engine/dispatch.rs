@@ -22,9 +22,15 @@ impl Engine {
                 return;
             }
             // A retry goes to a connection that has carried nothing yet (new, or a warm spare):
-            // another pooled one may be as stale as the one that just failed.
+            // another pooled one may be as stale as the one that just failed. And only to one
+            // whose connect started after the lost one became idle (a spare idle longer is
+            // reached by the device's idle close first), or, if that one died unused, started
+            // after it died: a retry sent into the same close fails too and the command is lost
+            // (across compare's link, (c2) under load: spares connected at once idled through the
+            // caller's pause, and the retry, on a spare as old, failed too).
             let front = host.queue.front().and_then(|&r| self.reqs.get(r));
-            let fresh_only = front.is_some_and(|p| p.retries > 0);
+            let retry_after = front.and_then(|p| p.retry_after);
+            let may_take = |c: &Conn| retry_after.is_none_or(|t| c.served == 0 && c.created >= t);
             // A connection on probation is a test of whether the device still closes after every
             // response; a FIN that is merely late fails it with the request on the wire. Only a
             // request that may be sent again takes that test.
@@ -34,9 +40,7 @@ impl Engine {
                 .conns
                 .iter()
                 .filter_map(|&k| self.conns.get(k).map(|c| (k, c)))
-                .filter(|(_, c)| {
-                    c.may_carry_request(now) && !(fresh_only && c.served > 0) && (may_probe || !c.probation)
-                })
+                .filter(|(_, c)| c.may_carry_request(now) && may_take(c) && (may_probe || !c.probation))
                 // A connection on probation that became usable goes first: that is the test.
                 .max_by_key(|(_, c)| match c.state {
                     ConnState::Open(Open::Idle { since }) => (c.probation, Some(since)),
@@ -60,13 +64,14 @@ impl Engine {
                 }
                 continue;
             }
-            let connecting = host
-                .conns
-                .iter()
-                .filter(|&&k| {
-                    self.conns.get(k).is_some_and(|c| matches!(c.state, ConnState::Connecting { .. }))
-                })
-                .count();
+            // Connecting, and of those the ones the queue's head may take.
+            let (mut connecting, mut takable) = (0, 0);
+            for c in host.conns.iter().filter_map(|&k| self.conns.get(k)) {
+                if matches!(c.state, ConnState::Connecting { .. }) {
+                    connecting += 1;
+                    takable += usize::from(may_take(c));
+                }
+            }
             let startable = host.queue.len().min(self.cfg.max_in_flight_per_host - host.in_flight);
             // A warm spare whose connect the kernel was to start later, while the caller was
             // away: the caller is here, so at once (if the kernel has not yet; told once).
@@ -75,7 +80,7 @@ impl Engine {
             }
             // Suspended: a connect failed while another connection was open; the queue waits
             // for that one until an exchange completes (`lifecycle::ConnectFailure`).
-            if connecting >= startable || (host.connects_suspended && !host.conns.is_empty()) {
+            if takable >= startable || (host.connects_suspended && !host.conns.is_empty()) {
                 return;
             }
             if host.conns.len() >= self.cfg.max_connections_per_host {

@@ -226,7 +226,7 @@ impl Engine {
             }
         }
         if let ConnState::Open(Open::Busy(ex)) = old {
-            self.lost_exchange(ex, c.served > 0 || c.spare, cause, err, now);
+            self.lost_exchange(ex, &c, cause, err, now);
         }
         self.dispatch(&host, now);
         if decision.spare {
@@ -240,12 +240,12 @@ impl Engine {
         }
     }
 
-    /// The connection under an exchange was lost: requeue, retry or fail the request, as
+    /// Connection `c` was lost under exchange `ex`: requeue, retry or fail the request, as
     /// [`Loss::decide`] says.
     pub(super) fn lost_exchange(
         &mut self,
         ex: Exchange,
-        pooled: bool,
+        c: &Conn,
         cause: LostCause,
         err: Option<io::Error>,
         now: Instant,
@@ -258,7 +258,7 @@ impl Engine {
         p.on = None;
         let loss = Loss {
             stage: ex.stage(),
-            pooled,
+            pooled: c.served > 0 || c.spare,
             retryable: p.retryable,
             retries: p.retries,
             max_retries: self.cfg.max_retries,
@@ -278,6 +278,11 @@ impl Engine {
             let lost = Error::ConnectionLost { cause, stage, source: err };
             log::debug!("request {} retried on a fresh connection after: {lost}", p.id.0);
             p.retries += 1;
+            // The device's idle clock on a used connection started at its last response, so
+            // any connection connected since is fresher. One that died under its first request
+            // says the device's spares die (its idle close, or a limit on connections), and a
+            // connection started before now may share its fate: a connect of its own then.
+            p.retry_after = Some(if c.served > 0 { c.last_response.unwrap_or(now) } else { now });
             if p.first_failure.is_none() && stage.may_have_been_processed() {
                 p.first_failure = Some(lost);
             }
@@ -287,7 +292,8 @@ impl Engine {
             }
         }
         // Either way at the head of its queue: it keeps its place in submission order. (A retry
-        // takes only a connection that has carried nothing: see `dispatch`.)
+        // takes only a connection that has carried nothing and is fresher than this one: see
+        // `dispatch`.)
         if let Some(h) = self.hosts.get_mut(&host) {
             h.queue.push_front(r);
         }

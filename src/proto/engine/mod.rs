@@ -63,6 +63,9 @@ struct Pending {
     retries: u32,
     /// The first lost attempt, kept to report it if the retry fails too.
     first_failure: Option<Error>,
+    /// A retry's: it goes out only on a connection that has carried nothing and whose connect
+    /// started at this instant or later (see `dispatch`).
+    retry_after: Option<Instant>,
     /// The connection it is on, and whether that one was reused.
     on: Option<(Key, bool)>,
     /// Digest credentials, and where the `Authorization` line goes in `wire`.
@@ -309,6 +312,7 @@ impl Engine {
             deadline: time::after(now, req.timeout.unwrap_or(self.cfg.request_timeout)),
             retries: 0,
             first_failure: None,
+            retry_after: None,
             on: None,
             auth,
             source: source.map(Box::new),

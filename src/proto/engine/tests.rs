@@ -889,6 +889,107 @@ fn a_timed_spare_is_idle_since_its_connect_not_since_the_caller_came_back() {
     assert_eq!(w.e.stats().failed, 0);
 }
 
+/// A retry never goes out on a connection idle since before the one it was lost on: the
+/// device's idle close reaches that one first. Here a slow answer let the timed spare connect
+/// before it; the next request goes out on the answered connection (idle since later), and the
+/// device resets it under the request. The retry connects anew rather than take the spare,
+/// which has been idle longer. (Across compare's link, (c2) under load: the retry taken by a
+/// spare as old as the lost connection failed too, "the retry of a lost request failed".)
+#[test]
+fn a_retry_never_takes_a_connection_idle_longer_than_the_one_it_was_lost_on() {
+    let (mut w, c2) = caller_away(Duration::from_millis(8));
+    let written = w.now;
+    let (timed, at) = w.timed_connect();
+    // The kernel connects the spare at its time, 4.375 ms after the write; the answer comes at 6.
+    w.now = at;
+    w.e.on_connected(timed, w.now);
+    assert_eq!(w.actions(), vec![]);
+    w.now = written + Duration::from_millis(6);
+    w.e.on_data(c2, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // The caller is back 1 ms later: the request goes on c2, idle since the answer.
+    w.now += Duration::from_millis(1);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(c2);
+    w.e.on_error(c2, reset(), w.now);
+    let actions = w.actions();
+    assert!(!actions.contains(&Action::Probe { conn: timed }), "the retry took the older spare: {actions:?}");
+    let fresh = connect_of(&actions).unwrap_or_else(|| panic!("expected a connect: {actions:?}"));
+    assert_ne!(fresh, timed);
+    w.e.on_connected(fresh, w.now);
+    w.probe_alive(fresh);
+    w.e.on_data(fresh, OK, w.now);
+    let done = w.completions();
+    assert_eq!(done[0].result.as_ref().map(|r| r.meta().retries).ok(), Some(1), "{done:?}");
+    assert_eq!(w.e.stats().failed, 0);
+}
+
+/// The other side of that rule: a spare that connects after the lost connection became idle
+/// takes the retry, and no other connection is opened for it. Here the caller is back before
+/// the timed spare's time, the request goes on the kept connection, the device resets it, and
+/// the retry has the spare connect at once and goes out on it.
+#[test]
+fn a_retry_takes_a_spare_connected_after_the_lost_connection_became_idle() {
+    let (mut w, c2) = caller_away(Duration::from_millis(8));
+    let written = w.now;
+    let (timed, _) = w.timed_connect();
+    w.now += Duration::from_millis(1);
+    w.e.on_data(c2, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    w.now = written + Duration::from_millis(3);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(c2);
+    w.e.on_error(c2, reset(), w.now);
+    let actions = w.actions();
+    assert_eq!(actions, vec![Action::Close { conn: c2 }, Action::ConnectNow { conn: timed }]);
+    w.now += Duration::from_micros(300);
+    w.e.on_connected(timed, w.now);
+    w.probe_alive(timed);
+    w.e.on_data(timed, OK, w.now);
+    let done = w.completions();
+    assert_eq!(done[0].result.as_ref().map(|r| r.meta().retries).ok(), Some(1), "{done:?}");
+    let s = w.e.stats();
+    assert_eq!((s.retries, s.failed, s.warm_spares_used), (1, 0, 1), "{s:?}");
+}
+
+/// A warm spare that the device closes under its first request says the device's spares die
+/// (its idle close, a limit on connections); the retry then takes no spare connected before
+/// that, but a connect of its own. (Across compare's link, (c2) under load: a device closing
+/// idle connections after 2 ms, taken for one that closes after every response, so each
+/// request's successor connected at once and idled through the caller's 2.5 ms pause; a retry
+/// on the successor, as old, failed too: "the retry of a lost request failed".)
+#[test]
+fn a_retry_after_a_spare_died_under_its_request_takes_a_connection_of_its_own() {
+    let mut w = World::with(Config::default());
+    let c1 = w.exchange_on_new(Method::PUT);
+    w.now += Duration::from_micros(100);
+    w.e.on_fin(c1, w.now);
+    let spare = connect_of(&w.actions()).expect("a warm spare");
+    w.e.on_connected(spare, w.now);
+    w.now += Duration::from_micros(2_500);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(spare);
+    // Thought to close after every response: the successor connects during the exchange.
+    let next = connect_of(&w.actions()).expect("the successor connects during the exchange");
+    w.now += Duration::from_micros(300);
+    w.e.on_connected(next, w.now);
+    // The device closes the spare under the request, before any response byte.
+    w.now += Duration::from_micros(200);
+    w.e.on_fin(spare, w.now);
+    let actions = w.actions();
+    assert!(!actions.contains(&Action::Probe { conn: next }), "the retry took the older spare: {actions:?}");
+    let own = connect_of(&actions).unwrap_or_else(|| panic!("expected a connect: {actions:?}"));
+    w.e.on_connected(own, w.now);
+    w.probe_alive(own);
+    w.e.on_data(own, OK, w.now);
+    let done = w.completions();
+    assert_eq!(done[0].result.as_ref().map(|r| r.meta().retries).ok(), Some(1), "{done:?}");
+    // Single-use, it is retired; the successor is still there for the next command.
+    assert_eq!(w.actions(), vec![Action::Close { conn: own }]);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(next);
+}
+
 /// Across a link the caller's next request comes an exchange after the write, then its pause:
 /// the timed spare's time counts that exchange (a round trip at the least: the fastest
 /// handshake). Reckoned from the write alone, it connected an exchange early, and across a 1 ms
