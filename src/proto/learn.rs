@@ -41,6 +41,11 @@ pub(crate) struct Behaviour {
     spare_dies_after: Option<Duration>,
     /// Warm spares found closed unused since the last one that was used alive.
     spare_deaths_in_a_row: u8,
+    /// While the device is thought to close after every response: the shortest age at which a
+    /// warm spare was closed by it under its first request, before any response byte (from its
+    /// connect, less a round trip): an upper bound of how long it keeps an unused connection.
+    /// Such a spare passed the pre-write check, so it does not count as found closed unused.
+    spare_cut_after: Option<Duration>,
 }
 
 /// Whether a warm spare is worth opening, given what became of the last ones and how long one
@@ -135,7 +140,8 @@ pub(crate) const TIMED_SPARE_LEAD: Duration = Duration::from_micros(250);
 /// ends its connection) is then opened at once, as before there was this rule (and
 /// [`SpareOutlook`] may withhold it); one due as a request goes out on a kept connection is
 /// not. For a device that closes after every response, `l` is known only from spares found
-/// closed unused (its idle close is its close after the response).
+/// closed unused, or closed by its FIN under their first request (its idle close is its close
+/// after the response; [`Behaviour::single_use_spare_lives`]).
 ///
 /// `l` is the youngest age at which a spare was found closed unused, else the learned idle
 /// close (both upper bounds: a spare that dies teaches a shorter one, and the next connects
@@ -244,6 +250,42 @@ impl Behaviour {
         }
     }
 
+    /// A warm spare was closed by the device under its first request, before any response
+    /// byte, `age` after its connect began less a round trip (the device's accept came half a
+    /// round trip after the connect began, its FIN took as long to arrive), while the device was
+    /// thought to close after every response. Where the caller pauses longer than the device
+    /// keeps an unused connection, each request's successor, connected during the exchange,
+    /// idles out as the next request crosses the device's close: a retry each time, a POST
+    /// lost. Returns whether the bound changed.
+    pub(crate) fn observe_spare_cut(&mut self, age: Duration) -> bool {
+        if self.spare_cut_after.is_some_and(|a| a <= age) {
+            return false;
+        }
+        self.spare_cut_after = Some(age);
+        true
+    }
+
+    /// A warm spare's first exchange completed, `age` after its connect began less a round
+    /// trip (as [`Behaviour::observe_spare_cut`] counts): a cut bound at or below that is
+    /// wrong, and is dropped. (A pre-write check that finds a spare alive says nothing of it:
+    /// the spares it bounds were alive at the check, and cut as the request crossed the close.)
+    pub(crate) fn observe_spare_served(&mut self, age: Duration) {
+        if self.spare_cut_after.is_some_and(|a| a <= age) {
+            self.spare_cut_after = None;
+        }
+    }
+
+    /// How long a device thought to close after every response keeps an unused connection, as
+    /// far as is known: the youngest age at which a warm spare was found closed unused, or cut
+    /// under its first request (its idle close is its close after the response, and says
+    /// nothing of that).
+    pub(crate) fn single_use_spare_lives(&self) -> Option<Duration> {
+        match (self.spare_dies_after, self.spare_cut_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// What became of the spares so far, for [`SpareOutlook`] (with how long a spare opened
     /// now would wait).
     pub(crate) fn spare_outlook(&self, idle: Option<Duration>) -> SpareOutlook {
@@ -254,11 +296,6 @@ impl Behaviour {
     /// which a warm spare was found closed unused, else the learned idle close.
     pub(crate) fn unused_lives(&self) -> Option<Duration> {
         self.spare_dies_after.or(self.idle_close)
-    }
-
-    /// The youngest age at which a warm spare was found closed unused, if one was.
-    pub(crate) fn spare_dies_after(&self) -> Option<Duration> {
-        self.spare_dies_after
     }
 
     /// The fastest TCP handshake seen (zero if none yet).
@@ -452,6 +489,28 @@ mod tests {
         assert!(outlook(&b).worth_opening());
         b.observe_spare_alive(2 * MS);
         assert_eq!(outlook(&b).dies_after, None);
+    }
+
+    /// A single-use device's spare life: the youngest spare found closed unused or cut under
+    /// its first request; a pre-write check that finds a spare alive does not lift the cut
+    /// bound (the cut spares were alive at theirs), a first exchange completed past it does.
+    #[test]
+    fn a_spare_cut_under_its_request_bounds_a_single_use_device_s_spare_life() {
+        let mut b = Behaviour::default();
+        assert_eq!(b.single_use_spare_lives(), None);
+        assert!(b.observe_spare_cut(3 * MS));
+        assert!(b.observe_spare_cut(2 * MS));
+        assert!(!b.observe_spare_cut(5 * MS));
+        assert_eq!(b.single_use_spare_lives(), Some(2 * MS));
+        assert_eq!(b.spare_outlook(Some(3 * MS)).dies_after, None, "not a spare found closed unused");
+        b.observe_spare_alive(3 * MS);
+        assert_eq!(b.single_use_spare_lives(), Some(2 * MS), "alive at the check: no news");
+        assert!(b.observe_spare_died(4 * MS));
+        assert_eq!(b.single_use_spare_lives(), Some(2 * MS), "the younger of the two");
+        b.observe_spare_served(MS);
+        assert_eq!(b.single_use_spare_lives(), Some(2 * MS), "younger than the bound: no news");
+        b.observe_spare_served(2 * MS);
+        assert_eq!(b.single_use_spare_lives(), Some(4 * MS), "the cut bound is gone");
     }
 
     #[test]

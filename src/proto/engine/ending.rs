@@ -35,6 +35,11 @@ impl Engine {
                 // An exchange completed: connects suspended after a refused one may resume.
                 h.connects_suspended = false;
                 h.behaviour.observe_announced(persistence.idle_timeout);
+                if c.spare && c.served == 1 {
+                    // A spare's first exchange completed: as old as this, spares are not cut.
+                    let age = now.saturating_duration_since(c.created).saturating_sub(h.behaviour.rtt());
+                    h.behaviour.observe_spare_served(age);
+                }
                 h.behaviour.observe_response_closes(matches!(
                     persistence.close,
                     Some(
@@ -201,6 +206,24 @@ impl Engine {
                     "{host}: a warm spare was closed by the device unused, {:?} after its connect",
                     now.saturating_duration_since(c.created)
                 );
+            }
+            // A spare cut by the device's FIN under its first request, where the device is
+            // thought to close after every response: how long its unused connections live, for
+            // the next successors' timing (`Host::timed_spare_between`). A FIN only: a reset
+            // under a request has other causes (a device that resets under load, say).
+            if c.spare
+                && c.served == 0
+                && by == EndedBy::Device
+                && was == Was::Sending
+                && cause == LostCause::PeerClosed
+                && h.behaviour.closes_after_response()
+            {
+                let age = now.saturating_duration_since(c.created).saturating_sub(h.behaviour.rtt());
+                if h.behaviour.observe_spare_cut(age) {
+                    log::debug!(
+                        "{host}: a warm spare was closed by the device under its first request, {age:?} old"
+                    );
+                }
             }
             if c.probation && was == Was::Idle && by == EndedBy::Device {
                 // The device closed a connection kept past the lesson: it was right. Check it

@@ -154,10 +154,10 @@ impl Host {
     /// that ends its connection), the caller's next request expected in `next_in`: when it
     /// should connect, if the rule says ([`TimedSpare`]). For a device that closes after every
     /// response its idle close says nothing of how long an unused connection lives: only spares
-    /// found closed unused do.
+    /// found closed unused, or cut under their first request, do.
     fn timed_spare_between(&self, next_in: Option<Duration>) -> Option<(Duration, Duration)> {
         let lives = if self.behaviour.closes_after_response() {
-            self.behaviour.spare_dies_after()?
+            self.behaviour.single_use_spare_lives()?
         } else {
             self.behaviour.unused_lives()?
         };

@@ -990,6 +990,65 @@ fn a_retry_after_a_spare_died_under_its_request_takes_a_connection_of_its_own() 
     w.probe_alive(next);
 }
 
+/// A device thought to close after every response (here its FIN came 100 µs after the answer)
+/// whose unused connections it closes too, sooner than the caller comes back: each request's
+/// successor, connected at once during the exchange, idles through the caller's pause, and the
+/// next request crosses the device's close (a retry each time; a POST would be lost). A spare
+/// cut that way under its first request teaches how long the device keeps an unused
+/// connection, and the next successor connects later, to be young when the caller comes.
+/// (Across compare's link, (c2) under load: a 2 ms idle close taken for a close after every
+/// response, and a retry for every other command.)
+#[test]
+fn spares_cut_under_their_first_request_teach_a_single_use_device_s_spare_life() {
+    let mut w = World::with(Config::default());
+    let c1 = w.exchange_on_new(Method::PUT);
+    let t0 = w.now;
+    w.now += Duration::from_micros(100);
+    w.e.on_fin(c1, w.now);
+    let s1 = connect_of(&w.actions()).expect("a warm spare");
+    w.e.on_connected(s1, w.now);
+    // The caller is back 2.5 ms after the answer: the request goes on the spare, and its
+    // successor connects at once (nothing says how long a spare lives).
+    w.now = t0 + Duration::from_micros(2_500);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(s1);
+    let s2 = connect_of(&w.actions()).expect("the successor connects during the exchange");
+    assert_eq!(w.e.connect_at(s2), None);
+    w.e.on_connected(s2, w.now);
+    // The device's idle close cuts s1 under the request, 2.5 ms after its connect.
+    w.now += Duration::from_micros(100);
+    w.e.on_fin(s1, w.now);
+    let own = connect_of(&w.actions()).expect("the retry connects anew");
+    w.e.on_connected(own, w.now);
+    w.probe_alive(own);
+    w.e.on_data(own, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    assert_eq!(w.actions(), vec![Action::Close { conn: own }]);
+    // Back 2.5 ms later, on s2 (alive at the check); its successor is now timed: the caller is
+    // expected in 2.5 ms, and a spare lives at most 2.5 ms (the cut s1, no round trip seen), so
+    // it waits the middle of 0.25 ms (the lead) and 2.1875 ms (2.5 less an eighth).
+    w.now += Duration::from_micros(2_500);
+    w.submit(Method::GET, "http://10.0.0.5/io-state");
+    w.probe_alive(s2);
+    let written = w.now;
+    let (s3, at) = w.timed_connect();
+    assert_eq!(at, written + Duration::from_micros(2_500) - Duration::from_nanos(1_218_750));
+    // s2, 2.6 ms old, is cut too (no news: the bound is younger); the retry has s3 connect at
+    // once (a connect that starts after the loss may take it) and goes out on it.
+    w.now += Duration::from_micros(100);
+    w.e.on_fin(s2, w.now);
+    assert_eq!(w.actions(), vec![Action::Close { conn: s2 }, Action::ConnectNow { conn: s3 }]);
+    w.e.on_connected(s3, w.now);
+    w.probe_alive(s3);
+    w.e.on_data(s3, OK, w.now);
+    assert!(w.completions()[0].result.is_ok());
+    // s3's own successor is timed likewise.
+    let s4 = connect_of(&w.actions()).expect("s3's successor");
+    assert!(w.e.connect_at(s4).is_some_and(|at| at > w.now));
+    let s = w.e.stats();
+    assert_eq!((s.retries, s.failed, s.warm_spares_timed), (2, 0, 2), "{s:?}");
+}
+
 /// Across a link the caller's next request comes an exchange after the write, then its pause:
 /// the timed spare's time counts that exchange (a round trip at the least: the fastest
 /// handshake). Reckoned from the write alone, it connected an exchange early, and across a 1 ms
