@@ -103,6 +103,16 @@ impl World {
         conn
     }
 
+    /// The device answers `200` on `conn`: one completion, a success; returns its retries.
+    fn answer(&mut self, conn: Key) -> u32 {
+        self.e.on_data(conn, OK, self.now);
+        let done = self.completions();
+        match done.as_slice() {
+            [Completion { result: Ok(r), .. }] => r.meta().retries,
+            other => panic!("expected one success, got {other:?}"),
+        }
+    }
+
     fn one_error(&mut self) -> Error {
         let mut done = self.completions();
         assert_eq!(done.len(), 1, "{done:?}");
@@ -905,8 +915,7 @@ fn a_retry_never_takes_a_connection_idle_longer_than_the_one_it_was_lost_on() {
     w.e.on_connected(timed, w.now);
     assert_eq!(w.actions(), vec![]);
     w.now = written + Duration::from_millis(6);
-    w.e.on_data(c2, OK, w.now);
-    assert!(w.completions()[0].result.is_ok());
+    w.answer(c2);
     // The caller is back 1 ms later: the request goes on c2, idle since the answer.
     w.now += Duration::from_millis(1);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
@@ -918,9 +927,7 @@ fn a_retry_never_takes_a_connection_idle_longer_than_the_one_it_was_lost_on() {
     assert_ne!(fresh, timed);
     w.e.on_connected(fresh, w.now);
     w.probe_alive(fresh);
-    w.e.on_data(fresh, OK, w.now);
-    let done = w.completions();
-    assert_eq!(done[0].result.as_ref().map(|r| r.meta().retries).ok(), Some(1), "{done:?}");
+    assert_eq!(w.answer(fresh), 1, "answered after one retry");
     assert_eq!(w.e.stats().failed, 0);
 }
 
@@ -934,8 +941,7 @@ fn a_retry_takes_a_spare_connected_after_the_lost_connection_became_idle() {
     let written = w.now;
     let (timed, _) = w.timed_connect();
     w.now += Duration::from_millis(1);
-    w.e.on_data(c2, OK, w.now);
-    assert!(w.completions()[0].result.is_ok());
+    w.answer(c2);
     w.now = written + Duration::from_millis(3);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
     w.probe_alive(c2);
@@ -945,9 +951,7 @@ fn a_retry_takes_a_spare_connected_after_the_lost_connection_became_idle() {
     w.now += Duration::from_micros(300);
     w.e.on_connected(timed, w.now);
     w.probe_alive(timed);
-    w.e.on_data(timed, OK, w.now);
-    let done = w.completions();
-    assert_eq!(done[0].result.as_ref().map(|r| r.meta().retries).ok(), Some(1), "{done:?}");
+    assert_eq!(w.answer(timed), 1, "answered after one retry");
     let s = w.e.stats();
     assert_eq!((s.retries, s.failed, s.warm_spares_used), (1, 0, 1), "{s:?}");
 }
@@ -981,9 +985,7 @@ fn a_retry_after_a_spare_died_under_its_request_takes_a_connection_of_its_own() 
     let own = connect_of(&actions).unwrap_or_else(|| panic!("expected a connect: {actions:?}"));
     w.e.on_connected(own, w.now);
     w.probe_alive(own);
-    w.e.on_data(own, OK, w.now);
-    let done = w.completions();
-    assert_eq!(done[0].result.as_ref().map(|r| r.meta().retries).ok(), Some(1), "{done:?}");
+    assert_eq!(w.answer(own), 1, "answered after one retry");
     // Single-use, it is retired; the successor is still there for the next command.
     assert_eq!(w.actions(), vec![Action::Close { conn: own }]);
     w.submit(Method::GET, "http://10.0.0.5/io-state");
@@ -1021,8 +1023,7 @@ fn spares_cut_under_their_first_request_teach_a_single_use_device_s_spare_life()
     let own = connect_of(&w.actions()).expect("the retry connects anew");
     w.e.on_connected(own, w.now);
     w.probe_alive(own);
-    w.e.on_data(own, OK, w.now);
-    assert!(w.completions()[0].result.is_ok());
+    w.answer(own);
     assert_eq!(w.actions(), vec![Action::Close { conn: own }]);
     // Back 2.5 ms later, on s2 (alive at the check); its successor is now timed: the caller is
     // expected in 2.5 ms, and a spare lives at most 2.5 ms (the cut s1, no round trip seen), so
@@ -1040,8 +1041,7 @@ fn spares_cut_under_their_first_request_teach_a_single_use_device_s_spare_life()
     assert_eq!(w.actions(), vec![Action::Close { conn: s2 }, Action::ConnectNow { conn: s3 }]);
     w.e.on_connected(s3, w.now);
     w.probe_alive(s3);
-    w.e.on_data(s3, OK, w.now);
-    assert!(w.completions()[0].result.is_ok());
+    w.answer(s3);
     // s3's own successor is timed likewise.
     let s4 = connect_of(&w.actions()).expect("s3's successor");
     assert!(w.e.connect_at(s4).is_some_and(|at| at > w.now));
