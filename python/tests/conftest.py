@@ -17,11 +17,19 @@ Every request is recorded (method, path, body, the connection's number) in ``dev
 
 import faulthandler
 import http.server
+import signal
 import socket
 import sys
 import threading
 
 import pytest
+
+# A shell that starts CI as a background job without job control (`( .ci/run & )`) starts it
+# with SIGINT ignored; Python then installs no handler of its own, and `_thread.interrupt_main`,
+# the Ctrl-C tests' way of pressing Ctrl-C, does nothing: those tests then fail for the way CI
+# was started, not for the client. They are about Ctrl-C, so SIGINT gets Python's own handler
+# whatever the parent left it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Every test is over in seconds; one stuck past this (a bug: every wait in the tests and in the
 # client is bounded) dumps every thread's stack and exits instead of hanging CI.
