@@ -197,6 +197,14 @@ impl TimedSpare {
     }
 }
 
+/// The sooner of two upper bounds, either of which may be unknown.
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl SpareOutlook {
     pub(crate) fn worth_opening(self) -> bool {
         match (self.dies_after, self.idle) {
@@ -251,13 +259,14 @@ impl Behaviour {
     }
 
     /// A warm spare was closed by the device under its first request, before any response
-    /// byte, `age` after its connect began less a round trip (the device's accept came half a
-    /// round trip after the connect began, its FIN took as long to arrive), while the device was
-    /// thought to close after every response. Where the caller pauses longer than the device
-    /// keeps an unused connection, each request's successor, connected during the exchange,
-    /// idles out as the next request crosses the device's close: a retry each time, a POST
-    /// lost. Returns whether the bound changed.
+    /// byte, `age` after its connect began, while the device was thought to close after every
+    /// response. It bounds how long the device keeps an unused connection by that age less a
+    /// round trip (the device's accept came half a round trip after the connect began, its FIN
+    /// took as long to arrive). Where the caller pauses longer than that, each request's
+    /// successor, connected during the exchange, idles out as the next request crosses the
+    /// device's close: a retry each time, a POST lost. Returns whether the bound changed.
     pub(crate) fn observe_spare_cut(&mut self, age: Duration) -> bool {
+        let age = age.saturating_sub(self.rtt());
         if self.spare_cut_after.is_some_and(|a| a <= age) {
             return false;
         }
@@ -265,11 +274,12 @@ impl Behaviour {
         true
     }
 
-    /// A warm spare's first exchange completed, `age` after its connect began less a round
-    /// trip (as [`Behaviour::observe_spare_cut`] counts): a cut bound at or below that is
+    /// A warm spare's first exchange completed, `age` after its connect began: a cut bound at
+    /// or below that age less a round trip (as [`Behaviour::observe_spare_cut`] counts) is
     /// wrong, and is dropped. (A pre-write check that finds a spare alive says nothing of it:
     /// the spares it bounds were alive at the check, and cut as the request crossed the close.)
     pub(crate) fn observe_spare_served(&mut self, age: Duration) {
+        let age = age.saturating_sub(self.rtt());
         if self.spare_cut_after.is_some_and(|a| a <= age) {
             self.spare_cut_after = None;
         }
@@ -280,10 +290,7 @@ impl Behaviour {
     /// under its first request (its idle close is its close after the response, and says
     /// nothing of that).
     pub(crate) fn single_use_spare_lives(&self) -> Option<Duration> {
-        match (self.spare_dies_after, self.spare_cut_after) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        sooner(self.spare_dies_after, self.spare_cut_after)
     }
 
     /// What became of the spares so far, for [`SpareOutlook`] (with how long a spare opened
@@ -300,10 +307,7 @@ impl Behaviour {
     /// its request came (compare's (c) and (c2) across the link: a row with a spare found dead
     /// 4.75 ms after its connect against a 2.5 ms idle close paid a handshake per command).
     pub(crate) fn unused_lives(&self) -> Option<Duration> {
-        match (self.spare_dies_after, self.idle_close) {
-            (Some(a), Some(d)) => Some(a.min(d)),
-            (a, d) => a.or(d),
-        }
+        sooner(self.spare_dies_after, self.idle_close)
     }
 
     /// The fastest TCP handshake seen (zero if none yet).

@@ -37,8 +37,7 @@ impl Engine {
                 h.behaviour.observe_announced(persistence.idle_timeout);
                 if c.spare && c.served == 1 {
                     // A spare's first exchange completed: as old as this, spares are not cut.
-                    let age = now.saturating_duration_since(c.created).saturating_sub(h.behaviour.rtt());
-                    h.behaviour.observe_spare_served(age);
+                    h.behaviour.observe_spare_served(now.saturating_duration_since(c.created));
                 }
                 h.behaviour.observe_response_closes(matches!(
                     persistence.close,
@@ -218,10 +217,10 @@ impl Engine {
                 && cause == LostCause::PeerClosed
                 && h.behaviour.closes_after_response()
             {
-                let age = now.saturating_duration_since(c.created).saturating_sub(h.behaviour.rtt());
+                let age = now.saturating_duration_since(c.created);
                 if h.behaviour.observe_spare_cut(age) {
                     log::debug!(
-                        "{host}: a warm spare was closed by the device under its first request, {age:?} old"
+                        "{host}: a warm spare was closed by the device under its first request, {age:?} after its connect"
                     );
                 }
             }
