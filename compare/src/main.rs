@@ -298,6 +298,31 @@ impl Config {
 }
 
 /// `name` in the harness's directory (`compare/`).
+/// The file a full run writes unless told (`--out`): one per kind of run, so that a pinned run
+/// never overwrites the unpinned `RESULTS.md`, nor one regime's file another's. `RESULTS`, then
+/// `-tls` and `-link` where they apply, then the regime of a pinned run: `-same` (one vCPU),
+/// `-split-fast` (two, the idle vCPU polling before it halts: `--halt-poll-ns` above 0, or the
+/// host's own setting when not given) or `-split` (two, halting at once).
+fn default_out(tls: bool, link: bool, pin: Option<Pin>, halt_poll_ns: Option<u64>) -> String {
+    let mut name = String::from("RESULTS");
+    if tls {
+        name.push_str("-tls");
+    }
+    if link {
+        name.push_str("-link");
+    }
+    match pin {
+        None => {}
+        Some(Pin::Same) => name.push_str("-same"),
+        Some(Pin::Split) => match halt_poll_ns.or_else(haltpoll::current) {
+            Some(ns) if ns > 0 => name.push_str("-split-fast"),
+            _ => name.push_str("-split"),
+        },
+    }
+    name.push_str(".md");
+    name
+}
+
 fn results_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
 }
@@ -353,8 +378,9 @@ USAGE: cargo run --release -p compare -- [OPTIONS]     (or compare/run.sh [OPTIO
                        after each scenario's rounds, re-run its commands per client in a child
                        process (under strace -f -c for the syscalls) and report CPU time,
                        allocations and syscalls by kind per command (default: on, off with --quick)
-  --out PATH           write the markdown here (default compare/RESULTS.md, with a link
-                       compare/RESULTS-link.md; none with --quick)
+  --out PATH           write the markdown here (default compare/RESULTS.md; -tls, -link and
+                       the pinned regime (-same, -split, -split-fast) are added to the name
+                       where they apply, e.g. compare/RESULTS-split-fast.md; none with --quick)
   --no-write           only print the markdown
 ";
 
@@ -459,12 +485,7 @@ fn parse_args(args: &[String]) -> Result<Option<Config>, String> {
     cfg.profile = profile.unwrap_or(!cfg.quick);
     let tls = cfg.scenarios.iter().any(|s| s.is_tls());
     if !out_given && !cfg.quick {
-        match (tls, cfg.on_link()) {
-            (true, true) => cfg.out = Some(results_path("RESULTS-tls-link.md")),
-            (true, false) => cfg.out = Some(results_path("RESULTS-tls.md")),
-            (false, true) => cfg.out = Some(results_path("RESULTS-link.md")),
-            (false, false) => {}
-        }
+        cfg.out = Some(results_path(&default_out(tls, cfg.on_link(), cfg.pin, cfg.halt_poll_ns)));
     }
     // Only TLS scenarios: only the clients that speak TLS here, unless told otherwise.
     if !clients_given && cfg.scenarios.iter().all(|s| s.is_tls()) {
@@ -970,5 +991,21 @@ mod tests {
         assert_eq!((c.rounds[0], c.commands[0]), (10, 6_000));
         let c = parse("--rounds 5 --keepalive 1000");
         assert_eq!((c.rounds, c.commands[0], c.per_round(Scenario::KeepAlive)), ([5; SCENARIOS], 1_000, 200));
+    }
+}
+
+#[cfg(test)]
+mod default_out_tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_run_never_writes_the_unpinned_file() {
+        assert_eq!(default_out(false, false, None, None), "RESULTS.md");
+        assert_eq!(default_out(false, false, Some(Pin::Same), None), "RESULTS-same.md");
+        assert_eq!(default_out(false, false, Some(Pin::Split), Some(0)), "RESULTS-split.md");
+        assert_eq!(default_out(false, false, Some(Pin::Split), Some(200_000)), "RESULTS-split-fast.md");
+        assert_eq!(default_out(true, false, Some(Pin::Same), Some(0)), "RESULTS-tls-same.md");
+        assert_eq!(default_out(true, true, None, None), "RESULTS-tls-link.md");
+        assert_eq!(default_out(false, true, None, None), "RESULTS-link.md");
     }
 }
