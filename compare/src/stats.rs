@@ -73,8 +73,10 @@ pub struct Record {
     pub served: u64,
     /// CPU time of the whole process while this client's measured commands ran, in ns.
     pub cpu_ns: u64,
-    /// Latency of every successful command, in nanoseconds.
+    /// Latency of every successful command, in nanoseconds: round by round, each round's sorted.
     pub samples: Vec<u64>,
+    /// How many of `samples` each round added, in order.
+    pub round_len: Vec<usize>,
     /// The p50 of each round, in nanoseconds.
     pub round_p50: Vec<u64>,
     /// The p50 and the p99 of every round in order, `None` for a round without a successful
@@ -166,7 +168,31 @@ impl Record {
             self.round_p50.push(p);
         }
         self.by_round.push(nearest_rank(&round, P50).zip(nearest_rank(&round, P99)));
+        self.round_len.push(round.len());
         self.samples.extend(round);
+    }
+
+    /// The p50 (or p99) of the commands of `rounds` taken together, lost commands counted as
+    /// never answered; `None` if those rounds had no command. A round of 100 commands has no
+    /// p99 of its own (its "p99" is its second slowest command); the regime's rounds together
+    /// have one.
+    pub fn pooled_lat(&self, rounds: &[usize], p99: bool) -> Option<Lat> {
+        let mut start = Vec::with_capacity(self.round_len.len());
+        let mut at = 0;
+        for &n in &self.round_len {
+            start.push(at);
+            at += n;
+        }
+        let mut pool = Vec::new();
+        let mut lost = 0;
+        for &k in rounds {
+            if let (Some(&s), Some(&n)) = (start.get(k), self.round_len.get(k)) {
+                pool.extend_from_slice(self.samples.get(s..s + n).unwrap_or_default());
+            }
+            lost += self.round_failed.get(k).copied().unwrap_or(0);
+        }
+        pool.sort_unstable();
+        nearest_rank_with_lost(&pool, lost, if p99 { P99 } else { P50 }).map(Lat::from_rank)
     }
 
     /// Files one successful latency under the gap (its index in the cycle) that preceded it.
