@@ -39,12 +39,46 @@ pub(crate) struct MioKernel {
     events: Events,
     /// Started by the first [`Kernel::open_at`].
     timed: Option<Timed>,
+    /// Timed connects done with, kept for the next ones: a timed warm spare per command then
+    /// allocates nothing (at most [`SPARE_JOBS`]; one the connecting thread still holds is
+    /// skipped until it lets go).
+    spare_jobs: Vec<Arc<Job>>,
 }
+
+/// How many finished timed connects [`MioKernel`] keeps for reuse.
+const SPARE_JOBS: usize = 8;
 
 impl MioKernel {
     /// A poller whose event buffer holds `events` events per wait.
     pub(crate) fn new(events: usize) -> io::Result<MioKernel> {
-        Ok(MioKernel { poll: Poll::new()?, events: Events::with_capacity(events), timed: None })
+        Ok(MioKernel {
+            poll: Poll::new()?,
+            events: Events::with_capacity(events),
+            timed: None,
+            spare_jobs: Vec::new(),
+        })
+    }
+
+    /// A pending timed connect of `sock` to `addr` at `at`: a finished one reused when one is
+    /// no longer shared with the connecting thread, a new one otherwise.
+    fn job(&mut self, at: Instant, sock: Socket, addr: SocketAddr) -> Arc<Job> {
+        let state = JobState::Pending { sock, addr: addr.into() };
+        for i in 0..self.spare_jobs.len() {
+            if let Some(job) = Arc::get_mut(&mut self.spare_jobs[i]) {
+                job.at = at;
+                *job.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+                return self.spare_jobs.swap_remove(i);
+            }
+        }
+        Arc::new(Job { at, state: Mutex::new(state) })
+    }
+
+    /// A timed connect the driver is done with (started, failed and reported, or called off),
+    /// kept for [`MioKernel::job`] while there is room.
+    fn recycle(&mut self, job: Arc<Job>) {
+        if self.spare_jobs.len() < SPARE_JOBS {
+            self.spare_jobs.push(job);
+        }
     }
 
     /// The timed connects' thread, started if need be (`None`: it could not be).
@@ -158,8 +192,9 @@ impl Kernel for MioKernel {
         }
         let socket = new_socket(addr, opts)?;
         let job = match (socket.try_clone(), self.timed()) {
-            (Ok(dup), Some(_)) => {
-                Arc::new(Job { at, state: Mutex::new(JobState::Pending { sock: dup, addr: addr.into() }) })
+            (Ok(dup), Some(t)) => {
+                t.prune();
+                self.job(at, dup, addr)
             }
             (Err(e), _) => {
                 log::debug!("timed connect to {addr}: no duplicate descriptor ({e}): connecting now");
@@ -181,7 +216,11 @@ impl Kernel for MioKernel {
 
     fn start_now(&mut self, s: &mut Self::Stream) -> io::Result<()> {
         match s.timed.take() {
-            Some(job) => job.start(),
+            Some(job) => {
+                let started = job.start();
+                self.recycle(job);
+                started
+            }
             None => Ok(()),
         }
     }
@@ -192,10 +231,16 @@ impl Kernel for MioKernel {
         match s.timed.as_ref().map(|job| job.outcome()) {
             Some(None) => return Ok(false),
             Some(Some(Err(e))) => {
-                s.timed = None;
+                if let Some(job) = s.timed.take() {
+                    self.recycle(job);
+                }
                 return Err(e);
             }
-            Some(Some(Ok(()))) => s.timed = None,
+            Some(Some(Ok(()))) => {
+                if let Some(job) = s.timed.take() {
+                    self.recycle(job);
+                }
+            }
             None => {}
         }
         match s.io.take_error() {
@@ -273,6 +318,7 @@ impl Kernel for MioKernel {
         // descriptor is closed with it), so that this close is the socket's last.
         if let Some(job) = s.timed.take() {
             job.cancel();
+            self.recycle(job);
         }
         // Dropping the stream closes the socket; on Linux closing the last descriptor also
         // removes it from the epoll set, so no EPOLL_CTL_DEL (a syscall per connection).
@@ -434,13 +480,14 @@ impl Timed {
         Ok(Timed { shared })
     }
 
+    /// Lets go of the jobs the driver started or closed meanwhile, so that the list stays as
+    /// long as the connects set for later, and those jobs can be reused ([`MioKernel::job`]).
+    fn prune(&self) {
+        locked(&self.shared.jobs).due.retain(|j| matches!(*j.lock(), JobState::Pending { .. }));
+    }
+
     fn push(&self, job: Arc<Job>) {
-        let mut jobs = locked(&self.shared.jobs);
-        // Jobs the driver started or closed meanwhile go, so the list stays as long as the
-        // connects set for later.
-        jobs.due.retain(|j| matches!(*j.lock(), JobState::Pending { .. }));
-        jobs.due.push(job);
-        drop(jobs);
+        locked(&self.shared.jobs).due.push(job);
         self.shared.wake.notify_one();
     }
 
@@ -667,6 +714,52 @@ mod tests {
         let outcome = k.start_now(&mut s).and_then(|()| connected(&mut k, &mut s, Duration::from_secs(5)));
         assert_eq!(outcome.map_err(|e| e.kind()), Err(io::ErrorKind::ConnectionRefused));
         k.close(s);
+    }
+
+    /// A timed connect the driver is done with is reused by the next one (a timed spare per
+    /// command allocates nothing), but never while the connecting thread still holds it: there
+    /// a new one is made, and the reused one connects as a new one does.
+    #[test]
+    fn finished_timed_connects_are_reused_once_the_thread_lets_go() {
+        let mut k = MioKernel::new(16).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let later = Instant::now() + Duration::from_secs(60);
+        let job_of = |s: &MioStream| Arc::as_ptr(s.timed.as_ref().unwrap());
+        // Started by the driver: the thread's list still holds it (until the next push).
+        let mut s = k.open_at(addr, &OpenOpts::default(), 0, later).unwrap();
+        let first = job_of(&s);
+        k.start_now(&mut s).unwrap();
+        assert!(connected(&mut k, &mut s, Duration::from_secs(5)).unwrap());
+        k.close(s);
+        assert_eq!(k.spare_jobs.len(), 1);
+        // The next timed connect first has the thread let go of it, and reuses it; it connects
+        // at its time.
+        let soon = Instant::now() + Duration::from_millis(20);
+        let mut s = k.open_at(addr, &OpenOpts::default(), 1, soon).unwrap();
+        assert_eq!(job_of(&s), first, "a finished job was not reused");
+        assert!(connected(&mut k, &mut s, Duration::from_secs(5)).unwrap());
+        assert!(Instant::now() >= soon, "the reused job connected before its time");
+        // Connected, it went back to the pool. One still shared (a clone stands for a thread
+        // that has not let go) is not reused.
+        assert!(s.timed.is_none());
+        let held = Arc::clone(&k.spare_jobs[0]);
+        k.close(s);
+        let mut s = k.open_at(addr, &OpenOpts::default(), 2, later).unwrap();
+        assert!(!std::ptr::eq(job_of(&s), Arc::as_ptr(&held)), "a job still shared was reused");
+        drop(held);
+        k.start_now(&mut s).unwrap();
+        assert!(connected(&mut k, &mut s, Duration::from_secs(5)).unwrap());
+        let accepted = std::iter::from_fn(|| l.accept().ok()).count();
+        assert_eq!(accepted, 3, "every connect reached the listener once");
+        k.close(s);
+        // Called off before its time, it is kept too, and the pool stays bounded.
+        for i in 0..2 * SPARE_JOBS {
+            let s = k.open_at(addr, &OpenOpts::default(), 3 + i, later).unwrap();
+            k.close(s);
+        }
+        assert!(k.spare_jobs.len() <= SPARE_JOBS);
     }
 
     /// A RST with unread bytes behind it: the bytes are read first (Linux), then the reset, by
