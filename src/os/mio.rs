@@ -727,7 +727,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let later = Instant::now() + Duration::from_secs(60);
         let job_of = |s: &MioStream| Arc::as_ptr(s.timed.as_ref().unwrap());
-        // Started by the driver: the thread's list still holds it (until the next push).
+        // Started by the driver: the thread's list still holds it (until the next timed connect).
         let mut s = k.open_at(addr, &OpenOpts::default(), 0, later).unwrap();
         let first = job_of(&s);
         k.start_now(&mut s).unwrap();
