@@ -1285,8 +1285,9 @@ pub fn perf_verdicts(cfg: &Config, results: &[ScenarioResult]) -> Verdicts {
         let mut check = |target: u8, i: usize, j: usize, what: &str, bound: f64, p99: bool| {
             for g in reg.seen() {
                 let rounds = reg.rounds(g);
+                let per_round = lost_ratio(r, i, j, &rounds, p99).map(|(x, _)| x);
                 let ratio = if p99 {
-                    if let Some((x, _)) = lost_ratio(r, i, j, &rounds, true) {
+                    if let Some(x) = per_round {
                         notes.push(per_round_p99_note(
                             letter,
                             cfg.clients[i].label,
@@ -1298,7 +1299,7 @@ pub fn perf_verdicts(cfg: &Config, results: &[ScenarioResult]) -> Verdicts {
                     }
                     pooled_p99_ratio(r, i, j, &rounds)
                 } else {
-                    lost_ratio(r, i, j, &rounds, false).map(|(x, _)| x)
+                    per_round
                 };
                 match ratio {
                     Some(x) => rows.push(Verdict {
@@ -1356,16 +1357,18 @@ pub fn perf_verdicts(cfg: &Config, results: &[ScenarioResult]) -> Verdicts {
                     break;
                 }
                 for (p99, bound) in [(false, FRESH_BOUNDS.0), (true, FRESH_BOUNDS.1)] {
+                    let what = format!("{} ×best peer", if p99 { "p99" } else { "p50" });
+                    let mine = r.records[i].round_lats(p99);
+                    let per_round = regime::median_over(&rounds, |k| {
+                        Some(mine.get(k).copied().flatten()?.ratio(best_peer(r, &peers, k, p99)?.1))
+                    })
+                    .map(|(x, _)| x);
                     let ratio = if p99 {
-                        let mine = r.records[i].round_lats(true);
-                        if let Some((x, _)) = regime::median_over(&rounds, |k| {
-                            Some(mine.get(k).copied().flatten()?.ratio(best_peer(r, &peers, k, true)?.1))
-                        }) {
-                            let what = "p99 ×best peer";
+                        if let Some(x) = per_round {
                             notes.push(per_round_p99_note(
                                 letter,
                                 cfg.clients[i].label,
-                                what,
+                                &what,
                                 g,
                                 rounds.len(),
                                 x,
@@ -1375,11 +1378,7 @@ pub fn perf_verdicts(cfg: &Config, results: &[ScenarioResult]) -> Verdicts {
                         let best = peers.iter().filter_map(|&j| r.records[j].pooled_lat(&rounds, true)).min();
                         r.records[i].pooled_lat(&rounds, true).zip(best).map(|(a, b)| a.ratio(b))
                     } else {
-                        let mine = r.records[i].round_lats(false);
-                        regime::median_over(&rounds, |k| {
-                            Some(mine.get(k).copied().flatten()?.ratio(best_peer(r, &peers, k, false)?.1))
-                        })
-                        .map(|(x, _)| x)
+                        per_round
                     };
                     if let Some(x) = ratio {
                         rows.push(Verdict {
@@ -1387,7 +1386,7 @@ pub fn perf_verdicts(cfg: &Config, results: &[ScenarioResult]) -> Verdicts {
                             scenario: r.scenario,
                             client: i,
                             regime: Some((g, rounds.len())),
-                            what: format!("{} ×best peer", if p99 { "p99" } else { "p50" }),
+                            what,
                             figure: Figure::Ratio(x),
                             bound,
                             met: x <= bound,

@@ -177,20 +177,15 @@ impl Record {
     /// p99 of its own (its "p99" is its second slowest command); the regime's rounds together
     /// have one.
     pub fn pooled_lat(&self, rounds: &[usize], p99: bool) -> Option<Lat> {
-        let mut start = Vec::with_capacity(self.round_len.len());
+        let mut pool = Vec::new();
         let mut at = 0;
-        for &n in &self.round_len {
-            start.push(at);
+        for (k, &n) in self.round_len.iter().enumerate() {
+            if rounds.contains(&k) {
+                pool.extend_from_slice(self.samples.get(at..at + n).unwrap_or_default());
+            }
             at += n;
         }
-        let mut pool = Vec::new();
-        let mut lost = 0;
-        for &k in rounds {
-            if let (Some(&s), Some(&n)) = (start.get(k), self.round_len.get(k)) {
-                pool.extend_from_slice(self.samples.get(s..s + n).unwrap_or_default());
-            }
-            lost += self.round_failed.get(k).copied().unwrap_or(0);
-        }
+        let lost = rounds.iter().filter_map(|&k| self.round_failed.get(k)).sum();
         pool.sort_unstable();
         nearest_rank_with_lost(&pool, lost, if p99 { P99 } else { P50 }).map(Lat::from_rank)
     }

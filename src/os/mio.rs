@@ -228,20 +228,12 @@ impl Kernel for MioKernel {
     fn connect_result(&mut self, s: &mut Self::Stream) -> io::Result<bool> {
         // A timed connect not started: not yet. Failed when the thread started it: that error.
         // Started: the socket says (and the job is no longer needed).
-        match s.timed.as_ref().map(|job| job.outcome()) {
-            Some(None) => return Ok(false),
-            Some(Some(Err(e))) => {
-                if let Some(job) = s.timed.take() {
-                    self.recycle(job);
-                }
-                return Err(e);
+        if let Some(outcome) = s.timed.as_ref().map(|job| job.outcome()) {
+            let Some(started) = outcome else { return Ok(false) };
+            if let Some(job) = s.timed.take() {
+                self.recycle(job);
             }
-            Some(Some(Ok(()))) => {
-                if let Some(job) = s.timed.take() {
-                    self.recycle(job);
-                }
-            }
-            None => {}
+            started?;
         }
         match s.io.take_error() {
             Ok(Some(e)) | Err(e) => Err(e),
